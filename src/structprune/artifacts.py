@@ -1,0 +1,125 @@
+"""Atomic outputs and manifests.
+
+Every stage writes into a temporary sibling and renames it into place, so an
+interrupted job never leaves a half-written file or folder that Snakemake (or a
+person) could mistake for a finished one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from structprune import __version__
+
+
+@contextlib.contextmanager
+def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temporary folder that replaces `target` only on success."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        target.rename(old)
+        tmp.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(target)
+
+
+@contextlib.contextmanager
+def atomic_file(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `target`; it is renamed onto `target` on success."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}{target.suffix}")
+    try:
+        yield tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, target)
+
+
+def write_json(path: str | os.PathLike, payload: Any) -> None:
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def sha256_path(path: str | os.PathLike) -> str:
+    """Hash of a file, or of a folder's files (names and contents, sorted)."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode())
+        with open(file, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def git_commit() -> str | None:
+    """The commit of the structprune checkout, if the code runs from one."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"],
+            capture_output=True, text=True, timeout=10, check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def package_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    versions = {"python": platform.python_version(), "structprune": __version__}
+    for name in ("torch", "transformers", "lm_eval", "datasets", "safetensors"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def build_manifest(
+    stage: str,
+    inputs: dict[str, str | os.PathLike],
+    parameters: dict[str, Any],
+    started: float,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """What made an output: inputs' hashes, parameters, versions, commit and wall time."""
+    return {
+        "stage": stage,
+        "inputs": {name: {"path": str(p), "sha256": sha256_path(p)} for name, p in inputs.items()},
+        "parameters": parameters,
+        "versions": package_versions(),
+        "git_commit": git_commit(),
+        "wall_time_s": round(time.time() - started, 3),
+        **(extra or {}),
+    }

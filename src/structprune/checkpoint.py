@@ -1,0 +1,38 @@
+"""Checkpoint folders and tensor files: written atomically, each with a manifest."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from structprune.artifacts import atomic_dir, atomic_file, write_json
+from structprune.models import count_parameters
+
+
+def save_checkpoint(model, tokenizer, out_dir: str | os.PathLike, manifest: dict[str, Any]) -> None:
+    """A Hugging Face folder (safetensors) loadable with `AutoModelForCausalLM.from_pretrained`."""
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / "manifest.json", {**manifest, "parameters_count": count_parameters(model)})
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, Any]) -> None:
+    """A safetensors file; `metadata` (JSON-serialisable) goes into its header and a `.json` sidecar."""
+    path = Path(path)
+    header = {"structprune": json.dumps(metadata, sort_keys=True)}
+    with atomic_file(path) as tmp:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=header)
+    write_json(path.with_suffix(".json"), metadata)
+
+
+def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: run the stage that produces it first")
+    return load_file(str(path))

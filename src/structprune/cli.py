@@ -1,0 +1,317 @@
+"""Command line: one subcommand per pipeline stage, every input and parameter explicit.
+
+Snakemake rules call ``python -m structprune <stage> ...``; the same commands
+can be rerun by hand on a compute node. The library never reads config.yaml.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+log = logging.getLogger("structprune")
+
+MIRROR_ENV = "STRUCTPRUNE_DATA_MIRROR"
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return key, value
+
+
+def _option_value(value: str):
+    """Method options arrive as strings; turn numbers and booleans into Python values."""
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return {"true": True, "false": False, "none": None}.get(value.lower(), value)
+
+
+def _mirror(args) -> str | None:
+    mirror = args.mirror or os.environ.get(MIRROR_ENV) or None
+    if mirror and not Path(mirror).is_dir():
+        raise FileNotFoundError(
+            f"data mirror {mirror} does not exist: fix data.mirror in config.yaml or {MIRROR_ENV}"
+        )
+    return mirror
+
+
+# --------------------------------------------------------------------------- stages
+
+def cmd_model(args) -> None:
+    from structprune.artifacts import build_manifest
+    from structprune.checkpoint import save_checkpoint
+    from structprune.models import load_source
+
+    started = time.time()
+    log.info("loading model source %s", args.source)
+    model, tokenizer = load_source(args.source)
+    manifest = build_manifest("model", {}, {"source": args.source}, started)
+    save_checkpoint(model, tokenizer, args.out, manifest)
+    log.info("wrote %s", args.out)
+
+
+def cmd_data_eval(args) -> None:
+    from transformers import AutoTokenizer
+
+    from structprune.checkpoint import save_tensors
+    from structprune.data import load_text, tokenize_text
+
+    mirror = _mirror(args)
+    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+    text = load_text(args.dataset, args.split, mirror)
+    stream = tokenize_text(tokenizer, text)
+    log.info("%s/%s: %d characters, %d tokens", args.dataset, args.split, len(text), stream.numel())
+    meta = {"dataset": args.dataset, "split": args.split, "source": mirror or "hub", "tokens": stream.numel()}
+    save_tensors({"input_ids": stream}, args.out, meta)
+
+
+def cmd_data_calib(args) -> None:
+    from transformers import AutoTokenizer
+
+    from structprune.checkpoint import save_tensors
+    from structprune.data import load_text, sample_windows, tokenize_text
+
+    mirror = _mirror(args)
+    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+    stream = tokenize_text(tokenizer, load_text(args.dataset, args.split, mirror))
+    samples = sample_windows(stream, args.n_samples, args.seq_len, args.seed)
+    meta = {
+        "dataset": args.dataset, "split": args.split, "source": mirror or "hub",
+        "n_samples": args.n_samples, "seq_len": args.seq_len, "seed": args.seed,
+    }
+    save_tensors({"input_ids": samples}, args.out, meta)
+    log.info("calibration set %s: %s", args.out, tuple(samples.shape))
+
+
+def cmd_data_task(args) -> None:
+    from structprune.artifacts import atomic_file
+    from structprune.tasks import read_task_records, write_jsonl
+
+    records = read_task_records(args.task, _mirror(args))
+    with atomic_file(args.out) as tmp:
+        write_jsonl(records, tmp)
+    log.info("task %s: %d records -> %s", args.task, len(records), args.out)
+
+
+def cmd_calibrate(args) -> None:
+    import torch
+
+    from structprune.calibration import collect_statistics
+    from structprune.checkpoint import load_tensors, save_tensors
+    from structprune.models import load_checkpoint
+
+    torch.manual_seed(0)
+    started = time.time()
+    model, _ = load_checkpoint(args.model)
+    input_ids = load_tensors(args.data)["input_ids"]
+    stats, tokens = collect_statistics(model, input_ids, args.batch_size)
+    meta = {
+        "tokens": tokens, "samples": int(input_ids.shape[0]), "seq_len": int(input_ids.shape[1]),
+        "dtype": "float64", "wall_time_s": round(time.time() - started, 3),
+    }
+    save_tensors(stats, args.out, meta)
+    log.info("statistics over %d tokens -> %s", tokens, args.out)
+
+
+def cmd_score(args) -> None:
+    from structprune.checkpoint import load_tensors, save_tensors
+    from structprune.models import load_checkpoint
+    from structprune.scores import score_model
+
+    model, _ = load_checkpoint(args.model)
+    stats = load_tensors(args.stats) if args.stats else None
+    options = {k: _option_value(v) for k, v in args.option}
+    scores = score_model(model, args.method, stats, options)
+    save_tensors(scores, args.out, {"method": args.method, "options": options, "stats": args.stats})
+    log.info("%s scores -> %s", args.method, args.out)
+
+
+def cmd_prune(args) -> None:
+    from structprune.artifacts import build_manifest
+    from structprune.checkpoint import load_tensors, save_checkpoint
+    from structprune.models import count_parameters, load_checkpoint, model_geometries
+    from structprune.plan import plan_uniform
+    from structprune.prune import prune_model
+
+    started = time.time()
+    model, tokenizer = load_checkpoint(args.model)
+    scores = load_tensors(args.scores)
+    before = count_parameters(model)
+    plan = plan_uniform(scores, model_geometries(model), args.sparsity, args.heads)
+    prune_model(model, plan)
+    after = count_parameters(model)
+    achieved = 1 - after["decoder_blocks"] / before["decoder_blocks"]
+    log.info(
+        "target sparsity %.3f, achieved %.4f of decoder-block parameters (%d -> %d); total %d -> %d",
+        args.sparsity, achieved, before["decoder_blocks"], after["decoder_blocks"], before["total"], after["total"],
+    )
+    manifest = build_manifest(
+        "prune", {"model": args.model, "scores": args.scores},
+        {"sparsity": args.sparsity, "heads": args.heads}, started,
+        {"dense_parameters": before, "achieved_block_sparsity": achieved, "plan": plan.to_json()},
+    )
+    save_checkpoint(model, tokenizer, args.out, manifest)
+
+
+def cmd_evaluate(args) -> None:
+    import torch
+
+    from structprune.artifacts import write_json
+    from structprune.checkpoint import load_tensors
+    from structprune.evaluate import Timer, perplexity, zero_shot
+    from structprune.models import count_parameters, load_checkpoint
+
+    torch.manual_seed(0)
+    model, tokenizer = load_checkpoint(args.model)
+    result = {
+        "model": args.model_name, "method": args.method, "calib": args.calib,
+        "sparsity": args.sparsity, "stage": args.stage, "checkpoint": args.model,
+        "parameters": count_parameters(model),
+        "protocol": {"seq_len": args.seq_len, "max_tokens": args.max_tokens, "limit": args.limit},
+        "perplexity": {}, "zero_shot": {}, "timing": {},
+    }
+    timer = Timer()
+    for name, path in args.ppl:
+        result["perplexity"][name] = perplexity(
+            model, load_tensors(path)["input_ids"], args.seq_len, args.max_tokens, args.batch_size
+        )
+        log.info("%s perplexity %.3f", name, result["perplexity"][name]["ppl"])
+    result["timing"]["perplexity_s"] = timer.elapsed()
+    scored = sum(r["tokens_scored"] for r in result["perplexity"].values())
+    if scored:
+        result["timing"]["perplexity_tokens_per_s"] = round(scored / max(timer.elapsed(), 1e-9), 1)
+    timer = Timer()
+    tasks = {name: Path(path) for name, path in args.task}
+    result["zero_shot"] = zero_shot(model, tokenizer, tasks, args.limit, args.batch_size)
+    result["timing"]["zero_shot_s"] = timer.elapsed()
+    for name, metrics in result["zero_shot"].items():
+        log.info("%s acc %.4f acc_norm %s", name, metrics["acc"], metrics["acc_norm"])
+    write_json(args.out, result)
+
+
+def cmd_report(args) -> None:
+    from structprune.tables import comparison_table, compute_time_summary, plot_perplexity, write_table
+
+    table = comparison_table(args.evals)
+    header = f"# {args.title}\n\n{args.note}" if args.note else f"# {args.title}"
+    if args.benchmarks:
+        header += "\n\n" + compute_time_summary(args.benchmarks)
+    write_table(table, args.csv, args.md, header)
+    if args.plot:
+        plot_perplexity(table, args.plot, args.title)
+    log.info("table with %d rows -> %s, %s", len(table), args.csv, args.md)
+
+
+# --------------------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="structprune", description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("model", help="materialise a model source as a safetensors checkpoint")
+    p.add_argument("--source", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_model)
+
+    def data_args(p):
+        p.add_argument("--dataset", required=True)
+        p.add_argument("--split", required=True)
+        p.add_argument("--tokenizer", required=True, help="checkpoint folder whose tokenizer to use")
+        p.add_argument("--mirror", default=None, help=f"mirror folder (default: ${MIRROR_ENV}, else the Hub)")
+        p.add_argument("--out", required=True)
+
+    p = sub.add_parser("data-eval", help="tokenise an evaluation split into one stream")
+    data_args(p)
+    p.set_defaults(func=cmd_data_eval)
+
+    p = sub.add_parser("data-calib", help="sample calibration windows from a text split")
+    data_args(p)
+    p.add_argument("--n-samples", type=int, required=True)
+    p.add_argument("--seq-len", type=int, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_data_calib)
+
+    p = sub.add_parser("data-task", help="export a zero-shot task split to jsonl")
+    p.add_argument("--task", required=True)
+    p.add_argument("--mirror", default=None)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_data_task)
+
+    p = sub.add_parser("calibrate", help="per-layer activation statistics (float64)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("score", help="importance score per head and neuron")
+    p.add_argument("--model", required=True)
+    p.add_argument("--method", required=True)
+    p.add_argument("--stats", default=None)
+    p.add_argument("--option", type=_key_value, action="append", default=[], metavar="NAME=VALUE")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("prune", help="remove the lowest-scoring units")
+    p.add_argument("--model", required=True)
+    p.add_argument("--scores", required=True)
+    p.add_argument("--sparsity", type=float, required=True, help="fraction of decoder-block parameters")
+    p.add_argument("--heads", default="within_kv_groups", choices=["within_kv_groups", "kv_groups"])
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser("evaluate", help="perplexity and zero-shot accuracy of a checkpoint")
+    p.add_argument("--model", required=True)
+    p.add_argument("--ppl", type=_key_value, action="append", default=[], metavar="DATASET=TOKENS")
+    p.add_argument("--task", type=_key_value, action="append", default=[], metavar="TASK=JSONL")
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--max-tokens", type=int, default=None)
+    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--model-name", required=True)
+    p.add_argument("--method", default="dense")
+    p.add_argument("--calib", default="none")
+    p.add_argument("--sparsity", type=int, default=0)
+    p.add_argument("--stage", default="dense", choices=["dense", "pruned", "recovered"])
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("report", help="comparison table and plot from evaluation JSONs")
+    p.add_argument("--evals", nargs="+", required=True)
+    p.add_argument("--csv", required=True)
+    p.add_argument("--md", required=True)
+    p.add_argument("--plot", default=None)
+    p.add_argument("--title", default="structprune comparison")
+    p.add_argument("--note", default="")
+    p.add_argument("--benchmarks", nargs="*", default=[], help="Snakemake benchmark TSVs to summarise")
+    p.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    started = time.time()
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError, NotImplementedError) as error:
+        log.error("%s", error)
+        return 2
+    log.info("%s done in %.1f s", args.command, time.time() - started)
+    return 0

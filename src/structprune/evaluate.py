@@ -1,0 +1,106 @@
+"""Evaluation: perplexity on token streams and lm-eval zero-shot accuracy.
+
+Perplexity protocol (as LLM-Pruner ``LLMPruner/evaluator/ppl.py`` and FLAP's
+``eval_ppl``): the test split is joined (see `structprune.data`) and tokenised
+once without special tokens; it is cut into consecutive non-overlapping
+windows of ``seq_len`` tokens (the tail shorter than a window is dropped); each
+window is scored independently, every token but the first predicted from its
+prefix inside the window; PPL = exp(mean token NLL over all windows). No BOS is
+prepended to windows (the reference code on LLaMA has a single BOS at the start
+of the stream only, which makes no measurable difference). ``max_tokens``
+keeps only the first windows, for quick runs; the JSON records how many tokens
+were scored.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+log = logging.getLogger(__name__)
+
+
+def perplexity_windows(stream: torch.Tensor, seq_len: int, max_tokens: int | None = None) -> torch.Tensor:
+    n_windows = stream.numel() // seq_len
+    if max_tokens:
+        n_windows = min(n_windows, max(1, max_tokens // seq_len))
+    if n_windows == 0:
+        raise ValueError(f"evaluation text has {stream.numel()} tokens, fewer than one window of {seq_len}")
+    return stream[: n_windows * seq_len].reshape(n_windows, seq_len)
+
+
+@torch.no_grad()
+def perplexity(
+    model: nn.Module, stream: torch.Tensor, seq_len: int = 128, max_tokens: int | None = None,
+    batch_size: int = 8, progress: bool = True,
+) -> dict:
+    windows = perplexity_windows(stream, seq_len, max_tokens)
+    nll_sum, count = 0.0, 0
+    for start in tqdm(range(0, windows.shape[0], batch_size), desc="perplexity", disable=not progress):
+        batch = windows[start : start + batch_size]
+        logits = model(batch, use_cache=False).logits[:, :-1].float()
+        nll = nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="sum"
+        )
+        nll_sum += float(nll)
+        count += batch[:, 1:].numel()
+    return {
+        "ppl": math.exp(nll_sum / count),
+        "windows": int(windows.shape[0]),
+        "seq_len": seq_len,
+        "tokens_scored": count,
+    }
+
+
+def zero_shot(
+    model: nn.Module, tokenizer, task_files: dict[str, Path], limit: int | None, batch_size: int = 8,
+) -> dict[str, dict]:
+    """lm-eval accuracy of the builtin tasks on local files: {task: {acc, acc_norm, n}}."""
+    from lm_eval import evaluator
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    from structprune.tasks import local_task_config
+
+    if not task_files:
+        return {}
+    manager = TaskManager()
+    configs = [local_task_config(name, path, manager) for name, path in task_files.items()]
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(model.device))
+    results = evaluator.simple_evaluate(
+        model=lm, tasks=configs, task_manager=manager, limit=limit, num_fewshot=0,
+        random_seed=0, numpy_random_seed=0, torch_random_seed=0, fewshot_random_seed=0,
+        bootstrap_iters=0, log_samples=False,
+    )
+    out = {}
+    for name in task_files:
+        metrics = results["results"][name]
+        out[name] = {
+            "acc": metrics.get("acc,none"),
+            "acc_norm": metrics.get("acc_norm,none"),
+            "n": results.get("n-samples", {}).get(name, {}).get("effective"),
+        }
+    return out
+
+
+def main_accuracy(task_metrics: dict) -> float:
+    """The number reported per task in the comparison tables: acc_norm where lm-eval has it
+    (PIQA, HellaSwag, ARC-e, ARC-c, OBQA), else acc (BoolQ, WinoGrande). This is what the
+    LLM-Pruner tables report (horseee/LLM-Pruner issue #25: its PIQA/HellaSwag/ARC/OBQA
+    numbers match acc_norm, not acc), and FLAP and 2407.19126 copy those tables."""
+    value = task_metrics.get("acc_norm")
+    return task_metrics["acc"] if value is None else value
+
+
+class Timer:
+    def __init__(self):
+        self.start = time.time()
+
+    def elapsed(self) -> float:
+        return round(time.time() - self.start, 3)

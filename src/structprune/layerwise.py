@@ -1,0 +1,65 @@
+"""Run a causal LM one decoder layer at a time (the sparsegpt / wanda pattern).
+
+The embeddings of every calibration batch are captured once, together with the
+keyword arguments the model passes to its first decoder layer (rotary position
+embeddings, attention mask). Each layer is then applied to all batches before
+the next one is touched, so peak memory is one layer's activations plus the
+hidden states of the calibration set, never the whole model's activations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from structprune.models import decoder_layers
+
+
+class _Captured(Exception):
+    pass
+
+
+@dataclass
+class LayerBatch:
+    hidden: torch.Tensor  # (batch, seq, hidden) entering the current layer
+    kwargs: dict[str, Any]  # what the model passes to every decoder layer
+
+
+def capture_layer_inputs(model: nn.Module, input_ids: torch.Tensor, batch_size: int) -> list[LayerBatch]:
+    """Hidden states and layer kwargs entering layer 0, for each batch of `input_ids`."""
+    first = decoder_layers(model)[0]
+    captured: list[LayerBatch] = []
+
+    def grab(_module, args, kwargs):
+        hidden = args[0] if args else kwargs.pop("hidden_states")
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("hidden_states", "past_key_values")}
+        kwargs["use_cache"] = False
+        captured.append(LayerBatch(hidden.detach(), kwargs))
+        raise _Captured
+
+    handle = first.register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            for start in range(0, input_ids.shape[0], batch_size):
+                try:
+                    model(input_ids[start : start + batch_size], use_cache=False)
+                except _Captured:
+                    pass
+    finally:
+        handle.remove()
+    return captured
+
+
+def apply_layer(layer: nn.Module, batch: LayerBatch) -> torch.Tensor:
+    with torch.no_grad():
+        out = layer(batch.hidden, **batch.kwargs)
+    return out[0] if isinstance(out, tuple) else out
+
+
+def propagate(layer: nn.Module, batches: list[LayerBatch]) -> None:
+    """Advance every batch through `layer` in place (hooks on the layer see each batch)."""
+    for batch in batches:
+        batch.hidden = apply_layer(layer, batch)

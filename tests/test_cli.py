@@ -1,0 +1,36 @@
+import torch
+
+from structprune.checkpoint import load_tensors
+from structprune.cli import main
+from tiny import save_tiny_checkpoint, tiny_mirror
+
+
+def test_stages_run_from_the_command_line(tmp_path):
+    ckpt = save_tiny_checkpoint(tmp_path / "src")
+    mirror = tiny_mirror(tmp_path / "mirror")
+    model = tmp_path / "model"
+    assert main(["model", "--source", str(ckpt), "--out", str(model)]) == 0
+    calib = tmp_path / "calib.safetensors"
+    assert main(["data-calib", "--dataset", "wikitext2", "--split", "validation", "--tokenizer", str(model),
+                 "--mirror", str(mirror), "--n-samples", "4", "--seq-len", "16", "--out", str(calib)]) == 0
+    stats = tmp_path / "stats.safetensors"
+    assert main(["calibrate", "--model", str(model), "--data", str(calib), "--out", str(stats)]) == 0
+    assert load_tensors(stats)["layers.0.mlp_in.second_moment"].dtype == torch.float64
+    scores = tmp_path / "scores.safetensors"
+    assert main(["score", "--model", str(model), "--method", "random", "--option", "seed=3", "--out", str(scores)]) == 0
+    pruned = tmp_path / "pruned"
+    assert main(["prune", "--model", str(model), "--scores", str(scores), "--sparsity", "0.3", "--out", str(pruned)]) == 0
+    manifest = __import__("json").loads((pruned / "manifest.json").read_text())
+    assert abs(manifest["achieved_block_sparsity"] - 0.3) < 0.03
+    assert manifest["inputs"]["scores"]["sha256"]
+
+
+def test_bad_inputs_fail_fast_with_a_message(tmp_path, caplog):
+    assert main(["calibrate", "--model", str(tmp_path / "nope"), "--data", "x", "--out", str(tmp_path / "s")]) == 2
+    assert "no config.json" in caplog.text
+    assert main(["model", "--source", "gguf-package:not_a_package", "--out", str(tmp_path / "m")]) == 2
+    assert "is not installed" in caplog.text
+    assert main(["data-eval", "--dataset", "ptb", "--split", "test", "--tokenizer", "x",
+                 "--mirror", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
+    assert "data mirror" in caplog.text
+    assert not (tmp_path / "m").exists() and not (tmp_path / "s").exists()

@@ -1,0 +1,68 @@
+import pytest
+import torch
+
+from structprune.models import LayerGeometry
+from tiny import HEAD_DIM, INTERMEDIATE
+from structprune.scores import REGISTRY, LayerWeights, magnitude_scores, score_method, score_model
+
+
+def hand_layer(num_heads=2, num_kv_heads=1):
+    """hidden 2, head_dim 1, intermediate 2, integer weights so norms are easy by hand."""
+    g = LayerGeometry(num_heads=num_heads, num_kv_heads=num_kv_heads, head_dim=1, hidden_size=2, intermediate_size=2)
+    q = torch.tensor([[1.0, -2.0], [3.0, 0.0]])  # rows: head 0, head 1
+    k = torch.tensor([[1.0, 1.0]] * num_kv_heads)
+    v = torch.tensor([[2.0, 0.0]] * num_kv_heads)
+    o = torch.tensor([[1.0, 0.0], [-1.0, 3.0]])  # columns: head 0, head 1
+    gate = torch.tensor([[1.0, 1.0], [0.0, 2.0]])
+    up = torch.tensor([[2.0, 0.0], [1.0, -1.0]])
+    down = torch.tensor([[3.0, 0.0], [0.0, 1.0]])  # columns: neuron 0, neuron 1
+    return LayerWeights(0, g, q, k, v, o, gate, up, down)
+
+
+def test_l1_known_answer_gqa():
+    s = magnitude_scores(hand_layer(), p=1)
+    # head 0: mean(|q row|=3, |o col|=2) = 2.5; head 1: mean(3, 3) = 3 (k/v shared by the group)
+    torch.testing.assert_close(s.heads, torch.tensor([2.5, 3.0], dtype=torch.float64))
+    # neuron 0: mean(gate 2, up 2, down col 3) = 7/3; neuron 1: mean(2, 2, 1) = 5/3
+    torch.testing.assert_close(s.neurons, torch.tensor([7 / 3, 5 / 3], dtype=torch.float64))
+
+
+def test_l2_known_answer_sums_squares_not_roots():
+    s = magnitude_scores(hand_layer(), p=2)
+    # head 0: mean(1+4, 1+1) = 3.5; head 1: mean(9, 0+9) = 9
+    torch.testing.assert_close(s.heads, torch.tensor([3.5, 9.0], dtype=torch.float64))
+    # neuron 0: mean(2, 4, 9) = 5; neuron 1: mean(4, 2, 1) = 7/3
+    torch.testing.assert_close(s.neurons, torch.tensor([5.0, 7 / 3], dtype=torch.float64))
+
+
+def test_l1_multi_head_attention_includes_k_and_v():
+    s = magnitude_scores(hand_layer(num_heads=2, num_kv_heads=2), p=1)
+    # head 0: mean(q 3, k 2, v 2, o 2) = 2.25; head 1: mean(3, 2, 2, 3) = 2.5
+    torch.testing.assert_close(s.heads, torch.tensor([2.25, 2.5], dtype=torch.float64))
+
+
+def test_head_scores_sum_over_head_dim(model):
+    weights = LayerWeights.from_layer(0, model.model.layers[0], head_dim=HEAD_DIM)
+    s = magnitude_scores(weights, p=1)
+    q_rows = weights.q.abs().sum(1).double()
+    o_cols = weights.o.abs().sum(0).double()
+    expected_head2 = ((q_rows + o_cols) / 2)[2 * HEAD_DIM : 3 * HEAD_DIM].sum()
+    torch.testing.assert_close(s.heads[2], expected_head2)
+
+
+def test_random_is_seeded_and_differs_by_layer_and_seed(model):
+    a = score_model(model, "random", options={"seed": 0})
+    b = score_model(model, "random", options={"seed": 0})
+    c = score_model(model, "random", options={"seed": 1})
+    torch.testing.assert_close(a["layers.0.neurons"], b["layers.0.neurons"])
+    assert not torch.equal(a["layers.0.neurons"], a["layers.1.neurons"])
+    assert not torch.equal(a["layers.0.neurons"], c["layers.0.neurons"])
+
+
+def test_score_model_shapes_and_registry(model):
+    scores = score_model(model, "l2")
+    assert scores["layers.1.heads"].shape == (6,)
+    assert scores["layers.1.neurons"].shape == (INTERMEDIATE,)
+    assert {"random", "l1", "l2"} <= set(REGISTRY)
+    with pytest.raises(ValueError, match="unknown scoring method"):
+        score_method("nope")

@@ -1,0 +1,42 @@
+import json
+
+import pytest
+
+from structprune.tables import comparison_table, compute_time_summary, plot_perplexity, to_markdown
+
+
+def fake_eval(path, method, stage, sparsity, blocks, ppl, accs):
+    path.write_text(json.dumps({
+        "method": method, "calib": "none", "stage": stage, "sparsity": sparsity,
+        "parameters": {"total": blocks + 100, "decoder_blocks": blocks},
+        "perplexity": {"wikitext2": {"ppl": ppl}, "ptb": {"ppl": 2 * ppl}},
+        "zero_shot": {"boolq": {"acc": accs[0], "acc_norm": None}, "piqa": {"acc": 0.0, "acc_norm": accs[1]}},
+    }))
+    return path
+
+
+def test_table_rows_columns_average_and_removed_fraction(tmp_path):
+    paths = [
+        fake_eval(tmp_path / "d.json", "dense", "dense", 0, 1000, 10.0, (0.6, 0.7)),
+        fake_eval(tmp_path / "l1.json", "l1", "pruned", 20, 800, 50.0, (0.5, 0.6)),
+    ]
+    table = comparison_table(paths)
+    assert list(table["Method"]) == ["dense", "l1"]
+    assert table.loc[1, "Block params removed (%)"] == pytest.approx(20.0)
+    assert table.loc[1, "PIQA"] == 60.0  # acc_norm where present
+    assert table.loc[0, "Average"] == 65.0
+    md = to_markdown(table, "# title")
+    assert md.startswith("# title") and "| dense |" in md and "WikiText2" in md
+    plot_perplexity(table, tmp_path / "p.png", "t")
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_compute_time_summary_sums_benchmarks_per_stage(tmp_path):
+    for stage, seconds in [("prune", 2.0), ("prune", 3.0), ("evaluate", 10.0)]:
+        folder = tmp_path / "benchmarks" / stage / "m"
+        folder.mkdir(parents=True, exist_ok=True)
+        n = len(list(folder.iterdir()))
+        (folder / f"{n}.tsv").write_text(f"s\th:m:s\n{seconds}\t0:00:0{int(seconds)}\n")
+    paths = [str(p) for p in sorted((tmp_path / "benchmarks").rglob("*.tsv"))] + [str(tmp_path / "missing.tsv")]
+    summary = compute_time_summary(paths)
+    assert "prune 5 s" in summary and "evaluate 10 s" in summary and "total 15 s" in summary

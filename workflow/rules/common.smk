@@ -1,0 +1,210 @@
+# Schema validation (with defaults), wildcard constraints, target lists and input functions.
+import os
+from pathlib import Path
+
+import jsonschema
+import yaml
+from snakemake.exceptions import WorkflowError
+
+REPO = Path(workflow.basedir)
+SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+MIRROR_ENV = "STRUCTPRUNE_DATA_MIRROR"
+DATA_FREE_SCORES = {"random", "l1", "l2"}  # scores that take no calibration statistics
+
+
+def _validator_filling_defaults():
+    """A JSON-schema validator that also writes each property's default into the config."""
+    base = jsonschema.Draft202012Validator
+    validate_properties = base.VALIDATORS["properties"]
+
+    def properties(validator, props, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in props.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = yaml.safe_load(yaml.safe_dump(sub["default"]))
+        yield from validate_properties(validator, props, instance, schema)
+
+    return jsonschema.validators.extend(base, {"properties": properties})
+
+
+def validate_config(cfg):
+    schema = yaml.safe_load(SCHEMA.read_text())
+    errors = sorted(_validator_filling_defaults()(schema).iter_errors(cfg), key=lambda e: list(e.path))
+    problems = [f"  {'.'.join(str(p) for p in e.path) or '(top level)'}: {e.message}" for e in errors]
+    for name, method in cfg.get("methods", {}).items():
+        calib = method.get("calib")
+        if calib != "none" and calib not in cfg.get("calibration", {}):
+            problems.append(
+                f"  methods.{name}.calib: {calib!r} is neither 'none' nor a key of calibration "
+                f"(known: {sorted(cfg.get('calibration', {}))})"
+            )
+        if method.get("score") in DATA_FREE_SCORES and calib != "none":
+            problems.append(f"  methods.{name}.calib: score {method['score']!r} is data-free; set calib: none")
+    if problems:
+        raise WorkflowError(
+            "invalid configuration (fix config.yaml or the --configfile/--config you passed):\n"
+            + "\n".join(problems)
+        )
+
+
+validate_config(config)
+
+
+def data_mirror():
+    """The mirror folder to read data from, or None for the Hugging Face Hub."""
+    data = config["data"]
+    mirror = os.environ.get(MIRROR_ENV) or data["mirror"]
+    path = (REPO / mirror).resolve() if mirror else None
+    if data["source"] == "hub":
+        return None
+    if path is not None and path.is_dir():
+        return str(path)
+    if data["source"] == "mirror":
+        raise WorkflowError(
+            f"data.source is 'mirror' but the mirror folder {path} does not exist: "
+            f"set data.mirror in config.yaml or {MIRROR_ENV}, or use data.source: hub"
+        )
+    return None
+
+
+MIRROR = data_mirror()
+MIRROR_ARG = f"--mirror {MIRROR}" if MIRROR else ""
+
+
+wildcard_constraints:
+    model=r"[A-Za-z0-9_.-]+",
+    calib=r"[A-Za-z0-9_.-]+",
+    method=r"[A-Za-z0-9_.-]+",
+    sparsity=r"\d+",
+    dataset=r"[A-Za-z0-9_]+",
+    task=r"[A-Za-z0-9_]+",
+
+
+# --------------------------------------------------------------------------- lookups
+
+def model_cfg(wildcards):
+    return config["models"][wildcards.model]
+
+
+def method_cfg(wildcards):
+    return config["methods"][wildcards.method]
+
+
+def mem_for_model(wildcards):
+    return config["models"][wildcards.model]["mem_mb"]
+
+
+def runtime_for_model(wildcards):
+    return config["models"][wildcards.model]["runtime"]
+
+
+def sparsity_fraction(wildcards):
+    return int(wildcards.sparsity) / 100.0
+
+
+def method_options(wildcards):
+    """--option NAME=VALUE for each method option, so params triggers see every change."""
+    options = method_cfg(wildcards)["options"]
+    return " ".join(f"--option {key}={value}" for key, value in sorted(options.items()))
+
+
+def score_inputs(wildcards):
+    inputs = {"model": f"resources/models/{wildcards.model}"}
+    if wildcards.calib != "none":
+        inputs["stats"] = f"results/{wildcards.model}/calib/{wildcards.calib}/stats.safetensors"
+    return inputs
+
+
+def stats_arg(wildcards, input):
+    return f"--stats {input.stats}" if "stats" in input.keys() else ""
+
+
+def eval_inputs(wildcards):
+    ppl = config["evaluation"]["perplexity"]["datasets"]
+    return {
+        **{f"ppl_{d}": f"resources/data/{wildcards.model}/eval/{d}.safetensors" for d in ppl},
+        **{f"task_{t}": f"resources/data/tasks/{t}.jsonl" for t in config["evaluation"]["tasks"]},
+    }
+
+
+def eval_args(wildcards, input):
+    """The data-dependent part of an evaluate command line."""
+    ppl = " ".join(f"--ppl {d}={input['ppl_' + d]}" for d in config["evaluation"]["perplexity"]["datasets"])
+    tasks = " ".join(f"--task {t}={input['task_' + t]}" for t in config["evaluation"]["tasks"])
+    return f"{ppl} {tasks}"
+
+
+def eval_protocol_args():
+    ev = config["evaluation"]
+    ppl = ev["perplexity"]
+    args = f"--seq-len {ppl['seq_len']} --batch-size {ev['batch_size']}"
+    if ppl["max_tokens"]:
+        args += f" --max-tokens {ppl['max_tokens']}"
+    if ev["limit"]:
+        args += f" --limit {ev['limit']}"
+    return args
+
+
+# --------------------------------------------------------------------------- targets
+
+def method_rows(model):
+    """(calib, method, sparsity) of every pruned checkpoint the config asks for."""
+    return [
+        (m["calib"], name, s)
+        for name, m in config["methods"].items()
+        for s in config["sparsities"]
+    ]
+
+
+def model_evals(wildcards_or_model):
+    model = getattr(wildcards_or_model, "model", wildcards_or_model)
+    evals = [f"results/{model}/dense/eval.json"]
+    evals += [
+        f"results/{model}/{calib}/{method}/s{sparsity}/eval/pruned.json"
+        for calib, method, sparsity in method_rows(model)
+    ]
+    return evals
+
+
+def model_benchmarks(wildcards):
+    """Benchmark files of the jobs behind a model's table (for the compute-time summary)."""
+    model = wildcards.model
+    files = [f"benchmarks/model/{model}.tsv", f"benchmarks/evaluate/{model}/dense.tsv"]
+    for calib, method, sparsity in method_rows(model):
+        files += [
+            f"benchmarks/score/{model}/{calib}/{method}.tsv",
+            f"benchmarks/prune/{model}/{calib}/{method}/s{sparsity}.tsv",
+            f"benchmarks/evaluate/{model}/{calib}/{method}/s{sparsity}/pruned.tsv",
+        ]
+    return files
+
+
+def all_targets():
+    targets = expand("results/tables/{model}.md", model=config["models"])
+    targets += expand("results/plots/{model}.ppl.png", model=config["models"])
+    targets += expand(
+        "results/{model}/calib/{calib}/stats.safetensors",
+        model=config["models"], calib=config["calibration"],
+    )
+    return targets
+
+
+def table_note(model):
+    """The protocol line printed under each table's title: what the numbers mean and how they were made."""
+    ev, ppl = config["evaluation"], config["evaluation"]["perplexity"]
+    source = f"mirror `{os.path.relpath(MIRROR, REPO)}`" if MIRROR else "Hugging Face Hub"
+    tokens = f"first {ppl['max_tokens']} tokens" if ppl["max_tokens"] else "whole split"
+    limit = f"first {ev['limit']} items per task" if ev["limit"] else "all items"
+    calib = "; ".join(
+        f"{name}: {c['n_samples']}x{c['seq_len']} tokens of {c['dataset']} {c['split']} (seed {c['seed']})"
+        for name, c in config["calibration"].items()
+    ) or "none"
+    return (
+        f"Model source `{config['models'][model]['source']}`; data from the {source}. "
+        f"Perplexity: {ppl['split']} split, non-overlapping {ppl['seq_len']}-token windows, {tokens}. "
+        f"Zero-shot: lm-eval builtin prompts, {limit}; accuracy is acc_norm where lm-eval reports it "
+        f"(PIQA, HellaSwag, ARC-e, ARC-c, OBQA), else acc (BoolQ, WinoGrande), in %. "
+        f"Sparsity: % of decoder-block parameters removed (heads: {config['prune']['heads']}). "
+        f"Calibration sets: {calib}. "
+        f"Regenerate with `make run` (= `snakemake --cores 2 --profile workflow/profiles/local`)."
+    )

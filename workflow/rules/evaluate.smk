@@ -1,0 +1,50 @@
+# Stage `evaluate`: perplexity and lm-eval zero-shot accuracy, one JSON per checkpoint.
+
+
+rule evaluate_dense:
+    input:
+        unpack(eval_inputs),
+        model="resources/models/{model}",
+    output:
+        result="results/{model}/dense/eval.json",
+    params:
+        data=eval_args,
+        protocol=eval_protocol_args(),
+    log:
+        "logs/evaluate/{model}/dense.log",
+    benchmark:
+        "benchmarks/evaluate/{model}/dense.tsv"
+    threads: 2
+    resources:
+        mem_mb=mem_for_model,
+        runtime=runtime_for_model,
+    shell:
+        "python -m structprune --threads {threads} evaluate --model {input.model} {params.data}"
+        " {params.protocol} --model-name {wildcards.model} --stage dense"
+        " --out {output.result} > {log} 2>&1"
+
+
+rule evaluate:
+    input:
+        unpack(eval_inputs),
+        model="results/{model}/{calib}/{method}/s{sparsity}/{stage}",
+    output:
+        result="results/{model}/{calib}/{method}/s{sparsity}/eval/{stage}.json",
+    params:
+        data=eval_args,
+        protocol=eval_protocol_args(),
+    wildcard_constraints:
+        stage="pruned|recovered",
+    log:
+        "logs/evaluate/{model}/{calib}/{method}/s{sparsity}/{stage}.log",
+    benchmark:
+        "benchmarks/evaluate/{model}/{calib}/{method}/s{sparsity}/{stage}.tsv"
+    threads: 2
+    resources:
+        mem_mb=mem_for_model,
+        runtime=runtime_for_model,
+    shell:
+        "python -m structprune --threads {threads} evaluate --model {input.model} {params.data}"
+        " {params.protocol} --model-name {wildcards.model} --method {wildcards.method}"
+        " --calib {wildcards.calib} --sparsity {wildcards.sparsity} --stage {wildcards.stage}"
+        " --out {output.result} > {log} 2>&1"
