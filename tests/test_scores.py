@@ -3,7 +3,8 @@ import torch
 
 from structprune.models import LayerGeometry
 from tiny import HEAD_DIM, INTERMEDIATE
-from structprune.scores import REGISTRY, LayerWeights, magnitude_scores, score_method, score_model
+from structprune.magnitude import magnitude_scores
+from structprune.scores import REGISTRY, LayerWeights, score_method, score_model
 
 
 def hand_layer(num_heads=2, num_kv_heads=1):
@@ -66,3 +67,13 @@ def test_score_model_shapes_and_registry(model):
     assert {"random", "l1", "l2"} <= set(REGISTRY)
     with pytest.raises(ValueError, match="unknown scoring method"):
         score_method("nope")
+
+
+def test_depth2_magnitude_known_answer():
+    from structprune.magnitude import depth2_magnitude_scores
+
+    s = depth2_magnitude_scores(hand_layer())
+    # head 0: ||q row||=sqrt(5), ||o col||=sqrt(2) -> sqrt(10); head 1: sqrt(9)*sqrt(9) = 9
+    torch.testing.assert_close(s.heads, torch.tensor([10 ** 0.5, 9.0], dtype=torch.float64))
+    # neuron 0: ||(gate, up) row||^2 = 2 + 4, ||down col||^2 = 9 -> sqrt(54); neuron 1: sqrt((4+2)*1)
+    torch.testing.assert_close(s.neurons, torch.tensor([54 ** 0.5, 6 ** 0.5], dtype=torch.float64))

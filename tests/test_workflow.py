@@ -23,11 +23,15 @@ def tiny_config(tmp: Path) -> dict:
     return {
         "models": {"tiny": {"source": str(tmp / "tiny-src"), "mem_mb": 1000, "runtime": 10}},
         "data": {"source": "mirror", "mirror": str(tmp / "mirror")},
-        "calibration": {"wikitext2": {"dataset": "wikitext2", "split": "validation", "n_samples": 4, "seq_len": 16}},
+        "calibration": {
+            "wikitext2": {"dataset": "wikitext2", "split": "validation", "n_samples": 4, "seq_len": 16},
+            "selfgen": {"dataset": "selfgen", "n_samples": 4, "seq_len": 16},
+        },
         "methods": {
             "random": {"score": "random", "calib": "none", "options": {"seed": 0}},
             "l1": {"score": "l1", "calib": "none"},
             "l2": {"score": "l2", "calib": "none"},
+            "ours": {"score": "distribution", "calib": "selfgen", "recover": True},
         },
         "sparsities": [20],
         "evaluation": {
@@ -84,14 +88,16 @@ def finished_run(tmp_path_factory):
 def test_whole_dag_produces_the_comparison_table(finished_run):
     workdir, _ = finished_run
     table = pd.read_csv(workdir / "results/tables/tiny.csv")
-    assert list(table["Method"]) == ["dense", "random", "l1", "l2"]
+    assert list(table["Method"]) == ["dense", "random", "l1", "l2", "ours", "ours"]
+    assert list(table["Stage"]) == ["dense"] + ["pruned"] * 4 + ["recovered"]
+    assert list(table["Calibration"]) == ["none"] * 4 + ["selfgen"] * 2
     assert set(table["Sparsity (%)"]) == {0, 20}
     assert table["WikiText2"].notna().all() and table["PIQA"].notna().all()
     removed = table.loc[1:, "Block params removed (%)"]
     assert ((removed > 15) & (removed < 25)).all()
     assert (workdir / "results/plots/tiny.ppl.png").is_file()
     assert (workdir / "results/tiny/calib/wikitext2/stats.safetensors").is_file()
-    for rule in ("model", "prune", "evaluate", "report"):
+    for rule in ("model", "data", "calibrate", "score", "prune", "recover", "evaluate", "report"):
         assert list((workdir / "logs" / rule).rglob("*.log")), rule
         assert list((workdir / "benchmarks" / rule).rglob("*.tsv")), rule
     assert planned_jobs(workdir) == set()  # nothing left to do
@@ -105,7 +111,7 @@ def test_adding_a_sparsity_adds_only_its_jobs(finished_run):
     finally:
         write_config(workdir, config)
     rules = sorted(rule for rule, _ in jobs)
-    assert rules == ["evaluate"] * 3 + ["prune"] * 3 + ["report"]
+    assert rules == ["evaluate"] * 5 + ["prune"] * 4 + ["recover", "report"]
     assert all("sparsity=40" in wc for rule, wc in jobs if rule != "report")
 
 
@@ -118,7 +124,7 @@ def test_changing_an_evaluation_limit_reruns_only_evaluation_and_report(finished
         rules = sorted(rule for rule, _ in planned_jobs(workdir))
     finally:
         write_config(workdir, config)
-    assert rules == ["evaluate"] * 3 + ["evaluate_dense", "report"]
+    assert rules == ["evaluate"] * 5 + ["evaluate_dense", "report"]
 
 
 def test_changing_one_method_reruns_only_that_method(finished_run):
@@ -132,6 +138,20 @@ def test_changing_one_method_reruns_only_that_method(finished_run):
         write_config(workdir, config)
     assert sorted(rule for rule, _ in jobs) == ["evaluate", "prune", "report", "score"]
     assert all("method=random" in wc for rule, wc in jobs if rule != "report")
+
+
+def test_changing_the_calibration_set_reruns_only_methods_that_use_it(finished_run):
+    workdir, config = finished_run
+    changed = yaml.safe_load(yaml.safe_dump(config))
+    changed["calibration"]["selfgen"]["n_samples"] = 5
+    write_config(workdir, changed)
+    try:
+        jobs = planned_jobs(workdir)
+    finally:
+        write_config(workdir, config)
+    rules = sorted(rule for rule, _ in jobs)
+    assert rules == ["calibrate", "data_calib", "evaluate", "evaluate", "prune", "recover", "report", "score"]
+    assert all("calib=selfgen" in wc for rule, wc in jobs if rule != "report")
 
 
 def test_a_bad_config_fails_before_any_job_naming_the_key(finished_run, tmp_path):

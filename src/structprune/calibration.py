@@ -72,6 +72,14 @@ class LayerStatistics:
         }
     )
 
+    def moments(self) -> dict[str, torch.Tensor]:
+        """``{site}.{mean|second_moment|second_moment_diag}``: what a scorer reads."""
+        return {
+            f"{site}.{name}": tensor
+            for site, accumulator in self.sites.items()
+            for name, tensor in accumulator.moments().items()
+        }
+
     def attach(self, layer: nn.Module) -> list:
         def on_input(site):
             return lambda _m, args: self.sites[site].add(args[0])
@@ -112,11 +120,7 @@ def collect_statistics(
 
 
 def _flush(index: int, layer_stats: LayerStatistics) -> dict[str, torch.Tensor]:
-    return {
-        f"layers.{index}.{site}.{name}": tensor
-        for site, accumulator in layer_stats.sites.items()
-        for name, tensor in accumulator.moments().items()
-    }
+    return {f"layers.{index}.{key}": tensor for key, tensor in layer_stats.moments().items()}
 
 
 def layer_statistics(stats: dict[str, torch.Tensor], index: int) -> dict[str, torch.Tensor]:

@@ -75,19 +75,32 @@ def cmd_data_eval(args) -> None:
 
 
 def cmd_data_calib(args) -> None:
-    from transformers import AutoTokenizer
-
     from structprune.checkpoint import save_tensors
-    from structprune.data import load_text, sample_windows, tokenize_text
 
-    mirror = _mirror(args)
-    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
-    stream = tokenize_text(tokenizer, load_text(args.dataset, args.split, mirror))
-    samples = sample_windows(stream, args.n_samples, args.seq_len, args.seed)
-    meta = {
-        "dataset": args.dataset, "split": args.split, "source": mirror or "hub",
-        "n_samples": args.n_samples, "seq_len": args.seq_len, "seed": args.seed,
-    }
+    meta = {"dataset": args.dataset, "n_samples": args.n_samples, "seq_len": args.seq_len, "seed": args.seed}
+    if args.dataset == "selfgen":
+        from structprune.models import load_checkpoint
+        from structprune.selfgen import generate_calibration
+
+        model, tokenizer = load_checkpoint(args.tokenizer)
+        start = tokenizer.bos_token_id if args.start_token is None else args.start_token
+        if start is None:
+            raise ValueError("the tokenizer has no BOS token: pass --start-token (calibration.<name>.start_token)")
+        samples = generate_calibration(
+            model, start, args.n_samples, args.seq_len, args.seed, args.temperature, args.top_p
+        )
+        meta.update(source="self-generated", start_token=start, temperature=args.temperature, top_p=args.top_p)
+        log.info("self-generated sample: %r", tokenizer.decode(samples[0][:64]))
+    else:
+        from transformers import AutoTokenizer
+
+        from structprune.data import load_text, sample_windows, tokenize_text
+
+        mirror = _mirror(args)
+        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+        stream = tokenize_text(tokenizer, load_text(args.dataset, args.split, mirror))
+        samples = sample_windows(stream, args.n_samples, args.seq_len, args.seed)
+        meta.update(split=args.split, source=mirror or "hub")
     save_tensors({"input_ids": samples}, args.out, meta)
     log.info("calibration set %s: %s", args.out, tuple(samples.shape))
 
@@ -162,6 +175,44 @@ def cmd_prune(args) -> None:
     save_checkpoint(model, tokenizer, args.out, manifest)
 
 
+def cmd_recover(args) -> None:
+    import torch
+
+    from structprune.artifacts import build_manifest
+    from structprune.checkpoint import load_tensors, save_checkpoint
+    from structprune.models import count_parameters, load_checkpoint
+    from structprune.recover import recover_model
+    from structprune.scores import score_method
+
+    torch.manual_seed(0)
+    started = time.time()
+    options = {k: _option_value(v) for k, v in args.option}
+    scorer = score_method(args.method).make(**options)  # validates the method before the long work
+    model, tokenizer = load_checkpoint(args.model)
+    input_ids = load_tensors(args.data)["input_ids"]
+    before = count_parameters(model)
+    plan, reports = recover_model(
+        model, input_ids, scorer, args.sparsity, args.heads, args.damp, args.batch_size
+    )
+    after = count_parameters(model)
+    achieved = 1 - after["decoder_blocks"] / before["decoder_blocks"]
+    log.info("recovered: achieved %.4f of decoder-block parameters removed", achieved)
+    manifest = build_manifest(
+        "recover", {"model": args.model, "data": args.data},
+        {"method": args.method, "options": options, "sparsity": args.sparsity, "heads": args.heads,
+         "damp": args.damp, "batch_size": args.batch_size},
+        started,
+        {
+            "dense_parameters": before, "achieved_block_sparsity": achieved, "plan": plan.to_json(),
+            "layers": [
+                {"layer": r.layer, "o_proj_mse": r.o_proj_error, "down_proj_mse": r.down_proj_error}
+                for r in reports
+            ],
+        },
+    )
+    save_checkpoint(model, tokenizer, args.out, manifest)
+
+
 def cmd_evaluate(args) -> None:
     import torch
 
@@ -225,8 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def data_args(p):
         p.add_argument("--dataset", required=True)
-        p.add_argument("--split", required=True)
-        p.add_argument("--tokenizer", required=True, help="checkpoint folder whose tokenizer to use")
+        p.add_argument("--split", default="none")
+        p.add_argument("--tokenizer", "--model", dest="tokenizer", required=True,
+                       help="checkpoint folder (its tokenizer; its model for selfgen)")
         p.add_argument("--mirror", default=None, help=f"mirror folder (default: ${MIRROR_ENV}, else the Hub)")
         p.add_argument("--out", required=True)
 
@@ -234,11 +286,14 @@ def build_parser() -> argparse.ArgumentParser:
     data_args(p)
     p.set_defaults(func=cmd_data_eval)
 
-    p = sub.add_parser("data-calib", help="sample calibration windows from a text split")
+    p = sub.add_parser("data-calib", help="calibration samples: windows of a text split, or self-generated")
     data_args(p)
     p.add_argument("--n-samples", type=int, required=True)
     p.add_argument("--seq-len", type=int, required=True)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--temperature", type=float, default=1.0, help="selfgen only")
+    p.add_argument("--top-p", type=float, default=1.0, help="selfgen only")
+    p.add_argument("--start-token", type=int, default=None, help="selfgen only (default: BOS)")
     p.set_defaults(func=cmd_data_calib)
 
     p = sub.add_parser("data-task", help="export a zero-shot task split to jsonl")
@@ -269,6 +324,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heads", default="within_kv_groups", choices=["within_kv_groups", "kv_groups"])
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser("recover", help="prune layer by layer with least-squares recovery")
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True, help="calibration samples (data-calib output)")
+    p.add_argument("--method", required=True)
+    p.add_argument("--option", type=_key_value, action="append", default=[], metavar="NAME=VALUE")
+    p.add_argument("--sparsity", type=float, required=True)
+    p.add_argument("--heads", default="within_kv_groups", choices=["within_kv_groups", "kv_groups"])
+    p.add_argument("--damp", type=float, default=0.01)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_recover)
 
     p = sub.add_parser("evaluate", help="perplexity and zero-shot accuracy of a checkpoint")
     p.add_argument("--model", required=True)

@@ -9,7 +9,7 @@ from structprune.models import decoder_layers, model_head_dim
 from structprune.plan import PrunePlan
 
 
-def _channels(units: list[int], width: int) -> torch.Tensor:
+def unit_channels(units: list[int], width: int) -> torch.Tensor:
     """Channel indices of the kept units when each unit spans `width` consecutive channels."""
     idx = torch.tensor(units, dtype=torch.long)
     return (idx[:, None] * width + torch.arange(width)[None, :]).reshape(-1)
@@ -34,8 +34,8 @@ def slice_linear(linear: nn.Linear, rows: torch.Tensor | None = None, cols: torc
 def prune_layer(layer: nn.Module, keep_heads: list[int], keep_kv_heads: list[int], keep_neurons: list[int], head_dim: int) -> None:
     """Remove a layer's pruned heads (q rows + o columns, k/v rows of removed kv groups) and neurons."""
     attn, mlp = layer.self_attn, layer.mlp
-    q_channels = _channels(keep_heads, head_dim)
-    kv_channels = _channels(keep_kv_heads, head_dim)
+    q_channels = unit_channels(keep_heads, head_dim)
+    kv_channels = unit_channels(keep_kv_heads, head_dim)
     attn.q_proj = slice_linear(attn.q_proj, rows=q_channels)
     attn.k_proj = slice_linear(attn.k_proj, rows=kv_channels)
     attn.v_proj = slice_linear(attn.v_proj, rows=kv_channels)
@@ -80,11 +80,11 @@ def prune_model(model: nn.Module, plan: PrunePlan) -> nn.Module:
     head_dim = model_head_dim(model.config)
     for layer, lp in zip(decoder_layers(model), plan.layers):
         prune_layer(layer, lp.keep_heads, lp.keep_kv_heads, lp.keep_neurons, head_dim)
-    _update_config(model.config, plan, head_dim)
+    update_config(model.config, plan, head_dim)
     return model
 
 
-def _update_config(config, plan: PrunePlan, head_dim: int) -> None:
+def update_config(config, plan: PrunePlan, head_dim: int) -> None:
     widths = {(len(lp.keep_heads), len(lp.keep_kv_heads), len(lp.keep_neurons)) for lp in plan.layers}
     config.head_dim = head_dim  # must be explicit once num_attention_heads * head_dim != hidden_size
     if len(widths) == 1:

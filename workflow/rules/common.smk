@@ -9,7 +9,7 @@ from snakemake.exceptions import WorkflowError
 REPO = Path(workflow.basedir)
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 MIRROR_ENV = "STRUCTPRUNE_DATA_MIRROR"
-DATA_FREE_SCORES = {"random", "l1", "l2"}  # scores that take no calibration statistics
+DATA_FREE_SCORES = {"random", "l1", "l2", "magnitude2"}  # scores that take no calibration statistics
 
 
 def _validator_filling_defaults():
@@ -40,6 +40,10 @@ def validate_config(cfg):
             )
         if method.get("score") in DATA_FREE_SCORES and calib != "none":
             problems.append(f"  methods.{name}.calib: score {method['score']!r} is data-free; set calib: none")
+        if method.get("score") not in DATA_FREE_SCORES and calib == "none":
+            problems.append(f"  methods.{name}.calib: score {method.get('score')!r} needs calibration data")
+        if method.get("recover") and calib == "none":
+            problems.append(f"  methods.{name}.recover: recovery needs calibration data (set calib)")
     if problems:
         raise WorkflowError(
             "invalid configuration (fix config.yaml or the --configfile/--config you passed):\n"
@@ -115,6 +119,19 @@ def score_inputs(wildcards):
     return inputs
 
 
+def calib_cfg(wildcards):
+    return config["calibration"][wildcards.calib]
+
+
+def calib_source_args(wildcards):
+    """Where calibration samples come from: a text split, or the model itself (selfgen)."""
+    c = calib_cfg(wildcards)
+    if c["dataset"] == "selfgen":
+        start = f" --start-token {c['start_token']}" if c["start_token"] is not None else ""
+        return f"--temperature {c['temperature']} --top-p {c['top_p']}{start}"
+    return f"--split {c['split']} {MIRROR_ARG}".strip()
+
+
 def stats_arg(wildcards, input):
     return f"--stats {input.stats}" if "stats" in input.keys() else ""
 
@@ -148,11 +165,12 @@ def eval_protocol_args():
 # --------------------------------------------------------------------------- targets
 
 def method_rows(model):
-    """(calib, method, sparsity) of every pruned checkpoint the config asks for."""
+    """(calib, method, sparsity, stage) of every checkpoint the config asks for."""
     return [
-        (m["calib"], name, s)
+        (m["calib"], name, s, stage)
         for name, m in config["methods"].items()
         for s in config["sparsities"]
+        for stage in (["pruned", "recovered"] if m["recover"] else ["pruned"])
     ]
 
 
@@ -160,8 +178,8 @@ def model_evals(wildcards_or_model):
     model = getattr(wildcards_or_model, "model", wildcards_or_model)
     evals = [f"results/{model}/dense/eval.json"]
     evals += [
-        f"results/{model}/{calib}/{method}/s{sparsity}/eval/pruned.json"
-        for calib, method, sparsity in method_rows(model)
+        f"results/{model}/{calib}/{method}/s{sparsity}/eval/{stage}.json"
+        for calib, method, sparsity, stage in method_rows(model)
     ]
     return evals
 
@@ -170,13 +188,18 @@ def model_benchmarks(wildcards):
     """Benchmark files of the jobs behind a model's table (for the compute-time summary)."""
     model = wildcards.model
     files = [f"benchmarks/model/{model}.tsv", f"benchmarks/evaluate/{model}/dense.tsv"]
-    for calib, method, sparsity in method_rows(model):
-        files += [
-            f"benchmarks/score/{model}/{calib}/{method}.tsv",
-            f"benchmarks/prune/{model}/{calib}/{method}/s{sparsity}.tsv",
-            f"benchmarks/evaluate/{model}/{calib}/{method}/s{sparsity}/pruned.tsv",
-        ]
-    return files
+    for calib, method, sparsity, stage in method_rows(model):
+        if stage == "pruned":
+            files += [
+                f"benchmarks/score/{model}/{calib}/{method}.tsv",
+                f"benchmarks/prune/{model}/{calib}/{method}/s{sparsity}.tsv",
+            ]
+        else:
+            files.append(f"benchmarks/recover/{model}/{calib}/{method}/s{sparsity}.tsv")
+        files.append(f"benchmarks/evaluate/{model}/{calib}/{method}/s{sparsity}/{stage}.tsv")
+    for calib in {c for c, *_ in method_rows(model)} - {"none"}:
+        files += [f"benchmarks/data/{model}/calib/{calib}.tsv", f"benchmarks/calibrate/{model}/{calib}.tsv"]
+    return sorted(set(files), key=files.index)
 
 
 def all_targets():
@@ -196,7 +219,9 @@ def table_note(model):
     tokens = f"first {ppl['max_tokens']} tokens" if ppl["max_tokens"] else "whole split"
     limit = f"first {ev['limit']} items per task" if ev["limit"] else "all items"
     calib = "; ".join(
-        f"{name}: {c['n_samples']}x{c['seq_len']} tokens of {c['dataset']} {c['split']} (seed {c['seed']})"
+        f"{name}: {c['n_samples']}x{c['seq_len']} tokens of "
+        + (f"self-generated text (T={c['temperature']}, top-p={c['top_p']})" if c["dataset"] == "selfgen" else f"{c['dataset']} {c['split']}")
+        + f" (seed {c['seed']})"
         for name, c in config["calibration"].items()
     ) or "none"
     return (
@@ -205,6 +230,7 @@ def table_note(model):
         f"Zero-shot: lm-eval builtin prompts, {limit}; accuracy is acc_norm where lm-eval reports it "
         f"(PIQA, HellaSwag, ARC-e, ARC-c, OBQA), else acc (BoolQ, WinoGrande), in %. "
         f"Sparsity: % of decoder-block parameters removed (heads: {config['prune']['heads']}). "
+        f"Stage `recovered`: layer-wise least-squares recovery (damp {config['recover']['damp']}). "
         f"Calibration sets: {calib}. "
         f"Regenerate with `make run` (= `snakemake --cores 2 --profile workflow/profiles/local`)."
     )

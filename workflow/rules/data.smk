@@ -27,23 +27,23 @@ rule data_calib:
     output:
         samples="resources/data/{model}/calib/{calib}.safetensors",
     params:
-        dataset=lambda wc: config["calibration"][wc.calib]["dataset"],
-        split=lambda wc: config["calibration"][wc.calib]["split"],
-        n_samples=lambda wc: config["calibration"][wc.calib]["n_samples"],
-        seq_len=lambda wc: config["calibration"][wc.calib]["seq_len"],
-        seed=lambda wc: config["calibration"][wc.calib]["seed"],
-        mirror=MIRROR_ARG,
+        dataset=lambda wc: calib_cfg(wc)["dataset"],
+        n_samples=lambda wc: calib_cfg(wc)["n_samples"],
+        seq_len=lambda wc: calib_cfg(wc)["seq_len"],
+        seed=lambda wc: calib_cfg(wc)["seed"],
+        source=calib_source_args,
     log:
         "logs/data/{model}/calib/{calib}.log",
     benchmark:
         "benchmarks/data/{model}/calib/{calib}.tsv"
+    threads: 2
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=mem_for_model,
+        runtime=runtime_for_model,
     shell:
-        "python -m structprune data-calib --dataset {params.dataset} --split {params.split}"
+        "python -m structprune --threads {threads} data-calib --dataset {params.dataset}"
         " --n-samples {params.n_samples} --seq-len {params.seq_len} --seed {params.seed}"
-        " --tokenizer {input.model} {params.mirror} --out {output.samples} > {log} 2>&1"
+        " {params.source} --model {input.model} --out {output.samples} > {log} 2>&1"
 
 
 rule data_task:

@@ -1,0 +1,13 @@
+import torch
+
+from structprune.selfgen import generate_calibration
+
+
+def test_self_generated_samples_are_deterministic_under_a_seed(model):
+    a = generate_calibration(model, 1, n_samples=5, seq_len=12, seed=7, batch_size=2, progress=False)
+    b = generate_calibration(model, 1, n_samples=5, seq_len=12, seed=7, batch_size=2, progress=False)
+    c = generate_calibration(model, 1, n_samples=5, seq_len=12, seed=8, batch_size=2, progress=False)
+    assert a.shape == (5, 12) and a.dtype == torch.long
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.all(a[:, 0] == 1)  # every sample starts from the start token
+    assert not torch.all(a[:, 1:] == a[0, 1:])  # samples differ from each other

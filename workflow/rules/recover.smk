@@ -1,0 +1,29 @@
+# Stage `recover`: layer-wise pruning with least-squares recovery ("w/ remedy" rows).
+
+
+rule recover:
+    input:
+        model="resources/models/{model}",
+        samples="resources/data/{model}/calib/{calib}.safetensors",
+    output:
+        ckpt=directory("results/{model}/{calib}/{method}/s{sparsity}/recovered"),
+    params:
+        score=lambda wc: method_cfg(wc)["score"],
+        options=method_options,
+        sparsity=sparsity_fraction,
+        heads=config["prune"]["heads"],
+        damp=config["recover"]["damp"],
+        batch_size=config["recover"]["batch_size"],
+    log:
+        "logs/recover/{model}/{calib}/{method}/s{sparsity}.log",
+    benchmark:
+        "benchmarks/recover/{model}/{calib}/{method}/s{sparsity}.tsv"
+    threads: 2
+    resources:
+        mem_mb=mem_for_model,
+        runtime=runtime_for_model,
+    shell:
+        "python -m structprune --threads {threads} recover --model {input.model}"
+        " --data {input.samples} --method {params.score} {params.options}"
+        " --sparsity {params.sparsity} --heads {params.heads} --damp {params.damp}"
+        " --batch-size {params.batch_size} --out {output.ckpt} > {log} 2>&1"
