@@ -89,3 +89,10 @@ def test_pruned_checkpoint_loads_with_stock_classes_and_generates(model, tokeniz
     assert out.shape == (1, 9)
     assert (tmp_path / "ckpt" / "manifest.json").is_file()
     assert not list(tmp_path.glob(".ckpt.tmp-*"))
+
+
+def test_scores_of_another_model_are_rejected(model):
+    scores = score_model(model, "l1")
+    scores["layers.1.neurons"] = scores["layers.1.neurons"][:10]
+    with pytest.raises(ValueError, match="scores do not match the model: layer 1"):
+        plan_uniform(scores, model_geometries(model), 0.2)

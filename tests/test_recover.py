@@ -48,3 +48,15 @@ def test_recovered_model_is_closer_to_dense_than_plain_pruning(model, input_ids)
     plain_err = (plain(input_ids).logits - dense_logits).pow(2).mean()
     recovered_err = (model(input_ids).logits - dense_logits).pow(2).mean()
     assert recovered_err < plain_err
+
+
+def test_refit_selection_leaves_unselected_matrices_as_sliced(model, input_ids):
+    import pytest
+
+    dense = copy.deepcopy(model)
+    plan, _ = recover_model(model, input_ids, score_method("l1").make(), 0.4, refit=("o_proj",), batch_size=3, progress=False)
+    for layer, dense_layer, lp in zip(model.model.layers, dense.model.layers, plan.layers):
+        kept = torch.tensor(lp.keep_neurons)
+        torch.testing.assert_close(layer.mlp.down_proj.weight, dense_layer.mlp.down_proj.weight[:, kept])
+    with pytest.raises(ValueError, match="unknown matrices"):
+        recover_model(dense, input_ids, score_method("l1").make(), 0.4, refit=("q_proj",), progress=False)

@@ -221,6 +221,9 @@ def cmd_evaluate(args) -> None:
     from structprune.evaluate import Timer, perplexity, zero_shot
     from structprune.models import count_parameters, load_checkpoint
 
+    missing = [path for _, path in args.ppl + args.task if not Path(path).is_file()]
+    if missing:
+        raise FileNotFoundError(f"evaluation data missing: {missing}; run the data stage first")
     torch.manual_seed(0)
     model, tokenizer = load_checkpoint(args.model)
     result = {

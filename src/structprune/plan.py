@@ -101,6 +101,20 @@ def plan_layer(head_scores, neuron_scores, geometry: LayerGeometry, ratio: float
     return LayerPlan(keep_heads, keep_kv, keep_neurons)
 
 
+def check_scores(scores: dict[str, torch.Tensor], geometries: list[LayerGeometry]) -> None:
+    """Reject a scores file made for another model (layer count or widths differ)."""
+    for index, geometry in enumerate(geometries):
+        expected = {"heads": geometry.num_heads, "neurons": geometry.intermediate_size}
+        for unit, size in expected.items():
+            tensor = scores.get(f"layers.{index}.{unit}")
+            if tensor is None or tensor.numel() != size:
+                found = None if tensor is None else tensor.numel()
+                raise ValueError(
+                    f"scores do not match the model: layer {index} has {size} {unit}, the scores "
+                    f"file has {found}. Rerun the score stage for this model."
+                )
+
+
 def plan_uniform(
     scores: dict[str, torch.Tensor],
     geometries: list[LayerGeometry],
@@ -122,6 +136,7 @@ def plan_uniform(
             f"sparsity {sparsity} over layers [{start}, {end}) needs removing {ratio:.0%} of each "
             "pruned layer; widen the layer range or lower the sparsity"
         )
+    check_scores(scores, geometries)
     layers = []
     for index, geometry in enumerate(geometries):
         layer_ratio = ratio if start <= index < end else 0.0

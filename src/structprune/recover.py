@@ -38,6 +38,8 @@ from structprune.scores import LayerWeights, Scorer
 
 log = logging.getLogger(__name__)
 
+REFIT_DEFAULT = ("o_proj", "down_proj")
+
 
 @dataclass
 class LinearRefit:
@@ -129,8 +131,16 @@ def recover_model(
     damp: float = 0.01,
     batch_size: int = 8,
     progress: bool = True,
+    refit: tuple[str, ...] = REFIT_DEFAULT,
 ) -> tuple[PrunePlan, list[LayerReport]]:
-    """Prune `model` in place, layer by layer, refitting o_proj and down_proj after each cut."""
+    """Prune `model` in place, layer by layer, refitting o_proj and down_proj after each cut.
+
+    `refit` selects the matrices that are refit (an ablation knob); the others keep their
+    sliced dense weights, but scoring still uses the pruned stream's statistics.
+    """
+    unknown = set(refit) - set(REFIT_DEFAULT)
+    if unknown:
+        raise ValueError(f"refit: unknown matrices {sorted(unknown)}; choose from {REFIT_DEFAULT}")
     head_dim = model_head_dim(model.config)
     dense: list[LayerBatch] = capture_layer_inputs(model, input_ids, batch_size)
     pruned = [LayerBatch(b.hidden.clone(), b.kwargs) for b in dense]
@@ -147,12 +157,14 @@ def recover_model(
         columns = unit_channels(lp.keep_heads, head_dim)
         o_kept = o_refit.restricted(columns)
         o_before = layer.self_attn.o_proj.weight.data.clone()
-        layer.self_attn.o_proj.weight.data = ridge_toward(o_before, o_kept, damp)
+        if "o_proj" in refit:
+            layer.self_attn.o_proj.weight.data = ridge_toward(o_before, o_kept, damp)
         o_errors = (o_kept.error(o_before), o_kept.error(layer.self_attn.o_proj.weight.data))
 
         d_refit = _paired_pass(dense_layer, layer, dense, pruned, "mlp.down_proj")
         d_before = layer.mlp.down_proj.weight.data.clone()
-        layer.mlp.down_proj.weight.data = ridge_toward(d_before, d_refit, damp)
+        if "down_proj" in refit:
+            layer.mlp.down_proj.weight.data = ridge_toward(d_before, d_refit, damp)
         d_errors = (d_refit.error(d_before), d_refit.error(layer.mlp.down_proj.weight.data))
 
         propagate(dense_layer, dense)

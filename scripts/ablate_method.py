@@ -1,0 +1,99 @@
+"""Ablations of the distribution-aware method's choices (docs/method.md), measured on the
+same protocol as the comparison table (perplexity on the first `--max-tokens` tokens of
+WikiText-2 and PTB test, 128-token windows).
+
+Reads the artefacts a default `make run` leaves behind (model, calibration samples,
+statistics, evaluation tokens); writes results/ablations/<model>.{json,md} and prints them.
+
+    python scripts/ablate_method.py --model smollm2-135m --calib wikitext2
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from structprune.artifacts import atomic_file
+from structprune.checkpoint import load_tensors
+from structprune.evaluate import perplexity
+from structprune.models import load_checkpoint, model_geometries
+from structprune.plan import plan_uniform
+from structprune.prune import prune_model
+from structprune.recover import recover_model
+from structprune.scores import score_method, score_model
+
+# (name, score options, recovery: None or dict of recover_model keyword arguments)
+VARIANTS = [
+    ("output score (default), no recovery", {}, None),
+    ("closed-form MLP score (w1=up)", {"mlp": "closed_form"}, None),
+    ("closed-form MLP score (w1=gate)", {"mlp": "closed_form", "w1": "gate"}, None),
+    ("head grouping D>=0.2", {"group_threshold": 0.2}, None),
+    ("recovery, damp 0.01, refit o+down (default)", {}, {"damp": 0.01}),
+    ("recovery, damp 0", {}, {"damp": 0.0}),
+    ("recovery, damp 0.1", {}, {"damp": 0.1}),
+    ("recovery, refit none (pruned-stream scores only)", {}, {"damp": 0.01, "refit": ()}),
+    ("recovery, refit o_proj only", {}, {"damp": 0.01, "refit": ("o_proj",)}),
+    ("recovery, refit down_proj only", {}, {"damp": 0.01, "refit": ("down_proj",)}),
+    ("recovery + head grouping D>=0.2", {"group_threshold": 0.2}, {"damp": 0.01}),
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--calib", default="wikitext2")
+    parser.add_argument("--sparsity", type=float, default=0.2)
+    parser.add_argument("--max-tokens", type=int, default=8192)
+    parser.add_argument("--only", nargs="*", help="indices of VARIANTS to run")
+    parser.add_argument("--out", default="results/ablations")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+
+    dense, _ = load_checkpoint(f"resources/models/{args.model}")
+    stats = load_tensors(f"results/{args.model}/calib/{args.calib}/stats.safetensors")
+    samples = load_tensors(f"resources/data/{args.model}/calib/{args.calib}.safetensors")["input_ids"]
+    streams = {d: load_tensors(f"resources/data/{args.model}/eval/{d}.safetensors")["input_ids"] for d in ("wikitext2", "ptb")}
+
+    def ppl(model):
+        return {d: perplexity(model, s, 128, args.max_tokens, progress=False)["ppl"] for d, s in streams.items()}
+
+    rows = [{"variant": "dense", **ppl(dense), "seconds": 0.0}]
+    print(rows[0], flush=True)
+    chosen = [VARIANTS[int(i)] for i in args.only] if args.only else VARIANTS
+    for name, options, recovery in chosen:
+        started = time.time()
+        model = copy.deepcopy(dense)
+        if recovery is None:
+            scores = score_model(model, "distribution", stats, options)
+            prune_model(model, plan_uniform(scores, model_geometries(model), args.sparsity))
+        else:
+            scorer = score_method("distribution").make(**options)
+            recover_model(model, samples, scorer, args.sparsity, progress=False, **recovery)
+        rows.append({"variant": name, **ppl(model), "seconds": round(time.time() - started, 1)})
+        print(rows[-1], flush=True)
+
+    out = Path(args.out)
+    header = (
+        f"# Ablations: {args.model}, distribution-aware score, {args.calib} calibration, "
+        f"{args.sparsity:.0%} sparsity\n\nPerplexity on the first {args.max_tokens} test tokens "
+        f"(128-token windows). Command: `python scripts/ablate_method.py --model {args.model} "
+        f"--calib {args.calib}`.\n\n| variant | WikiText2 | PTB | ratio to dense (WikiText2) | seconds |\n|---|---|---|---|---|\n"
+    )
+    lines = [
+        f"| {r['variant']} | {r['wikitext2']:.2f} | {r['ptb']:.2f} | {r['wikitext2'] / rows[0]['wikitext2']:.2f} | {r['seconds']} |"
+        for r in rows
+    ]
+    with atomic_file(out / f"{args.model}.{args.calib}.md") as tmp:
+        tmp.write_text(header + "\n".join(lines) + "\n")
+    with atomic_file(out / f"{args.model}.{args.calib}.json") as tmp:
+        tmp.write_text(json.dumps(rows, indent=2) + "\n")
+    print(header + "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
