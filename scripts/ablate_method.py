@@ -35,11 +35,9 @@ VARIANTS = [
     ("head grouping D>=0.2", {"group_threshold": 0.2}, None),
     ("recovery, damp 0.01, refit o+down (default)", {}, {"damp": 0.01}),
     ("recovery, damp 0", {}, {"damp": 0.0}),
-    ("recovery, damp 0.1", {}, {"damp": 0.1}),
     ("recovery, refit none (pruned-stream scores only)", {}, {"damp": 0.01, "refit": ()}),
     ("recovery, refit o_proj only", {}, {"damp": 0.01, "refit": ("o_proj",)}),
     ("recovery, refit down_proj only", {}, {"damp": 0.01, "refit": ("down_proj",)}),
-    ("recovery + head grouping D>=0.2", {"group_threshold": 0.2}, {"damp": 0.01}),
 ]
 
 
@@ -70,10 +68,10 @@ def main() -> None:
         model = copy.deepcopy(dense)
         if recovery is None:
             scores = score_model(model, "distribution", stats, options)
-            prune_model(model, plan_uniform(scores, model_geometries(model), args.sparsity))
+            model = prune_model(model, plan_uniform(scores, model_geometries(model), args.sparsity))
         else:
             scorer = score_method("distribution").make(**options)
-            recover_model(model, samples, scorer, args.sparsity, progress=False, **recovery)
+            model = recover_model(model, samples, scorer, args.sparsity, progress=False, **recovery)[0]
         rows.append({"variant": name, **ppl(model), "seconds": round(time.time() - started, 1)})
         print(rows[-1], flush=True)
 

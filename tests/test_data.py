@@ -23,7 +23,7 @@ def test_mirror_rows_are_joined_like_the_reference_code(tmp_path):
     (tmp_path / "text" / "ptb").mkdir(parents=True)
     (tmp_path / "text" / "ptb" / "test.txt").write_text(" a b \n c d \n")
     assert load_text("wikitext2", "test", tmp_path) == " = A = \n\n\n\n\n b c \n"
-    assert load_text("ptb", "test", tmp_path) == "a b c d"
+    assert load_text("ptb", "test", tmp_path) == "a b\n\nc d"
 
 
 def test_missing_split_names_the_dataset_and_the_fix(tmp_path):
@@ -45,9 +45,9 @@ def test_hub_failure_explains_the_mirror(monkeypatch):
         load_text("ptb", "test", None)
 
 
-def test_tokenize_text_adds_no_special_tokens(tokenizer):
+def test_tokenize_text_is_one_call_with_default_special_tokens(tokenizer):
     ids = tokenize_text(tokenizer, "The quick brown fox")
-    assert tokenizer.bos_token_id not in ids.tolist()
+    assert ids.tolist() == tokenizer("The quick brown fox")["input_ids"]
     assert tokenizer.decode(ids) == "The quick brown fox"
 
 

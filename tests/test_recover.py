@@ -24,7 +24,7 @@ def test_ridge_toward_known_answers():
 
 def test_zero_damping_and_no_pruning_reproduces_the_dense_model(model, input_ids):
     dense = copy.deepcopy(model)
-    plan, reports = recover_model(model, input_ids, score_method("l2").make(), 0.0, damp=0.0, batch_size=3, progress=False)
+    model, plan, reports = recover_model(model, input_ids, score_method("l2").make(), 0.0, damp=0.0, batch_size=3, progress=False)
     assert all(len(lp.keep_neurons) == dense.config.intermediate_size for lp in plan.layers)
     for a, b in zip(model.parameters(), dense.parameters()):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-3)
@@ -32,7 +32,7 @@ def test_zero_damping_and_no_pruning_reproduces_the_dense_model(model, input_ids
 
 
 def test_recovery_never_increases_reconstruction_error_and_matches_the_plan_shape(model, input_ids):
-    plan, reports = recover_model(model, input_ids, score_method("l1").make(), 0.4, damp=0.01, batch_size=3, progress=False)
+    model, plan, reports = recover_model(model, input_ids, score_method("l1").make(), 0.4, damp=0.01, batch_size=3, progress=False)
     for report in reports:
         assert report.o_proj_error[1] <= report.o_proj_error[0] * (1 + 1e-9)
         assert report.down_proj_error[1] <= report.down_proj_error[0] * (1 + 1e-9)
@@ -44,7 +44,7 @@ def test_recovered_model_is_closer_to_dense_than_plain_pruning(model, input_ids)
     dense_logits = model(input_ids).logits
     plain = copy.deepcopy(model)
     prune_model(plain, plan_uniform(score_model(plain, "l1"), model_geometries(plain), 0.4))
-    recover_model(model, input_ids, score_method("l1").make(), 0.4, damp=0.01, batch_size=3, progress=False)
+    model, _, _ = recover_model(model, input_ids, score_method("l1").make(), 0.4, damp=0.01, batch_size=3, progress=False)
     plain_err = (plain(input_ids).logits - dense_logits).pow(2).mean()
     recovered_err = (model(input_ids).logits - dense_logits).pow(2).mean()
     assert recovered_err < plain_err
@@ -54,7 +54,7 @@ def test_refit_selection_leaves_unselected_matrices_as_sliced(model, input_ids):
     import pytest
 
     dense = copy.deepcopy(model)
-    plan, _ = recover_model(model, input_ids, score_method("l1").make(), 0.4, refit=("o_proj",), batch_size=3, progress=False)
+    model, plan, _ = recover_model(model, input_ids, score_method("l1").make(), 0.4, refit=("o_proj",), batch_size=3, progress=False)
     for layer, dense_layer, lp in zip(model.model.layers, dense.model.layers, plan.layers):
         kept = torch.tensor(lp.keep_neurons)
         torch.testing.assert_close(layer.mlp.down_proj.weight, dense_layer.mlp.down_proj.weight[:, kept])

@@ -84,7 +84,7 @@ TASK_RECORDS = {
 def tiny_mirror(root: Path, tasks: tuple[str, ...] = ("piqa", "arc_easy")) -> Path:
     """A data folder laid out like shared/data, with made-up text and a few task items."""
     lines = [f" = Section {i} = \n" if i % 5 == 0 else CORPUS[i * 7 % 200 :] + "\n" for i in range(40)]
-    for dataset, splits in {"wikitext2": ("test", "validation"), "ptb": ("test", "train")}.items():
+    for dataset, splits in {"wikitext2": ("test", "validation"), "ptb": ("test", "validation", "train")}.items():
         folder = root / "text" / dataset
         folder.mkdir(parents=True, exist_ok=True)
         for split in splits:

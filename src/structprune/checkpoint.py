@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,14 @@ from structprune.models import count_parameters
 
 
 def save_checkpoint(model, tokenizer, out_dir: str | os.PathLike, manifest: dict[str, Any]) -> None:
-    """A Hugging Face folder (safetensors) loadable with `AutoModelForCausalLM.from_pretrained`."""
+    """A Hugging Face folder (safetensors) loadable with `AutoModelForCausalLM.from_pretrained`
+    (with ``trust_remote_code=True`` when the layers have different widths)."""
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
+        if getattr(model.config, "auto_map", None):  # per-layer widths: ship the model code too
+            from structprune import varwidth
+
+            shutil.copy(varwidth.__file__, tmp / f"{varwidth.MODULE_NAME}.py")
         tokenizer.save_pretrained(tmp)
         write_json(tmp / "manifest.json", {**manifest, "parameters_count": count_parameters(model)})
 

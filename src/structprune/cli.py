@@ -160,7 +160,7 @@ def cmd_prune(args) -> None:
     scores = load_tensors(args.scores)
     before = count_parameters(model)
     plan = plan_uniform(scores, model_geometries(model), args.sparsity, args.heads)
-    prune_model(model, plan)
+    model = prune_model(model, plan)
     after = count_parameters(model)
     achieved = 1 - after["decoder_blocks"] / before["decoder_blocks"]
     log.info(
@@ -191,7 +191,7 @@ def cmd_recover(args) -> None:
     model, tokenizer = load_checkpoint(args.model)
     input_ids = load_tensors(args.data)["input_ids"]
     before = count_parameters(model)
-    plan, reports = recover_model(
+    model, plan, reports = recover_model(
         model, input_ids, scorer, args.sparsity, args.heads, args.damp, args.batch_size
     )
     after = count_parameters(model)

@@ -26,14 +26,15 @@ class TextDataset:
     hub_path: str
     hub_name: str | None
     hub_field: str
-    joiner: str
     strip_rows: bool  # PTB rows are stripped sentences on the Hub; WikiText rows keep their "\n"
 
 
+ROW_JOINER = "\n\n"
+
 TEXT_DATASETS: dict[str, TextDataset] = {
-    "wikitext2": TextDataset("wikitext2", "wikitext", "wikitext-2-raw-v1", "text", "\n\n", False),
-    "ptb": TextDataset("ptb", "ptb_text_only", "penn_treebank", "sentence", " ", True),
-    "c4": TextDataset("c4", "allenai/c4", "en", "text", " ", False),
+    "wikitext2": TextDataset("wikitext2", "wikitext", "wikitext-2-raw-v1", "text", False),
+    "ptb": TextDataset("ptb", "ptb_text_only", "penn_treebank", "sentence", True),
+    "c4": TextDataset("c4", "allenai/c4", "en", "text", False),
 }
 
 
@@ -79,15 +80,15 @@ def _hub_rows(spec: TextDataset, split: str) -> list[str]:
 
 
 def load_text(name: str, split: str, mirror: str | Path | None) -> str:
-    """The dataset split as one string, joined as the reference implementations join it."""
+    """The dataset split as one string, joined as LLM-Pruner joins it."""
     spec = text_dataset(name)
     rows = _mirror_rows(spec, split, Path(mirror)) if mirror else _hub_rows(spec, split)
-    return spec.joiner.join(rows)
+    return ROW_JOINER.join(rows)
 
 
 def tokenize_text(tokenizer, text: str) -> torch.Tensor:
-    """One 1-D stream of token ids, without special tokens (see docs on BOS handling)."""
-    ids = tokenizer(text, add_special_tokens=False, return_attention_mask=False)["input_ids"]
+    """One 1-D stream of token ids, with the tokenizer's default special tokens (LLM-Pruner)."""
+    ids = tokenizer(text, return_attention_mask=False)["input_ids"]
     return torch.tensor(ids, dtype=torch.long)
 
 

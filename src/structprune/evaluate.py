@@ -1,15 +1,15 @@
 """Evaluation: perplexity on token streams and lm-eval zero-shot accuracy.
 
-Perplexity protocol (as LLM-Pruner ``LLMPruner/evaluator/ppl.py`` and FLAP's
-``eval_ppl``): the test split is joined (see `structprune.data`) and tokenised
-once without special tokens; it is cut into consecutive non-overlapping
-windows of ``seq_len`` tokens (the tail shorter than a window is dropped); each
-window is scored independently, every token but the first predicted from its
-prefix inside the window; PPL = exp(mean token NLL over all windows). No BOS is
-prepended to windows (the reference code on LLaMA has a single BOS at the start
-of the stream only, which makes no measurable difference). ``max_tokens``
-keeps only the first windows, for quick runs; the JSON records how many tokens
-were scored.
+Perplexity protocol (LLM-Pruner ``LLMPruner/datasets/ppl_dataset.py`` and
+``LLMPruner/evaluator/ppl.py``, which FLAP's tables follow): the evaluation split
+(WikiText-2 test, PTB validation) is joined with blank lines and tokenised once
+(see `structprune.data`); it is cut into consecutive non-overlapping windows of
+``seq_len`` tokens (the tail shorter than a window is dropped); each window is
+scored independently, every token but the first predicted from its prefix
+inside the window; PPL = exp(mean token NLL over all windows). No BOS is
+prepended to windows (a LLaMA tokenizer gives the stream one BOS at its start).
+``max_tokens`` keeps only the first windows, for quick runs; the JSON records
+how many tokens were scored.
 """
 
 from __future__ import annotations

@@ -75,29 +75,51 @@ def check_plan(model: nn.Module, plan: PrunePlan) -> None:
 
 
 def prune_model(model: nn.Module, plan: PrunePlan) -> nn.Module:
-    """Slice every layer to the units kept in `plan` (in place) and update the config."""
+    """Slice every layer to the units kept in `plan` and return the model with a matching config.
+
+    Uniform widths keep the stock Llama classes (the same object is returned); per-layer
+    widths return an equivalent `StructpruneLlamaForCausalLM` (see `structprune.varwidth`).
+    """
     check_plan(model, plan)
     head_dim = model_head_dim(model.config)
     for layer, lp in zip(decoder_layers(model), plan.layers):
         prune_layer(layer, lp.keep_heads, lp.keep_kv_heads, lp.keep_neurons, head_dim)
-    update_config(model.config, plan, head_dim)
-    return model
+    return with_plan_widths(model, plan)
 
 
-def update_config(config, plan: PrunePlan, head_dim: int) -> None:
-    widths = {(len(lp.keep_heads), len(lp.keep_kv_heads), len(lp.keep_neurons)) for lp in plan.layers}
-    config.head_dim = head_dim  # must be explicit once num_attention_heads * head_dim != hidden_size
-    if len(widths) == 1:
-        heads, kv, neurons = widths.pop()
-        if config.hidden_size % heads:
-            raise NotImplementedError(
-                f"{heads} heads do not divide hidden_size {config.hidden_size}, which the stock "
-                "LlamaConfig rejects; such widths need the variable-width Llama config "
-                "(issue: peer baselines). Choose a sparsity that keeps a divisor of the head count."
-            )
+def with_plan_widths(model: nn.Module, plan: PrunePlan) -> nn.Module:
+    """Make the config describe the sliced layers; switch to the variable-width class if needed."""
+    head_dim = model_head_dim(model.config)
+    widths = [(len(lp.keep_heads), len(lp.keep_kv_heads), len(lp.keep_neurons)) for lp in plan.layers]
+    config = model.config
+    config.head_dim = head_dim  # explicit once num_attention_heads * head_dim != hidden_size
+    heads, kv, neurons = widths[0]
+    if len(set(widths)) == 1 and config.hidden_size % heads == 0:
         config.num_attention_heads, config.num_key_value_heads, config.intermediate_size = heads, kv, neurons
-        return
-    raise NotImplementedError(
-        "per-layer widths need the variable-width Llama config (issue: peer baselines); "
-        "every plan produced so far is uniform"
-    )
+        return model
+    return to_variable_width(model, widths)
+
+
+def to_variable_width(model: nn.Module, widths: list[tuple[int, int, int]]) -> nn.Module:
+    """The same weights in a `StructpruneLlamaForCausalLM` whose config lists every layer's widths."""
+    from structprune.varwidth import MODULE_NAME, StructpruneLlamaConfig, StructpruneLlamaForCausalLM
+
+    settings = model.config.to_dict()
+    for key in ("model_type", "architectures", "auto_map", "transformers_version", "per_layer_config"):
+        settings.pop(key, None)
+    settings["per_layer_config"] = {
+        i: {"num_attention_heads": h, "num_key_value_heads": kv, "intermediate_size": m}
+        for i, (h, kv, m) in enumerate(widths)
+    }
+    settings["auto_map"] = {
+        "AutoConfig": f"{MODULE_NAME}.StructpruneLlamaConfig",
+        "AutoModelForCausalLM": f"{MODULE_NAME}.StructpruneLlamaForCausalLM",
+    }
+    config = StructpruneLlamaConfig(**settings)
+    with torch.device("meta"):
+        variable = StructpruneLlamaForCausalLM(config)
+    variable.load_state_dict(model.state_dict(), assign=True)
+    variable.model.rotary_emb = model.model.rotary_emb  # non-persistent buffers are not in the state dict
+    if config.tie_word_embeddings:
+        variable.tie_weights()
+    return variable.eval()

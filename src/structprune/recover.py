@@ -33,7 +33,7 @@ from structprune.calibration import LayerStatistics
 from structprune.layerwise import LayerBatch, apply_layer, capture_layer_inputs, propagate
 from structprune.models import decoder_layers, layer_geometry, model_head_dim
 from structprune.plan import LayerPlan, PrunePlan, plan_layer
-from structprune.prune import prune_layer, unit_channels, update_config
+from structprune.prune import prune_layer, unit_channels, with_plan_widths
 from structprune.scores import LayerWeights, Scorer
 
 log = logging.getLogger(__name__)
@@ -132,8 +132,11 @@ def recover_model(
     batch_size: int = 8,
     progress: bool = True,
     refit: tuple[str, ...] = REFIT_DEFAULT,
-) -> tuple[PrunePlan, list[LayerReport]]:
-    """Prune `model` in place, layer by layer, refitting o_proj and down_proj after each cut.
+) -> tuple[nn.Module, PrunePlan, list[LayerReport]]:
+    """Prune `model` layer by layer, refitting o_proj and down_proj after each cut.
+
+    Returns the pruned model (the same object unless its widths need the variable-width
+    class, see `prune.with_plan_widths`), the plan and per-layer reconstruction errors.
 
     `refit` selects the matrices that are refit (an ablation knob); the others keep their
     sliced dense weights, but scoring still uses the pruned stream's statistics.
@@ -177,6 +180,5 @@ def recover_model(
         )
         del dense_layer
     plan = PrunePlan(plans)
-    update_config(model.config, plan, head_dim)
-    return plan, reports
+    return with_plan_widths(model, plan), plan, reports
 

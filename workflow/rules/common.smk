@@ -119,6 +119,13 @@ def score_inputs(wildcards):
     return inputs
 
 
+def eval_split(dataset):
+    splits = config["evaluation"]["perplexity"]["splits"]
+    if dataset not in splits:
+        raise WorkflowError(f"evaluation.perplexity.splits has no split for {dataset!r}")
+    return splits[dataset]
+
+
 def calib_cfg(wildcards):
     return config["calibration"][wildcards.calib]
 
@@ -226,7 +233,9 @@ def table_note(model):
     ) or "none"
     return (
         f"Model source `{config['models'][model]['source']}`; data from the {source}. "
-        f"Perplexity: {ppl['split']} split, non-overlapping {ppl['seq_len']}-token windows, {tokens}. "
+        f"Perplexity (LLM-Pruner protocol): "
+        + ", ".join(f"{d} {eval_split(d)}" for d in ppl["datasets"])
+        + f" split, rows joined with blank lines, non-overlapping {ppl['seq_len']}-token windows, {tokens}. "
         f"Zero-shot: lm-eval builtin prompts, {limit}; accuracy is acc_norm where lm-eval reports it "
         f"(PIQA, HellaSwag, ARC-e, ARC-c, OBQA), else acc (BoolQ, WinoGrande), in %. "
         f"Sparsity: % of decoder-block parameters removed (heads: {config['prune']['heads']}). "

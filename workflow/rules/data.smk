@@ -7,7 +7,7 @@ rule data_eval:
     output:
         tokens="resources/data/{model}/eval/{dataset}.safetensors",
     params:
-        split=config["evaluation"]["perplexity"]["split"],
+        split=lambda wc: eval_split(wc.dataset),
         mirror=MIRROR_ARG,
     log:
         "logs/data/{model}/eval/{dataset}.log",
