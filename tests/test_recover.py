@@ -60,3 +60,16 @@ def test_refit_selection_leaves_unselected_matrices_as_sliced(model, input_ids):
         torch.testing.assert_close(layer.mlp.down_proj.weight, dense_layer.mlp.down_proj.weight[:, kept])
     with pytest.raises(ValueError, match="unknown matrices"):
         recover_model(dense, input_ids, score_method("l1").make(), 0.4, refit=("q_proj",), progress=False)
+
+
+def test_block_target_tracks_the_dense_output_stream_better_than_module_target(model, input_ids):
+    def final_hidden(m):
+        return m(input_ids, output_hidden_states=True).hidden_states[-1]
+
+    dense_out = final_hidden(model)
+    errors = {}
+    for target in ("block", "module"):
+        recovered, _, _ = recover_model(copy.deepcopy(model), input_ids, score_method("l1").make(), 0.4,
+                                        damp=0.01, batch_size=3, progress=False, target=target)
+        errors[target] = float((final_hidden(recovered) - dense_out).pow(2).mean())
+    assert errors["block"] < errors["module"]

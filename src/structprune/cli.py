@@ -192,7 +192,7 @@ def cmd_recover(args) -> None:
     input_ids = load_tensors(args.data)["input_ids"]
     before = count_parameters(model)
     model, plan, reports = recover_model(
-        model, input_ids, scorer, args.sparsity, args.heads, args.damp, args.batch_size
+        model, input_ids, scorer, args.sparsity, args.heads, args.damp, args.batch_size, target=args.target
     )
     after = count_parameters(model)
     achieved = 1 - after["decoder_blocks"] / before["decoder_blocks"]
@@ -200,7 +200,7 @@ def cmd_recover(args) -> None:
     manifest = build_manifest(
         "recover", {"model": args.model, "data": args.data},
         {"method": args.method, "options": options, "sparsity": args.sparsity, "heads": args.heads,
-         "damp": args.damp, "batch_size": args.batch_size},
+         "damp": args.damp, "target": args.target, "batch_size": args.batch_size},
         started,
         {
             "dense_parameters": before, "achieved_block_sparsity": achieved, "plan": plan.to_json(),
@@ -336,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sparsity", type=float, required=True)
     p.add_argument("--heads", default="within_kv_groups", choices=["within_kv_groups", "kv_groups"])
     p.add_argument("--damp", type=float, default=0.01)
+    p.add_argument("--target", default="block", choices=["block", "module"],
+                   help="what a refit matrix reproduces: the dense layer's output stream (block) or "
+                        "the dense module's output (module)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_recover)

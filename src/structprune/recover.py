@@ -4,12 +4,13 @@ Layers are processed in order with two streams of calibration hidden states:
 the dense model's (X_l) and the pruned-and-recovered model's (X^_l). At layer l:
 
 1. pass 1: both streams go through the still-dense layer; we gather the pruned
-   stream's statistics (for scoring) and, for o_proj, the pairs
-   (input on the pruned stream z^, dense output on the dense stream W_o z);
+   stream's statistics (for scoring) and, for o_proj, the pairs (input on the pruned
+   stream z^, target): with the default target "block" the target is the dense output
+   W_o z plus the gap between the dense and pruned residual streams it is added to;
 2. the layer is scored on X^_l's statistics, planned and sliced;
-3. o_proj's kept columns are refit: W^ = argmin ||W z^_kept - W_o z||^2, ridge-damped
+3. o_proj's kept columns are refit: W^ = argmin ||W z^_kept - target||^2, ridge-damped
    toward the dense weights (see `ridge_toward`);
-4. pass 2: with the pruned attention in place, the MLP's pairs (h^, W_down h) are
+4. pass 2: with the pruned attention in place, the MLP's pairs (h^, target) are
    gathered and down_proj's kept columns are refit the same way;
 5. both streams advance: the dense stream through the dense layer, the pruned
    stream through the recovered one. Errors therefore do not compound.
@@ -103,19 +104,42 @@ def _module_io(module: nn.Module, store: dict, key: str) -> object:
     return module.register_forward_hook(hook)
 
 
-def _paired_pass(dense_layer, layer, dense, pruned, module_name: str, stats: LayerStatistics | None = None) -> LinearRefit:
-    """Run both streams once; pair the pruned stream's input of `module_name` with the dense output."""
+# Each refit matrix, and the norm whose input is the residual stream its output is added to.
+RESIDUAL_OF = {"self_attn.o_proj": "input_layernorm", "mlp.down_proj": "post_attention_layernorm"}
+TARGETS = ("block", "module")
+
+
+def _paired_pass(
+    dense_layer, layer, dense, pruned, module_name: str, target: str, stats: LayerStatistics | None = None
+) -> LinearRefit:
+    """Run both streams once and pair the pruned stream's input of `module_name` with its target.
+
+    target="module": the dense module's output. target="block": the dense module's output
+    plus the gap between the dense and the pruned residual stream it is added to, so that the
+    refit module makes the residual stream after it match the dense model's again
+    (the layer reproduces the dense model's output Y_l; drift from earlier layers is corrected).
+    """
     refit = LinearRefit()
     seen: dict = {}
-    dense_module = dense_layer.get_submodule(module_name)
-    module = layer.get_submodule(module_name)
-    handles = [_module_io(dense_module, seen, "dense"), _module_io(module, seen, "pruned")]
+    handles = [
+        _module_io(dense_layer.get_submodule(module_name), seen, "dense"),
+        _module_io(layer.get_submodule(module_name), seen, "pruned"),
+    ]
+    if target == "block":
+        residual = RESIDUAL_OF[module_name]
+        handles += [
+            _module_io(dense_layer.get_submodule(residual), seen, "dense_residual"),
+            _module_io(layer.get_submodule(residual), seen, "pruned_residual"),
+        ]
     handles += stats.attach(layer) if stats is not None else []
     try:
         for d, p in zip(dense, pruned):
             apply_layer(dense_layer, d)
             apply_layer(layer, p)
-            refit.add(seen["pruned"][0], seen["dense"][1])
+            y = seen["dense"][1]
+            if target == "block":
+                y = y + seen["dense_residual"][0] - seen["pruned_residual"][0]
+            refit.add(seen["pruned"][0], y)
     finally:
         for handle in handles:
             handle.remove()
@@ -132,6 +156,7 @@ def recover_model(
     batch_size: int = 8,
     progress: bool = True,
     refit: tuple[str, ...] = REFIT_DEFAULT,
+    target: str = "block",
 ) -> tuple[nn.Module, PrunePlan, list[LayerReport]]:
     """Prune `model` layer by layer, refitting o_proj and down_proj after each cut.
 
@@ -139,8 +164,11 @@ def recover_model(
     class, see `prune.with_plan_widths`), the plan and per-layer reconstruction errors.
 
     `refit` selects the matrices that are refit (an ablation knob); the others keep their
-    sliced dense weights, but scoring still uses the pruned stream's statistics.
+    sliced dense weights, but scoring still uses the pruned stream's statistics. `target`
+    chooses what a refit matrix must reproduce (see `_paired_pass`).
     """
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
     unknown = set(refit) - set(REFIT_DEFAULT)
     if unknown:
         raise ValueError(f"refit: unknown matrices {sorted(unknown)}; choose from {REFIT_DEFAULT}")
@@ -152,7 +180,7 @@ def recover_model(
     for index, layer in enumerate(tqdm(layers, desc="recover", disable=not progress)):
         dense_layer = copy.deepcopy(layer)
         stats = LayerStatistics()
-        o_refit = _paired_pass(dense_layer, layer, dense, pruned, "self_attn.o_proj", stats)
+        o_refit = _paired_pass(dense_layer, layer, dense, pruned, "self_attn.o_proj", target, stats)
         scores = scorer(LayerWeights.from_layer(index, layer, head_dim), stats.moments())
         lp: LayerPlan = plan_layer(scores.heads, scores.neurons, layer_geometry(layer, head_dim), sparsity, head_mode)
         prune_layer(layer, lp.keep_heads, lp.keep_kv_heads, lp.keep_neurons, head_dim)
@@ -164,7 +192,7 @@ def recover_model(
             layer.self_attn.o_proj.weight.data = ridge_toward(o_before, o_kept, damp)
         o_errors = (o_kept.error(o_before), o_kept.error(layer.self_attn.o_proj.weight.data))
 
-        d_refit = _paired_pass(dense_layer, layer, dense, pruned, "mlp.down_proj")
+        d_refit = _paired_pass(dense_layer, layer, dense, pruned, "mlp.down_proj", target)
         d_before = layer.mlp.down_proj.weight.data.clone()
         if "down_proj" in refit:
             layer.mlp.down_proj.weight.data = ridge_toward(d_before, d_refit, damp)

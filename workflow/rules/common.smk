@@ -239,7 +239,8 @@ def table_note(model):
         f"Zero-shot: lm-eval builtin prompts, {limit}; accuracy is acc_norm where lm-eval reports it "
         f"(PIQA, HellaSwag, ARC-e, ARC-c, OBQA), else acc (BoolQ, WinoGrande), in %. "
         f"Sparsity: % of decoder-block parameters removed (heads: {config['prune']['heads']}). "
-        f"Stage `recovered`: layer-wise least-squares recovery (damp {config['recover']['damp']}). "
+        f"Stage `recovered`: layer-wise least-squares recovery (damp {config['recover']['damp']}, "
+        f"target {config['recover']['target']}). "
         f"Calibration sets: {calib}. "
         f"Regenerate with `make run` (= `snakemake --cores 2 --profile workflow/profiles/local`)."
     )

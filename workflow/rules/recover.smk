@@ -13,6 +13,7 @@ rule recover:
         sparsity=sparsity_fraction,
         heads=config["prune"]["heads"],
         damp=config["recover"]["damp"],
+        target=config["recover"]["target"],
         batch_size=config["recover"]["batch_size"],
     log:
         "logs/recover/{model}/{calib}/{method}/s{sparsity}.log",
@@ -25,5 +26,5 @@ rule recover:
     shell:
         "python -m structprune --threads {threads} recover --model {input.model}"
         " --data {input.samples} --method {params.score} {params.options}"
-        " --sparsity {params.sparsity} --heads {params.heads} --damp {params.damp}"
+        " --sparsity {params.sparsity} --heads {params.heads} --damp {params.damp} --target {params.target}"
         " --batch-size {params.batch_size} --out {output.ckpt} > {log} 2>&1"
