@@ -25,6 +25,22 @@ def test_stages_run_from_the_command_line(tmp_path):
     assert manifest["inputs"]["scores"]["sha256"]
 
 
+def test_peer_prune_options_fail_fast_with_a_message(tmp_path, caplog):
+    model = save_tiny_checkpoint(tmp_path / "model")
+    scores = tmp_path / "scores.safetensors"
+    assert main(["score", "--model", str(model), "--method", "l2", "--out", str(scores)]) == 0
+    common = ["prune", "--model", str(model), "--scores", str(scores), "--sparsity", "0.2"]
+    assert main([*common, "--compensate", "--out", str(tmp_path / "a")]) == 2
+    assert "--compensate (bias compensation) needs --stats" in caplog.text
+    assert main([*common, "--structure", "global", "--out", str(tmp_path / "b")]) == 2
+    assert "set the method's plan.heads" in caplog.text
+    assert main([*common, "--layers", "0", "9", "--out", str(tmp_path / "c")]) == 2
+    assert "outside the model's 2 layers" in caplog.text
+    assert main(["prune", "--model", str(model), "--flow", "sequential", "--sparsity", "0.2", "--out", str(tmp_path / "d")]) == 2
+    assert "needs --data" in caplog.text
+    assert not any((tmp_path / name).exists() for name in "abcd")
+
+
 def test_bad_inputs_fail_fast_with_a_message(tmp_path, caplog):
     assert main(["calibrate", "--model", str(tmp_path / "nope"), "--data", "x", "--out", str(tmp_path / "s")]) == 2
     assert "no config.json" in caplog.text

@@ -87,9 +87,11 @@ def cmd_data_calib(args) -> None:
         if start is None:
             raise ValueError("the tokenizer has no BOS token: pass --start-token (calibration.<name>.start_token)")
         samples = generate_calibration(
-            model, start, args.n_samples, args.seq_len, args.seed, args.temperature, args.top_p
+            model, start, args.n_samples, args.seq_len, args.seed, args.temperature, args.top_p,
+            drop_start=args.drop_start,
         )
-        meta.update(source="self-generated", start_token=start, temperature=args.temperature, top_p=args.top_p)
+        meta.update(source="self-generated", start_token=start, temperature=args.temperature, top_p=args.top_p,
+                    drop_start=args.drop_start)
         log.info("self-generated sample: %r", tokenizer.decode(samples[0][:64]))
     else:
         from transformers import AutoTokenizer
@@ -148,31 +150,86 @@ def cmd_score(args) -> None:
     log.info("%s scores -> %s", args.method, args.out)
 
 
+def _pruned_plan(args, model):
+    """The plan (and the model, already sliced for the sequential flow) the prune options ask for."""
+    from structprune.checkpoint import load_tensors
+    from structprune.models import model_geometries
+    from structprune.plan import plan_global, plan_uniform
+
+    if args.flow == "sequential":
+        from structprune.recover import prune_sequential
+        from structprune.scores import score_method
+
+        if args.structure != "uniform" or args.layers or args.compensate:
+            raise ValueError("the sequential flow (Wanda-sp) supports only the uniform structure over all layers")
+        if not (args.data and args.method):
+            raise ValueError("the sequential flow needs --data (calibration samples) and --method")
+        options = {k: _option_value(v) for k, v in args.option}
+        scorer = score_method(args.method).make(**options)
+        return prune_sequential(model, load_tensors(args.data)["input_ids"], scorer, args.sparsity, args.heads, args.batch_size)
+    if not args.scores:
+        raise ValueError("prune needs --scores (or --flow sequential with --data and --method)")
+    scores = load_tensors(args.scores)
+    geometries = model_geometries(model)
+    if args.structure == "global":
+        if args.layers:
+            raise ValueError("--layers applies to the uniform structure only")
+        plan = plan_global(scores, geometries, args.sparsity, args.heads)
+    else:
+        plan = plan_uniform(scores, geometries, args.sparsity, args.heads, tuple(args.layers) if args.layers else None)
+    return None, plan
+
+
 def cmd_prune(args) -> None:
     from structprune.artifacts import build_manifest
     from structprune.checkpoint import load_tensors, save_checkpoint
-    from structprune.models import count_parameters, load_checkpoint, model_geometries
-    from structprune.plan import plan_uniform
+    from structprune.models import count_parameters, load_checkpoint
     from structprune.prune import prune_model
 
     started = time.time()
+    if args.compensate and not args.stats:
+        raise ValueError("--compensate (bias compensation) needs --stats: the dense model's calibration statistics")
     model, tokenizer = load_checkpoint(args.model)
-    scores = load_tensors(args.scores)
     before = count_parameters(model)
-    plan = plan_uniform(scores, model_geometries(model), args.sparsity, args.heads)
-    model = prune_model(model, plan)
+    pruned, plan = _pruned_plan(args, model)
+    if pruned is None:
+        means = load_tensors(args.stats) if args.compensate else None
+        pruned = prune_model(model, plan, means)
+    model = pruned
     after = count_parameters(model)
     achieved = 1 - after["decoder_blocks"] / before["decoder_blocks"]
     log.info(
         "target sparsity %.3f, achieved %.4f of decoder-block parameters (%d -> %d); total %d -> %d",
         args.sparsity, achieved, before["decoder_blocks"], after["decoder_blocks"], before["total"], after["total"],
     )
+    settings = {"sparsity": args.sparsity, "heads": args.heads}
+    if args.structure != "uniform" or args.layers or args.compensate or args.flow != "dense":
+        settings.update(structure=args.structure, layers=args.layers, compensate=args.compensate, flow=args.flow,
+                        method=args.method, options=dict(args.option))
+    inputs = {k: v for k, v in {"model": args.model, "scores": args.scores, "stats": args.stats, "data": args.data}.items() if v}
     manifest = build_manifest(
-        "prune", {"model": args.model, "scores": args.scores},
-        {"sparsity": args.sparsity, "heads": args.heads}, started,
+        "prune", inputs, settings, started,
         {"dense_parameters": before, "achieved_block_sparsity": achieved, "plan": plan.to_json()},
     )
     save_checkpoint(model, tokenizer, args.out, manifest)
+
+
+def cmd_gradients(args) -> None:
+    import torch
+
+    from structprune.checkpoint import load_tensors, save_tensors
+    from structprune.models import load_checkpoint
+    from structprune.taylor import taylor_statistics
+
+    torch.manual_seed(0)
+    started = time.time()
+    model, _ = load_checkpoint(args.model)
+    input_ids = load_tensors(args.data)["input_ids"]
+    stats = taylor_statistics(model, input_ids)
+    meta = {"samples": int(input_ids.shape[0]), "seq_len": int(input_ids.shape[1]),
+            "statistics": "gradients", "wall_time_s": round(time.time() - started, 3)}
+    save_tensors(stats, args.out, meta)
+    log.info("Taylor saliencies over %s tokens -> %s", tuple(input_ids.shape), args.out)
 
 
 def cmd_recover(args) -> None:
@@ -297,6 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=1.0, help="selfgen only")
     p.add_argument("--top-p", type=float, default=1.0, help="selfgen only")
     p.add_argument("--start-token", type=int, default=None, help="selfgen only (default: BOS)")
+    p.add_argument("--drop-start", action="store_true",
+                   help="selfgen only: the start token conditions the generation but is not part of the sample")
     p.set_defaults(func=cmd_data_calib)
 
     p = sub.add_parser("data-task", help="export a zero-shot task split to jsonl")
@@ -320,11 +379,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_score)
 
+    p = sub.add_parser("gradients", help="LLM-Pruner's Taylor saliencies per channel (backprop)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True, help="calibration samples (data-calib output)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_gradients)
+
     p = sub.add_parser("prune", help="remove the lowest-scoring units")
     p.add_argument("--model", required=True)
-    p.add_argument("--scores", required=True)
+    p.add_argument("--scores", default=None, help="score file (dense flow)")
     p.add_argument("--sparsity", type=float, required=True, help="fraction of decoder-block parameters")
     p.add_argument("--heads", default="within_kv_groups", choices=["within_kv_groups", "kv_groups"])
+    p.add_argument("--structure", default="uniform", choices=["uniform", "global"],
+                   help="uniform: same ratio per pruned layer; global: FLAP's one threshold over all layers")
+    p.add_argument("--layers", type=int, nargs=2, metavar=("START", "END"), default=None,
+                   help="prune only layers [START, END) (LLM-Pruner's block-wise recipe)")
+    p.add_argument("--compensate", action="store_true", help="FLAP's bias compensation (needs --stats)")
+    p.add_argument("--stats", default=None, help="dense calibration statistics (for --compensate)")
+    p.add_argument("--flow", default="dense", choices=["dense", "sequential"],
+                   help="sequential: score each layer on the pruned model's activations (Wanda-sp)")
+    p.add_argument("--data", default=None, help="calibration samples (sequential flow)")
+    p.add_argument("--method", default=None, help="scoring method (sequential flow)")
+    p.add_argument("--option", type=_key_value, action="append", default=[], metavar="NAME=VALUE")
+    p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_prune)
 

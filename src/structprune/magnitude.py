@@ -4,12 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from structprune.scores import LayerWeights, Scorer, UnitScores, register
-
-
-def per_head(channel_scores: torch.Tensor, head_dim: int) -> torch.Tensor:
-    """Sum channel scores over each head's consecutive channels (LLM-Pruner's consecutive_groups)."""
-    return channel_scores.reshape(-1, head_dim).sum(1)
+from structprune.scores import LayerWeights, Scorer, UnitScores, per_head, register
 
 
 def _row_norms(weight: torch.Tensor, p: int) -> torch.Tensor:

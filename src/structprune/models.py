@@ -98,7 +98,7 @@ def load_checkpoint(path: str | os.PathLike, dtype: torch.dtype = torch.float32)
             f"{path} is not a checkpoint folder (no config.json): run the `model` or `prune` "
             "stage that produces it first"
         )
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=True)  # else it prompts on auto_map configs
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=True)
     model.eval()
     return model, tokenizer

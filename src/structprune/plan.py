@@ -144,3 +144,61 @@ def plan_uniform(
             plan_layer(scores[f"layers.{index}.heads"], scores[f"layers.{index}.neurons"], geometry, layer_ratio, head_mode)
         )
     return PrunePlan(layers)
+
+
+def plan_global(
+    scores: dict[str, torch.Tensor],
+    geometries: list[LayerGeometry],
+    sparsity: float,
+    head_mode: str = "kv_groups",
+) -> PrunePlan:
+    """FLAP's adaptive structure (AL-AM): one threshold over all layers' heads and neurons.
+
+    CASIA-IVA-Lab/FLAP ``lib/prune.py`` ``prune_flap`` (structure "AL-AM"): every unit
+    is weighted by its parameter count (an MLP neuron 3*hidden; a head 4*hidden*head_dim
+    in the reference's multi-head attention), all units are sorted by score, descending,
+    the unit k whose cumulative weight is closest to (1 - sparsity) * total weight is
+    found, and the units ranked above it are kept. Layers thus get different widths.
+
+    Grouped-query attention: a query head alone cannot be dropped from an uneven kv
+    group and keep Llama's ``repeat_kv``, so the attention unit is a whole kv group
+    (its query heads, k/v rows and o columns; weight = their parameter count), scored by
+    the mean of its heads' scores (FLAP averages a head's channel scores). Scores must be
+    comparable across layers (FLAP's are standardised). Deviation: one kv group and one
+    neuron per layer are always kept (the reference has no floor; it never binds at 20%).
+    """
+    if head_mode != "kv_groups":
+        raise ValueError(
+            "the global structure removes whole kv groups (a query head alone would leave uneven "
+            "groups): set the method's plan.heads (or prune.heads) to kv_groups"
+        )
+    if not 0.0 <= sparsity < 1.0:
+        raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
+    check_scores(scores, geometries)
+    units = []  # (score, weight, layer, kind, index)
+    for layer, g in enumerate(geometries):
+        group_scores = scores[f"layers.{layer}.heads"].reshape(g.num_kv_heads, g.heads_per_kv).mean(1)
+        group_weight = (2 * g.heads_per_kv + 2) * g.hidden_size * g.head_dim
+        units += [(float(s), group_weight, layer, "kv", kv) for kv, s in enumerate(group_scores)]
+        units += [(float(s), 3 * g.hidden_size, layer, "neuron", i) for i, s in enumerate(scores[f"layers.{layer}.neurons"])]
+    units.sort(key=lambda u: (-u[0], u[2], u[3], u[4]))  # deterministic order for ties
+    weights = torch.tensor([u[1] for u in units], dtype=torch.float64)
+    cumulative = weights.cumsum(0)
+    target = (1.0 - sparsity) * float(cumulative[-1])
+    # FLAP keeps scores strictly above the unit at the argmin: that unit itself is dropped
+    keep_count = int(torch.argmin((cumulative - target).abs()))
+    if sparsity == 0.0:
+        keep_count = len(units)
+    kept = {(u[2], u[3], u[4]) for u in units[:keep_count]}
+    layers = []
+    for layer, g in enumerate(geometries):
+        kv_keep = [kv for kv in range(g.num_kv_heads) if (layer, "kv", kv) in kept]
+        neurons = [i for i in range(g.intermediate_size) if (layer, "neuron", i) in kept]
+        if not kv_keep:
+            group_scores = scores[f"layers.{layer}.heads"].reshape(g.num_kv_heads, g.heads_per_kv).mean(1)
+            kv_keep = [int(group_scores.argmax())]
+        if not neurons:
+            neurons = [int(scores[f"layers.{layer}.neurons"].argmax())]
+        heads = [h for h in range(g.num_heads) if h // g.heads_per_kv in kv_keep]
+        layers.append(LayerPlan(heads, kv_keep, neurons))
+    return PrunePlan(layers)

@@ -74,17 +74,44 @@ def check_plan(model: nn.Module, plan: PrunePlan) -> None:
             )
 
 
-def prune_model(model: nn.Module, plan: PrunePlan) -> nn.Module:
+def add_output_bias(linear: nn.Linear, bias: torch.Tensor) -> nn.Linear:
+    """`linear` with `bias` added to its output (a new biased Linear if it had none)."""
+    out = nn.Linear(linear.in_features, linear.out_features, bias=True, dtype=linear.weight.dtype, device=linear.weight.device)
+    out.weight.data.copy_(linear.weight.data)
+    out.bias.data.copy_(bias.to(linear.weight.dtype) + (linear.bias.data if linear.bias is not None else 0))
+    return out
+
+
+def prune_model(model: nn.Module, plan: PrunePlan, input_means: dict[str, torch.Tensor] | None = None) -> nn.Module:
     """Slice every layer to the units kept in `plan` and return the model with a matching config.
 
     Uniform widths keep the stock Llama classes (the same object is returned); per-layer
-    widths return an equivalent `StructpruneLlamaForCausalLM` (see `structprune.varwidth`).
+    widths or output biases return an equivalent `StructpruneLlamaForCausalLM` (see
+    `structprune.varwidth`). With `input_means` (``layers.{i}.o_proj_in.mean`` and
+    ``layers.{i}.down_proj_in.mean`` of the dense model's calibration statistics), the
+    removed channels' mean contribution is folded into the biases of o_proj and
+    down_proj (FLAP's bias compensation, `flap.compensation_bias`).
     """
+    from structprune.flap import compensation_bias
+
     check_plan(model, plan)
     head_dim = model_head_dim(model.config)
-    for layer, lp in zip(decoder_layers(model), plan.layers):
+    for index, (layer, lp) in enumerate(zip(decoder_layers(model), plan.layers)):
+        biases = None
+        if input_means is not None:
+            biases = {
+                "o": compensation_bias(layer.self_attn.o_proj.weight.data, input_means[f"layers.{index}.o_proj_in.mean"], unit_channels(lp.keep_heads, head_dim)),
+                "down": compensation_bias(layer.mlp.down_proj.weight.data, input_means[f"layers.{index}.down_proj_in.mean"], torch.tensor(lp.keep_neurons)),
+            }
         prune_layer(layer, lp.keep_heads, lp.keep_kv_heads, lp.keep_neurons, head_dim)
+        if biases is not None:
+            layer.self_attn.o_proj = add_output_bias(layer.self_attn.o_proj, biases["o"])
+            layer.mlp.down_proj = add_output_bias(layer.mlp.down_proj, biases["down"])
     return with_plan_widths(model, plan)
+
+
+def has_output_bias(model: nn.Module) -> bool:
+    return any(layer.self_attn.o_proj.bias is not None or layer.mlp.down_proj.bias is not None for layer in decoder_layers(model))
 
 
 def with_plan_widths(model: nn.Module, plan: PrunePlan) -> nn.Module:
@@ -94,7 +121,7 @@ def with_plan_widths(model: nn.Module, plan: PrunePlan) -> nn.Module:
     config = model.config
     config.head_dim = head_dim  # explicit once num_attention_heads * head_dim != hidden_size
     heads, kv, neurons = widths[0]
-    if len(set(widths)) == 1 and config.hidden_size % heads == 0:
+    if len(set(widths)) == 1 and config.hidden_size % heads == 0 and not has_output_bias(model):
         config.num_attention_heads, config.num_key_value_heads, config.intermediate_size = heads, kv, neurons
         return model
     return to_variable_width(model, widths)
@@ -111,6 +138,7 @@ def to_variable_width(model: nn.Module, widths: list[tuple[int, int, int]]) -> n
         i: {"num_attention_heads": h, "num_key_value_heads": kv, "intermediate_size": m}
         for i, (h, kv, m) in enumerate(widths)
     }
+    settings["output_bias"] = has_output_bias(model)
     settings["auto_map"] = {
         "AutoConfig": f"{MODULE_NAME}.StructpruneLlamaConfig",
         "AutoModelForCausalLM": f"{MODULE_NAME}.StructpruneLlamaForCausalLM",

@@ -210,3 +210,40 @@ def recover_model(
     plan = PrunePlan(plans)
     return with_plan_widths(model, plan), plan, reports
 
+
+
+def prune_sequential(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    scorer: Scorer,
+    sparsity: float,
+    head_mode: str = "within_kv_groups",
+    batch_size: int = 8,
+    progress: bool = True,
+) -> tuple[nn.Module, PrunePlan]:
+    """Score and prune layer by layer on the already pruned model's activations, no refit.
+
+    Wanda-sp's flow (FLAP repo ``lib/prune.py`` ``prune_wanda_sp``): layer l's statistics
+    are gathered in one pass of the still-dense layer l over the outputs of the pruned
+    layers 0..l-1 (so the MLP's statistics see layer l's dense attention); the layer is
+    then pruned, and the pruned layer's outputs feed layer l+1. Uniform ratio per layer.
+    """
+    head_dim = model_head_dim(model.config)
+    batches = capture_layer_inputs(model, input_ids, batch_size)
+    plans = []
+    for index, layer in enumerate(tqdm(decoder_layers(model), desc="sequential prune", disable=not progress)):
+        stats = LayerStatistics()
+        handles = stats.attach(layer)
+        try:
+            for batch in batches:
+                apply_layer(layer, batch)
+        finally:
+            for handle in handles:
+                handle.remove()
+        scores = scorer(LayerWeights.from_layer(index, layer, head_dim), stats.moments())
+        lp = plan_layer(scores.heads, scores.neurons, layer_geometry(layer, head_dim), sparsity, head_mode)
+        prune_layer(layer, lp.keep_heads, lp.keep_kv_heads, lp.keep_neurons, head_dim)
+        propagate(layer, batches)
+        plans.append(lp)
+    plan = PrunePlan(plans)
+    return with_plan_widths(model, plan), plan

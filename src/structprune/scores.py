@@ -50,7 +50,15 @@ class UnitScores:
     neurons: torch.Tensor  # (intermediate,)
 
 
+def per_head(channel_scores: torch.Tensor, head_dim: int) -> torch.Tensor:
+    """Sum channel scores over each head's consecutive channels (LLM-Pruner's consecutive_groups)."""
+    return channel_scores.reshape(-1, head_dim).sum(1)
+
+
 Scorer = Callable[[LayerWeights, "dict[str, torch.Tensor] | None"], UnitScores]
+
+
+STATISTICS = ("moments", "gradients")  # what a data-aware scorer reads (calibration.py / taylor.py)
 
 
 @dataclass(frozen=True)
@@ -59,14 +67,18 @@ class ScoreMethod:
     make: Callable[..., Scorer]  # options -> scorer
     needs_calibration: bool
     citation: str
+    statistics: str = "moments"
 
 
 REGISTRY: dict[str, ScoreMethod] = {}
 
 
-def register(name: str, needs_calibration: bool, citation: str):
+def register(name: str, needs_calibration: bool, citation: str, statistics: str = "moments"):
+    if statistics not in STATISTICS:
+        raise ValueError(f"statistics must be one of {STATISTICS}")
+
     def wrap(make):
-        REGISTRY[name] = ScoreMethod(name, make, needs_calibration, citation)
+        REGISTRY[name] = ScoreMethod(name, make, needs_calibration, citation, statistics)
         return make
     return wrap
 
@@ -105,4 +117,4 @@ def score_model(
 
 
 # The scorers register themselves on import.
-from structprune import distribution, magnitude  # noqa: E402,F401
+from structprune import distribution, flap, magnitude, taylor, wanda  # noqa: E402,F401

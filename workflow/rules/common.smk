@@ -1,5 +1,6 @@
 # Schema validation (with defaults), wildcard constraints, target lists and input functions.
 import os
+import re
 from pathlib import Path
 
 import jsonschema
@@ -10,6 +11,7 @@ REPO = Path(workflow.basedir)
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 MIRROR_ENV = "STRUCTPRUNE_DATA_MIRROR"
 DATA_FREE_SCORES = {"random", "l1", "l2", "magnitude2"}  # scores that take no calibration statistics
+GRADIENT_SCORES = {"taylor"}  # scores that read backprop saliencies (rule gradients), not moments
 
 
 def _validator_filling_defaults():
@@ -44,6 +46,29 @@ def validate_config(cfg):
             problems.append(f"  methods.{name}.calib: score {method.get('score')!r} needs calibration data")
         if method.get("recover") and calib == "none":
             problems.append(f"  methods.{name}.recover: recovery needs calibration data (set calib)")
+        plan = method.get("plan")
+        if method.get("flow") == "sequential":
+            if calib == "none":
+                problems.append(f"  methods.{name}.flow: the sequential flow needs calibration data (set calib)")
+            if method.get("score") in GRADIENT_SCORES:
+                problems.append(f"  methods.{name}.flow: score {method['score']!r} cannot run sequentially; use flow: dense")
+            if plan and (plan.get("structure") == "global" or plan.get("layers") or plan.get("compensate")):
+                problems.append(
+                    f"  methods.{name}.plan: the sequential flow supports only plan.heads (uniform structure, all layers)"
+                )
+        if plan:
+            heads = plan.get("heads") or cfg.get("prune", {}).get("heads")
+            if plan.get("structure") == "global" and heads != "kv_groups":
+                problems.append(f"  methods.{name}.plan.heads: the global structure removes whole kv groups; set heads: kv_groups")
+            if plan.get("structure") == "global" and plan.get("layers"):
+                problems.append(f"  methods.{name}.plan.layers: applies to the uniform structure only")
+            layers = plan.get("layers")
+            if layers and not layers[0] < layers[1]:
+                problems.append(f"  methods.{name}.plan.layers: {layers} must be [start, end) with start < end")
+            if plan.get("compensate") and (calib == "none" or method.get("score") in GRADIENT_SCORES):
+                problems.append(
+                    f"  methods.{name}.plan.compensate: bias compensation needs activation statistics (a calib set and a moment-based score)"
+                )
     if problems:
         raise WorkflowError(
             "invalid configuration (fix config.yaml or the --configfile/--config you passed):\n"
@@ -112,11 +137,60 @@ def method_options(wildcards):
     return " ".join(f"--option {key}={value}" for key, value in sorted(options.items()))
 
 
+def statistics_file(model, calib, score):
+    """The calibration statistics a score reads: activation moments, or backprop saliencies."""
+    kind = "gradients" if score in GRADIENT_SCORES else "stats"
+    return f"results/{model}/calib/{calib}/{kind}.safetensors"
+
+
 def score_inputs(wildcards):
     inputs = {"model": f"resources/models/{wildcards.model}"}
     if wildcards.calib != "none":
-        inputs["stats"] = f"results/{wildcards.model}/calib/{wildcards.calib}/stats.safetensors"
+        inputs["stats"] = statistics_file(wildcards.model, wildcards.calib, method_cfg(wildcards)["score"])
     return inputs
+
+
+def is_plain(method):
+    """Methods pruned by the original `prune` rule: dense flow and the prune section's plan."""
+    return method["flow"] == "dense" and "plan" not in method
+
+
+def method_pattern(plain):
+    names = [name for name, m in config["methods"].items() if is_plain(m) == plain]
+    return "|".join(re.escape(n) for n in names) if names else "(?!)"
+
+
+def method_plan(wildcards):
+    return {"structure": "uniform", "compensate": False, **method_cfg(wildcards).get("plan", {})}
+
+
+def planned_inputs(wildcards):
+    """Inputs of `prune_planned`: scores (dense flow) or samples (sequential), stats for compensation."""
+    m, model, calib = method_cfg(wildcards), wildcards.model, wildcards.calib
+    inputs = {"model": f"resources/models/{model}"}
+    if m["flow"] == "sequential":
+        inputs["samples"] = f"resources/data/{model}/calib/{calib}.safetensors"
+    else:
+        inputs["scores"] = f"results/{model}/{calib}/{wildcards.method}/scores.safetensors"
+    if method_plan(wildcards)["compensate"]:
+        inputs["stats"] = f"results/{model}/calib/{calib}/stats.safetensors"
+    return inputs
+
+
+def planned_args(wildcards, input):
+    """The prune command's method-specific arguments (flow, structure, layers, compensation)."""
+    m, plan = method_cfg(wildcards), method_plan(wildcards)
+    heads = plan.get("heads") or config["prune"]["heads"]
+    args = [f"--heads {heads} --structure {plan['structure']}"]
+    if m["flow"] == "sequential":
+        args.append(f"--flow sequential --data {input.samples} --method {m['score']} {method_options(wildcards)}")
+    else:
+        args.append(f"--scores {input.scores}")
+    if plan.get("layers"):
+        args.append("--layers {} {}".format(*plan["layers"]))
+    if plan["compensate"]:
+        args.append(f"--compensate --stats {input.stats}")
+    return " ".join(a.strip() for a in args)
 
 
 def eval_split(dataset):
@@ -135,7 +209,8 @@ def calib_source_args(wildcards):
     c = calib_cfg(wildcards)
     if c["dataset"] == "selfgen":
         start = f" --start-token {c['start_token']}" if c["start_token"] is not None else ""
-        return f"--temperature {c['temperature']} --top-p {c['top_p']}{start}"
+        drop = " --drop-start" if c["drop_start"] else ""
+        return f"--temperature {c['temperature']} --top-p {c['top_p']}{start}{drop}"
     return f"--split {c['split']} {MIRROR_ARG}".strip()
 
 
@@ -197,14 +272,15 @@ def model_benchmarks(wildcards):
     files = [f"benchmarks/model/{model}.tsv", f"benchmarks/evaluate/{model}/dense.tsv"]
     for calib, method, sparsity, stage in method_rows(model):
         if stage == "pruned":
-            files += [
-                f"benchmarks/score/{model}/{calib}/{method}.tsv",
-                f"benchmarks/prune/{model}/{calib}/{method}/s{sparsity}.tsv",
-            ]
+            if config["methods"][method]["flow"] == "dense":
+                files.append(f"benchmarks/score/{model}/{calib}/{method}.tsv")
+            if config["methods"][method]["score"] in GRADIENT_SCORES:
+                files.append(f"benchmarks/gradients/{model}/{calib}.tsv")
+            files.append(f"benchmarks/prune/{model}/{calib}/{method}/s{sparsity}.tsv")
         else:
             files.append(f"benchmarks/recover/{model}/{calib}/{method}/s{sparsity}.tsv")
         files.append(f"benchmarks/evaluate/{model}/{calib}/{method}/s{sparsity}/{stage}.tsv")
-    for calib in {c for c, *_ in method_rows(model)} - {"none"}:
+    for calib in [c for c in dict.fromkeys(c for c, *_ in method_rows(model)) if c != "none"]:  # ordered: params must be stable
         files += [f"benchmarks/data/{model}/calib/{calib}.tsv", f"benchmarks/calibrate/{model}/{calib}.tsv"]
     return sorted(set(files), key=files.index)
 
@@ -227,7 +303,7 @@ def table_note(model):
     limit = f"first {ev['limit']} items per task" if ev["limit"] else "all items"
     calib = "; ".join(
         f"{name}: {c['n_samples']}x{c['seq_len']} tokens of "
-        + (f"self-generated text (T={c['temperature']}, top-p={c['top_p']})" if c["dataset"] == "selfgen" else f"{c['dataset']} {c['split']}")
+        + (f"self-generated text (T={c['temperature']}, top-p={c['top_p']}{', start token dropped' if c['drop_start'] else ''})" if c["dataset"] == "selfgen" else f"{c['dataset']} {c['split']}")
         + f" (seed {c['seed']})"
         for name, c in config["calibration"].items()
     ) or "none"
@@ -238,7 +314,12 @@ def table_note(model):
         + f" split, rows joined with blank lines, non-overlapping {ppl['seq_len']}-token windows, {tokens}. "
         f"Zero-shot: lm-eval builtin prompts, {limit}; accuracy is acc_norm where lm-eval reports it "
         f"(PIQA, HellaSwag, ARC-e, ARC-c, OBQA), else acc (BoolQ, WinoGrande), in %. "
-        f"Sparsity: % of decoder-block parameters removed (heads: {config['prune']['heads']}). "
+        f"Sparsity: % of decoder-block parameters removed (heads: {config['prune']['heads']}"
+        + "".join(
+            f"; {name}: " + ", ".join([f"{k} {v}" for k, v in m.get("plan", {}).items()] + ([] if m["flow"] == "dense" else ["sequential flow"]))
+            for name, m in config["methods"].items() if not is_plain(m)
+        )
+        + "). "
         f"Stage `recovered`: layer-wise least-squares recovery (damp {config['recover']['damp']}, "
         f"target {config['recover']['target']}). "
         f"Calibration sets: {calib}. "

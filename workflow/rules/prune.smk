@@ -24,6 +24,9 @@ rule score:
 
 
 rule prune:
+    """Uniform plan from a score file, with the prune section's settings (plain methods)."""
+    wildcard_constraints:
+        method=method_pattern(plain=True),
     input:
         model="resources/models/{model}",
         scores="results/{model}/{calib}/{method}/scores.safetensors",
@@ -44,3 +47,28 @@ rule prune:
         "python -m structprune --threads {threads} prune --model {input.model}"
         " --scores {input.scores} --sparsity {params.sparsity} --heads {params.heads}"
         " --out {output.ckpt} > {log} 2>&1"
+
+
+rule prune_planned:
+    """Methods with their own plan or flow: FLAP's global structure and bias compensation,
+    LLM-Pruner's layer range, Wanda-sp's sequential flow (docs/baselines.md)."""
+    wildcard_constraints:
+        method=method_pattern(plain=False),
+    input:
+        unpack(planned_inputs),
+    output:
+        ckpt=directory("results/{model}/{calib}/{method}/s{sparsity}/pruned"),
+    params:
+        sparsity=sparsity_fraction,
+        args=planned_args,
+    log:
+        "logs/prune/{model}/{calib}/{method}/s{sparsity}.log",
+    benchmark:
+        "benchmarks/prune/{model}/{calib}/{method}/s{sparsity}.tsv"
+    threads: 2
+    resources:
+        mem_mb=mem_for_model,
+        runtime=runtime_for_model,
+    shell:
+        "python -m structprune --threads {threads} prune --model {input.model} {params.args}"
+        " --sparsity {params.sparsity} --out {output.ckpt} > {log} 2>&1"
