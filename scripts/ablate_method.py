@@ -24,13 +24,13 @@ from structprune.calibration import collect_statistics
 from structprune.checkpoint import load_tensors
 from structprune.evaluate import perplexity
 from structprune.models import load_checkpoint, model_geometries
-from structprune.plan import plan_uniform
+from structprune.plan import plan_global, plan_uniform
 from structprune.prune import prune_model
 from structprune.recover import recover_model
 from structprune.scores import score_method, score_model
 from structprune.selfgen import generate_calibration
 
-# (name, score options, recovery: None or dict of recover_model keyword arguments)
+# (name, score options, recovery: None or recover_model keyword arguments[, plan options])
 VARIANTS = [
     ("output score (default), no recovery", {}, None),
     ("closed-form MLP score (w1=up)", {"mlp": "closed_form"}, None),
@@ -44,7 +44,18 @@ VARIANTS = [
     ("recovery, refit none (pruned-stream scores only)", {}, {"damp": 0.01, "refit": ()}),
     ("recovery, refit o_proj only", {}, {"damp": 0.01, "refit": ("o_proj",)}),
     ("recovery, refit down_proj only", {}, {"damp": 0.01, "refit": ("down_proj",)}),
+    # which units and layers go (the peers' allocations, with our score; no recovery)
+    ("heads removed as whole kv groups", {}, None, {"head_mode": "kv_groups"}),
+    ("layers [4, 28) only (LLM-Pruner's block-wise range)", {}, None, {"layer_range": (4, 28)}),
+    ("global structure: one threshold over all layers (FLAP's, kv groups)", {}, None, {"structure": "global"}),
 ]
+
+
+def make_plan(scores, geometries, sparsity, plan_options):
+    options = dict(plan_options or {})
+    if options.pop("structure", "uniform") == "global":
+        return plan_global(scores, geometries, sparsity, "kv_groups")
+    return plan_uniform(scores, geometries, sparsity, **options)
 
 
 def main() -> None:
@@ -69,9 +80,9 @@ def main() -> None:
     if args.selfgen:
         temperature, top_p = args.selfgen
         start = dense.config.bos_token_id if args.start_token is None else args.start_token
-        samples = generate_calibration(dense, start, args.n_samples, 128, 0, temperature, top_p, progress=False)
+        samples = generate_calibration(dense, start, args.n_samples, 128, 0, temperature, top_p, progress=False, drop_start=True)
         stats = collect_statistics(dense, samples, progress=False)[0]
-        label = f"selfgen-T{temperature:g}-p{top_p:g}-s{start}-n{args.n_samples}"
+        label = f"selfgen-T{temperature:g}-p{top_p:g}-s{start}-n{args.n_samples}-nostart"
     else:
         stats = load_tensors(f"results/{args.model}/calib/{args.calib}/stats.safetensors")
         samples = load_tensors(f"resources/data/{args.model}/calib/{args.calib}.safetensors")["input_ids"]
@@ -89,12 +100,13 @@ def main() -> None:
     rows = [{"variant": "dense", **ppl(dense), "seconds": 0.0, "command": command}]
     print(rows[0], flush=True)
     chosen = [VARIANTS[int(i)] for i in args.only] if args.only else VARIANTS
-    for name, options, recovery in chosen:
+    for name, options, recovery, *plan_options in chosen:
         started = time.time()
         model = copy.deepcopy(dense)
         if recovery is None:
             scores = score_model(model, "distribution", stats, options)
-            model = prune_model(model, plan_uniform(scores, model_geometries(model), args.sparsity))
+            plan = make_plan(scores, model_geometries(model), args.sparsity, plan_options[0] if plan_options else None)
+            model = prune_model(model, plan)
         else:
             scorer = score_method("distribution").make(**options)
             model = recover_model(model, samples, scorer, args.sparsity, progress=False, **recovery)[0]
