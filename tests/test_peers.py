@@ -182,3 +182,11 @@ def test_sequential_flow_first_layer_matches_dense_statistics_and_sparsity_zero_
     pruned, plan = prune_sequential(model, input_ids, scorer, 0.3, progress=False)
     assert plan.layers[0] == expected0  # layer 0 sees the same inputs in both flows
     assert count_parameters(pruned)["decoder_blocks"] < count_parameters(same)["decoder_blocks"]
+
+
+def test_a_score_given_the_wrong_kind_of_statistics_names_the_stage(model, input_ids):
+    moments, _ = collect_statistics(model, input_ids, progress=False)
+    with pytest.raises(ValueError, match="the `gradients` stage"):
+        score_model(model, "taylor", moments)
+    with pytest.raises(ValueError, match="the `calibrate` stage"):
+        score_model(model, "flap", taylor_statistics(model, input_ids[:1], progress=False))

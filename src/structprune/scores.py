@@ -104,6 +104,11 @@ def score_model(
     spec = score_method(method)
     if spec.needs_calibration and stats is None:
         raise ValueError(f"method {method!r} needs calibration statistics (--stats)")
+    if stats is not None and spec.needs_calibration:
+        has_gradients = any(".taylor." in key for key in stats)
+        if has_gradients != (spec.statistics == "gradients"):
+            wanted = "backprop saliencies (the `gradients` stage)" if spec.statistics == "gradients" else "activation moments (the `calibrate` stage)"
+            raise ValueError(f"method {method!r} reads {wanted}; the --stats file holds the other kind")
     scorer = spec.make(**(options or {}))
     head_dim = model_head_dim(model.config)
     out: dict[str, torch.Tensor] = {}
