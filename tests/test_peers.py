@@ -8,10 +8,10 @@ import torch
 
 from structprune.calibration import collect_statistics, layer_statistics
 from structprune.checkpoint import save_checkpoint
-from structprune.flap import compensation_bias, fluctuation_metric, standardize
+from structprune.flap import fluctuation_metric, standardize
 from structprune.models import LayerGeometry, count_parameters, load_checkpoint, model_geometries
 from structprune.plan import LayerPlan, PrunePlan, plan_global, plan_layer
-from structprune.prune import prune_model, unit_channels
+from structprune.prune import compensation_bias, prune_model, unit_channels
 from structprune.recover import prune_sequential
 from structprune.scores import LayerWeights, score_method, score_model
 from structprune.taylor import channel_saliency, taylor_statistics

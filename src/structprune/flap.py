@@ -22,7 +22,8 @@ recurrence drops the first sequence and scales by the sequence length, which
 changes no ranking after standardisation (docs/baselines.md).
 
 Bias compensation (``compress``): the removed channels' mean contribution
-W[:, removed] @ E[x_removed] is added to the output bias of o_proj / down_proj.
+W[:, removed] @ E[x_removed] is added to the output bias of o_proj / down_proj
+(``prune.compensation_bias``, applied by ``prune.prune_model``).
 """
 
 from __future__ import annotations
@@ -75,11 +76,3 @@ def make_flap(metric: str = "WIFV") -> Scorer:
     if metric not in METRICS:
         raise ValueError(f"flap: unknown metric {metric!r}; choose one of {METRICS}")
     return lambda weights, stats: flap_scores(weights, stats, metric)
-
-
-def compensation_bias(weight: torch.Tensor, input_mean: torch.Tensor, kept_columns: torch.Tensor) -> torch.Tensor:
-    """W[:, removed] @ E[x_removed]: what the removed input channels add on average."""
-    removed = torch.ones(weight.shape[1], dtype=torch.bool)
-    removed[kept_columns] = False
-    w = weight.to(torch.float64)[:, removed]
-    return (w @ input_mean.to(torch.float64)[removed]).to(weight.dtype)

@@ -176,8 +176,12 @@ def plan_global(
         raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
     check_scores(scores, geometries)
     units = []  # (score, weight, layer, kind, index)
+    group_scores_of = [
+        scores[f"layers.{layer}.heads"].reshape(g.num_kv_heads, g.heads_per_kv).mean(1)
+        for layer, g in enumerate(geometries)
+    ]
     for layer, g in enumerate(geometries):
-        group_scores = scores[f"layers.{layer}.heads"].reshape(g.num_kv_heads, g.heads_per_kv).mean(1)
+        group_scores = group_scores_of[layer]
         group_weight = (2 * g.heads_per_kv + 2) * g.hidden_size * g.head_dim
         units += [(float(s), group_weight, layer, "kv", kv) for kv, s in enumerate(group_scores)]
         units += [(float(s), 3 * g.hidden_size, layer, "neuron", i) for i, s in enumerate(scores[f"layers.{layer}.neurons"])]
@@ -195,8 +199,7 @@ def plan_global(
         kv_keep = [kv for kv in range(g.num_kv_heads) if (layer, "kv", kv) in kept]
         neurons = [i for i in range(g.intermediate_size) if (layer, "neuron", i) in kept]
         if not kv_keep:
-            group_scores = scores[f"layers.{layer}.heads"].reshape(g.num_kv_heads, g.heads_per_kv).mean(1)
-            kv_keep = [int(group_scores.argmax())]
+            kv_keep = [int(group_scores_of[layer].argmax())]
         if not neurons:
             neurons = [int(scores[f"layers.{layer}.neurons"].argmax())]
         heads = [h for h in range(g.num_heads) if h // g.heads_per_kv in kv_keep]

@@ -74,6 +74,14 @@ def check_plan(model: nn.Module, plan: PrunePlan) -> None:
             )
 
 
+def compensation_bias(weight: torch.Tensor, input_mean: torch.Tensor, kept_columns: torch.Tensor) -> torch.Tensor:
+    """W[:, removed] @ E[x_removed]: what the removed input channels add on average (FLAP's compensation)."""
+    removed = torch.ones(weight.shape[1], dtype=torch.bool)
+    removed[kept_columns] = False
+    w = weight.to(torch.float64)[:, removed]
+    return (w @ input_mean.to(torch.float64)[removed]).to(weight.dtype)
+
+
 def add_output_bias(linear: nn.Linear, bias: torch.Tensor) -> nn.Linear:
     """`linear` with `bias` added to its output (a new biased Linear if it had none)."""
     out = nn.Linear(linear.in_features, linear.out_features, bias=True, dtype=linear.weight.dtype, device=linear.weight.device)
@@ -90,10 +98,8 @@ def prune_model(model: nn.Module, plan: PrunePlan, input_means: dict[str, torch.
     `structprune.varwidth`). With `input_means` (``layers.{i}.o_proj_in.mean`` and
     ``layers.{i}.down_proj_in.mean`` of the dense model's calibration statistics), the
     removed channels' mean contribution is folded into the biases of o_proj and
-    down_proj (FLAP's bias compensation, `flap.compensation_bias`).
+    down_proj (FLAP's bias compensation, `compensation_bias`).
     """
-    from structprune.flap import compensation_bias
-
     check_plan(model, plan)
     head_dim = model_head_dim(model.config)
     for index, (layer, lp) in enumerate(zip(decoder_layers(model), plan.layers)):
