@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.structprune-installed
 # Rules call `python -m structprune`: put the virtualenv first on PATH.
 SNAKEMAKE := PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake
 
-.PHONY: run test setup dry-run clean-results
+.PHONY: run test setup dry-run report clean-results
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ setup: $(STAMP)
 
 run: $(STAMP)
 	$(SNAKEMAKE) --cores $(CORES) --profile workflow/profiles/local
+
+# One self-contained HTML page: comparison tables, perplexity plots, per-job runtimes.
+report: $(STAMP)
+	$(SNAKEMAKE) --cores $(CORES) --profile workflow/profiles/local --report results/report.html
 
 dry-run: $(STAMP)
 	$(SNAKEMAKE) --cores $(CORES) --profile workflow/profiles/local --dry-run

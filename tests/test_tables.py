@@ -40,3 +40,16 @@ def test_compute_time_summary_sums_benchmarks_per_stage(tmp_path):
     paths = [str(p) for p in sorted((tmp_path / "benchmarks").rglob("*.tsv"))] + [str(tmp_path / "missing.tsv")]
     summary = compute_time_summary(paths)
     assert "prune 5 s" in summary and "evaluate 10 s" in summary and "total 15 s" in summary
+
+
+def test_latex_and_html_tables_escape_and_match_the_markdown_numbers():
+    import pandas as pd
+
+    from structprune.tables import to_html, to_latex
+
+    table = pd.DataFrame({"Method": ["dense", "ours_c"], "Sparsity (%)": [0, 20], "WikiText2": [12.345, 17.0]})
+    tex = to_latex(table, "LLaMA 20% & more")
+    assert r"\begin{tabular}{lrr}" in tex and r"Sparsity (\%)" in tex and r"ours\_c & 20 & 17.00 \\" in tex
+    assert r"\caption{LLaMA 20\% \& more}" in tex and tex.count(r"\\") == 3
+    page = to_html(table, "# Title\n\nnote <b>")
+    assert "<td>12.35</td>" in page and "note &lt;b&gt;" in page and "<script" not in page

@@ -1,94 +1,18 @@
-"""The whole DAG on a tiny random model in a temporary folder, and what reruns after a change."""
+"""The whole DAG on a tiny random model in a temporary folder (the `finished_run` fixture in
+conftest.py), and what reruns after a change."""
 
 from __future__ import annotations
 
-import os
-import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from tiny import save_tiny_checkpoint, tiny_mirror
+from workflow_helpers import REPO, planned_jobs, snakemake, write_config
 
-REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.workflow
-
-
-def tiny_config(tmp: Path) -> dict:
-    return {
-        "models": {"tiny": {"source": str(tmp / "tiny-src"), "mem_mb": 1000, "runtime": 10}},
-        "data": {"source": "mirror", "mirror": str(tmp / "mirror")},
-        "calibration": {
-            "wikitext2": {"dataset": "wikitext2", "split": "validation", "n_samples": 4, "seq_len": 16},
-            "selfgen": {"dataset": "selfgen", "n_samples": 4, "seq_len": 16},
-            "grad": {"dataset": "wikitext2", "split": "validation", "n_samples": 2, "seq_len": 8, "seed": 42},
-        },
-        "methods": {
-            "random": {"score": "random", "calib": "none", "options": {"seed": 0}},
-            "l1": {"score": "l1", "calib": "none"},
-            "l2": {"score": "l2", "calib": "none"},
-            "ours": {"score": "distribution", "calib": "selfgen", "recover": True},
-            "wanda-sp": {"score": "wanda_sp", "calib": "wikitext2", "flow": "sequential"},
-            "flap": {"score": "flap", "calib": "wikitext2",
-                     "plan": {"structure": "global", "heads": "kv_groups", "compensate": True}},
-            "llmp": {"score": "taylor", "calib": "grad", "options": {"variant": "element1"},
-                     "plan": {"heads": "kv_groups", "layers": [0, 1]}},
-        },
-        "sparsities": [20],
-        "evaluation": {
-            "perplexity": {"seq_len": 16, "max_tokens": 64},
-            "tasks": ["piqa", "arc_easy"],
-            "limit": 2,
-            "batch_size": 2,
-        },
-    }
-
-
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    env.pop("STRUCTPRUNE_DATA_MIRROR", None)
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-           "--directory", str(workdir), "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200)
-    if check and result.returncode != 0:
-        raise AssertionError(f"snakemake failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
-    return result
-
-
-def planned_jobs(workdir: Path) -> set[tuple[str, str]]:
-    """(rule, wildcards) of every job a dry run would execute."""
-    out = snakemake(workdir, "--dry-run").stdout
-    jobs, rule = set(), None
-    for line in out.splitlines():
-        if m := re.match(r"^rule (\w+):", line.strip()):
-            rule = m.group(1)
-            jobs.add((rule, ""))
-        elif rule and (m := re.match(r"^wildcards: (.*)$", line.strip())):
-            jobs.discard((rule, ""))
-            jobs.add((rule, m.group(1)))
-    return {j for j in jobs if j[0] != "all"}
-
-
-def write_config(workdir: Path, config: dict) -> None:
-    (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-
-
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("workflow")
-    save_tiny_checkpoint(tmp / "tiny-src")
-    tiny_mirror(tmp / "mirror")
-    workdir = tmp / "run"
-    workdir.mkdir()
-    config = tiny_config(tmp)
-    write_config(workdir, config)
-    snakemake(workdir)
-    return workdir, config
 
 
 def test_whole_dag_produces_the_comparison_table(finished_run):
@@ -172,3 +96,63 @@ def test_a_bad_config_fails_before_any_job_naming_the_key(finished_run, tmp_path
     text = result.stdout + result.stderr
     assert "evaluation.limit" in text and "methods.l1.calib" in text and "methods.flap.plan.heads" in text
     assert not (tmp_path / "results").exists()
+
+
+def test_changing_the_calibration_sample_count_spares_the_data_free_methods(finished_run):
+    workdir, config = finished_run
+    changed = yaml.safe_load(yaml.safe_dump(config))
+    changed["calibration"]["wikitext2"]["n_samples"] = 5
+    write_config(workdir, changed)
+    try:
+        jobs = planned_jobs(workdir)
+    finally:
+        write_config(workdir, config)
+    rules = sorted(rule for rule, _ in jobs)
+    # FLAP scores and compensates from the statistics; Wanda-sp prunes sequentially from the samples
+    assert rules == ["calibrate", "data_calib", "evaluate", "evaluate", "prune_planned", "prune_planned", "report", "score"]
+    assert not any(f"method={m}" in wc for _, wc in jobs for m in ("random", "l1", "l2", "ours", "llmp"))
+
+
+def copy_of_the_workflow(tmp: Path) -> Path:
+    """Snakefile, rules and library sources in a scratch folder, so a test can edit the code."""
+    copy = tmp / "checkout"
+    copy.mkdir()
+    shutil.copy(REPO / "Snakefile", copy / "Snakefile")
+    shutil.copytree(REPO / "workflow", copy / "workflow")
+    shutil.copytree(REPO / "src", copy / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    return copy
+
+
+@pytest.mark.parametrize(
+    ("module", "expected"),
+    [
+        ("tables.py", {"report"}),
+        ("evaluate.py", {"evaluate", "evaluate_dense", "report"}),  # tables imports evaluate
+        ("calibration.py", None),
+    ],
+)
+def test_editing_library_code_reruns_the_stages_that_use_it(finished_run, tmp_path, module, expected):
+    workdir, _ = finished_run
+    copy = copy_of_the_workflow(tmp_path)
+    assert planned_jobs(workdir, snakefile=copy / "Snakefile") == set()  # same code, nothing to do
+    with open(copy / "src" / "structprune" / module, "a") as f:
+        f.write("\n\ndef _a_new_helper():\n    return 1\n")
+    rules = {rule for rule, _ in planned_jobs(workdir, snakefile=copy / "Snakefile")}
+    if expected is not None:
+        assert rules == expected
+    else:  # calibration feeds statistics, the layer-wise stages and everything after them
+        assert {"calibrate", "recover", "prune_planned", "evaluate", "report"} <= rules
+        assert not rules & {"model", "data_eval", "data_task", "evaluate_dense"}
+
+
+def test_report_html_has_the_tables_plots_and_runtimes(finished_run, tmp_path):
+    workdir, _ = finished_run
+    for ext in ("csv", "md", "tex", "html"):
+        assert (workdir / f"results/tables/tiny.{ext}").is_file(), ext
+    assert "\\begin{tabular}" in (workdir / "results/tables/tiny.tex").read_text()
+    report = tmp_path / "report.html"
+    snakemake(workdir, "--report", str(report))
+    page = report.read_text()
+    assert len(page) > 100_000  # one self-contained file: data and scripts embedded
+    for text in ("Comparison tables", "Perplexity vs sparsity", "tiny.ppl.png", "tiny.html", "runtime"):
+        assert text in page, text

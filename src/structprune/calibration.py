@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from structprune.device import execution_device, layer_on_device
 from structprune.layerwise import capture_layer_inputs, propagate
 from structprune.models import decoder_layers
 
@@ -46,9 +47,9 @@ class MomentAccumulator:
     def add(self, x: torch.Tensor) -> None:
         x = x.detach().reshape(-1, x.shape[-1]).to(torch.float64)
         if self.total is None:
-            self.total = torch.zeros(x.shape[-1], dtype=torch.float64)
+            self.total = torch.zeros(x.shape[-1], dtype=torch.float64, device=x.device)
             self.outer = torch.zeros(
-                (x.shape[-1], x.shape[-1]) if self.full else (x.shape[-1],), dtype=torch.float64
+                (x.shape[-1], x.shape[-1]) if self.full else (x.shape[-1],), dtype=torch.float64, device=x.device
             )
         self.count += x.shape[0]
         self.total += x.sum(0)
@@ -105,22 +106,24 @@ def collect_statistics(
     Keys are ``layers.{i}.{site}.{mean|second_moment|second_moment_diag}``.
     """
     batches = capture_layer_inputs(model, input_ids, batch_size)
+    device = execution_device(model)
     stats: dict[str, torch.Tensor] = {}
     layers = decoder_layers(model)
     for index, layer in enumerate(tqdm(layers, desc="calibrate", disable=not progress)):
         layer_stats = LayerStatistics()
-        handles = layer_stats.attach(layer)
-        try:
-            propagate(layer, batches)
-        finally:
-            for handle in handles:
-                handle.remove()
+        with layer_on_device(layer, device):
+            handles = layer_stats.attach(layer)
+            try:
+                propagate(layer, batches)
+            finally:
+                for handle in handles:
+                    handle.remove()
         stats.update(_flush(index, layer_stats))
     return stats, layer_stats.sites["block_in"].count
 
 
 def _flush(index: int, layer_stats: LayerStatistics) -> dict[str, torch.Tensor]:
-    return {f"layers.{index}.{key}": tensor for key, tensor in layer_stats.moments().items()}
+    return {f"layers.{index}.{key}": tensor.cpu() for key, tensor in layer_stats.moments().items()}
 
 
 def layer_statistics(stats: dict[str, torch.Tensor], index: int) -> dict[str, torch.Tensor]:

@@ -44,6 +44,30 @@ def _mirror(args) -> str | None:
     return mirror
 
 
+def _placement(args):
+    """(device, dtype) from the global --device/--dtype options."""
+    from structprune.device import resolve_device, resolve_dtype
+
+    device = resolve_device(args.device)
+    return device, resolve_dtype(args.dtype, device)
+
+
+def _load(args, path, placement: str = "host"):
+    """A checkpoint in the configured dtype, placed for the stage: "host" (weight-only work),
+    "whole" (the model on the device) or "layerwise" (decoder layers visit the device one at a time)."""
+    from structprune.device import place_layerwise, place_whole
+    from structprune.models import load_checkpoint
+
+    device, dtype = _placement(args)
+    model, tokenizer = load_checkpoint(path, dtype)
+    if placement == "whole":
+        place_whole(model, device)
+    elif placement == "layerwise":
+        place_layerwise(model, device)
+    log.info("%s: %s on %s (%s)", path, str(dtype).removeprefix("torch."), device, placement)
+    return model, tokenizer
+
+
 # --------------------------------------------------------------------------- stages
 
 def cmd_model(args) -> None:
@@ -53,7 +77,7 @@ def cmd_model(args) -> None:
 
     started = time.time()
     log.info("loading model source %s", args.source)
-    model, tokenizer = load_source(args.source)
+    model, tokenizer = load_source(args.source, _placement(args)[1])
     manifest = build_manifest("model", {}, {"source": args.source}, started)
     save_checkpoint(model, tokenizer, args.out, manifest)
     log.info("wrote %s", args.out)
@@ -79,10 +103,9 @@ def cmd_data_calib(args) -> None:
 
     meta = {"dataset": args.dataset, "n_samples": args.n_samples, "seq_len": args.seq_len, "seed": args.seed}
     if args.dataset == "selfgen":
-        from structprune.models import load_checkpoint
         from structprune.selfgen import generate_calibration
 
-        model, tokenizer = load_checkpoint(args.tokenizer)
+        model, tokenizer = _load(args, args.tokenizer, "whole")
         start = tokenizer.bos_token_id if args.start_token is None else args.start_token
         if start is None:
             raise ValueError("the tokenizer has no BOS token: pass --start-token (calibration.<name>.start_token)")
@@ -122,11 +145,10 @@ def cmd_calibrate(args) -> None:
 
     from structprune.calibration import collect_statistics
     from structprune.checkpoint import load_tensors, save_tensors
-    from structprune.models import load_checkpoint
 
     torch.manual_seed(0)
     started = time.time()
-    model, _ = load_checkpoint(args.model)
+    model, _ = _load(args, args.model, "layerwise")
     input_ids = load_tensors(args.data)["input_ids"]
     stats, tokens = collect_statistics(model, input_ids, args.batch_size)
     meta = {
@@ -139,10 +161,9 @@ def cmd_calibrate(args) -> None:
 
 def cmd_score(args) -> None:
     from structprune.checkpoint import load_tensors, save_tensors
-    from structprune.models import load_checkpoint
     from structprune.scores import score_model
 
-    model, _ = load_checkpoint(args.model)
+    model, _ = _load(args, args.model, "host")
     stats = load_tensors(args.stats) if args.stats else None
     options = {k: _option_value(v) for k, v in args.option}
     scores = score_model(model, args.method, stats, options)
@@ -183,13 +204,13 @@ def _pruned_plan(args, model):
 def cmd_prune(args) -> None:
     from structprune.artifacts import build_manifest
     from structprune.checkpoint import load_tensors, save_checkpoint
-    from structprune.models import count_parameters, load_checkpoint
+    from structprune.models import count_parameters
     from structprune.prune import prune_model
 
     started = time.time()
     if args.compensate and not args.stats:
         raise ValueError("--compensate (bias compensation) needs --stats: the dense model's calibration statistics")
-    model, tokenizer = load_checkpoint(args.model)
+    model, tokenizer = _load(args, args.model, "layerwise" if args.flow == "sequential" else "host")
     before = count_parameters(model)
     pruned, plan = _pruned_plan(args, model)
     if pruned is None:
@@ -211,19 +232,18 @@ def cmd_prune(args) -> None:
         "prune", inputs, settings, started,
         {"dense_parameters": before, "achieved_block_sparsity": achieved, "plan": plan.to_json()},
     )
-    save_checkpoint(model, tokenizer, args.out, manifest)
+    save_checkpoint(model.cpu(), tokenizer, args.out, manifest)
 
 
 def cmd_gradients(args) -> None:
     import torch
 
     from structprune.checkpoint import load_tensors, save_tensors
-    from structprune.models import load_checkpoint
     from structprune.taylor import taylor_statistics
 
     torch.manual_seed(0)
     started = time.time()
-    model, _ = load_checkpoint(args.model)
+    model, _ = _load(args, args.model, "whole")
     input_ids = load_tensors(args.data)["input_ids"]
     stats = taylor_statistics(model, input_ids)
     meta = {"samples": int(input_ids.shape[0]), "seq_len": int(input_ids.shape[1]),
@@ -237,7 +257,7 @@ def cmd_recover(args) -> None:
 
     from structprune.artifacts import build_manifest
     from structprune.checkpoint import load_tensors, save_checkpoint
-    from structprune.models import count_parameters, load_checkpoint
+    from structprune.models import count_parameters
     from structprune.recover import recover_model
     from structprune.scores import score_method
 
@@ -245,7 +265,7 @@ def cmd_recover(args) -> None:
     started = time.time()
     options = {k: _option_value(v) for k, v in args.option}
     scorer = score_method(args.method).make(**options)  # validates the method before the long work
-    model, tokenizer = load_checkpoint(args.model)
+    model, tokenizer = _load(args, args.model, "layerwise")
     input_ids = load_tensors(args.data)["input_ids"]
     before = count_parameters(model)
     model, plan, reports = recover_model(
@@ -267,7 +287,7 @@ def cmd_recover(args) -> None:
             ],
         },
     )
-    save_checkpoint(model, tokenizer, args.out, manifest)
+    save_checkpoint(model.cpu(), tokenizer, args.out, manifest)
 
 
 def cmd_evaluate(args) -> None:
@@ -276,13 +296,13 @@ def cmd_evaluate(args) -> None:
     from structprune.artifacts import write_json
     from structprune.checkpoint import load_tensors
     from structprune.evaluate import Timer, perplexity, zero_shot
-    from structprune.models import count_parameters, load_checkpoint
+    from structprune.models import count_parameters
 
     missing = [path for _, path in args.ppl + args.task if not Path(path).is_file()]
     if missing:
         raise FileNotFoundError(f"evaluation data missing: {missing}; run the data stage first")
     torch.manual_seed(0)
-    model, tokenizer = load_checkpoint(args.model)
+    model, tokenizer = _load(args, args.model, "whole")
     result = {
         "model": args.model_name, "method": args.method, "calib": args.calib,
         "sparsity": args.sparsity, "stage": args.stage, "checkpoint": args.model,
@@ -316,7 +336,7 @@ def cmd_report(args) -> None:
     header = f"# {args.title}\n\n{args.note}" if args.note else f"# {args.title}"
     if args.benchmarks:
         header += "\n\n" + compute_time_summary(args.benchmarks)
-    write_table(table, args.csv, args.md, header)
+    write_table(table, args.csv, args.md, header, args.tex, args.html)
     if args.plot:
         plot_perplexity(table, args.plot, args.title)
     log.info("table with %d rows -> %s, %s", len(table), args.csv, args.md)
@@ -327,6 +347,9 @@ def cmd_report(args) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="structprune", description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument("--device", default="auto", help="auto (a GPU if torch sees one), cpu or cuda[:N]")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                        help="weight precision (auto: float32 on CPU, bfloat16 on GPU); statistics stay float64")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("model", help="materialise a model source as a safetensors checkpoint")
@@ -440,6 +463,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--evals", nargs="+", required=True)
     p.add_argument("--csv", required=True)
     p.add_argument("--md", required=True)
+    p.add_argument("--tex", default=None, help="also write the table as LaTeX (booktabs)")
+    p.add_argument("--html", default=None, help="also write the table as a self-contained HTML page")
     p.add_argument("--plot", default=None)
     p.add_argument("--title", default="structprune comparison")
     p.add_argument("--note", default="")

@@ -43,7 +43,7 @@ def perplexity(
     windows = perplexity_windows(stream, seq_len, max_tokens)
     nll_sum, count = 0.0, 0
     for start in tqdm(range(0, windows.shape[0], batch_size), desc="perplexity", disable=not progress):
-        batch = windows[start : start + batch_size]
+        batch = windows[start : start + batch_size].to(model.device)
         logits = model(batch, use_cache=False).logits[:, :-1].float()
         nll = nn.functional.cross_entropy(
             logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="sum"

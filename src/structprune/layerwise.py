@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from structprune.device import execution_device
 from structprune.models import decoder_layers
 
 
@@ -29,8 +30,10 @@ class LayerBatch:
 
 
 def capture_layer_inputs(model: nn.Module, input_ids: torch.Tensor, batch_size: int) -> list[LayerBatch]:
-    """Hidden states and layer kwargs entering layer 0, for each batch of `input_ids`."""
+    """Hidden states and layer kwargs entering layer 0, for each batch of `input_ids`
+    (on the model's execution device; the layers themselves are not run)."""
     first = decoder_layers(model)[0]
+    device = execution_device(model)
     captured: list[LayerBatch] = []
 
     def grab(_module, args, kwargs):
@@ -45,7 +48,7 @@ def capture_layer_inputs(model: nn.Module, input_ids: torch.Tensor, batch_size: 
         with torch.no_grad():
             for start in range(0, input_ids.shape[0], batch_size):
                 try:
-                    model(input_ids[start : start + batch_size], use_cache=False)
+                    model(input_ids[start : start + batch_size].to(device), use_cache=False)
                 except _Captured:
                     pass
     finally:

@@ -31,6 +31,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from structprune.calibration import LayerStatistics
+from structprune.device import execution_device, layer_on_device
 from structprune.layerwise import LayerBatch, apply_layer, capture_layer_inputs, propagate
 from structprune.models import decoder_layers, layer_geometry, model_head_dim
 from structprune.plan import LayerPlan, PrunePlan, plan_layer
@@ -55,8 +56,8 @@ class LinearRefit:
         x_hat = x_hat.reshape(-1, x_hat.shape[-1]).to(torch.float64)
         y = y.reshape(-1, y.shape[-1]).to(torch.float64)
         if self.xx is None:
-            self.xx = torch.zeros(x_hat.shape[1], x_hat.shape[1], dtype=torch.float64)
-            self.yx = torch.zeros(y.shape[1], x_hat.shape[1], dtype=torch.float64)
+            self.xx = torch.zeros(x_hat.shape[1], x_hat.shape[1], dtype=torch.float64, device=x_hat.device)
+            self.yx = torch.zeros(y.shape[1], x_hat.shape[1], dtype=torch.float64, device=x_hat.device)
         self.xx += x_hat.T @ x_hat
         self.yx += y.T @ x_hat
         self.yy += float((y * y).sum())
@@ -177,38 +178,46 @@ def recover_model(
     pruned = [LayerBatch(b.hidden.clone(), b.kwargs) for b in dense]
     plans, reports = [], []
     layers = decoder_layers(model)
+    device = execution_device(model)
     for index, layer in enumerate(tqdm(layers, desc="recover", disable=not progress)):
-        dense_layer = copy.deepcopy(layer)
-        stats = LayerStatistics()
-        o_refit = _paired_pass(dense_layer, layer, dense, pruned, "self_attn.o_proj", target, stats)
-        scores = scorer(LayerWeights.from_layer(index, layer, head_dim), stats.moments())
-        lp: LayerPlan = plan_layer(scores.heads, scores.neurons, layer_geometry(layer, head_dim), sparsity, head_mode)
-        prune_layer(layer, lp.keep_heads, lp.keep_kv_heads, lp.keep_neurons, head_dim)
-
-        columns = unit_channels(lp.keep_heads, head_dim)
-        o_kept = o_refit.restricted(columns)
-        o_before = layer.self_attn.o_proj.weight.data.clone()
-        if "o_proj" in refit:
-            layer.self_attn.o_proj.weight.data = ridge_toward(o_before, o_kept, damp)
-        o_errors = (o_kept.error(o_before), o_kept.error(layer.self_attn.o_proj.weight.data))
-
-        d_refit = _paired_pass(dense_layer, layer, dense, pruned, "mlp.down_proj", target)
-        d_before = layer.mlp.down_proj.weight.data.clone()
-        if "down_proj" in refit:
-            layer.mlp.down_proj.weight.data = ridge_toward(d_before, d_refit, damp)
-        d_errors = (d_refit.error(d_before), d_refit.error(layer.mlp.down_proj.weight.data))
-
-        propagate(dense_layer, dense)
-        propagate(layer, pruned)
+        with layer_on_device(layer, device):
+            lp, report = _recover_layer(index, layer, dense, pruned, scorer, sparsity, head_mode, damp, refit, target, head_dim)
         plans.append(lp)
-        reports.append(LayerReport(index, o_errors, d_errors, {"heads": len(lp.keep_heads), "neurons": len(lp.keep_neurons)}))
-        log.info(
-            "layer %d: o_proj mse %.3g -> %.3g, down_proj mse %.3g -> %.3g",
-            index, *o_errors, *d_errors,
-        )
-        del dense_layer
+        reports.append(report)
     plan = PrunePlan(plans)
     return with_plan_widths(model, plan), plan, reports
+
+
+def _recover_layer(index, layer, dense, pruned, scorer, sparsity, head_mode, damp, refit, target, head_dim):
+    """Prune one decoder layer in place, refit its output matrices, advance both streams."""
+    dense_layer = copy.deepcopy(layer)
+    stats = LayerStatistics()
+    o_refit = _paired_pass(dense_layer, layer, dense, pruned, "self_attn.o_proj", target, stats)
+    scores = scorer(LayerWeights.from_layer(index, layer, head_dim), stats.moments())
+    lp: LayerPlan = plan_layer(scores.heads, scores.neurons, layer_geometry(layer, head_dim), sparsity, head_mode)
+    prune_layer(layer, lp.keep_heads, lp.keep_kv_heads, lp.keep_neurons, head_dim)
+
+    columns = unit_channels(lp.keep_heads, head_dim)
+    o_kept = o_refit.restricted(columns)
+    o_before = layer.self_attn.o_proj.weight.data.clone()
+    if "o_proj" in refit:
+        layer.self_attn.o_proj.weight.data = ridge_toward(o_before, o_kept, damp)
+    o_errors = (o_kept.error(o_before), o_kept.error(layer.self_attn.o_proj.weight.data))
+
+    d_refit = _paired_pass(dense_layer, layer, dense, pruned, "mlp.down_proj", target)
+    d_before = layer.mlp.down_proj.weight.data.clone()
+    if "down_proj" in refit:
+        layer.mlp.down_proj.weight.data = ridge_toward(d_before, d_refit, damp)
+    d_errors = (d_refit.error(d_before), d_refit.error(layer.mlp.down_proj.weight.data))
+
+    propagate(dense_layer, dense)
+    propagate(layer, pruned)
+    log.info(
+        "layer %d: o_proj mse %.3g -> %.3g, down_proj mse %.3g -> %.3g",
+        index, *o_errors, *d_errors,
+    )
+    del dense_layer
+    return lp, LayerReport(index, o_errors, d_errors, {"heads": len(lp.keep_heads), "neurons": len(lp.keep_neurons)})
 
 
 
@@ -231,19 +240,21 @@ def prune_sequential(
     head_dim = model_head_dim(model.config)
     batches = capture_layer_inputs(model, input_ids, batch_size)
     plans = []
+    device = execution_device(model)
     for index, layer in enumerate(tqdm(decoder_layers(model), desc="sequential prune", disable=not progress)):
-        stats = LayerStatistics()
-        handles = stats.attach(layer)
-        try:
-            for batch in batches:
-                apply_layer(layer, batch)
-        finally:
-            for handle in handles:
-                handle.remove()
-        scores = scorer(LayerWeights.from_layer(index, layer, head_dim), stats.moments())
-        lp = plan_layer(scores.heads, scores.neurons, layer_geometry(layer, head_dim), sparsity, head_mode)
-        prune_layer(layer, lp.keep_heads, lp.keep_kv_heads, lp.keep_neurons, head_dim)
-        propagate(layer, batches)
+        with layer_on_device(layer, device):
+            stats = LayerStatistics()
+            handles = stats.attach(layer)
+            try:
+                for batch in batches:
+                    apply_layer(layer, batch)
+            finally:
+                for handle in handles:
+                    handle.remove()
+            scores = scorer(LayerWeights.from_layer(index, layer, head_dim), stats.moments())
+            lp = plan_layer(scores.heads, scores.neurons, layer_geometry(layer, head_dim), sparsity, head_mode)
+            prune_layer(layer, lp.keep_heads, lp.keep_kv_heads, lp.keep_neurons, head_dim)
+            propagate(layer, batches)
         plans.append(lp)
     plan = PrunePlan(plans)
     return with_plan_widths(model, plan), plan

@@ -40,7 +40,7 @@ def generate_calibration(
     chunks = []
     for start in tqdm(range(0, n_samples, batch_size), desc="self-generate", disable=not progress):
         count = min(batch_size, n_samples - start)
-        prompt = torch.full((count, 1), start_token_id, dtype=torch.long)
+        prompt = torch.full((count, 1), start_token_id, dtype=torch.long, device=model.device)
         out = model.generate(
             prompt,
             attention_mask=torch.ones_like(prompt),
@@ -52,5 +52,5 @@ def generate_calibration(
             min_new_tokens=seq_len - 1 + drop_start,
             pad_token_id=eos if isinstance(eos, int) else start_token_id,
         )
-        chunks.append(out[:, int(drop_start):][:, :seq_len])
+        chunks.append(out[:, int(drop_start):][:, :seq_len].cpu())
     return torch.cat(chunks)

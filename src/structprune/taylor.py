@@ -54,6 +54,7 @@ def channel_saliency(weight: torch.Tensor, grad: torch.Tensor, fisher: torch.Ten
 
 
 def _loss(model: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
+    input_ids = input_ids.to(model.device)
     return model(input_ids=input_ids, labels=input_ids).loss
 
 
@@ -72,20 +73,22 @@ def taylor_statistics(model: nn.Module, input_ids: torch.Tensor, progress: bool 
     }
     was_training = model.training
     model.eval()  # no dropout in Llama; eval keeps the numerics deterministic
-    fisher = {key: torch.zeros_like(p, dtype=torch.float64) for key, p in params.items()}
+    # float64 on the host; float32 on a GPU, where a float64 copy of every weight would not fit.
+    accumulate = torch.float64 if model.device.type == "cpu" else torch.float32
+    fisher = {key: torch.zeros_like(p, dtype=accumulate) for key, p in params.items()}
     n = input_ids.shape[0]
     for sample in tqdm(input_ids, desc="per-sample gradients", disable=not progress):
         model.zero_grad(set_to_none=True)
         _loss(model, sample[None]).backward()
         for key, p in params.items():
-            fisher[key] += p.grad.to(torch.float64).pow(2) / n
+            fisher[key] += p.grad.to(accumulate).pow(2) / n
     model.zero_grad(set_to_none=True)
     _loss(model, input_ids).backward()
     out: dict[str, torch.Tensor] = {}
     for (index, name), p in params.items():
         saliency = channel_saliency(p.detach(), p.grad, fisher[(index, name)], MATRICES[name][1])
         for variant, values in saliency.items():
-            out[f"layers.{index}.taylor.{variant}.{name}"] = values
+            out[f"layers.{index}.taylor.{variant}.{name}"] = values.cpu()
     model.zero_grad(set_to_none=True)
     model.train(was_training)
     return out

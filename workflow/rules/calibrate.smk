@@ -9,17 +9,20 @@ rule calibrate:
         stats="results/{model}/calib/{calib}/stats.safetensors",
         meta="results/{model}/calib/{calib}/stats.json",
     params:
+        compute=compute_args,
+        code=code_version("calibrate"),
         batch_size=lambda wc: config["calibration"][wc.calib]["batch_size"],
+    conda:
+        "../../envs/structprune.yaml"
     log:
         "logs/calibrate/{model}/{calib}.log",
     benchmark:
         "benchmarks/calibrate/{model}/{calib}.tsv"
     threads: 2
     resources:
-        mem_mb=mem_for_model,
-        runtime=runtime_for_model,
+        **stage_resources("calibrate"),
     shell:
-        "python -m structprune --threads {threads} calibrate --model {input.model}"
+        "python -m structprune --threads {threads} {params.compute} calibrate --model {input.model}"
         " --data {input.samples} --batch-size {params.batch_size} --out {output.stats} > {log} 2>&1"
 
 
@@ -31,14 +34,18 @@ rule gradients:
     output:
         stats="results/{model}/calib/{calib}/gradients.safetensors",
         meta="results/{model}/calib/{calib}/gradients.json",
+    params:
+        compute=compute_args,
+        code=code_version("gradients"),
+    conda:
+        "../../envs/structprune.yaml"
     log:
         "logs/gradients/{model}/{calib}.log",
     benchmark:
         "benchmarks/gradients/{model}/{calib}.tsv"
     threads: 2
     resources:
-        mem_mb=mem_for_model,
-        runtime=runtime_for_model,
+        **stage_resources("gradients"),
     shell:
-        "python -m structprune --threads {threads} gradients --model {input.model}"
+        "python -m structprune --threads {threads} {params.compute} gradients --model {input.model}"
         " --data {input.samples} --out {output.stats} > {log} 2>&1"

@@ -3,9 +3,19 @@ import os
 import re
 from pathlib import Path
 
+import sys
+
 import jsonschema
 import yaml
 from snakemake.exceptions import WorkflowError
+
+# Jobs run this checkout's library (`python -m structprune` resolves to src/ first), so the code
+# fingerprints below describe the code that actually runs, and a conda env (--sdm conda) needs
+# only the dependencies. Jobs on cluster nodes re-parse this file and get the same setting.
+SRC = Path(workflow.basedir) / "src"
+os.environ["PYTHONPATH"] = os.pathsep.join([str(SRC), *filter(None, [os.environ.get("PYTHONPATH")])])
+sys.path.insert(0, str(SRC))  # the stdlib-only fingerprint module, importable without installing
+from structprune.codeversion import stage_code_version
 
 REPO = Path(workflow.basedir)
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
@@ -119,12 +129,75 @@ def method_cfg(wildcards):
     return config["methods"][wildcards.method]
 
 
-def mem_for_model(wildcards):
-    return config["models"][wildcards.model]["mem_mb"]
+# ---------------------------------------------------------------- compute and resources
+
+# Per stage: host memory in multiples of the model's weights (loaded copies, a dense copy of a
+# layer, saved output), and minutes per billion parameters on a GPU; a CPU takes CPU_SLOWDOWN x.
+# Rough upper bounds measured on SmolLM2-135M (2 CPU cores) and scaled; a profile's
+# set-resources or a model's mem_mb/runtime override them.
+STAGE_COST = {
+    "model": (3.0, 5), "data_calib": (2.0, 10), "calibrate": (2.0, 10), "gradients": (5.0, 20),
+    "score": (2.0, 2), "prune": (2.0, 10), "recover": (2.0, 30), "evaluate": (2.0, 60),
+}
+GPU_STAGES = {"data_calib", "calibrate", "gradients", "prune", "recover", "evaluate"}
+CPU_SLOWDOWN = 20
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
 
-def runtime_for_model(wildcards):
-    return config["models"][wildcards.model]["runtime"]
+def model_compute(model):
+    """(device, dtype) of a model's jobs: the model's own settings over the compute section."""
+    m, compute = config["models"][model], config["compute"]
+    return m.get("device") or compute["device"], m.get("dtype") or compute["dtype"]
+
+
+def compute_args(wildcards):
+    device, dtype = model_compute(wildcards.model)
+    return f"--device {device} --dtype {dtype}"
+
+
+def parameter_count(model):
+    """models.<m>.n_params as a number: YAML reads 6.7e9 as a string, and 135M / 6.7B read well."""
+    value = config["models"][model]["n_params"]
+    if value is None or isinstance(value, (int, float)):
+        return value
+    scale = {"K": 1e3, "M": 1e6, "B": 1e9}.get(value[-1], 1)
+    return float(value[:-1] if scale != 1 else value) * scale
+
+
+def _weights_mb(model):
+    device, dtype = model_compute(model)
+    if dtype == "auto":
+        dtype = "bfloat16" if device == "cuda" else "float32"  # auto device: count float32 (safe)
+    return parameter_count(model) * DTYPE_BYTES[dtype] / 2**20
+
+
+def stage_resources(stage):
+    """mem_mb, runtime (minutes) and gpu of a stage's jobs, scaled with the model they run on."""
+    host_factor, minutes_per_billion = STAGE_COST[stage]
+
+    def mem_mb(wildcards, attempt):
+        m = config["models"][wildcards.model]
+        if m["mem_mb"] or not m["n_params"]:
+            return (m["mem_mb"] or 8000) * attempt
+        return int(2000 + host_factor * _weights_mb(wildcards.model)) * attempt
+
+    def runtime(wildcards, attempt):
+        m = config["models"][wildcards.model]
+        if m["runtime"] or not m["n_params"]:
+            return (m["runtime"] or 120) * attempt
+        slowdown = 1 if model_compute(wildcards.model)[0] == "cuda" else CPU_SLOWDOWN
+        return int(15 + minutes_per_billion * parameter_count(wildcards.model) / 1e9 * slowdown) * attempt
+
+    def gpu(wildcards):
+        return int(stage in GPU_STAGES and model_compute(wildcards.model)[0] == "cuda")
+
+    return {"mem_mb": mem_mb, "runtime": runtime, "gpu": gpu}
+
+
+def code_version(command):
+    """Fingerprint of the library code behind `python -m structprune <command>` (a params
+    entry, so that editing a function a stage uses reruns that stage)."""
+    return stage_code_version(command, REPO / "src" / "structprune")
 
 
 def sparsity_fraction(wildcards):
@@ -298,7 +371,8 @@ def all_targets():
 def table_note(model):
     """The protocol line printed under each table's title: what the numbers mean and how they were made."""
     ev, ppl = config["evaluation"], config["evaluation"]["perplexity"]
-    source = f"mirror `{os.path.relpath(MIRROR, REPO)}`" if MIRROR else "Hugging Face Hub"
+    configured = os.environ.get(MIRROR_ENV) or config["data"]["mirror"]  # as written: no checkout path in params
+    source = f"mirror `{configured}`" if MIRROR else "Hugging Face Hub"
     tokens = f"first {ppl['max_tokens']} tokens" if ppl["max_tokens"] else "whole split"
     limit = f"first {ev['limit']} items per task" if ev["limit"] else "all items"
     calib = "; ".join(

@@ -7,8 +7,11 @@ rule data_eval:
     output:
         tokens="resources/data/{model}/eval/{dataset}.safetensors",
     params:
+        code=code_version("data-eval"),
         split=lambda wc: eval_split(wc.dataset),
         mirror=MIRROR_ARG,
+    conda:
+        "../../envs/structprune.yaml"
     log:
         "logs/data/{model}/eval/{dataset}.log",
     benchmark:
@@ -27,21 +30,24 @@ rule data_calib:
     output:
         samples="resources/data/{model}/calib/{calib}.safetensors",
     params:
+        compute=compute_args,
+        code=code_version("data-calib"),
         dataset=lambda wc: calib_cfg(wc)["dataset"],
         n_samples=lambda wc: calib_cfg(wc)["n_samples"],
         seq_len=lambda wc: calib_cfg(wc)["seq_len"],
         seed=lambda wc: calib_cfg(wc)["seed"],
         source=calib_source_args,
+    conda:
+        "../../envs/structprune.yaml"
     log:
         "logs/data/{model}/calib/{calib}.log",
     benchmark:
         "benchmarks/data/{model}/calib/{calib}.tsv"
     threads: 2
     resources:
-        mem_mb=mem_for_model,
-        runtime=runtime_for_model,
+        **stage_resources("data_calib"),
     shell:
-        "python -m structprune --threads {threads} data-calib --dataset {params.dataset}"
+        "python -m structprune --threads {threads} {params.compute} data-calib --dataset {params.dataset}"
         " --n-samples {params.n_samples} --seq-len {params.seq_len} --seed {params.seed}"
         " {params.source} --model {input.model} --out {output.samples} > {log} 2>&1"
 
@@ -50,7 +56,10 @@ rule data_task:
     output:
         records="resources/data/tasks/{task}.jsonl",
     params:
+        code=code_version("data-task"),
         mirror=MIRROR_ARG,
+    conda:
+        "../../envs/structprune.yaml"
     log:
         "logs/data/tasks/{task}.log",
     benchmark:

@@ -8,18 +8,21 @@ rule evaluate_dense:
     output:
         result="results/{model}/dense/eval.json",
     params:
+        compute=compute_args,
+        code=code_version("evaluate"),
         data=eval_args,
         protocol=eval_protocol_args(),
+    conda:
+        "../../envs/structprune.yaml"
     log:
         "logs/evaluate/{model}/dense.log",
     benchmark:
         "benchmarks/evaluate/{model}/dense.tsv"
     threads: 2
     resources:
-        mem_mb=mem_for_model,
-        runtime=runtime_for_model,
+        **stage_resources("evaluate"),
     shell:
-        "python -m structprune --threads {threads} evaluate --model {input.model} {params.data}"
+        "python -m structprune --threads {threads} {params.compute} evaluate --model {input.model} {params.data}"
         " {params.protocol} --model-name {wildcards.model} --stage dense"
         " --out {output.result} > {log} 2>&1"
 
@@ -31,20 +34,23 @@ rule evaluate:
     output:
         result="results/{model}/{calib}/{method}/s{sparsity}/eval/{stage}.json",
     params:
+        compute=compute_args,
+        code=code_version("evaluate"),
         data=eval_args,
         protocol=eval_protocol_args(),
     wildcard_constraints:
         stage="pruned|recovered",
+    conda:
+        "../../envs/structprune.yaml"
     log:
         "logs/evaluate/{model}/{calib}/{method}/s{sparsity}/{stage}.log",
     benchmark:
         "benchmarks/evaluate/{model}/{calib}/{method}/s{sparsity}/{stage}.tsv"
     threads: 2
     resources:
-        mem_mb=mem_for_model,
-        runtime=runtime_for_model,
+        **stage_resources("evaluate"),
     shell:
-        "python -m structprune --threads {threads} evaluate --model {input.model} {params.data}"
+        "python -m structprune --threads {threads} {params.compute} evaluate --model {input.model} {params.data}"
         " {params.protocol} --model-name {wildcards.model} --method {wildcards.method}"
         " --calib {wildcards.calib} --sparsity {wildcards.sparsity} --stage {wildcards.stage}"
         " --out {output.result} > {log} 2>&1"

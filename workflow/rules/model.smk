@@ -5,15 +5,18 @@ rule model:
     output:
         ckpt=directory("resources/models/{model}"),
     params:
+        compute=compute_args,
+        code=code_version("model"),
         source=lambda wc: model_cfg(wc)["source"],
+    conda:
+        "../../envs/structprune.yaml"
     log:
         "logs/model/{model}.log",
     benchmark:
         "benchmarks/model/{model}.tsv"
     threads: 2
     resources:
-        mem_mb=mem_for_model,
-        runtime=runtime_for_model,
+        **stage_resources("model"),
     shell:
-        "python -m structprune --threads {threads} model --source {params.source:q}"
+        "python -m structprune --threads {threads} {params.compute} model --source {params.source:q}"
         " --out {output.ckpt} > {log} 2>&1"

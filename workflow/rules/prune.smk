@@ -7,19 +7,22 @@ rule score:
     output:
         scores="results/{model}/{calib}/{method}/scores.safetensors",
     params:
+        compute=compute_args,
+        code=code_version("score"),
         score=lambda wc: method_cfg(wc)["score"],
         options=method_options,
         stats=stats_arg,
+    conda:
+        "../../envs/structprune.yaml"
     log:
         "logs/score/{model}/{calib}/{method}.log",
     benchmark:
         "benchmarks/score/{model}/{calib}/{method}.tsv"
     threads: 2
     resources:
-        mem_mb=mem_for_model,
-        runtime=runtime_for_model,
+        **stage_resources("score"),
     shell:
-        "python -m structprune --threads {threads} score --model {input.model} {params.stats}"
+        "python -m structprune --threads {threads} {params.compute} score --model {input.model} {params.stats}"
         " --method {params.score} {params.options} --out {output.scores} > {log} 2>&1"
 
 
@@ -33,18 +36,21 @@ rule prune:
     output:
         ckpt=directory("results/{model}/{calib}/{method}/s{sparsity}/pruned"),
     params:
+        compute=compute_args,
+        code=code_version("prune"),
         sparsity=sparsity_fraction,
         heads=config["prune"]["heads"],
+    conda:
+        "../../envs/structprune.yaml"
     log:
         "logs/prune/{model}/{calib}/{method}/s{sparsity}.log",
     benchmark:
         "benchmarks/prune/{model}/{calib}/{method}/s{sparsity}.tsv"
     threads: 2
     resources:
-        mem_mb=mem_for_model,
-        runtime=runtime_for_model,
+        **stage_resources("prune"),
     shell:
-        "python -m structprune --threads {threads} prune --model {input.model}"
+        "python -m structprune --threads {threads} {params.compute} prune --model {input.model}"
         " --scores {input.scores} --sparsity {params.sparsity} --heads {params.heads}"
         " --out {output.ckpt} > {log} 2>&1"
 
@@ -59,16 +65,19 @@ rule prune_planned:
     output:
         ckpt=directory("results/{model}/{calib}/{method}/s{sparsity}/pruned"),
     params:
+        compute=compute_args,
+        code=code_version("prune"),
         sparsity=sparsity_fraction,
         args=planned_args,
+    conda:
+        "../../envs/structprune.yaml"
     log:
         "logs/prune/{model}/{calib}/{method}/s{sparsity}.log",
     benchmark:
         "benchmarks/prune/{model}/{calib}/{method}/s{sparsity}.tsv"
     threads: 2
     resources:
-        mem_mb=mem_for_model,
-        runtime=runtime_for_model,
+        **stage_resources("prune"),
     shell:
-        "python -m structprune --threads {threads} prune --model {input.model} {params.args}"
+        "python -m structprune --threads {threads} {params.compute} prune --model {input.model} {params.args}"
         " --sparsity {params.sparsity} --out {output.ckpt} > {log} 2>&1"

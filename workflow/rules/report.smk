@@ -1,4 +1,6 @@
-# Stage `report`: the comparison table (CSV + Markdown) and perplexity-vs-sparsity plot per model.
+# Stage `report`: the comparison table (CSV, Markdown, LaTeX, HTML) and the
+# perplexity-vs-sparsity plot per model. The HTML table and the plot are also
+# registered for `snakemake --report report.html` (workflow/report/).
 
 
 rule report:
@@ -7,10 +9,25 @@ rule report:
     output:
         csv="results/tables/{model}.csv",
         md="results/tables/{model}.md",
-        plot="results/plots/{model}.ppl.png",
+        tex="results/tables/{model}.tex",
+        html=report(
+            "results/tables/{model}.html",
+            caption="../report/table.rst",
+            category="Comparison tables",
+            labels={"model": "{model}", "figure": "table"},
+        ),
+        plot=report(
+            "results/plots/{model}.ppl.png",
+            caption="../report/ppl_plot.rst",
+            category="Perplexity vs sparsity",
+            labels={"model": "{model}", "figure": "perplexity"},
+        ),
     params:
+        code=code_version("report"),
         benchmarks=lambda wc: " ".join(model_benchmarks(wc)),
         note=lambda wc: table_note(wc.model),
+    conda:
+        "../../envs/structprune.yaml"
     log:
         "logs/report/{model}.log",
     benchmark:
@@ -20,5 +37,6 @@ rule report:
         runtime=10,
     shell:
         "python -m structprune report --evals {input.evals} --csv {output.csv} --md {output.md}"
-        " --plot {output.plot} --title 'structprune: {wildcards.model}' --note {params.note:q}"
+        " --tex {output.tex} --html {output.html} --plot {output.plot}"
+        " --title 'structprune: {wildcards.model}' --note {params.note:q}"
         " --benchmarks {params.benchmarks} > {log} 2>&1"

@@ -1,0 +1,60 @@
+"""Code fingerprints: a stage's fingerprint follows the modules it imports, and only those."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from structprune import codeversion
+from structprune.codeversion import module_closure, stage_code_version
+
+PACKAGE = Path(codeversion.__file__).resolve().parent
+
+
+def write_package(root: Path) -> Path:
+    root.mkdir()
+    (root / "cli.py").write_text(
+        "def _helper():\n    from structprune.b import g\n\n"
+        "def cmd_alpha(args):\n    from structprune.a import f\n    _helper()\n\n"
+        "def cmd_beta(args):\n    from structprune import c\n"
+    )
+    (root / "a.py").write_text("from structprune.shared import x\n\ndef f():\n    return 1\n")
+    (root / "b.py").write_text("def g():\n    return 2\n")
+    (root / "c.py").write_text("from .shared import x\n")
+    (root / "shared.py").write_text("x = 1\n")
+    (root / "unused.py").write_text("y = 2\n")
+    return root
+
+
+def test_module_closure_follows_absolute_relative_and_nested_imports(tmp_path):
+    root = write_package(tmp_path / "pkg")
+    assert module_closure({"a"}, root) == ["a", "shared"]
+    assert module_closure({"c"}, root) == ["c", "shared"]
+
+
+def test_fingerprint_changes_with_used_modules_only(tmp_path):
+    root = write_package(tmp_path / "pkg")
+    alpha, beta = stage_code_version("alpha", root), stage_code_version("beta", root)
+    (root / "unused.py").write_text("y = 3\n")
+    assert (stage_code_version("alpha", root), stage_code_version("beta", root)) == (alpha, beta)
+    (root / "b.py").write_text("def g():\n    return 3\n")  # reached through the CLI helper
+    assert stage_code_version("alpha", root) != alpha
+    assert stage_code_version("beta", root) == beta
+    (root / "shared.py").write_text("x = 2\n")  # reached by both
+    assert stage_code_version("beta", root) != beta
+
+
+def test_the_real_stages_have_fingerprints_that_track_their_modules(tmp_path):
+    copy = tmp_path / "structprune"
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    before = {c: stage_code_version(c, copy) for c in ("calibrate", "evaluate", "report", "model")}
+    assert before == {c: stage_code_version(c) for c in before}  # the copy hashes like the package
+    with open(copy / "calibration.py", "a") as f:
+        f.write("\nCHANGED = True\n")
+    after = {c: stage_code_version(c, copy) for c in before}
+    assert after["calibrate"] != before["calibrate"]
+    assert after["evaluate"] == before["evaluate"] and after["report"] == before["report"]
+    with pytest.raises(ValueError, match="no stage command 'nope'"):
+        stage_code_version("nope", copy)

@@ -1,0 +1,68 @@
+"""The committed benchmark configs resolve into the expected DAG (dry runs: nothing is downloaded)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.workflow
+
+
+def dry_run(config: str, workdir: Path) -> str:
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(REPO / config), "--cores", "2", "--dry-run"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def job_counts(out: str) -> Counter:
+    table = out[out.index("Job stats:"):]
+    return Counter({m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) != "total"})
+
+
+def jobs(out: str) -> list[dict]:
+    """Each job of a dry run: rule, wildcards and resources."""
+    found = []
+    for block in re.split(r"\n(?=rule \w+:)", out):
+        if m := re.match(r"rule (\w+):", block):
+            wildcards = dict(re.findall(r"(\w+)=([^,\s]+)", (re.search(r"wildcards: (.*)", block) or [None, ""])[1]))
+            resources = dict(re.findall(r"(\w+)=([^,\s]+)", (re.search(r"resources: (.*)", block) or [None, ""])[1]))
+            found.append({"rule": m.group(1), "wildcards": wildcards, "resources": resources})
+    return found
+
+
+def test_paper_config_has_one_job_per_method_stage_and_shared_statistics(tmp_path):
+    counts = job_counts(dry_run("config/paper.yaml", tmp_path))
+    # 11 method rows (4 data-free, Wanda-sp, FLAP, 3 LLM-Pruner, ours-sg, ours-c) at 20 %;
+    # three calibration sets, each sampled and calibrated once and shared by its methods.
+    assert counts == {
+        "model": 1, "data_eval": 2, "data_task": 7, "data_calib": 3, "calibrate": 3, "gradients": 1,
+        "score": 10,            # every dense-flow method (Wanda-sp scores sequentially in its prune job)
+        "prune": 6,             # random, l1, l2, magnitude2, ours-sg, ours-c
+        "prune_planned": 5,     # wanda-sp, flap, llm-pruner e1/e2/vec
+        "recover": 2,           # ours-sg, ours-c "w/ remedy"
+        "evaluate": 13, "evaluate_dense": 1, "report": 1, "all": 1,
+    }
+
+
+def test_sweep_config_scales_jobs_and_resources_with_models_and_sparsities(tmp_path):
+    out = dry_run("config/sweep.yaml", tmp_path)
+    counts = job_counts(out)
+    models, sparsities = 3, 5
+    assert counts["score"] == models * 6  # scores do not depend on sparsity: shared by all five
+    assert counts["calibrate"] == counts["data_calib"] == models * 2
+    assert counts["prune"] == models * 5 * sparsities and counts["prune_planned"] == models * 2 * sparsities
+    assert counts["recover"] == models * 2 * sparsities
+    assert counts["evaluate"] == models * (7 + 2) * sparsities and counts["report"] == models
+    recover = {j["wildcards"]["model"]: j["resources"] for j in jobs(out) if j["rule"] == "recover"}
+    assert recover["llama-3-8b"]["gpu"] == "1" and recover["smollm2-135m"]["gpu"] == "0"
+    assert int(recover["llama-3-8b"]["mem_mb"]) > 8 * int(recover["smollm2-135m"]["mem_mb"])
+    scores = [j for j in jobs(out) if j["rule"] == "score"]
+    assert all(j["resources"]["gpu"] == "0" for j in scores)  # weight-only work stays on the host

@@ -1,0 +1,115 @@
+"""The workflow on a real SLURM cluster through workflow/profiles/slurm.
+
+Needs a running cluster that `sinfo` reaches (CI starts a one-node cluster on localhost with
+tests/cluster/start-slurm.sh, see .ci/run). Skipped without one, unless
+STRUCTPRUNE_REQUIRE_SLURM=1 (CI sets it), where a missing cluster fails the test.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from safetensors.torch import load_file
+
+from structprune.artifacts import read_json
+from workflow_helpers import ONE_THREAD, REPO, snakemake, write_config
+
+pytestmark = [pytest.mark.workflow, pytest.mark.slurm]
+PROFILE = REPO / "workflow" / "profiles" / "slurm"
+# The committed profile, made quick for a one-node test cluster: first status check after 1 s
+# (the cluster's MinJobAge of 300 s keeps squeue's answers), keep the SLURM logs to inspect.
+TEST_CLUSTER = ("--slurm-init-seconds-before-status-checks", "1", "--slurm-keep-successful-logs", "--latency-wait", "5")
+
+
+def eval_files(root: Path) -> list[Path]:
+    return sorted(p.relative_to(root) for p in (root / "results").rglob("*.json")
+                  if p.name == "eval.json" or p.parent.name == "eval")
+
+
+def cluster_is_up() -> bool:
+    if not shutil.which("sbatch") or not shutil.which("sinfo"):
+        return False
+    result = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=30)
+    return result.returncode == 0 and any(s.startswith(("idle", "mix", "alloc")) for s in result.stdout.split())
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    if not cluster_is_up():
+        message = "no SLURM cluster reachable (run tests/cluster/start-slurm.sh and export SLURM_CONF)"
+        if os.environ.get("STRUCTPRUNE_REQUIRE_SLURM") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def cluster_config(full: dict) -> dict:
+    """The distribution-aware method with recovery, out of the finished local run's config:
+    every stage (data, selfgen, calibrate, score, prune, recover, evaluate, report), few jobs."""
+    config = yaml.safe_load(yaml.safe_dump(full))
+    config["methods"] = {"ours": config["methods"]["ours"]}
+    config["calibration"] = {"selfgen": config["calibration"]["selfgen"]}
+    return config
+
+
+@pytest.fixture(scope="module")
+def runs(cluster, finished_run, tmp_path_factory):
+    local, full = finished_run
+    config = cluster_config(full)
+    workdir = tmp_path_factory.mktemp("slurm") / "cluster"
+    workdir.mkdir()
+    write_config(workdir, config)
+    result = snakemake(workdir, "--profile", str(PROFILE), *TEST_CLUSTER, *ONE_THREAD, timeout=1500)
+    return local, workdir, config, result
+
+
+def test_every_job_went_through_sbatch(runs):
+    _, workdir, _, result = runs
+    text = result.stdout + result.stderr
+    submitted = re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+)", text)
+    total = int(re.search(r"^total\s+(\d+)$", text, re.M).group(1))
+    assert len(submitted) == total - 1  # all but the target rule `all`, which has no command
+    assert len({slurm_id for _, slurm_id in submitted}) == len(submitted)
+    slurm_logs = list((workdir / ".snakemake" / "slurm_logs").rglob("*.log"))
+    assert len(slurm_logs) == len(submitted)
+
+
+def test_cluster_outputs_equal_the_local_run(runs):
+    local, cluster_dir, _, _ = runs
+    evals = eval_files(cluster_dir)
+    assert len(evals) == 3  # dense, ours pruned and recovered
+    for name in evals:
+        ours, theirs = read_json(cluster_dir / name), read_json(local / name)
+        for key in ("perplexity", "zero_shot", "parameters", "protocol"):
+            assert ours[key] == theirs[key], (name, key)
+    for name in ["results/tiny/calib/selfgen/stats.safetensors", "results/tiny/selfgen/ours/scores.safetensors",
+                 "results/tiny/selfgen/ours/s20/pruned/model.safetensors",
+                 "results/tiny/selfgen/ours/s20/recovered/model.safetensors"]:
+        ours, theirs = load_file(str(cluster_dir / name)), load_file(str(local / name))
+        assert ours.keys() == theirs.keys()
+        assert all(ours[k].equal(theirs[k]) for k in ours), name
+    table, reference = (pd.read_csv(d / "results/tables/tiny.csv") for d in (cluster_dir, local))
+    reference = reference[reference["Method"].isin(["dense", "ours"])].reset_index(drop=True)
+    pd.testing.assert_frame_equal(table, reference)
+
+
+def test_a_failing_job_is_reported_and_nothing_else_is_lost(runs):
+    _, workdir, config, _ = runs
+    kept = {p: p.stat().st_mtime_ns for p in (workdir / "results").rglob("*.safetensors")}
+    broken = {**config, "evaluation": {**config["evaluation"], "perplexity": {"seq_len": 100_000, "max_tokens": 64}}}
+    write_config(workdir, broken)  # windows longer than the test text: every evaluation fails
+    try:
+        result = snakemake(workdir, "--profile", str(PROFILE), *TEST_CLUSTER, *ONE_THREAD, check=False, timeout=900)
+    finally:
+        write_config(workdir, config)
+    text = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "Error in rule evaluate" in text and "fewer than one window" in text  # the job's own log is shown
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept  # statistics, scores, checkpoints untouched
+    assert eval_files(workdir) == []  # failed evaluations left no file behind, half-written or stale

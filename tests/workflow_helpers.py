@@ -1,0 +1,77 @@
+"""Shared by the workflow tests: the tiny config, and Snakemake run on it in a scratch folder."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+# Tiny jobs spend their time importing torch: one thread each, two at once on two cores
+# (locally and on the test cluster alike, so their outputs can be compared bit for bit).
+ONE_THREAD = ("--max-threads", "1")
+
+
+def tiny_config(tmp: Path) -> dict:
+    return {
+        "models": {"tiny": {"source": str(tmp / "tiny-src"), "mem_mb": 1000, "runtime": 10}},
+        "data": {"source": "mirror", "mirror": str(tmp / "mirror")},
+        "calibration": {
+            "wikitext2": {"dataset": "wikitext2", "split": "validation", "n_samples": 4, "seq_len": 16},
+            "selfgen": {"dataset": "selfgen", "n_samples": 4, "seq_len": 16},
+            "grad": {"dataset": "wikitext2", "split": "validation", "n_samples": 2, "seq_len": 8, "seed": 42},
+        },
+        "methods": {
+            "random": {"score": "random", "calib": "none", "options": {"seed": 0}},
+            "l1": {"score": "l1", "calib": "none"},
+            "l2": {"score": "l2", "calib": "none"},
+            "ours": {"score": "distribution", "calib": "selfgen", "recover": True},
+            "wanda-sp": {"score": "wanda_sp", "calib": "wikitext2", "flow": "sequential"},
+            "flap": {"score": "flap", "calib": "wikitext2",
+                     "plan": {"structure": "global", "heads": "kv_groups", "compensate": True}},
+            "llmp": {"score": "taylor", "calib": "grad", "options": {"variant": "element1"},
+                     "plan": {"heads": "kv_groups", "layers": [0, 1]}},
+        },
+        "sparsities": [20],
+        "evaluation": {
+            "perplexity": {"seq_len": 16, "max_tokens": 64},
+            "tasks": ["piqa", "arc_easy"],
+            "limit": 2,
+            "batch_size": 2,
+        },
+    }
+
+
+def snakemake(
+    workdir: Path, *args: str, check: bool = True, snakefile: Path = REPO / "Snakefile", timeout: int = 1200,
+) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("STRUCTPRUNE_DATA_MIRROR", None)
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile),
+           "--directory", str(workdir), "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
+    return result
+
+
+def planned_jobs(workdir: Path, **kwargs) -> set[tuple[str, str]]:
+    """(rule, wildcards) of every job a dry run would execute."""
+    out = snakemake(workdir, "--dry-run", **kwargs).stdout
+    jobs, rule = set(), None
+    for line in out.splitlines():
+        if m := re.match(r"^rule (\w+):", line.strip()):
+            rule = m.group(1)
+            jobs.add((rule, ""))
+        elif rule and (m := re.match(r"^wildcards: (.*)$", line.strip())):
+            jobs.discard((rule, ""))
+            jobs.add((rule, m.group(1)))
+    return {j for j in jobs if j[0] != "all"}
+
+
+def write_config(workdir: Path, config: dict) -> None:
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
