@@ -15,6 +15,21 @@ from workflow_helpers import REPO, planned_jobs, snakemake, write_config
 pytestmark = pytest.mark.workflow
 
 
+def jobs_after_change(workdir: Path, config: dict, key: list[str], value) -> set[tuple[str, str]]:
+    """The jobs a dry run plans once config[key[0]][key[1]]... is set to `value`; the config is restored."""
+    changed = yaml.safe_load(yaml.safe_dump(config))
+    *parents, last = key
+    node = changed
+    for name in parents:
+        node = node[name]
+    node[last] = value
+    write_config(workdir, changed)
+    try:
+        return planned_jobs(workdir)
+    finally:
+        write_config(workdir, config)
+
+
 def test_whole_dag_produces_the_comparison_table(finished_run):
     workdir, _ = finished_run
     table = pd.read_csv(workdir / "results/tables/tiny.csv")
@@ -35,11 +50,7 @@ def test_whole_dag_produces_the_comparison_table(finished_run):
 
 def test_adding_a_sparsity_adds_only_its_jobs(finished_run):
     workdir, config = finished_run
-    write_config(workdir, {**config, "sparsities": [20, 40]})
-    try:
-        jobs = planned_jobs(workdir)
-    finally:
-        write_config(workdir, config)
+    jobs = jobs_after_change(workdir, config, ["sparsities"], [20, 40])
     rules = sorted(rule for rule, _ in jobs)
     assert rules == ["evaluate"] * 8 + ["prune"] * 4 + ["prune_planned"] * 3 + ["recover", "report"]
     assert all("sparsity=40" in wc for rule, wc in jobs if rule != "report")
@@ -47,38 +58,20 @@ def test_adding_a_sparsity_adds_only_its_jobs(finished_run):
 
 def test_changing_an_evaluation_limit_reruns_only_evaluation_and_report(finished_run):
     workdir, config = finished_run
-    changed = yaml.safe_load(yaml.safe_dump(config))
-    changed["evaluation"]["limit"] = 3
-    write_config(workdir, changed)
-    try:
-        rules = sorted(rule for rule, _ in planned_jobs(workdir))
-    finally:
-        write_config(workdir, config)
+    rules = sorted(rule for rule, _ in jobs_after_change(workdir, config, ["evaluation", "limit"], 3))
     assert rules == ["evaluate"] * 8 + ["evaluate_dense", "report"]
 
 
 def test_changing_one_method_reruns_only_that_method(finished_run):
     workdir, config = finished_run
-    changed = yaml.safe_load(yaml.safe_dump(config))
-    changed["methods"]["random"]["options"]["seed"] = 1
-    write_config(workdir, changed)
-    try:
-        jobs = planned_jobs(workdir)
-    finally:
-        write_config(workdir, config)
+    jobs = jobs_after_change(workdir, config, ["methods", "random", "options", "seed"], 1)
     assert sorted(rule for rule, _ in jobs) == ["evaluate", "prune", "report", "score"]
     assert all("method=random" in wc for rule, wc in jobs if rule != "report")
 
 
 def test_changing_the_calibration_set_reruns_only_methods_that_use_it(finished_run):
     workdir, config = finished_run
-    changed = yaml.safe_load(yaml.safe_dump(config))
-    changed["calibration"]["selfgen"]["n_samples"] = 5
-    write_config(workdir, changed)
-    try:
-        jobs = planned_jobs(workdir)
-    finally:
-        write_config(workdir, config)
+    jobs = jobs_after_change(workdir, config, ["calibration", "selfgen", "n_samples"], 5)
     rules = sorted(rule for rule, _ in jobs)
     assert rules == ["calibrate", "data_calib", "evaluate", "evaluate", "prune", "recover", "report", "score"]
     assert all("calib=selfgen" in wc for rule, wc in jobs if rule != "report")
@@ -100,13 +93,7 @@ def test_a_bad_config_fails_before_any_job_naming_the_key(finished_run, tmp_path
 
 def test_changing_the_calibration_sample_count_spares_the_data_free_methods(finished_run):
     workdir, config = finished_run
-    changed = yaml.safe_load(yaml.safe_dump(config))
-    changed["calibration"]["wikitext2"]["n_samples"] = 5
-    write_config(workdir, changed)
-    try:
-        jobs = planned_jobs(workdir)
-    finally:
-        write_config(workdir, config)
+    jobs = jobs_after_change(workdir, config, ["calibration", "wikitext2", "n_samples"], 5)
     rules = sorted(rule for rule, _ in jobs)
     # FLAP scores and compensates from the statistics; Wanda-sp prunes sequentially from the samples
     assert rules == ["calibrate", "data_calib", "evaluate", "evaluate", "prune_planned", "prune_planned", "report", "score"]
