@@ -220,6 +220,7 @@ def _recover_layer(index, layer, dense, pruned, scorer, sparsity, head_mode, dam
     return lp, LayerReport(index, o_errors, d_errors, {"heads": len(lp.keep_heads), "neurons": len(lp.keep_neurons)})
 
 
+
 def prune_sequential(
     model: nn.Module,
     input_ids: torch.Tensor,
