@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from workflow_helpers import REPO, snakemake
 pytestmark = pytest.mark.workflow
 
 
 def dry_run(config: str, workdir: Path) -> str:
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(REPO / config), "--cores", "2", "--dry-run"]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout
+    return snakemake(workdir, "--dry-run", configfile=REPO / config, timeout=600).stdout
 
 
 def job_counts(out: str) -> Counter:

@@ -48,11 +48,13 @@ def tiny_config(tmp: Path) -> dict:
 
 def snakemake(
     workdir: Path, *args: str, check: bool = True, snakefile: Path = REPO / "Snakefile", timeout: int = 1200,
+    configfile: Path | None = None,
 ) -> subprocess.CompletedProcess:
+    """Snakemake on `workdir` with its config.yaml (or `configfile`); fails the test on an error."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     env.pop("STRUCTPRUNE_DATA_MIRROR", None)
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile),
-           "--directory", str(workdir), "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args]
+           "--directory", str(workdir), "--configfile", str(configfile or workdir / "config.yaml"), "--cores", "2", *args]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
