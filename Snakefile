@@ -16,7 +16,6 @@ include: "workflow/rules/model.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/calibrate.smk"
 include: "workflow/rules/prune.smk"
-include: "workflow/rules/recover.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 

@@ -1,7 +1,7 @@
 import torch
 
-from structprune.calibration import MomentAccumulator, collect_statistics, layer_statistics
-from structprune.layerwise import capture_layer_inputs, propagate
+from structprune.statistics import MomentAccumulator, collect_statistics, layer_statistics
+from structprune.streams import capture_layer_inputs, propagate
 
 
 def test_moment_accumulator_known_answer():

@@ -19,7 +19,8 @@ def test_stages_run_from_the_command_line(tmp_path):
     scores = tmp_path / "scores.safetensors"
     assert main(["score", "--model", str(model), "--method", "random", "--option", "seed=3", "--out", str(scores)]) == 0
     pruned = tmp_path / "pruned"
-    assert main(["prune", "--model", str(model), "--scores", str(scores), "--sparsity", "0.3", "--out", str(pruned)]) == 0
+    assert main(["prune", "--model", str(model), "--method", "random", "--scores", str(scores), "--sparsity", "0.3",
+                 "--out", str(pruned)]) == 0
     manifest = __import__("json").loads((pruned / "manifest.json").read_text())
     assert abs(manifest["achieved_block_sparsity"] - 0.3) < 0.03
     assert manifest["inputs"]["scores"]["sha256"]
@@ -30,14 +31,16 @@ def test_peer_prune_options_fail_fast_with_a_message(tmp_path, caplog):
     scores = tmp_path / "scores.safetensors"
     assert main(["score", "--model", str(model), "--method", "l2", "--out", str(scores)]) == 0
     common = ["prune", "--model", str(model), "--scores", str(scores), "--sparsity", "0.2"]
-    assert main([*common, "--compensate", "--out", str(tmp_path / "a")]) == 2
-    assert "--compensate (bias compensation) needs --stats" in caplog.text
-    assert main([*common, "--structure", "global", "--out", str(tmp_path / "b")]) == 2
-    assert "set the method's plan.heads" in caplog.text
-    assert main([*common, "--layers", "0", "9", "--out", str(tmp_path / "c")]) == 2
+    common += ["--method", "l2"]
+    assert main([*common, "--reconstruct", "bias", "--out", str(tmp_path / "a")]) == 2
+    assert "bias compensation in the dense flow needs the dense calibration statistics (--stats)" in caplog.text
+    assert main([*common, "--allocation", "global", "--out", str(tmp_path / "b")]) == 2
+    assert "set heads: kv_groups" in caplog.text
+    assert main([*common, "--layers", "0:9", "--out", str(tmp_path / "c")]) == 2
     assert "outside the model's 2 layers" in caplog.text
-    assert main(["prune", "--model", str(model), "--flow", "sequential", "--sparsity", "0.2", "--out", str(tmp_path / "d")]) == 2
-    assert "needs --data" in caplog.text
+    assert main(["prune", "--model", str(model), "--method", "l2", "--flow", "sequential", "--sparsity", "0.2",
+                 "--out", str(tmp_path / "d")]) == 2
+    assert "pass them (--data)" in caplog.text
     assert not any((tmp_path / name).exists() for name in "abcd")
 
 

@@ -25,6 +25,11 @@ def write_package(root: Path) -> Path:
     (root / "c.py").write_text("from .shared import x\n")
     (root / "shared.py").write_text("x = 1\n")
     (root / "unused.py").write_text("y = 2\n")
+    (root / "sub").mkdir()
+    (root / "sub" / "__init__.py").write_text("from structprune.sub import leaf\n")
+    (root / "sub" / "leaf.py").write_text("from .inner import z\n")
+    (root / "sub" / "inner.py").write_text("z = 1\n")
+    (root / "d.py").write_text("from structprune.sub import leaf\n")
     return root
 
 
@@ -32,6 +37,7 @@ def test_module_closure_follows_absolute_relative_and_nested_imports(tmp_path):
     root = write_package(tmp_path / "pkg")
     assert module_closure({"a"}, root) == ["a", "shared"]
     assert module_closure({"c"}, root) == ["c", "shared"]
+    assert module_closure({"d"}, root) == ["d", "sub", "sub.inner", "sub.leaf"]  # subpackages too
 
 
 def test_fingerprint_changes_with_used_modules_only(tmp_path):
@@ -51,7 +57,7 @@ def test_the_real_stages_have_fingerprints_that_track_their_modules(tmp_path):
     shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
     before = {c: stage_code_version(c, copy) for c in ("calibrate", "evaluate", "report", "model")}
     assert before == {c: stage_code_version(c) for c in before}  # the copy hashes like the package
-    with open(copy / "calibration.py", "a") as f:
+    with open(copy / "statistics.py", "a") as f:
         f.write("\nCHANGED = True\n")
     after = {c: stage_code_version(c, copy) for c in before}
     assert after["calibrate"] != before["calibrate"]

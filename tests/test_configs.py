@@ -34,14 +34,14 @@ def jobs(out: str) -> list[dict]:
 
 def test_paper_config_has_one_job_per_method_stage_and_shared_statistics(tmp_path):
     counts = job_counts(dry_run("config/paper.yaml", tmp_path))
-    # 11 method rows (4 data-free, Wanda-sp, FLAP, 3 LLM-Pruner, ours-sg, ours-c) at 20 %;
-    # three calibration sets, each sampled and calibrated once and shared by its methods.
+    # 13 rows: 4 data-free, Wanda-sp, FLAP, 3 LLM-Pruner, ours-sg and ours-c each with and
+    # without remedy; five calibration sets, each sampled once and shared by its methods.
     assert counts == {
-        "model": 1, "data_eval": 2, "data_task": 7, "data_calib": 3, "calibrate": 3, "gradients": 1,
-        "score": 10,            # every dense-flow method (Wanda-sp scores sequentially in its prune job)
-        "prune": 6,             # random, l1, l2, magnitude2, ours-sg, ours-c
-        "prune_planned": 5,     # wanda-sp, flap, llm-pruner e1/e2/vec
-        "recover": 2,           # ours-sg, ours-c "w/ remedy"
+        "model": 1, "data_eval": 2, "data_task": 7, "data_calib": 5,
+        "calibrate": 3,         # moments of the sets a moment score reads: wikitext2 (FLAP), wikitext2-16, random
+        "gradients": 1,
+        "score": 10,            # every method whose pruned stage reads dense scores (not Wanda-sp, sequential)
+        "prune": 13,            # one rule for every method and stage
         "evaluate": 13, "evaluate_dense": 1, "report": 1, "all": 1,
     }
 
@@ -51,11 +51,11 @@ def test_sweep_config_scales_jobs_and_resources_with_models_and_sparsities(tmp_p
     counts = job_counts(out)
     models, sparsities = 3, 5
     assert counts["score"] == models * 6  # scores do not depend on sparsity: shared by all five
-    assert counts["calibrate"] == counts["data_calib"] == models * 2
-    assert counts["prune"] == models * 5 * sparsities and counts["prune_planned"] == models * 2 * sparsities
-    assert counts["recover"] == models * 2 * sparsities
-    assert counts["evaluate"] == models * (7 + 2) * sparsities and counts["report"] == models
-    recover = {j["wildcards"]["model"]: j["resources"] for j in jobs(out) if j["rule"] == "recover"}
+    assert counts["data_calib"] == models * 4 and counts["calibrate"] == models * 3
+    assert counts["prune"] == models * 9 * sparsities  # 7 methods, 2 of them also w/ remedy
+    assert counts["evaluate"] == models * 9 * sparsities and counts["report"] == models
+    recover = {j["wildcards"]["model"]: j["resources"] for j in jobs(out)
+               if j["rule"] == "prune" and j["wildcards"]["stage"] == "recovered"}
     assert recover["llama-3-8b"]["gpu"] == "1" and recover["smollm2-135m"]["gpu"] == "0"
     assert int(recover["llama-3-8b"]["mem_mb"]) > 8 * int(recover["smollm2-135m"]["mem_mb"])
     scores = [j for j in jobs(out) if j["rule"] == "score"]

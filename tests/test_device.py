@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from structprune.calibration import collect_statistics
+from structprune.statistics import collect_statistics
 from structprune.device import (
     execution_device, layer_on_device, place_layerwise, resolve_device, resolve_dtype,
 )

@@ -6,16 +6,17 @@ import math
 import pytest
 import torch
 
-from structprune.calibration import collect_statistics, layer_statistics
+from structprune.statistics import collect_statistics, layer_statistics
 from structprune.checkpoint import save_checkpoint
-from structprune.flap import fluctuation_metric, standardize
+from structprune.scores.flap import fluctuation_metric, standardize
 from structprune.models import LayerGeometry, count_parameters, load_checkpoint, model_geometries
 from structprune.plan import LayerPlan, PrunePlan, plan_global, plan_layer
 from structprune.prune import compensation_bias, prune_model, unit_channels
-from structprune.recover import prune_sequential
+from structprune.engine import prune_with_recipe
+from structprune.recipe import Recipe
 from structprune.scores import LayerWeights, score_method, score_model
-from structprune.taylor import channel_saliency, taylor_statistics
-from structprune.wanda import wanda_channel_scores
+from structprune.scores.taylor import channel_saliency, taylor_statistics
+from structprune.scores.wanda import wanda_channel_scores
 from tiny import HEAD_DIM, INTERMEDIATE
 
 W = torch.tensor([[1.0, -2.0], [3.0, 4.0]])
@@ -173,13 +174,14 @@ def test_taylor_head_scores_sum_the_group_and_share_kv(model, input_ids):
 
 
 def test_sequential_flow_first_layer_matches_dense_statistics_and_sparsity_zero_is_identity(model, input_ids):
-    scorer = score_method("wanda_sp").make()
+    recipe = Recipe("wanda_sp", flow="sequential")
     before = model(input_ids).logits
-    same, _ = prune_sequential(copy.deepcopy(model), input_ids, scorer, 0.0, progress=False)
+    same = prune_with_recipe(copy.deepcopy(model), recipe, 0.0, samples=input_ids, progress=False).model
     torch.testing.assert_close(same(input_ids).logits, before)
     dense_scores = score_model(model, "wanda_sp", collect_statistics(model, input_ids, progress=False)[0])
     expected0 = plan_layer(dense_scores["layers.0.heads"], dense_scores["layers.0.neurons"], model_geometries(model)[0], 0.3, "within_kv_groups")
-    pruned, plan = prune_sequential(model, input_ids, scorer, 0.3, progress=False)
+    result = prune_with_recipe(model, recipe, 0.3, samples=input_ids, progress=False)
+    pruned, plan = result.model, result.plan
     assert plan.layers[0] == expected0  # layer 0 sees the same inputs in both flows
     assert count_parameters(pruned)["decoder_blocks"] < count_parameters(same)["decoder_blocks"]
 

@@ -3,7 +3,7 @@ import torch
 
 from structprune.models import LayerGeometry
 from tiny import HEAD_DIM, INTERMEDIATE
-from structprune.magnitude import magnitude_scores
+from structprune.scores.magnitude import magnitude_scores
 from structprune.scores import REGISTRY, LayerWeights, score_method, score_model
 
 
@@ -70,7 +70,7 @@ def test_score_model_shapes_and_registry(model):
 
 
 def test_depth2_magnitude_known_answer():
-    from structprune.magnitude import depth2_magnitude_scores
+    from structprune.scores.magnitude import depth2_magnitude_scores
 
     s = depth2_magnitude_scores(hand_layer())
     # head 0: ||q row||=sqrt(5), ||o col||=sqrt(2) -> sqrt(10); head 1: sqrt(9)*sqrt(9) = 9

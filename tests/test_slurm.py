@@ -51,10 +51,11 @@ def cluster():
 
 def cluster_config(full: dict) -> dict:
     """The distribution-aware method with recovery, out of the finished local run's config:
-    every stage (data, selfgen, calibrate, score, prune, recover, evaluate, report), few jobs."""
+    every stage (data: random ids and selfgen, calibrate, score, prune with and without the
+    paper's remedy, evaluate, report), few jobs."""
     config = yaml.safe_load(yaml.safe_dump(full))
     config["methods"] = {"ours": config["methods"]["ours"]}
-    config["calibration"] = {"selfgen": config["calibration"]["selfgen"]}
+    config["calibration"] = {name: config["calibration"][name] for name in ("rand", "selfgen")}
     return config
 
 
@@ -88,14 +89,14 @@ def test_cluster_outputs_equal_the_local_run(runs):
         ours, theirs = read_json(cluster_dir / name), read_json(local / name)
         for key in ("perplexity", "zero_shot", "parameters", "protocol"):
             assert ours[key] == theirs[key], (name, key)
-    for name in ["results/tiny/calib/selfgen/stats.safetensors", "results/tiny/selfgen/ours/scores.safetensors",
-                 "results/tiny/selfgen/ours/s20/pruned/model.safetensors",
-                 "results/tiny/selfgen/ours/s20/recovered/model.safetensors"]:
+    for name in ["results/tiny/calib/rand/stats.safetensors", "results/tiny/rand/ours/scores.safetensors",
+                 "results/tiny/rand/ours/s20/pruned/model.safetensors",
+                 "results/tiny/rand/ours/s20/recovered/model.safetensors"]:
         ours, theirs = load_file(str(cluster_dir / name)), load_file(str(local / name))
         assert ours.keys() == theirs.keys()
         assert all(ours[k].equal(theirs[k]) for k in ours), name
     table, reference = (pd.read_csv(d / "results/tables/tiny.csv") for d in (cluster_dir, local))
-    reference = reference[reference["Method"].isin(["dense", "ours"])].reset_index(drop=True)
+    reference = reference[reference["Method"].isin(["dense", "Ours (SG)", "Ours (SG) w/ remedy"])].reset_index(drop=True)
     pd.testing.assert_frame_equal(table, reference)
 
 

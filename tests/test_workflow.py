@@ -33,16 +33,19 @@ def jobs_after_change(workdir: Path, config: dict, key: list[str], value) -> set
 def test_whole_dag_produces_the_comparison_table(finished_run):
     workdir, _ = finished_run
     table = pd.read_csv(workdir / "results/tables/tiny.csv")
-    assert list(table["Method"]) == ["dense", "random", "l1", "l2", "ours", "ours", "wanda-sp", "flap", "llmp"]
+    assert list(table["Method"]) == ["dense", "random", "l1", "l2", "Ours (SG)", "Ours (SG) w/ remedy", "wanda-sp", "flap", "llmp"]
     assert list(table["Stage"]) == ["dense"] + ["pruned"] * 4 + ["recovered"] + ["pruned"] * 3
-    assert list(table["Calibration"]) == ["none"] * 4 + ["selfgen"] * 2 + ["wikitext2"] * 2 + ["grad"]
+    assert list(table["Calibration"]) == ["none"] * 4 + ["rand"] * 2 + ["wikitext2"] * 2 + ["grad"]
     assert set(table["Sparsity (%)"]) == {0, 20}
     assert table["WikiText2"].notna().all() and table["PIQA"].notna().all()
     removed = table.loc[1:, "Block params removed (%)"]
     assert ((removed > 12) & (removed < 28)).all()  # coarse units on a tiny model (kv groups of 3 heads)
     assert (workdir / "results/plots/tiny.ppl.png").is_file()
     assert (workdir / "results/tiny/calib/wikitext2/stats.safetensors").is_file()
-    for rule in ("model", "data", "calibrate", "gradients", "score", "prune", "recover", "evaluate", "report"):
+    manifest = yaml.safe_load((workdir / "results/tiny/rand/ours/s20/recovered/manifest.json").read_text())
+    assert manifest["parameters"]["recipe"]["reconstruct"] == "paper" and manifest["parameters"]["recipe"]["flow"] == "sequential"
+    assert manifest["inputs"]["data"]["path"].endswith("calib/selfgen.safetensors")
+    for rule in ("model", "data", "calibrate", "gradients", "score", "prune", "evaluate", "report"):
         assert list((workdir / "logs" / rule).rglob("*.log")), rule
         assert list((workdir / "benchmarks" / rule).rglob("*.tsv")), rule
     assert planned_jobs(workdir) == set()  # nothing left to do
@@ -52,7 +55,7 @@ def test_adding_a_sparsity_adds_only_its_jobs(finished_run):
     workdir, config = finished_run
     jobs = jobs_after_change(workdir, config, ["sparsities"], [20, 40])
     rules = sorted(rule for rule, _ in jobs)
-    assert rules == ["evaluate"] * 8 + ["prune"] * 4 + ["prune_planned"] * 3 + ["recover", "report"]
+    assert rules == ["evaluate"] * 8 + ["prune"] * 8 + ["report"]
     assert all("sparsity=40" in wc for rule, wc in jobs if rule != "report")
 
 
@@ -73,8 +76,8 @@ def test_changing_the_calibration_set_reruns_only_methods_that_use_it(finished_r
     workdir, config = finished_run
     jobs = jobs_after_change(workdir, config, ["calibration", "selfgen", "n_samples"], 5)
     rules = sorted(rule for rule, _ in jobs)
-    assert rules == ["calibrate", "data_calib", "evaluate", "evaluate", "prune", "recover", "report", "score"]
-    assert all("calib=selfgen" in wc for rule, wc in jobs if rule != "report")
+    assert rules == ["data_calib", "evaluate", "prune", "report"]  # selfgen only feeds the remedy of `ours`
+    assert all("stage=recovered" in wc for rule, wc in jobs if rule in ("evaluate", "prune"))
 
 
 def test_a_bad_config_fails_before_any_job_naming_the_key(finished_run, tmp_path):
@@ -82,12 +85,21 @@ def test_a_bad_config_fails_before_any_job_naming_the_key(finished_run, tmp_path
     bad = yaml.safe_load(yaml.safe_dump(config))
     bad["evaluation"]["limit"] = "many"
     bad["methods"]["l1"]["calib"] = "c4"
-    bad["methods"]["flap"]["plan"]["heads"] = "within_kv_groups"
     write_config(tmp_path, bad)
     result = snakemake(tmp_path, "--dry-run", check=False)
     assert result.returncode != 0
     text = result.stdout + result.stderr
-    assert "evaluation.limit" in text and "methods.l1.calib" in text and "methods.flap.plan.heads" in text
+    assert "evaluation.limit" in text and "'many'" in text
+    fixed = yaml.safe_load(yaml.safe_dump(config))
+    fixed["methods"]["l1"]["calib"] = "c4"
+    fixed["methods"]["flap"]["heads"] = "within_kv_groups"
+    fixed["methods"]["llmp"]["flow"] = "sequential"
+    write_config(tmp_path, fixed)
+    result = snakemake(tmp_path, "--dry-run", check=False)
+    text = result.stdout + result.stderr
+    assert result.returncode != 0 and "methods.l1: calib: 'c4'" in text
+    assert "methods.flap: allocation 'global'" in text and "set heads: kv_groups" in text
+    assert "methods.llmp: score 'taylor' reads backprop saliencies" in text
     assert not (tmp_path / "results").exists()
 
 
@@ -96,7 +108,7 @@ def test_changing_the_calibration_sample_count_spares_the_data_free_methods(fini
     jobs = jobs_after_change(workdir, config, ["calibration", "wikitext2", "n_samples"], 5)
     rules = sorted(rule for rule, _ in jobs)
     # FLAP scores and compensates from the statistics; Wanda-sp prunes sequentially from the samples
-    assert rules == ["calibrate", "data_calib", "evaluate", "evaluate", "prune_planned", "prune_planned", "report", "score"]
+    assert rules == ["calibrate", "data_calib", "evaluate", "evaluate", "prune", "prune", "report", "score"]
     assert not any(f"method={m}" in wc for _, wc in jobs for m in ("random", "l1", "l2", "ours", "llmp"))
 
 
@@ -115,7 +127,7 @@ def copy_of_the_workflow(tmp: Path) -> Path:
     [
         ("tables.py", {"report"}),
         ("evaluate.py", {"evaluate", "evaluate_dense", "report"}),  # tables imports evaluate
-        ("calibration.py", None),
+        ("statistics.py", None),
     ],
 )
 def test_editing_library_code_reruns_the_stages_that_use_it(finished_run, tmp_path, module, expected):
@@ -128,7 +140,7 @@ def test_editing_library_code_reruns_the_stages_that_use_it(finished_run, tmp_pa
     if expected is not None:
         assert rules == expected
     else:  # calibration feeds statistics, the layer-wise stages and everything after them
-        assert {"calibrate", "recover", "prune_planned", "evaluate", "report"} <= rules
+        assert {"calibrate", "prune", "evaluate", "report"} <= rules
         assert not rules & {"model", "data_eval", "data_task", "evaluate_dense"}
 
 

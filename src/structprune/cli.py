@@ -116,6 +116,14 @@ def cmd_data_calib(args) -> None:
         meta.update(source="self-generated", start_token=start, temperature=args.temperature, top_p=args.top_p,
                     drop_start=args.drop_start)
         log.info("self-generated sample: %r", tokenizer.decode(samples[0][:64]))
+    elif args.dataset == "random":
+        from transformers import AutoConfig
+
+        from structprune.data import random_token_samples
+
+        vocab_size = AutoConfig.from_pretrained(args.tokenizer).vocab_size
+        samples = random_token_samples(vocab_size, args.n_samples, args.seq_len, args.seed)
+        meta.update(source="uniform random token ids", vocab_size=vocab_size)
     else:
         from transformers import AutoTokenizer
 
@@ -143,7 +151,7 @@ def cmd_data_task(args) -> None:
 def cmd_calibrate(args) -> None:
     import torch
 
-    from structprune.calibration import collect_statistics
+    from structprune.statistics import collect_statistics
     from structprune.checkpoint import load_tensors, save_tensors
 
     torch.manual_seed(0)
@@ -171,66 +179,67 @@ def cmd_score(args) -> None:
     log.info("%s scores -> %s", args.method, args.out)
 
 
-def _pruned_plan(args, model):
-    """The plan (and the model, already sliced for the sequential flow) the prune options ask for."""
-    from structprune.checkpoint import load_tensors
-    from structprune.models import model_geometries
-    from structprune.plan import plan_global, plan_uniform
+def _layers_arg(text: str):
+    """--layers: protocol ([4, L-2)), all, or START:END."""
+    if text in ("protocol", "all"):
+        return text
+    start, sep, end = text.partition(":")
+    try:
+        return [int(start), int(end)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--layers takes protocol, all or START:END, got {text!r}") from None
 
-    if args.flow == "sequential":
-        from structprune.recover import prune_sequential
-        from structprune.scores import score_method
 
-        if args.structure != "uniform" or args.layers or args.compensate:
-            raise ValueError("the sequential flow (Wanda-sp) supports only the uniform structure over all layers")
-        if not (args.data and args.method):
-            raise ValueError("the sequential flow needs --data (calibration samples) and --method")
-        options = {k: _option_value(v) for k, v in args.option}
-        scorer = score_method(args.method).make(**options)
-        return prune_sequential(model, load_tensors(args.data)["input_ids"], scorer, args.sparsity, args.heads, args.batch_size)
-    if not args.scores:
-        raise ValueError("prune needs --scores (or --flow sequential with --data and --method)")
-    scores = load_tensors(args.scores)
-    geometries = model_geometries(model)
-    if args.structure == "global":
-        if args.layers:
-            raise ValueError("--layers applies to the uniform structure only")
-        plan = plan_global(scores, geometries, args.sparsity, args.heads)
-    else:
-        plan = plan_uniform(scores, geometries, args.sparsity, args.heads, tuple(args.layers) if args.layers else None)
-    return None, plan
+def _recipe(args):
+    from structprune.recipe import Recipe
+
+    return Recipe(
+        score=args.method, options={k: _option_value(v) for k, v in args.option}, heads=args.heads,
+        allocation=args.allocation, budget=args.budget, layers=args.layers, sparsity_of=args.sparsity_of,
+        flow=args.flow, reconstruct=args.reconstruct, damp=args.damp, target=args.target,
+    )
 
 
 def cmd_prune(args) -> None:
+    import torch
+
     from structprune.artifacts import build_manifest
     from structprune.checkpoint import load_tensors, save_checkpoint
+    from structprune.engine import check_recipe, prune_with_recipe
     from structprune.models import count_parameters
-    from structprune.prune import prune_model
+    from structprune.scores import score_method
 
+    torch.manual_seed(0)
     started = time.time()
-    if args.compensate and not args.stats:
-        raise ValueError("--compensate (bias compensation) needs --stats: the dense model's calibration statistics")
-    model, tokenizer = _load(args, args.model, "layerwise" if args.flow == "sequential" else "host")
+    recipe = _recipe(args)
+    score_method(recipe.score).make(**recipe.options)  # a bad option fails here, before any loading
+    check_recipe(recipe, args.scores or None, args.stats or None, args.data or None)
+    model, tokenizer = _load(args, args.model, "layerwise" if recipe.needs_samples else "host")
+    scores = load_tensors(args.scores) if args.scores else None
+    stats = load_tensors(args.stats) if args.stats else None
+    samples = load_tensors(args.data)["input_ids"] if args.data else None
     before = count_parameters(model)
-    pruned, plan = _pruned_plan(args, model)
-    if pruned is None:
-        means = load_tensors(args.stats) if args.compensate else None
-        pruned = prune_model(model, plan, means)
-    model = pruned
+    result = prune_with_recipe(model, recipe, args.sparsity, scores=scores, stats=stats, samples=samples,
+                               batch_size=args.batch_size)
+    model = result.model
     after = count_parameters(model)
     achieved = 1 - after["decoder_blocks"] / before["decoder_blocks"]
+    achieved_total = 1 - after["total"] / before["total"]
     log.info(
-        "target sparsity %.3f, achieved %.4f of decoder-block parameters (%d -> %d); total %d -> %d",
-        args.sparsity, achieved, before["decoder_blocks"], after["decoder_blocks"], before["total"], after["total"],
+        "target sparsity %.3f of %s parameters over layers [%d, %d) (per-layer ratio %.4f); removed %.4f of "
+        "decoder-block parameters (%d -> %d), %.4f of all (%d -> %d)",
+        args.sparsity, recipe.sparsity_of, *result.layer_range, result.ratio, achieved,
+        before["decoder_blocks"], after["decoder_blocks"], achieved_total, before["total"], after["total"],
     )
-    settings = {"sparsity": args.sparsity, "heads": args.heads}
-    if args.structure != "uniform" or args.layers or args.compensate or args.flow != "dense":
-        settings.update(structure=args.structure, layers=args.layers, compensate=args.compensate, flow=args.flow,
-                        method=args.method, options=dict(args.option))
     inputs = {k: v for k, v in {"model": args.model, "scores": args.scores, "stats": args.stats, "data": args.data}.items() if v}
     manifest = build_manifest(
-        "prune", inputs, settings, started,
-        {"dense_parameters": before, "achieved_block_sparsity": achieved, "plan": plan.to_json()},
+        "prune", inputs, {"sparsity": args.sparsity, "recipe": recipe.to_json(), "batch_size": args.batch_size}, started,
+        {
+            "dense_parameters": before, "achieved_block_sparsity": achieved, "achieved_total_sparsity": achieved_total,
+            "layer_range": list(result.layer_range), "layer_ratio": result.ratio,
+            "budgets": [[b.heads, b.neurons] for b in result.budgets],
+            "plan": result.plan.to_json(), "layers": result.reports,
+        },
     )
     save_checkpoint(model.cpu(), tokenizer, args.out, manifest)
 
@@ -239,7 +248,7 @@ def cmd_gradients(args) -> None:
     import torch
 
     from structprune.checkpoint import load_tensors, save_tensors
-    from structprune.taylor import taylor_statistics
+    from structprune.scores.taylor import taylor_statistics
 
     torch.manual_seed(0)
     started = time.time()
@@ -250,44 +259,6 @@ def cmd_gradients(args) -> None:
             "statistics": "gradients", "wall_time_s": round(time.time() - started, 3)}
     save_tensors(stats, args.out, meta)
     log.info("Taylor saliencies over %s tokens -> %s", tuple(input_ids.shape), args.out)
-
-
-def cmd_recover(args) -> None:
-    import torch
-
-    from structprune.artifacts import build_manifest
-    from structprune.checkpoint import load_tensors, save_checkpoint
-    from structprune.models import count_parameters
-    from structprune.recover import recover_model
-    from structprune.scores import score_method
-
-    torch.manual_seed(0)
-    started = time.time()
-    options = {k: _option_value(v) for k, v in args.option}
-    scorer = score_method(args.method).make(**options)  # validates the method before the long work
-    model, tokenizer = _load(args, args.model, "layerwise")
-    input_ids = load_tensors(args.data)["input_ids"]
-    before = count_parameters(model)
-    model, plan, reports = recover_model(
-        model, input_ids, scorer, args.sparsity, args.heads, args.damp, args.batch_size, target=args.target
-    )
-    after = count_parameters(model)
-    achieved = 1 - after["decoder_blocks"] / before["decoder_blocks"]
-    log.info("recovered: achieved %.4f of decoder-block parameters removed", achieved)
-    manifest = build_manifest(
-        "recover", {"model": args.model, "data": args.data},
-        {"method": args.method, "options": options, "sparsity": args.sparsity, "heads": args.heads,
-         "damp": args.damp, "target": args.target, "batch_size": args.batch_size},
-        started,
-        {
-            "dense_parameters": before, "achieved_block_sparsity": achieved, "plan": plan.to_json(),
-            "layers": [
-                {"layer": r.layer, "o_proj_mse": r.o_proj_error, "down_proj_mse": r.down_proj_error}
-                for r in reports
-            ],
-        },
-    )
-    save_checkpoint(model.cpu(), tokenizer, args.out, manifest)
 
 
 def cmd_evaluate(args) -> None:
@@ -332,7 +303,7 @@ def cmd_evaluate(args) -> None:
 def cmd_report(args) -> None:
     from structprune.tables import comparison_table, compute_time_summary, plot_perplexity, write_table
 
-    table = comparison_table(args.evals)
+    table = comparison_table(args.evals, dict(args.label))
     header = f"# {args.title}\n\n{args.note}" if args.note else f"# {args.title}"
     if args.benchmarks:
         header += "\n\n" + compute_time_summary(args.benchmarks)
@@ -369,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_args(p)
     p.set_defaults(func=cmd_data_eval)
 
-    p = sub.add_parser("data-calib", help="calibration samples: windows of a text split, or self-generated")
+    p = sub.add_parser("data-calib", help="calibration samples: windows of a text split, self-generated text (selfgen) or random token ids (random)")
     data_args(p)
     p.add_argument("--n-samples", type=int, required=True)
     p.add_argument("--seq-len", type=int, required=True)
@@ -408,40 +379,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_gradients)
 
-    p = sub.add_parser("prune", help="remove the lowest-scoring units")
+    p = sub.add_parser("prune", help="prune with one method recipe: score x unit x allocation x flow x reconstruction")
     p.add_argument("--model", required=True)
-    p.add_argument("--scores", default=None, help="score file (dense flow)")
-    p.add_argument("--sparsity", type=float, required=True, help="fraction of decoder-block parameters")
-    p.add_argument("--heads", default="within_kv_groups", choices=["within_kv_groups", "kv_groups"])
-    p.add_argument("--structure", default="uniform", choices=["uniform", "global"],
-                   help="uniform: same ratio per pruned layer; global: FLAP's one threshold over all layers")
-    p.add_argument("--layers", type=int, nargs=2, metavar=("START", "END"), default=None,
-                   help="prune only layers [START, END) (LLM-Pruner's block-wise recipe)")
-    p.add_argument("--compensate", action="store_true", help="FLAP's bias compensation (needs --stats)")
-    p.add_argument("--stats", default=None, help="dense calibration statistics (for --compensate)")
-    p.add_argument("--flow", default="dense", choices=["dense", "sequential"],
-                   help="sequential: score each layer on the pruned model's activations (Wanda-sp)")
-    p.add_argument("--data", default=None, help="calibration samples (sequential flow)")
-    p.add_argument("--method", default=None, help="scoring method (sequential flow)")
+    p.add_argument("--sparsity", type=float, required=True, help="fraction of parameters removed (see --sparsity-of)")
+    p.add_argument("--method", required=True, help="scoring method (a registered score)")
     p.add_argument("--option", type=_key_value, action="append", default=[], metavar="NAME=VALUE")
+    p.add_argument("--heads", default="within_kv_groups", choices=["within_kv_groups", "kv_groups"],
+                   help="head unit: query heads within every kv group, or whole kv groups")
+    p.add_argument("--allocation", default="uniform", choices=["uniform", "global"],
+                   help="uniform: same ratio per pruned layer; global: FLAP's one threshold over the pruned layers")
+    p.add_argument("--budget", default="matched", choices=["matched", "per_module"],
+                   help="uniform allocation: matched (ours: MLP takes the remainder) or per_module (LLM-Pruner)")
+    p.add_argument("--layers", type=_layers_arg, default="all",
+                   help="pruned blocks: protocol ([4, L-2), the paper's), all, or START:END")
+    p.add_argument("--sparsity-of", default="blocks", choices=["blocks", "total"],
+                   help="the sparsity is a fraction of decoder-block parameters or of all parameters")
+    p.add_argument("--flow", default="dense", choices=["dense", "sequential"],
+                   help="dense: scores from --scores; sequential: each layer scored on the pruned model's activations")
+    p.add_argument("--reconstruct", default="none", choices=["none", "bias", "refit", "paper"],
+                   help="none, bias (FLAP), refit (ours, after the cut), paper (pre-pruning refit, Algorithms 1, 3, 4)")
+    p.add_argument("--damp", type=float, default=0.01, help="per-channel ridge toward the dense weights (refits)")
+    p.add_argument("--target", default="block", choices=["block", "module"],
+                   help="refit target of --reconstruct refit: the dense residual stream (block) or module output")
+    p.add_argument("--scores", default=None, help="dense scores (score stage)")
+    p.add_argument("--stats", default=None, help="dense calibration statistics (bias compensation, dense flow)")
+    p.add_argument("--data", default=None, help="calibration samples (sequential flow or refits)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_prune)
-
-    p = sub.add_parser("recover", help="prune layer by layer with least-squares recovery")
-    p.add_argument("--model", required=True)
-    p.add_argument("--data", required=True, help="calibration samples (data-calib output)")
-    p.add_argument("--method", required=True)
-    p.add_argument("--option", type=_key_value, action="append", default=[], metavar="NAME=VALUE")
-    p.add_argument("--sparsity", type=float, required=True)
-    p.add_argument("--heads", default="within_kv_groups", choices=["within_kv_groups", "kv_groups"])
-    p.add_argument("--damp", type=float, default=0.01)
-    p.add_argument("--target", default="block", choices=["block", "module"],
-                   help="what a refit matrix reproduces: the dense layer's output stream (block) or "
-                        "the dense module's output (module)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--out", required=True)
-    p.set_defaults(func=cmd_recover)
 
     p = sub.add_parser("evaluate", help="perplexity and zero-shot accuracy of a checkpoint")
     p.add_argument("--model", required=True)
@@ -469,6 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--title", default="structprune comparison")
     p.add_argument("--note", default="")
     p.add_argument("--benchmarks", nargs="*", default=[], help="Snakemake benchmark TSVs to summarise")
+    p.add_argument("--label", type=_key_value, action="append", default=[], metavar="METHOD:STAGE=LABEL",
+                   help="the row name of a method's stage in the table")
     p.set_defaults(func=cmd_report)
     return parser
 

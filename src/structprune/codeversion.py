@@ -22,20 +22,38 @@ PACKAGE = "structprune"
 SOURCE = Path(__file__).resolve().parent
 
 
-def _imported_modules(tree: ast.AST, source: Path) -> set[str]:
-    """Names of the structprune modules a syntax tree imports (anywhere, also inside functions)."""
+def module_file(name: str, source: Path = SOURCE) -> Path | None:
+    """The file of a dotted module name inside the package ("scores.flap"), or None."""
+    path = source.joinpath(*name.split("."))
+    if path.with_suffix(".py").is_file():
+        return path.with_suffix(".py")
+    if (path / "__init__.py").is_file():
+        return path / "__init__.py"
+    return None
+
+
+def _imported_modules(tree: ast.AST, source: Path, package: str = "") -> set[str]:
+    """Dotted names (relative to the package) of the structprune modules a syntax tree imports,
+    anywhere, also inside functions; `from structprune.scores import flap` names both the
+    package `scores` and its module `scores.flap`. Relative imports resolve against
+    `package`, the dotted subpackage of the importing module ("" at the top)."""
     found = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module:
-            if node.level == 0 and node.module == PACKAGE:
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module == PACKAGE:
                 found.update(alias.name for alias in node.names)
-            elif node.level == 0 and node.module.startswith(PACKAGE + "."):
-                found.add(node.module.split(".")[1])
-            elif node.level == 1:
-                found.add(node.module.split(".")[0])
+            elif node.module.startswith(PACKAGE + "."):
+                rest = node.module[len(PACKAGE) + 1:]
+                found.add(rest)
+                found.update(f"{rest}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 1:
+            base = ".".join(filter(None, [package, node.module]))
+            if node.module:
+                found.add(base)
+            found.update(".".join(filter(None, [base, alias.name])) for alias in node.names)
         elif isinstance(node, ast.Import):
-            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith(PACKAGE + "."))
-    return {name for name in found if (source / f"{name}.py").is_file()}
+            found.update(a.name[len(PACKAGE) + 1:] for a in node.names if a.name.startswith(PACKAGE + "."))
+    return {name for name in found if module_file(name, source) is not None}
 
 
 def module_closure(roots: set[str], source: Path = SOURCE) -> list[str]:
@@ -46,7 +64,9 @@ def module_closure(roots: set[str], source: Path = SOURCE) -> list[str]:
         if name in seen:
             continue
         seen.add(name)
-        todo.extend(_imported_modules(ast.parse((source / f"{name}.py").read_text()), source) - seen)
+        path = module_file(name, source)
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        todo.extend(_imported_modules(ast.parse(path.read_text()), source, package) - seen)
     return sorted(seen)
 
 
@@ -72,5 +92,5 @@ def stage_code_version(command: str, source: Path = SOURCE) -> str:
         digest.update(ast.get_source_segment(cli_text, functions[name]).encode())
     roots = set().union(*(_imported_modules(functions[name], source) for name in used))
     for module in module_closure(roots, source):
-        digest.update(module.encode() + b"\0" + (source / f"{module}.py").read_bytes())
+        digest.update(module.encode() + b"\0" + module_file(module, source).read_bytes())
     return digest.hexdigest()[:12]

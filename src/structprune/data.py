@@ -105,3 +105,12 @@ def sample_windows(stream: torch.Tensor, n_samples: int, seq_len: int, seed: int
     generator = torch.Generator().manual_seed(seed)
     starts = torch.randint(0, stream.numel() - seq_len, (n_samples,), generator=generator)
     return torch.stack([stream[s : s + seq_len] for s in starts.tolist()])
+
+
+def random_token_samples(vocab_size: int, n_samples: int, seq_len: int, seed: int) -> torch.Tensor:
+    """Uniform random token ids, (n_samples, seq_len): the paper's data-free inputs for the
+    second moment Sigma (arXiv 2407.19126 Appendix D). Seeded, so reruns give the same ids."""
+    if vocab_size < 2:
+        raise ValueError(f"vocabulary of {vocab_size} tokens is too small for random calibration inputs")
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, vocab_size, (n_samples, seq_len), generator=generator)

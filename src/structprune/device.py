@@ -5,7 +5,7 @@
 ``float32``, ``bfloat16`` or ``float16``. Weights live in ``dtype``; statistics
 and least-squares systems are accumulated in float64 whatever the weights are.
 
-Stages that walk the model one decoder layer at a time (calibrate, recover,
+Stages that walk the model one decoder layer at a time (calibrate, the layer-wise prune,
 the sequential prune) keep the decoder layers on the host and move each one to
 the device only while it is processed (`layer_on_device`), so a model larger
 than the GPU's memory (LLaMA-7B in bfloat16 on a 16 GB card) still prunes; the

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from structprune.models import decoder_layers, model_head_dim
-from structprune.plan import PrunePlan
+from structprune.units import PrunePlan
 
 
 def unit_channels(units: list[int], width: int) -> torch.Tensor:
@@ -31,9 +31,10 @@ def slice_linear(linear: nn.Linear, rows: torch.Tensor | None = None, cols: torc
     return out
 
 
-def prune_layer(layer: nn.Module, keep_heads: list[int], keep_kv_heads: list[int], keep_neurons: list[int], head_dim: int) -> None:
-    """Remove a layer's pruned heads (q rows + o columns, k/v rows of removed kv groups) and neurons."""
-    attn, mlp = layer.self_attn, layer.mlp
+def prune_attention(layer: nn.Module, keep_heads: list[int], keep_kv_heads: list[int], head_dim: int) -> None:
+    """Remove a layer's pruned heads: q rows and o columns, k/v rows of removed kv groups.
+    (Zeroing q rows alone would leave the head attending uniformly; DESIGN.md, Numerics.)"""
+    attn = layer.self_attn
     q_channels = unit_channels(keep_heads, head_dim)
     kv_channels = unit_channels(keep_kv_heads, head_dim)
     attn.q_proj = slice_linear(attn.q_proj, rows=q_channels)
@@ -46,12 +47,23 @@ def prune_layer(layer: nn.Module, keep_heads: list[int], keep_kv_heads: list[int
             setattr(attn, name, len(keep_heads))
     if hasattr(attn, "num_key_value_heads"):
         attn.num_key_value_heads = len(keep_kv_heads)
+
+
+def prune_mlp(layer: nn.Module, keep_neurons: list[int]) -> None:
+    """Remove a layer's pruned MLP neurons: gate/up rows and down_proj columns."""
+    mlp = layer.mlp
     neurons = torch.tensor(keep_neurons, dtype=torch.long)
     mlp.gate_proj = slice_linear(mlp.gate_proj, rows=neurons)
     mlp.up_proj = slice_linear(mlp.up_proj, rows=neurons)
     mlp.down_proj = slice_linear(mlp.down_proj, cols=neurons)
     if hasattr(mlp, "intermediate_size"):
         mlp.intermediate_size = len(keep_neurons)
+
+
+def prune_layer(layer: nn.Module, keep_heads: list[int], keep_kv_heads: list[int], keep_neurons: list[int], head_dim: int) -> None:
+    """Remove a layer's pruned heads and neurons."""
+    prune_attention(layer, keep_heads, keep_kv_heads, head_dim)
+    prune_mlp(layer, keep_neurons)
 
 
 def check_plan(model: nn.Module, plan: PrunePlan) -> None:
@@ -123,6 +135,12 @@ def has_output_bias(model: nn.Module) -> bool:
 def with_plan_widths(model: nn.Module, plan: PrunePlan) -> nn.Module:
     """Make the config describe the sliced layers; switch to the variable-width class if needed."""
     head_dim = model_head_dim(model.config)
+    if has_output_bias(model):  # the variable-width class gives every layer a bias, or none
+        for layer in decoder_layers(model):
+            for parent, name in ((layer.self_attn, "o_proj"), (layer.mlp, "down_proj")):
+                linear = getattr(parent, name)
+                if linear.bias is None:
+                    setattr(parent, name, add_output_bias(linear, torch.zeros(linear.out_features, dtype=linear.weight.dtype, device=linear.weight.device)))
     widths = [(len(lp.keep_heads), len(lp.keep_kv_heads), len(lp.keep_neurons)) for lp in plan.layers]
     config = model.config
     config.head_dim = head_dim  # explicit once num_attention_heads * head_dim != hidden_size

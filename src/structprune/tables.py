@@ -17,9 +17,10 @@ TASK_COLUMNS = {
 PPL_COLUMNS = {"wikitext2": "WikiText2", "ptb": "PTB"}
 
 
-def row_from_eval(result: dict) -> dict:
+def row_from_eval(result: dict, labels: dict | None = None) -> dict:
+    key = f"{result['method']}:{result['stage']}"
     row = {
-        "Method": result["method"],
+        "Method": (labels or {}).get(key, result["method"]),
         "Calibration": result.get("calib", "none"),
         "Stage": result["stage"],
         "Sparsity (%)": result["sparsity"],
@@ -39,15 +40,19 @@ def row_from_eval(result: dict) -> dict:
     return row
 
 
-def comparison_table(eval_paths: list[str | os.PathLike]) -> pd.DataFrame:
-    """One row per evaluation JSON, in the order given (dense first by convention)."""
-    rows = [row_from_eval(read_json(path)) for path in eval_paths]
+def comparison_table(eval_paths: list[str | os.PathLike], labels: dict | None = None) -> pd.DataFrame:
+    """One row per evaluation JSON, in the order given (dense first by convention); `labels`
+    maps "method:stage" to the row's name."""
+    rows = [row_from_eval(read_json(path), labels) for path in eval_paths]
     table = pd.DataFrame(rows)
     dense = table["Stage"] == "dense"
     table.insert(5, "Block params removed (%)", 0.0)
+    table.insert(6, "All params removed (%)", 0.0)
     if dense.any():
         dense_blocks = table.loc[dense, "Block params"].iloc[0]
+        dense_total = table.loc[dense, "Params"].iloc[0]
         table["Block params removed (%)"] = 100.0 * (1 - table["Block params"] / dense_blocks)
+        table["All params removed (%)"] = 100.0 * (1 - table["Params"] / dense_total)
     return table
 
 

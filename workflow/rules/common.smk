@@ -16,12 +16,14 @@ SRC = Path(workflow.basedir) / "src"
 os.environ["PYTHONPATH"] = os.pathsep.join([str(SRC), *filter(None, [os.environ.get("PYTHONPATH")])])
 sys.path.insert(0, str(SRC))  # the stdlib-only fingerprint module, importable without installing
 from structprune.codeversion import stage_code_version
+from structprune.recipe import SCORE_STATISTICS, Recipe, recipe_problems
 
 REPO = Path(workflow.basedir)
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 MIRROR_ENV = "STRUCTPRUNE_DATA_MIRROR"
-DATA_FREE_SCORES = {"random", "l1", "l2", "magnitude2"}  # scores that take no calibration statistics
-GRADIENT_SCORES = {"taylor"}  # scores that read backprop saliencies (rule gradients), not moments
+DATA_FREE_SCORES = {s for s, kind in SCORE_STATISTICS.items() if kind == "none"}  # no calibration statistics
+GRADIENT_SCORES = {s for s, kind in SCORE_STATISTICS.items() if kind == "gradients"}  # rule gradients, not moments
+STAGES = ("pruned", "recovered")
 
 
 def _validator_filling_defaults():
@@ -39,46 +41,60 @@ def _validator_filling_defaults():
     return jsonschema.validators.extend(base, {"properties": properties})
 
 
+def stage_recipe(cfg, method, stage):
+    """The engine recipe of one method's stage: the method's choices over the prune section's
+    defaults; the recovered stage takes the recover section's flow and reconstruction (and the
+    method's remedy overrides)."""
+    prune, m = cfg["prune"], method
+    fields = {
+        "score": m["score"], "options": m["options"], "heads": m.get("heads") or prune["heads"],
+        "allocation": m["allocation"], "budget": m.get("budget") or prune["budget"],
+        "layers": m.get("layers") or prune["layers"], "sparsity_of": prune["sparsity_of"],
+        "flow": m["flow"], "reconstruct": m["reconstruct"], "damp": cfg["recover"]["damp"],
+        "target": cfg["recover"]["target"],
+    }
+    if stage == "recovered":
+        remedy = {**{k: cfg["recover"][k] for k in ("flow", "reconstruct", "damp", "target")}, **m["remedy"]}
+        fields.update({k: remedy[k] for k in ("flow", "reconstruct", "damp", "target")})
+    return Recipe(**fields)
+
+
+def stage_calib(method, stage):
+    """The calibration set whose samples flow through a stage (the recovered stage: remedy.calib)."""
+    if stage == "recovered":
+        return method["remedy"].get("calib") or method["calib"]
+    return method["calib"]
+
+
+def method_problems(cfg, name, method):
+    """Why a method entry cannot run, in words that name the key to change."""
+    problems, calib, score = [], method["calib"], method["score"]
+    known = sorted(cfg.get("calibration", {}))
+    for key, value in (("calib", calib), ("remedy.calib", method["remedy"].get("calib"))):
+        if value not in (None, "none") and value not in known:
+            problems.append(f"{key}: {value!r} is neither 'none' nor a key of calibration (known: {known})")
+    if score in DATA_FREE_SCORES and calib != "none":
+        problems.append(f"calib: score {score!r} is data-free; set calib: none")
+    if score not in DATA_FREE_SCORES and calib == "none":
+        problems.append(f"calib: score {score!r} needs calibration data")
+    for stage in ("pruned", "recovered") if method["recover"] else ("pruned",):
+        recipe = stage_recipe(cfg, method, stage)
+        where = "" if stage == "pruned" else "recovered stage (recover section / remedy): "
+        problems += [where + p for p in recipe_problems(recipe)]
+        if (recipe.needs_samples or recipe.needs_dense_moments) and stage_calib(method, stage) == "none":
+            what = "samples to run through the layers" if recipe.needs_samples else "activation statistics (bias compensation)"
+            key = "remedy.calib" if stage == "recovered" else "calib"
+            problems.append(f"{where}{key}: this recipe needs {what}; name a calibration set")
+    return problems
+
+
 def validate_config(cfg):
     schema = yaml.safe_load(SCHEMA.read_text())
     errors = sorted(_validator_filling_defaults()(schema).iter_errors(cfg), key=lambda e: list(e.path))
     problems = [f"  {'.'.join(str(p) for p in e.path) or '(top level)'}: {e.message}" for e in errors]
-    for name, method in cfg.get("methods", {}).items():
-        calib = method.get("calib")
-        if calib != "none" and calib not in cfg.get("calibration", {}):
-            problems.append(
-                f"  methods.{name}.calib: {calib!r} is neither 'none' nor a key of calibration "
-                f"(known: {sorted(cfg.get('calibration', {}))})"
-            )
-        if method.get("score") in DATA_FREE_SCORES and calib != "none":
-            problems.append(f"  methods.{name}.calib: score {method['score']!r} is data-free; set calib: none")
-        if method.get("score") not in DATA_FREE_SCORES and calib == "none":
-            problems.append(f"  methods.{name}.calib: score {method.get('score')!r} needs calibration data")
-        if method.get("recover") and calib == "none":
-            problems.append(f"  methods.{name}.recover: recovery needs calibration data (set calib)")
-        plan = method.get("plan")
-        if method.get("flow") == "sequential":
-            if calib == "none":
-                problems.append(f"  methods.{name}.flow: the sequential flow needs calibration data (set calib)")
-            if method.get("score") in GRADIENT_SCORES:
-                problems.append(f"  methods.{name}.flow: score {method['score']!r} cannot run sequentially; use flow: dense")
-            if plan and (plan.get("structure") == "global" or plan.get("layers") or plan.get("compensate")):
-                problems.append(
-                    f"  methods.{name}.plan: the sequential flow supports only plan.heads (uniform structure, all layers)"
-                )
-        if plan:
-            heads = plan.get("heads") or cfg.get("prune", {}).get("heads")
-            if plan.get("structure") == "global" and heads != "kv_groups":
-                problems.append(f"  methods.{name}.plan.heads: the global structure removes whole kv groups; set heads: kv_groups")
-            if plan.get("structure") == "global" and plan.get("layers"):
-                problems.append(f"  methods.{name}.plan.layers: applies to the uniform structure only")
-            layers = plan.get("layers")
-            if layers and not layers[0] < layers[1]:
-                problems.append(f"  methods.{name}.plan.layers: {layers} must be [start, end) with start < end")
-            if plan.get("compensate") and (calib == "none" or method.get("score") in GRADIENT_SCORES):
-                problems.append(
-                    f"  methods.{name}.plan.compensate: bias compensation needs activation statistics (a calib set and a moment-based score)"
-                )
+    if not errors:
+        for name, method in cfg["methods"].items():
+            problems += [f"  methods.{name}: {p}" for p in method_problems(cfg, name, method)]
     if problems:
         raise WorkflowError(
             "invalid configuration (fix config.yaml or the --configfile/--config you passed):\n"
@@ -137,9 +153,9 @@ def method_cfg(wildcards):
 # set-resources or a model's mem_mb/runtime override them.
 STAGE_COST = {
     "model": (3.0, 5), "data_calib": (2.0, 10), "calibrate": (2.0, 10), "gradients": (5.0, 20),
-    "score": (2.0, 2), "prune": (2.0, 10), "recover": (2.0, 30), "evaluate": (2.0, 60),
+    "score": (2.0, 2), "prune": (2.0, 30), "evaluate": (2.0, 60),
 }
-GPU_STAGES = {"data_calib", "calibrate", "gradients", "prune", "recover", "evaluate"}
+GPU_STAGES = {"data_calib", "calibrate", "gradients", "prune", "evaluate"}
 CPU_SLOWDOWN = 20
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
@@ -223,47 +239,58 @@ def score_inputs(wildcards):
     return inputs
 
 
-def is_plain(method):
-    """Methods pruned by the original `prune` rule: dense flow and the prune section's plan."""
-    return method["flow"] == "dense" and "plan" not in method
+def wildcard_recipe(wildcards):
+    return stage_recipe(config, method_cfg(wildcards), wildcards.stage)
 
 
-def method_pattern(plain):
-    names = [name for name, m in config["methods"].items() if is_plain(m) == plain]
-    return "|".join(re.escape(n) for n in names) if names else "(?!)"
-
-
-def method_plan(wildcards):
-    return {"structure": "uniform", "compensate": False, **method_cfg(wildcards).get("plan", {})}
-
-
-def planned_inputs(wildcards):
-    """Inputs of `prune_planned`: scores (dense flow) or samples (sequential), stats for compensation."""
-    m, model, calib = method_cfg(wildcards), wildcards.model, wildcards.calib
+def prune_inputs(wildcards):
+    """What a stage's recipe reads: dense scores, dense statistics (bias compensation in the
+    dense flow), calibration samples (sequential flow or a refit)."""
+    m, model, recipe = method_cfg(wildcards), wildcards.model, wildcard_recipe(wildcards)
     inputs = {"model": f"resources/models/{model}"}
-    if m["flow"] == "sequential":
-        inputs["samples"] = f"resources/data/{model}/calib/{calib}.safetensors"
-    else:
-        inputs["scores"] = f"results/{model}/{calib}/{wildcards.method}/scores.safetensors"
-    if method_plan(wildcards)["compensate"]:
-        inputs["stats"] = f"results/{model}/calib/{calib}/stats.safetensors"
+    if recipe.reads_score_file:
+        inputs["scores"] = f"results/{model}/{wildcards.calib}/{wildcards.method}/scores.safetensors"
+    if recipe.needs_dense_moments:
+        inputs["stats"] = f"results/{model}/calib/{m['calib']}/stats.safetensors"
+    if recipe.needs_samples:
+        inputs["samples"] = f"resources/data/{model}/calib/{stage_calib(m, wildcards.stage)}.safetensors"
     return inputs
 
 
-def planned_args(wildcards, input):
-    """The prune command's method-specific arguments (flow, structure, layers, compensation)."""
-    m, plan = method_cfg(wildcards), method_plan(wildcards)
-    heads = plan.get("heads") or config["prune"]["heads"]
-    args = [f"--heads {heads} --structure {plan['structure']}"]
-    if m["flow"] == "sequential":
-        args.append(f"--flow sequential --data {input.samples} --method {m['score']} {method_options(wildcards)}")
-    else:
-        args.append(f"--scores {input.scores}")
-    if plan.get("layers"):
-        args.append("--layers {} {}".format(*plan["layers"]))
-    if plan["compensate"]:
-        args.append(f"--compensate --stats {input.stats}")
+def prune_args(wildcards, input):
+    """The prune command's recipe and input arguments (every choice visible to rerun checks)."""
+    recipe = wildcard_recipe(wildcards)
+    layers = recipe.layers if isinstance(recipe.layers, str) else "{}:{}".format(*recipe.layers)
+    args = [
+        f"--method {recipe.score} {method_options(wildcards)}",
+        f"--heads {recipe.heads} --allocation {recipe.allocation} --budget {recipe.budget} --layers {layers}",
+        f"--sparsity-of {recipe.sparsity_of} --flow {recipe.flow} --reconstruct {recipe.reconstruct}",
+        f"--damp {recipe.damp} --target {recipe.target} --batch-size {config['recover']['batch_size']}",
+    ]
+    for key in ("scores", "stats"):
+        if key in input.keys():
+            args.append(f"--{key} {input[key]}")
+    if "samples" in input.keys():
+        args.append(f"--data {input.samples}")
     return " ".join(a.strip() for a in args)
+
+
+def prune_settings(wildcards):
+    """Every setting of a prune job as text: a params entry that needs no `input`, so that
+    Snakemake's params-change check sees a changed recipe (issue #14)."""
+    return str(sorted(wildcard_recipe(wildcards).to_json().items())) + f" calib={stage_calib(method_cfg(wildcards), wildcards.stage)}"
+
+
+def method_label(name, stage):
+    m = config["methods"][name]
+    label = m.get("label") or name
+    if stage == "recovered":
+        return m["remedy"].get("label") or f"{label} w/ remedy"
+    return label
+
+
+def label_args(model):
+    return " ".join(f"--label {name}:{stage}={method_label(name, stage)!r}" for _, name, _, stage in method_rows(model))
 
 
 def eval_split(dataset):
@@ -280,6 +307,8 @@ def calib_cfg(wildcards):
 def calib_source_args(wildcards):
     """Where calibration samples come from: a text split, or the model itself (selfgen)."""
     c = calib_cfg(wildcards)
+    if c["dataset"] == "random":
+        return ""
     if c["dataset"] == "selfgen":
         start = f" --start-token {c['start_token']}" if c["start_token"] is not None else ""
         drop = " --drop-start" if c["drop_start"] else ""
@@ -325,7 +354,7 @@ def method_rows(model):
         (m["calib"], name, s, stage)
         for name, m in config["methods"].items()
         for s in config["sparsities"]
-        for stage in (["pruned", "recovered"] if m["recover"] else ["pruned"])
+        for stage in (STAGES if m["recover"] else STAGES[:1])
     ]
 
 
@@ -343,29 +372,56 @@ def model_benchmarks(wildcards):
     """Benchmark files of the jobs behind a model's table (for the compute-time summary)."""
     model = wildcards.model
     files = [f"benchmarks/model/{model}.tsv", f"benchmarks/evaluate/{model}/dense.tsv"]
+    calibs = []
     for calib, method, sparsity, stage in method_rows(model):
-        if stage == "pruned":
-            if config["methods"][method]["flow"] == "dense":
-                files.append(f"benchmarks/score/{model}/{calib}/{method}.tsv")
-            if config["methods"][method]["score"] in GRADIENT_SCORES:
-                files.append(f"benchmarks/gradients/{model}/{calib}.tsv")
-            files.append(f"benchmarks/prune/{model}/{calib}/{method}/s{sparsity}.tsv")
-        else:
-            files.append(f"benchmarks/recover/{model}/{calib}/{method}/s{sparsity}.tsv")
+        m = config["methods"][method]
+        recipe = stage_recipe(config, m, stage)
+        if recipe.reads_score_file:
+            files.append(f"benchmarks/score/{model}/{calib}/{method}.tsv")
+        if m["score"] in GRADIENT_SCORES:
+            files.append(f"benchmarks/gradients/{model}/{calib}.tsv")
+        files.append(f"benchmarks/prune/{model}/{calib}/{method}/s{sparsity}/{stage}.tsv")
         files.append(f"benchmarks/evaluate/{model}/{calib}/{method}/s{sparsity}/{stage}.tsv")
-    for calib in [c for c in dict.fromkeys(c for c, *_ in method_rows(model)) if c != "none"]:  # ordered: params must be stable
-        files += [f"benchmarks/data/{model}/calib/{calib}.tsv", f"benchmarks/calibrate/{model}/{calib}.tsv"]
+        calibs += [calib, stage_calib(m, stage)]
+    for calib in [c for c in dict.fromkeys(calibs) if c != "none"]:  # ordered: params must be stable
+        files.append(f"benchmarks/data/{model}/calib/{calib}.tsv")
+        if any(config["methods"][n]["calib"] == calib and config["methods"][n]["score"] not in GRADIENT_SCORES
+               for n in config["methods"]):
+            files.append(f"benchmarks/calibrate/{model}/{calib}.tsv")
     return sorted(set(files), key=files.index)
 
 
 def all_targets():
     targets = expand("results/tables/{model}.md", model=config["models"])
     targets += expand("results/plots/{model}.ppl.png", model=config["models"])
-    targets += expand(
-        "results/{model}/calib/{calib}/stats.safetensors",
-        model=config["models"], calib=config["calibration"],
-    )
     return targets
+
+
+def protocol_layers():
+    layers = config["prune"]["layers"]
+    if layers == "protocol":
+        return "[4, L-2) (the first 4 and the last 2 stay dense, as the paper and LLM-Pruner)"
+    return "all" if layers == "all" else "[{}, {})".format(*layers)
+
+
+def recipe_summary(name, stage):
+    m = config["methods"][name]
+    r = stage_recipe(config, m, stage)
+    allocation = r.allocation if r.allocation == "global" else f"uniform/{r.budget}"
+    layers = r.layers if isinstance(r.layers, str) else "[{}, {})".format(*r.layers)
+    options = ",".join(f"{k}={v}" for k, v in sorted(r.options.items()))
+    damp = f" damp {r.damp}" if r.reconstruct in ("refit", "paper") else ""
+    target = f" target {r.target}" if r.reconstruct == "refit" else ""
+    return (f"{method_label(name, stage)}: {r.score}{'(' + options + ')' if options else ''}; {r.heads}; {allocation}; "
+            f"{layers}; {r.flow}; {r.reconstruct}{damp}{target}; {stage_calib(m, stage)}")
+
+
+def calib_source_text(c):
+    if c["dataset"] == "selfgen":
+        return f"self-generated text (T={c['temperature']}, top-p={c['top_p']}{', start token dropped' if c['drop_start'] else ''})"
+    if c["dataset"] == "random":
+        return "uniform random token ids"
+    return f"{c['dataset']} {c['split']}"
 
 
 def table_note(model):
@@ -377,7 +433,7 @@ def table_note(model):
     limit = f"first {ev['limit']} items per task" if ev["limit"] else "all items"
     calib = "; ".join(
         f"{name}: {c['n_samples']}x{c['seq_len']} tokens of "
-        + (f"self-generated text (T={c['temperature']}, top-p={c['top_p']}{', start token dropped' if c['drop_start'] else ''})" if c["dataset"] == "selfgen" else f"{c['dataset']} {c['split']}")
+        + calib_source_text(c)
         + f" (seed {c['seed']})"
         for name, c in config["calibration"].items()
     ) or "none"
@@ -388,14 +444,11 @@ def table_note(model):
         + f" split, rows joined with blank lines, non-overlapping {ppl['seq_len']}-token windows, {tokens}. "
         f"Zero-shot: lm-eval builtin prompts, {limit}; accuracy is acc_norm where lm-eval reports it "
         f"(PIQA, HellaSwag, ARC-e, ARC-c, OBQA), else acc (BoolQ, WinoGrande), in %. "
-        f"Sparsity: % of decoder-block parameters removed (heads: {config['prune']['heads']}"
-        + "".join(
-            f"; {name}: " + ", ".join([f"{k} {v}" for k, v in m.get("plan", {}).items()] + ([] if m["flow"] == "dense" else ["sequential flow"]))
-            for name, m in config["methods"].items() if not is_plain(m)
-        )
-        + "). "
-        f"Stage `recovered`: layer-wise least-squares recovery (damp {config['recover']['damp']}, "
-        f"target {config['recover']['target']}). "
+        f"Sparsity: % of {'decoder-block' if config['prune']['sparsity_of'] == 'blocks' else 'all'} parameters removed; "
+        f"pruned blocks: {protocol_layers()} for every method unless its recipe says otherwise. "
+        f"Recipes (score; heads; allocation/budget; layers; flow; reconstruction; calibration): "
+        + "; ".join(recipe_summary(name, stage) for _, name, _, stage in dict.fromkeys((None, n, None, st) for _, n, _, st in method_rows(model)))
+        + ". "
         f"Calibration sets: {calib}. "
         f"Regenerate with `make run` (= `snakemake --cores 2 --profile workflow/profiles/local`)."
     )

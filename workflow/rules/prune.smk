@@ -1,4 +1,4 @@
-# Stages `score` (sparsity-independent) and `prune` (one checkpoint per sparsity).
+# Stages `score` (sparsity-independent) and `prune` (one checkpoint per method, sparsity and stage).
 
 
 rule score:
@@ -27,54 +27,26 @@ rule score:
 
 
 rule prune:
-    """Uniform plan from a score file, with the prune section's settings (plain methods)."""
-    wildcard_constraints:
-        method=method_pattern(plain=True),
+    """One rule for every method and stage: the engine runs the stage's recipe (score x unit x
+    allocation x flow x reconstruction; workflow/rules/common.smk `stage_recipe`)."""
     input:
-        model="resources/models/{model}",
-        scores="results/{model}/{calib}/{method}/scores.safetensors",
+        unpack(prune_inputs),
     output:
-        ckpt=directory("results/{model}/{calib}/{method}/s{sparsity}/pruned"),
+        ckpt=directory("results/{model}/{calib}/{method}/s{sparsity}/{stage}"),
     params:
         compute=compute_args,
         code=code_version("prune"),
         sparsity=sparsity_fraction,
-        heads=config["prune"]["heads"],
-    conda:
-        "../../envs/structprune.yaml"
-    log:
-        "logs/prune/{model}/{calib}/{method}/s{sparsity}.log",
-    benchmark:
-        "benchmarks/prune/{model}/{calib}/{method}/s{sparsity}.tsv"
-    threads: 2
-    resources:
-        **stage_resources("prune"),
-    shell:
-        "python -m structprune --threads {threads} {params.compute} prune --model {input.model}"
-        " --scores {input.scores} --sparsity {params.sparsity} --heads {params.heads}"
-        " --out {output.ckpt} > {log} 2>&1"
-
-
-rule prune_planned:
-    """Methods with their own plan or flow: FLAP's global structure and bias compensation,
-    LLM-Pruner's layer range, Wanda-sp's sequential flow (docs/baselines.md)."""
+        settings=prune_settings,
+        args=prune_args,
     wildcard_constraints:
-        method=method_pattern(plain=False),
-    input:
-        unpack(planned_inputs),
-    output:
-        ckpt=directory("results/{model}/{calib}/{method}/s{sparsity}/pruned"),
-    params:
-        compute=compute_args,
-        code=code_version("prune"),
-        sparsity=sparsity_fraction,
-        args=planned_args,
+        stage="pruned|recovered",
     conda:
         "../../envs/structprune.yaml"
     log:
-        "logs/prune/{model}/{calib}/{method}/s{sparsity}.log",
+        "logs/prune/{model}/{calib}/{method}/s{sparsity}/{stage}.log",
     benchmark:
-        "benchmarks/prune/{model}/{calib}/{method}/s{sparsity}.tsv"
+        "benchmarks/prune/{model}/{calib}/{method}/s{sparsity}/{stage}.tsv"
     threads: 2
     resources:
         **stage_resources("prune"),

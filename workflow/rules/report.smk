@@ -26,6 +26,7 @@ rule report:
         code=code_version("report"),
         benchmarks=lambda wc: " ".join(model_benchmarks(wc)),
         note=lambda wc: table_note(wc.model),
+        labels=lambda wc: label_args(wc.model),
     conda:
         "../../envs/structprune.yaml"
     log:
@@ -38,5 +39,5 @@ rule report:
     shell:
         "python -m structprune report --evals {input.evals} --csv {output.csv} --md {output.md}"
         " --tex {output.tex} --html {output.html} --plot {output.plot}"
-        " --title 'structprune: {wildcards.model}' --note {params.note:q}"
+        " --title 'structprune: {wildcards.model}' --note {params.note:q} {params.labels}"
         " --benchmarks {params.benchmarks} > {log} 2>&1"

@@ -99,7 +99,7 @@ def score_model(
     options: dict | None = None,
 ) -> dict[str, torch.Tensor]:
     """Scores of every layer: ``layers.{i}.heads`` and ``layers.{i}.neurons`` (float64)."""
-    from structprune.calibration import layer_statistics
+    from structprune.statistics import layer_statistics
 
     spec = score_method(method)
     if spec.needs_calibration and stats is None:
@@ -120,6 +120,3 @@ def score_model(
         out[f"layers.{index}.neurons"] = scores.neurons.to(torch.float64)
     return out
 
-
-# The scorers register themselves on import.
-from structprune import distribution, flap, magnitude, taylor, wanda  # noqa: E402,F401

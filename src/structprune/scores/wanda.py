@@ -15,7 +15,7 @@ sequence length and ranks identically.
 In the reference the statistics flow layer by layer through the already pruned
 layers (each layer is scored on the outputs of the pruned previous layers, with its
 own attention still dense when the MLP's statistics are taken). Here that is the
-``flow: sequential`` path (``recover.prune_sequential``), which feeds this scorer
+``flow: sequential`` path of the engine (``engine.py``), which feeds this scorer
 the pruned stream's statistics.
 """
 
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from structprune.scores import LayerWeights, Scorer, UnitScores, per_head, register
+from structprune.scores.registry import LayerWeights, Scorer, UnitScores, per_head, register
 
 
 def wanda_channel_scores(weight: torch.Tensor, input_second_moment: torch.Tensor) -> torch.Tensor:

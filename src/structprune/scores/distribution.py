@@ -1,4 +1,8 @@
-"""Distribution-aware depth-2 scores (arXiv 2407.19126; our reading, see docs/method.md).
+"""Distribution-aware depth-2 scores (arXiv 2407.19126), the paper's and our extensions.
+
+Defaults are the paper's (docs/method.md): ``mlp="product"`` (Appendix B, `paper.py`) and
+``redundancy="js"`` (Eq. 1 + Algorithm 2, with threshold ``tau``). Our extensions,
+labelled as ours in the table and docs:
 
 A depth-2 unit's importance is the expected squared norm of what it adds to the
 block output, measured on calibration data:
@@ -17,7 +21,8 @@ from __future__ import annotations
 
 import torch
 
-from structprune.scores import LayerWeights, Scorer, UnitScores, register
+from structprune.scores.paper import candidates_first, gated_product_scores, redundancy_candidates
+from structprune.scores.registry import LayerWeights, Scorer, UnitScores, register
 
 
 def head_output_gram(o_weight: torch.Tensor, z_second_moment: torch.Tensor, head_dim: int) -> torch.Tensor:
@@ -89,21 +94,43 @@ def mlp_closed_form(down: torch.Tensor, w1: torch.Tensor, x_second_moment: torch
     return down.to(torch.float64).pow(2).sum(0) * quadratic
 
 
-@register("distribution", needs_calibration=True, citation="arXiv 2407.19126, distribution-aware depth-2 score")
-def make_distribution(mlp: str = "output", w1: str = "up", group_threshold: float | None = None) -> Scorer:
-    if mlp not in ("output", "closed_form"):
-        raise ValueError(f"distribution: mlp must be 'output' or 'closed_form', got {mlp!r}")
+MLP_SCORES = ("product", "output", "closed_form")
+REDUNDANCY = ("js", "cosine", "none")
+
+
+@register("distribution", needs_calibration=True, citation="arXiv 2407.19126 Sec. 3.2, Eq. 1-4, Appendix B, Algorithm 2")
+def make_distribution(
+    mlp: str = "product", redundancy: str = "js", tau: float = 0.16, w1: str = "up",
+    group_threshold: float | None = None,
+) -> Scorer:
+    """mlp: product (paper, Appendix B) | output (ours: ||W_down[:, j]||^2 E[h_j^2]) | closed_form
+    (one path, W1 = `w1`). redundancy: js (paper: Algorithm 2's candidates at `tau` go first) |
+    cosine (ours: grouping by output similarity >= `group_threshold`) | none. A head's own
+    score is its expected output power E||W_O^h z_h||^2 (ours; the paper ranks heads by
+    redundancy only)."""
+    if mlp not in MLP_SCORES:
+        raise ValueError(f"distribution: mlp must be one of {MLP_SCORES}, got {mlp!r}")
+    if redundancy not in REDUNDANCY:
+        raise ValueError(f"distribution: redundancy must be one of {REDUNDANCY}, got {redundancy!r}")
     if w1 not in ("up", "gate"):
         raise ValueError(f"distribution: w1 must be 'up' or 'gate', got {w1!r}")
+    if redundancy == "cosine" and group_threshold is None:
+        raise ValueError("distribution: redundancy 'cosine' needs group_threshold (e.g. 0.2)")
 
     def scorer(weights: LayerWeights, stats: dict[str, torch.Tensor]) -> UnitScores:
         gram = head_output_gram(weights.o, stats["o_proj_in.second_moment"], weights.geometry.head_dim)
-        if mlp == "output":
+        if mlp == "product":
+            neurons = gated_product_scores(weights.down, weights.up, weights.gate, stats["mlp_in.second_moment"])
+        elif mlp == "output":
             neurons = mlp_output_power(weights.down, stats["down_proj_in.second_moment_diag"])
         else:
             neurons = mlp_closed_form(weights.down, getattr(weights, w1), stats["mlp_in.second_moment"])
         heads = gram.diagonal().clone()
-        if group_threshold is not None:
+        if redundancy == "js":
+            if "attn_js.divergence" not in stats:
+                raise ValueError("distribution: redundancy 'js' needs attention maps (rerun the calibrate stage)")
+            heads = candidates_first(heads, redundancy_candidates(stats["attn_js.divergence"], tau))
+        elif redundancy == "cosine":
             heads = grouped_head_scores(heads, head_similarity(gram), group_threshold)
         return UnitScores(heads, neurons)
 

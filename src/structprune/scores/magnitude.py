@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from structprune.scores import LayerWeights, Scorer, UnitScores, per_head, register
+from structprune.scores.registry import LayerWeights, Scorer, UnitScores, per_head, register
 
 
 def _row_norms(weight: torch.Tensor, p: int) -> torch.Tensor:

@@ -12,6 +12,10 @@ that site (the covariance is E[x x^T] - mean mean^T). Sites:
 - ``down_proj_in``: h = silu(gate x) * (up x), the MLP units' outputs. Only the
   diagonal E[h_i^2] is kept by default (the full matrix is intermediate^2).
 
+Besides the moments, ``attn_js.divergence`` holds the (heads x heads) matrix of mean
+Jensen-Shannon divergences between query heads' attention-probability rows
+(arXiv 2407.19126 Sec. 3.2.2, Eq. 1), for the paper's head redundancy.
+
 These are what the distribution-aware scores (E[h_i^2], Sigma_z of each head,
 Sigma of the MLP input) and the peer baselines (Wanda-sp's ||x_j||, FLAP's
 variance) need. Statistics are taken on the dense model; methods whose
@@ -27,7 +31,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from structprune.device import execution_device, layer_on_device
-from structprune.layerwise import capture_layer_inputs, propagate
+from structprune.streams import capture_layer_inputs, propagate
 from structprune.models import decoder_layers
 
 FULL_SITES = ("attn_in", "o_proj_in", "mlp_in")
@@ -62,6 +66,62 @@ class MomentAccumulator:
         return {"mean": self.total / self.count, key: self.outer / self.count}
 
 
+def attention_probabilities(attn: nn.Module, hidden: torch.Tensor, position_embeddings) -> torch.Tensor:
+    """Causal softmax(q k^T * scaling) of every query head, (batch, heads, seq, seq), float32.
+
+    Recomputed from the module's own q/k projections and rotary embeddings, so it is the
+    same map whatever attention kernel (sdpa, eager) the model runs; calibration samples
+    carry no padding, so the mask is the causal one.
+    """
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    batch, seq, _ = hidden.shape
+    head_dim = attn.head_dim
+    q = attn.q_proj(hidden).view(batch, seq, -1, head_dim).transpose(1, 2)
+    k = attn.k_proj(hidden).view(batch, seq, -1, head_dim).transpose(1, 2)
+    cos, sin = position_embeddings
+    q, k = apply_rotary_pos_emb(q, k, cos, sin)
+    k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+    logits = (q.float() @ k.float().transpose(-1, -2)) * attn.scaling
+    causal = torch.ones(seq, seq, dtype=torch.bool, device=hidden.device).triu(1)
+    return logits.masked_fill(causal, float("-inf")).softmax(-1)
+
+
+def pairwise_js_divergence(probs: torch.Tensor) -> torch.Tensor:
+    """Sum over rows of JS(p_i || p_j) for every pair of heads: (heads, heads), float64.
+
+    `probs` is (..., heads, rows, keys); JS(p, q) = H(m) - (H(p) + H(q)) / 2 with m the
+    average of p and q and H the entropy in nats, so 0 <= JS <= ln 2.
+    """
+    p = probs.to(torch.float64)
+    neg_entropy = torch.special.xlogy(p, p).sum(-1)  # (..., heads, rows)
+    heads = p.shape[-3]
+    out = torch.zeros(heads, heads, dtype=torch.float64, device=p.device)
+    for i in range(heads):
+        m = 0.5 * (p[..., i : i + 1, :, :] + p)
+        js = 0.5 * (neg_entropy[..., i : i + 1, :] + neg_entropy) - torch.special.xlogy(m, m).sum(-1)
+        out[i] = js.clamp_min(0).reshape(-1, heads, js.shape[-1]).sum((0, 2))
+    return out
+
+
+@dataclass
+class DivergenceAccumulator:
+    """Mean pairwise Jensen-Shannon divergence of heads' attention rows (Eq. 1 of the paper)."""
+
+    total: torch.Tensor | None = None
+    rows: int = 0
+
+    def add(self, probs: torch.Tensor) -> None:
+        js = pairwise_js_divergence(probs.detach())
+        self.total = js if self.total is None else self.total + js
+        self.rows += probs.shape[0] * probs.shape[-2]
+
+    def moments(self) -> dict[str, torch.Tensor]:
+        if not self.rows:
+            raise ValueError("no attention maps were accumulated")
+        return {"divergence": self.total / self.rows}
+
+
 @dataclass
 class LayerStatistics:
     """Accumulators for one decoder layer, fed by hooks on its submodules."""
@@ -72,14 +132,18 @@ class LayerStatistics:
             **{s: MomentAccumulator(full=False) for s in DIAGONAL_SITES},
         }
     )
+    attention_maps: DivergenceAccumulator = field(default_factory=DivergenceAccumulator)
 
     def moments(self) -> dict[str, torch.Tensor]:
-        """``{site}.{mean|second_moment|second_moment_diag}``: what a scorer reads."""
-        return {
+        """``{site}.{mean|second_moment|second_moment_diag}`` and ``attn_js.divergence``."""
+        out = {
             f"{site}.{name}": tensor
             for site, accumulator in self.sites.items()
             for name, tensor in accumulator.moments().items()
         }
+        if self.attention_maps.rows:
+            out["attn_js.divergence"] = self.attention_maps.moments()["divergence"]
+        return out
 
     def attach(self, layer: nn.Module) -> list:
         def on_input(site):
@@ -88,8 +152,14 @@ class LayerStatistics:
         def on_output(site):
             return lambda _m, _args, out: self.sites[site].add(out)
 
+        def on_attention(module, args, kwargs, _out):
+            hidden = args[0] if args else kwargs["hidden_states"]
+            with torch.no_grad():
+                self.attention_maps.add(attention_probabilities(module, hidden, kwargs["position_embeddings"]))
+
         attn, mlp = layer.self_attn, layer.mlp
         return [
+            attn.register_forward_hook(on_attention, with_kwargs=True),
             layer.input_layernorm.register_forward_pre_hook(on_input("block_in")),
             layer.input_layernorm.register_forward_hook(on_output("attn_in")),
             attn.o_proj.register_forward_pre_hook(on_input("o_proj_in")),

@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import torch
 
-from structprune.scores import LayerWeights, Scorer, UnitScores, register
-from structprune import wanda  # module import: wanda and flap both register via scores.py
+from structprune.scores.registry import LayerWeights, Scorer, UnitScores, register
+from structprune.scores import wanda
 
 METRICS = ("WIFV", "IFV", "WIFN")
 

@@ -9,6 +9,7 @@ hidden states of the calibration set, never the whole model's activations.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,3 +67,44 @@ def propagate(layer: nn.Module, batches: list[LayerBatch]) -> None:
     """Advance every batch through `layer` in place (hooks on the layer see each batch)."""
     for batch in batches:
         batch.hidden = apply_layer(layer, batch)
+
+
+@contextmanager
+def tapped(taps: dict[str, tuple[nn.Module, str]]):
+    """Record each tapped module's input ("in") or output ("out") under its key while active."""
+    seen: dict[str, torch.Tensor] = {}
+    handles = []
+    for key, (module, where) in taps.items():
+        if where == "in":
+            handles.append(module.register_forward_pre_hook(lambda _m, args, key=key: seen.__setitem__(key, args[0].detach())))
+        else:
+            handles.append(module.register_forward_hook(lambda _m, _a, out, key=key: seen.__setitem__(key, out.detach())))
+    try:
+        yield seen
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def paired_pass(
+    dense_layer: nn.Module, layer: nn.Module, dense: list[LayerBatch], pruned: list[LayerBatch],
+    taps: dict[str, tuple[str, str, str]], consume, extra_hooks=(),
+) -> None:
+    """Run both streams once through their layers (not advancing them) and hand each batch's
+    tapped tensors to `consume`. `taps` maps key -> (stream "dense"|"pruned", submodule path,
+    "in"|"out"); `extra_hooks` are callables attaching more hooks to `layer` (statistics)."""
+    modules = {
+        key: ((dense_layer if stream == "dense" else layer).get_submodule(path), where)
+        for key, (stream, path, where) in taps.items()
+    }
+    handles = [handle for attach in extra_hooks for handle in attach(layer)]
+    try:
+        with tapped(modules) as seen:
+            for d, p in zip(dense, pruned):
+                if any(stream == "dense" for stream, _, _ in taps.values()):
+                    apply_layer(dense_layer, d)
+                apply_layer(layer, p)
+                consume(seen)
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -29,7 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from structprune.models import decoder_layers
-from structprune.scores import LayerWeights, Scorer, UnitScores, per_head, register
+from structprune.scores.registry import LayerWeights, Scorer, UnitScores, per_head, register
 
 VARIANTS = ("element1", "element2", "vector")
 # matrix -> (module path inside a decoder layer, dimension its channels live on: 0 rows, 1 columns)

@@ -1,0 +1,252 @@
+"""The one layer-wise loop every pruning run goes through.
+
+A `Recipe` (recipe.py) picks a score, a unit, an allocation, a flow and a reconstruction;
+`prune_with_recipe` carries it out:
+
+1. allocation: how many units each layer loses (`allocation.py`; the global allocation reads
+   the dense model's scores);
+2. with the dense flow and no refit, every layer's units are selected from the dense scores
+   and sliced at once (no forward pass; bias compensation uses the dense statistics);
+3. otherwise calibration samples enter layer 0 and, layer by layer (sparsegpt's pattern),
+   the pruned stream X^ (and, when a refit needs targets, the dense stream X) is run through
+   the layer with hooks: statistics for scoring (sequential flow), pairs for least squares
+   (reconstruction), then the layer is sliced and both streams advance, the dense one through
+   a copy of the dense layer. Memory: one layer's statistics plus the streams' hidden states.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from structprune.allocation import global_budgets, layer_ratio, resolve_layer_range, uniform_budgets
+from structprune.device import execution_device, layer_on_device
+from structprune.models import count_parameters, decoder_layers, layer_geometry, model_geometries, model_head_dim
+from structprune.plan import check_scores, plan_from_budgets
+from structprune.prune import add_output_bias, compensation_bias, prune_attention, prune_mlp, prune_model, unit_channels, with_plan_widths
+from structprune.recipe import Recipe, recipe_problems
+from structprune.reconstruction import LinearRefit, refit_linear, refit_shared_input
+from structprune.scores import LayerWeights, UnitScores, score_method
+from structprune.statistics import LayerStatistics
+from structprune.streams import LayerBatch, apply_layer, capture_layer_inputs, paired_pass, propagate
+from structprune.units import LayerBudget, LayerPlan, PrunePlan, select_heads, select_neurons, select_units
+
+log = logging.getLogger(__name__)
+
+# The norm whose input is the residual stream a refit matrix's output is added to ("block" target).
+RESIDUAL_OF = {"self_attn.o_proj": "input_layernorm", "mlp.down_proj": "post_attention_layernorm"}
+
+
+@dataclass
+class EngineResult:
+    model: nn.Module
+    plan: PrunePlan
+    budgets: list[LayerBudget]
+    layer_range: tuple[int, int]
+    ratio: float  # fraction of each pruned layer's block parameters the allocation targets
+    reports: list[dict] = field(default_factory=list)  # per layer: reconstruction errors
+
+
+def check_recipe(recipe: Recipe, scores, stats, samples) -> None:
+    problems = recipe_problems(recipe)
+    if recipe.reads_score_file and scores is None:
+        problems.append("this recipe selects or allocates from the dense model's scores: pass them (--scores)")
+    if recipe.needs_samples and samples is None:
+        problems.append("this recipe runs calibration samples through the layers: pass them (--data)")
+    if recipe.needs_dense_moments and stats is None:
+        problems.append("bias compensation in the dense flow needs the dense calibration statistics (--stats)")
+    if problems:
+        raise ValueError("cannot run this method: " + "; ".join(problems))
+
+
+def allocate(recipe: Recipe, model: nn.Module, sparsity: float, scores) -> tuple[list[LayerBudget], tuple[int, int], float]:
+    geometries = model_geometries(model)
+    layer_range = resolve_layer_range(recipe.layers, len(geometries))
+    total = count_parameters(model)["total"]
+    ratio = layer_ratio(geometries, sparsity, layer_range, recipe.sparsity_of, total)
+    if recipe.allocation == "global":
+        check_scores(scores, geometries)
+        return global_budgets(scores, geometries, ratio, layer_range, recipe.heads), layer_range, ratio
+    return uniform_budgets(geometries, ratio, layer_range, recipe.heads, recipe.budget), layer_range, ratio
+
+
+def prune_with_recipe(
+    model: nn.Module, recipe: Recipe, sparsity: float, *, scores: dict | None = None, stats: dict | None = None,
+    samples: torch.Tensor | None = None, batch_size: int = 8, progress: bool = True,
+) -> EngineResult:
+    """Prune `model` (in place where possible) as `recipe` says; see the module docstring."""
+    check_recipe(recipe, scores, stats, samples)
+    if scores is not None:
+        check_scores(scores, model_geometries(model))
+    budgets, layer_range, ratio = allocate(recipe, model, sparsity, scores)
+    if not recipe.needs_samples:
+        plan = plan_from_budgets(scores, model_geometries(model), budgets, recipe.heads)
+        means = stats if recipe.reconstruct == "bias" else None
+        return EngineResult(prune_model(model, plan, means), plan, budgets, layer_range, ratio)
+    return _stream_prune(model, recipe, budgets, layer_range, ratio, scores, samples, batch_size, progress)
+
+
+# --------------------------------------------------------------------------- the layer loop
+
+@dataclass
+class _Context:
+    recipe: Recipe
+    scorer: object
+    head_dim: int
+    scores: dict | None
+    dense: list[LayerBatch] | None
+    pruned: list[LayerBatch]
+
+
+def _stream_prune(model, recipe, budgets, layer_range, ratio, scores, samples, batch_size, progress) -> EngineResult:
+    refits = recipe.reconstruct in ("refit", "paper")
+    pruned = capture_layer_inputs(model, samples, batch_size)
+    ctx = _Context(
+        recipe, score_method(recipe.score).make(**recipe.options), model_head_dim(model.config), scores,
+        [LayerBatch(b.hidden.clone(), b.kwargs) for b in pruned] if refits else None, pruned,
+    )
+    device = execution_device(model)
+    plans, reports = [], []
+    diverged = False  # until a layer is pruned, the pruned stream is the dense one
+    desc = f"{recipe.flow} flow, {recipe.reconstruct} reconstruction"
+    for index, layer in enumerate(tqdm(decoder_layers(model), desc=desc, disable=not progress)):
+        geometry = layer_geometry(layer, ctx.head_dim)
+        budget = budgets[index]
+        with layer_on_device(layer, device):
+            if not diverged and budget == LayerBudget(0, 0):
+                lp = select_units(torch.zeros(geometry.num_heads), torch.zeros(geometry.intermediate_size), geometry, budget, recipe.heads)
+                report = {"layer": index, "kept": "dense (nothing pruned yet)"}
+                propagate(layer, ctx.pruned)
+                if ctx.dense is not None:
+                    for d, p in zip(ctx.dense, ctx.pruned):
+                        d.hidden = p.hidden
+            elif recipe.reconstruct == "paper":
+                lp, report = _paper_layer(ctx, index, layer, geometry, budget)
+            elif recipe.reconstruct == "refit":
+                lp, report = _refit_layer(ctx, index, layer, geometry, budget)
+            else:
+                lp, report = _sequential_layer(ctx, index, layer, geometry, budget)
+            diverged = diverged or budget != LayerBudget(0, 0)
+        plans.append(lp)
+        reports.append(report)
+        log.info("layer %d: %s", index, {k: v for k, v in report.items() if k != "layer"})
+    plan = PrunePlan(plans)
+    return EngineResult(with_plan_widths(model, plan), plan, budgets, layer_range, ratio, reports)
+
+
+def _layer_scores(ctx: _Context, index: int, layer: nn.Module, layer_stats: LayerStatistics | None) -> UnitScores:
+    """Sequential flow: score on the pruned stream's statistics; dense flow: the score file."""
+    if ctx.recipe.flow == "sequential":
+        return ctx.scorer(LayerWeights.from_layer(index, layer, ctx.head_dim), layer_stats.moments())
+    return UnitScores(ctx.scores[f"layers.{index}.heads"], ctx.scores[f"layers.{index}.neurons"])
+
+
+def _sequential_layer(ctx, index, layer, geometry, budget) -> tuple[LayerPlan, dict]:
+    """No refit (Wanda-sp's flow, FLAP's with compensation): score on X^, slice, advance X^."""
+    stats = LayerStatistics()
+    if ctx.recipe.flow == "sequential" or ctx.recipe.reconstruct == "bias":
+        paired_pass(layer, layer, ctx.pruned, ctx.pruned, {}, lambda seen: None, [stats.attach])
+    scores = _layer_scores(ctx, index, layer, stats)
+    lp = select_units(scores.heads, scores.neurons, geometry, budget, ctx.recipe.heads)
+    biases = None
+    if ctx.recipe.reconstruct == "bias":
+        moments = stats.moments()
+        biases = (
+            compensation_bias(layer.self_attn.o_proj.weight.data, moments["o_proj_in.mean"], unit_channels(lp.keep_heads, ctx.head_dim)),
+            compensation_bias(layer.mlp.down_proj.weight.data, moments["down_proj_in.mean"], torch.tensor(lp.keep_neurons)),
+        )
+    prune_attention(layer, lp.keep_heads, lp.keep_kv_heads, ctx.head_dim)
+    prune_mlp(layer, lp.keep_neurons)
+    if biases is not None:
+        layer.self_attn.o_proj = add_output_bias(layer.self_attn.o_proj, biases[0])
+        layer.mlp.down_proj = add_output_bias(layer.mlp.down_proj, biases[1])
+    propagate(layer, ctx.pruned)
+    return lp, {"layer": index, "heads": len(lp.keep_heads), "neurons": len(lp.keep_neurons)}
+
+
+def _pairs(module: str, target: str) -> tuple[dict, callable]:
+    """Taps and a pair builder for refitting `module` toward the dense module output, or
+    (target "block") the dense output plus the gap between the dense and pruned residual
+    streams it is added to, so the residual stream after it matches the dense model's."""
+    taps = {"x": ("pruned", module, "in"), "y": ("dense", module, "out")}
+    if target == "block":
+        residual = RESIDUAL_OF[module]
+        taps |= {"dense_res": ("dense", residual, "in"), "pruned_res": ("pruned", residual, "in")}
+
+    def pair(seen):
+        y = seen["y"] + seen["dense_res"] - seen["pruned_res"] if target == "block" else seen["y"]
+        return seen["x"], y
+
+    return taps, pair
+
+
+def _collect(ctx, dense_layer, layer, module: str, target: str, extra_hooks=()) -> LinearRefit:
+    taps, pair = _pairs(module, target)
+    refit = LinearRefit()
+    paired_pass(dense_layer, layer, ctx.dense, ctx.pruned, taps, lambda seen: refit.add(*pair(seen)), extra_hooks)
+    return refit
+
+
+def _refit_layer(ctx, index, layer, geometry, budget) -> tuple[LayerPlan, dict]:
+    """Ours: score (sequential: on X^), slice, then refit o_proj and down_proj after the cut."""
+    recipe = ctx.recipe
+    dense_layer = copy.deepcopy(layer)
+    stats = LayerStatistics()
+    o_refit = _collect(ctx, dense_layer, layer, "self_attn.o_proj", recipe.target, [stats.attach])
+    scores = _layer_scores(ctx, index, layer, stats)
+    lp = select_units(scores.heads, scores.neurons, geometry, budget, recipe.heads)
+    prune_attention(layer, lp.keep_heads, lp.keep_kv_heads, ctx.head_dim)
+    prune_mlp(layer, lp.keep_neurons)
+    report = {"layer": index, "heads": len(lp.keep_heads), "neurons": len(lp.keep_neurons)}
+    report["o_proj_mse"] = refit_linear(layer.self_attn.o_proj, o_refit.restricted(unit_channels(lp.keep_heads, ctx.head_dim)), recipe.damp)
+    d_refit = _collect(ctx, dense_layer, layer, "mlp.down_proj", recipe.target)
+    report["down_proj_mse"] = refit_linear(layer.mlp.down_proj, d_refit, recipe.damp)
+    propagate(dense_layer, ctx.dense)
+    propagate(layer, ctx.pruned)
+    return lp, report
+
+
+def _refit_first_level(ctx, dense_layer, layer, names: list[str], damp: float) -> dict:
+    """Refit the linear maps `names` that read one input (q, k, v; gate, up) from the pruned
+    stream's input X^ to the dense layer's outputs of the same maps (the module's first level)."""
+    linears = [layer.get_submodule(n) for n in names]
+    taps = {"x": ("pruned", names[0], "in"), **{n: ("dense", n, "out") for n in names}}
+    refit = LinearRefit()
+    paired_pass(dense_layer, layer, ctx.dense, ctx.pruned, taps,
+                lambda seen: refit.add(seen["x"], torch.cat([seen[n] for n in names], -1)))
+    errors = refit_shared_input(linears, refit, damp)
+    return {f"{n.rsplit('.', 1)[1]}_mse": e for n, e in zip(names, errors)}
+
+
+def _paper_layer(ctx, index, layer, geometry, budget) -> tuple[LayerPlan, dict]:
+    """Algorithms 1, 3, 4: per module (attention, then MLP), refit the first level to the dense
+    first-level outputs, then the second level to the dense module output on the input the
+    refitted first level produces; score on the updated statistics; prune (no refit after)."""
+    recipe = ctx.recipe
+    dense_layer = copy.deepcopy(layer)
+    report: dict = {"layer": index}
+    # attention: q, k, v from X^; o on the refitted heads' output
+    report |= _refit_first_level(ctx, dense_layer, layer, ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"], recipe.damp)
+    attn_stats = LayerStatistics()
+    o_refit = _collect(ctx, dense_layer, layer, "self_attn.o_proj", "module", [attn_stats.attach])
+    report["o_proj_mse"] = refit_linear(layer.self_attn.o_proj, o_refit, recipe.damp)
+    heads = _layer_scores(ctx, index, layer, attn_stats).heads
+    keep_heads, keep_kv = select_heads(heads, geometry, budget.heads, recipe.heads)
+    prune_attention(layer, keep_heads, keep_kv, ctx.head_dim)
+    # MLP: gate, up from X^ (after the pruned attention); down on the refitted neurons' output
+    report |= _refit_first_level(ctx, dense_layer, layer, ["mlp.gate_proj", "mlp.up_proj"], recipe.damp)
+    mlp_stats = LayerStatistics()
+    d_refit = _collect(ctx, dense_layer, layer, "mlp.down_proj", "module", [mlp_stats.attach])
+    report["down_proj_mse"] = refit_linear(layer.mlp.down_proj, d_refit, recipe.damp)
+    neurons = _layer_scores(ctx, index, layer, mlp_stats).neurons
+    lp = LayerPlan(keep_heads, keep_kv, select_neurons(neurons, geometry, budget.neurons))
+    prune_mlp(layer, lp.keep_neurons)
+    report |= {"heads": len(keep_heads), "neurons": len(lp.keep_neurons)}
+    propagate(dense_layer, ctx.dense)
+    propagate(layer, ctx.pruned)
+    return lp, report

@@ -1,0 +1,105 @@
+"""A pruning method as five independent choices, and the rules for combining them.
+
+score x unit x allocation x flow x reconstruction (docs/method.md §3):
+
+- score: a registered scorer (`scores/`), with its options;
+- unit (`heads`): query heads within kv groups, or whole kv groups (`units.py`);
+- allocation: uniform per pruned layer, or FLAP's global threshold, over a block range,
+  with a per-layer budget rule (`allocation.py`);
+- flow: ``dense`` (scores from the dense model's statistics, computed once) or
+  ``sequential`` (each layer scored on the pruned model's activations);
+- reconstruction: none, bias compensation, our post-slice refit, the paper's pre-pruning
+  refit (`reconstruction.py`).
+
+This module is stdlib-only: the workflow's config validation imports it, so a combination
+that cannot work is rejected before any job starts, with the reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+# What each registered score reads (the registry checks it agrees: tests/test_engine.py).
+SCORE_STATISTICS = {
+    "random": "none", "l1": "none", "l2": "none", "magnitude2": "none",
+    "distribution": "moments", "wanda_sp": "moments", "flap": "moments", "taylor": "gradients",
+}
+HEAD_MODES = ("within_kv_groups", "kv_groups")
+ALLOCATIONS = ("uniform", "global")
+BUDGETS = ("matched", "per_module")
+SPARSITY_OF = ("blocks", "total")
+FLOWS = ("dense", "sequential")
+RECONSTRUCTIONS = ("none", "bias", "refit", "paper")
+TARGETS = ("block", "module")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    score: str
+    options: dict = field(default_factory=dict)
+    heads: str = "within_kv_groups"
+    allocation: str = "uniform"
+    budget: str = "matched"
+    layers: object = "all"  # "protocol" ([4, L-2)), "all", or [start, end)
+    sparsity_of: str = "blocks"
+    flow: str = "dense"
+    reconstruct: str = "none"
+    damp: float = 0.01
+    target: str = "block"
+
+    @property
+    def reads_score_file(self) -> bool:
+        """Scores computed once on the dense model: the dense flow's selection, or the global
+        allocation's per-layer counts."""
+        return self.flow == "dense" or self.allocation == "global"
+
+    @property
+    def needs_samples(self) -> bool:
+        """Calibration samples flow through the layers (sequential flow or a refit)."""
+        return self.flow == "sequential" or self.reconstruct in ("refit", "paper")
+
+    @property
+    def needs_dense_moments(self) -> bool:
+        """Bias compensation from the dense model's statistics (dense flow)."""
+        return self.reconstruct == "bias" and not self.needs_samples
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        out["layers"] = list(self.layers) if isinstance(self.layers, (list, tuple)) else self.layers
+        return out
+
+
+def recipe_problems(recipe: Recipe) -> list[str]:
+    """Why this combination cannot run (empty when it can)."""
+    problems = []
+    choices = {
+        "heads": (recipe.heads, HEAD_MODES), "allocation": (recipe.allocation, ALLOCATIONS),
+        "budget": (recipe.budget, BUDGETS), "sparsity_of": (recipe.sparsity_of, SPARSITY_OF),
+        "flow": (recipe.flow, FLOWS), "reconstruct": (recipe.reconstruct, RECONSTRUCTIONS),
+        "target": (recipe.target, TARGETS),
+    }
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            problems.append(f"{key}: {value!r} is not one of {list(allowed)}")
+    if recipe.score not in SCORE_STATISTICS:
+        problems.append(f"score: unknown {recipe.score!r}; known: {sorted(SCORE_STATISTICS)}")
+    layers = recipe.layers
+    if not (layers in ("protocol", "all") or (isinstance(layers, (list, tuple)) and len(layers) == 2
+                                               and all(isinstance(v, int) and v >= 0 for v in layers) and layers[0] < layers[1])):
+        problems.append(f"layers: {layers!r} must be 'protocol', 'all' or [start, end) with start < end")
+    if recipe.damp < 0:
+        problems.append(f"damp: {recipe.damp} must be >= 0")
+    if problems:
+        return problems
+    statistics = SCORE_STATISTICS[recipe.score]
+    if recipe.allocation == "global" and recipe.heads != "kv_groups":
+        problems.append("allocation 'global' removes whole kv groups (a lone query head would leave uneven groups): set heads: kv_groups")
+    if recipe.allocation == "global" and recipe.budget != "matched":
+        problems.append("budget applies to the uniform allocation only; the global threshold sets every layer's budget")
+    if statistics == "gradients" and (recipe.flow == "sequential" or recipe.reconstruct == "paper"):
+        problems.append(
+            f"score {recipe.score!r} reads backprop saliencies of the dense model, taken once: it cannot be "
+            "recomputed on a pruned stream (flow: sequential or reconstruct: paper); use flow: dense and "
+            "reconstruct none, bias or refit"
+        )
+    return problems

@@ -1,0 +1,97 @@
+"""Reconstruction strategies: what is refit after (or before) units are removed.
+
+- ``none``: the sliced dense weights stay.
+- ``bias``: FLAP's bias compensation, the removed input channels' mean contribution folded
+  into o_proj / down_proj biases (`prune.compensation_bias`).
+- ``refit`` (ours): after slicing, o_proj and down_proj are refit by least squares so the
+  residual stream after them matches the dense model's (``target="block"``) or the dense
+  module output (``"module"``), ridge-damped toward the dense weights.
+- ``paper`` (arXiv 2407.19126 Sec. 3.3, Algorithms 1, 3, 4): *pre-pruning* recovery, module
+  by module: the first level (q, k, v; gate, up) is refit from the pruned stream's input to
+  the dense first-level outputs, then the second level (o; down) on the input the refitted
+  first level produces; the module is then scored and pruned without a further refit.
+
+This module holds the shared numerics: normal equations accumulated in float64 and the
+damped solve. The engine (`engine.py`) decides which pairs feed them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+RECONSTRUCTIONS = ("none", "bias", "refit", "paper")
+TARGETS = ("block", "module")
+
+
+@dataclass
+class LinearRefit:
+    """Normal equations of one linear map, accumulated in float64: X^X^^T, Y X^^T and ||Y||^2."""
+
+    xx: torch.Tensor | None = None
+    yx: torch.Tensor | None = None
+    yy: torch.Tensor | None = None  # per output row
+    count: int = 0
+
+    def add(self, x_hat: torch.Tensor, y: torch.Tensor) -> None:
+        x_hat = x_hat.reshape(-1, x_hat.shape[-1]).to(torch.float64)
+        y = y.reshape(-1, y.shape[-1]).to(torch.float64)
+        if self.xx is None:
+            self.xx = torch.zeros(x_hat.shape[1], x_hat.shape[1], dtype=torch.float64, device=x_hat.device)
+            self.yx = torch.zeros(y.shape[1], x_hat.shape[1], dtype=torch.float64, device=x_hat.device)
+            self.yy = torch.zeros(y.shape[1], dtype=torch.float64, device=x_hat.device)
+        self.xx += x_hat.T @ x_hat
+        self.yx += y.T @ x_hat
+        self.yy += (y * y).sum(0)
+        self.count += x_hat.shape[0]
+
+    def restricted(self, columns: torch.Tensor) -> "LinearRefit":
+        """The same problem when only the input channels `columns` remain."""
+        columns = columns.to(self.xx.device)
+        return LinearRefit(self.xx[columns][:, columns], self.yx[:, columns], self.yy, self.count)
+
+    def rows(self, start: int, end: int) -> "LinearRefit":
+        """The sub-problem of output rows [start, end) (q, k and v share one input)."""
+        return LinearRefit(self.xx, self.yx[start:end], self.yy[start:end], self.count)
+
+    def error(self, weight: torch.Tensor) -> float:
+        """Mean squared reconstruction error ||W X^ - Y||^2 / tokens, from the accumulated sums."""
+        w = weight.to(self.xx.device, torch.float64)
+        total = (w @ self.xx * w).sum() - 2 * (w * self.yx).sum() + self.yy.sum()
+        return float(total) / max(self.count, 1)
+
+
+def ridge_toward(weight0: torch.Tensor, refit: LinearRefit, damp: float) -> torch.Tensor:
+    """argmin_W ||W X^ - Y||^2 + sum_j lambda_j ||W[:, j] - W0[:, j]||^2, closed form.
+
+    lambda_j = damp * (X^X^^T)_jj: damping per input channel, relative to that channel's
+    own energy, toward the dense weights. A single scalar from the mean of diag(X X^T)
+    would shrink every ordinary channel of a model with massive activations toward zero
+    (DESIGN.md, "Numerics"). With damp = 0 this is ordinary least squares.
+    """
+    w0 = weight0.to(refit.xx.device, torch.float64)
+    diag = refit.xx.diagonal()
+    lam = damp * diag + 1e-12 * diag.max().clamp_min(1e-30)  # floor keeps dead channels solvable
+    lhs = refit.xx + torch.diag(lam)
+    rhs = refit.yx + w0 * lam[None, :]
+    solution = torch.linalg.solve(lhs, rhs.T).T
+    return solution.to(weight0.device, weight0.dtype)
+
+
+def refit_linear(linear: torch.nn.Linear, refit: LinearRefit, damp: float) -> tuple[float, float]:
+    """Replace `linear`'s weight by the damped least-squares solution; (error before, after)."""
+    before = refit.error(linear.weight.data)
+    linear.weight.data = ridge_toward(linear.weight.data, refit, damp)
+    return before, refit.error(linear.weight.data)
+
+
+def refit_shared_input(linears: list[torch.nn.Linear], refit: LinearRefit, damp: float) -> list[tuple[float, float]]:
+    """Refit maps that read one input (q, k, v; gate, up), whose targets were stacked in
+    `refit`'s output rows in this order: one X^X^^T serves them all."""
+    errors, start = [], 0
+    for linear in linears:
+        end = start + linear.out_features
+        errors.append(refit_linear(linear, refit.rows(start, end), damp))
+        start = end
+    return errors

@@ -1,0 +1,219 @@
+"""The engine and its strategies: known answers on small tensors and tiny models."""
+
+import copy
+import math
+
+import pytest
+import torch
+
+from structprune.allocation import default_layer_range, global_budgets, layer_ratio, uniform_budgets
+from structprune.engine import prune_with_recipe
+from structprune.models import LayerGeometry, model_geometries
+from structprune.plan import plan_global, plan_uniform
+from structprune.prune import prune_model
+from structprune.recipe import SCORE_STATISTICS, Recipe, recipe_problems
+from structprune.reconstruction import LinearRefit, refit_shared_input, ridge_toward
+from structprune.scores import REGISTRY, score_model
+from structprune.statistics import collect_statistics
+from structprune.units import LayerBudget, select_units
+
+GQA = LayerGeometry(num_heads=6, num_kv_heads=2, head_dim=4, hidden_size=48, intermediate_size=64)
+
+
+# ------------------------------------------------------------------ reconstruction numerics
+
+def test_ridge_toward_known_answers():
+    torch.manual_seed(0)
+    x = torch.randn(200, 4, dtype=torch.float64)
+    w_true = torch.randn(3, 4, dtype=torch.float64)
+    refit = LinearRefit()
+    refit.add(x, x @ w_true.T)
+    w0 = torch.zeros(3, 4, dtype=torch.float64)
+    torch.testing.assert_close(ridge_toward(w0, refit, damp=0.0), w_true)  # exact least squares
+    assert refit.error(w_true) < 1e-18
+    assert ridge_toward(w0, refit, damp=1e9).abs().max() < 1e-6  # strong damping stays at W0
+
+
+def test_shared_input_refit_recovers_planted_maps_and_keeps_weights_when_inputs_agree():
+    torch.manual_seed(0)
+    x = torch.randn(300, 5, dtype=torch.float64)
+    planted = [torch.randn(3, 5, dtype=torch.float64), torch.randn(2, 5, dtype=torch.float64)]
+    linears = [torch.nn.Linear(5, 3, bias=False).double(), torch.nn.Linear(5, 2, bias=False).double()]
+    refit = LinearRefit()
+    refit.add(x, torch.cat([x @ w.T for w in planted], -1))
+    errors = refit_shared_input(linears, refit, damp=0.0)
+    for linear, w, (before, after) in zip(linears, planted, errors):
+        torch.testing.assert_close(linear.weight.data, w)
+        assert after < 1e-10 * before
+    # X^ = X and Y = W0 X: the damped refit returns W0 exactly
+    w0 = torch.randn(3, 5, dtype=torch.float64)
+    same = torch.nn.Linear(5, 3, bias=False).double()
+    same.weight.data = w0.clone()
+    refit = LinearRefit()
+    refit.add(x, x @ w0.T)
+    refit_shared_input([same], refit, damp=0.01)
+    torch.testing.assert_close(same.weight.data, w0)
+
+
+# ------------------------------------------------------------------ allocation and units
+
+def test_default_layer_range_is_the_papers_and_scales_for_shallow_models():
+    assert default_layer_range(32) == (4, 30)  # LLaMA-7B: blocks 4..29 pruned
+    assert default_layer_range(30) == (4, 28)  # SmolLM2
+    assert default_layer_range(2) == (0, 2)
+    assert default_layer_range(8) == (1, 7)
+
+
+def test_layer_ratio_counts_blocks_or_all_parameters():
+    geometries = [GQA] * 4
+    assert layer_ratio(geometries, 0.2, (0, 4)) == pytest.approx(0.2)
+    assert layer_ratio(geometries, 0.2, (1, 3)) == pytest.approx(0.4)  # half the blocks carry the whole cut
+    total = 10 * GQA.block_params
+    assert layer_ratio(geometries, 0.2, (0, 4), "total", total) == pytest.approx(0.2 * 10 / 4)
+    with pytest.raises(ValueError, match="widen the layer range"):
+        layer_ratio(geometries, 0.5, (3, 4))
+
+
+def test_uniform_budgets_matched_and_llm_pruner_rounding():
+    # matched: 1 of 3 heads per group at 30 % (round half up of 0.9), neurons take the rest
+    budgets = uniform_budgets([GQA] * 3, 0.3, (1, 3), "within_kv_groups", "matched")
+    assert budgets[0] == LayerBudget(0, 0)
+    removed_attn = 1 * 2 * (2 * 48 * 4)
+    assert budgets[1].heads == 1
+    assert budgets[1].neurons == round((0.3 * GQA.block_params - removed_attn) / (3 * 48))
+    # per_module (LLM-Pruner's MetaPruner): k_proj has 2 * 4 = 8 channels; at 30 % int(8 * 0.7) = 5 stay,
+    # 3 channels < one head of 4: no kv group goes; the MLP keeps int(64 * 0.7) = 44 (20 go)
+    assert uniform_budgets([GQA], 0.3, (0, 1), "kv_groups", "per_module") == [LayerBudget(0, 20)]
+    assert uniform_budgets([GQA], 0.5, (0, 1), "kv_groups", "per_module") == [LayerBudget(1, 32)]
+    # SmolLM2 at 25 %: 192 k channels, int(144) = 144 stay, 48 // 64 = 0 kv groups; MLP 1536 -> 1152
+    smol = LayerGeometry(num_heads=9, num_kv_heads=3, head_dim=64, hidden_size=576, intermediate_size=1536)
+    assert uniform_budgets([smol], 0.25, (0, 1), "kv_groups", "per_module") == [LayerBudget(0, 384)]
+    # LLaMA-3-8B's README run: 2 of 8 kv groups and 3584 of 14336 neurons per pruned layer
+    llama3 = LayerGeometry(num_heads=32, num_kv_heads=8, head_dim=128, hidden_size=4096, intermediate_size=14336)
+    assert uniform_budgets([llama3], 0.25, (0, 1), "kv_groups", "per_module") == [LayerBudget(2, 3584)]
+
+
+def test_global_budgets_reproduce_flap_threshold_plan(model, input_ids):
+    stats, _ = collect_statistics(model, input_ids, progress=False)
+    scores = score_model(model, "flap", stats)
+    geometries = model_geometries(model)
+    plan = plan_global(scores, geometries, 0.3)
+    budgets = global_budgets(scores, geometries, 0.3, (0, len(geometries)))
+    for g, b, lp in zip(geometries, budgets, plan.layers):
+        assert g.num_kv_heads - len(lp.keep_kv_heads) == b.heads
+        assert g.intermediate_size - len(lp.keep_neurons) == b.neurons
+    only_last = global_budgets(scores, geometries, 0.3, (1, 2))
+    assert only_last[0] == LayerBudget(0, 0) and only_last[1] != LayerBudget(0, 0)
+
+
+def test_select_units_takes_the_lowest_in_every_group():
+    heads = torch.tensor([5.0, 1.0, 3.0, 0.5, 9.0, 2.0])
+    lp = select_units(heads, torch.arange(64.0), GQA, LayerBudget(1, 10), "within_kv_groups")
+    assert lp.keep_heads == [0, 2, 4, 5] and lp.keep_kv_heads == [0, 1]
+    assert lp.keep_neurons == list(range(10, 64))
+    lp = select_units(heads, torch.arange(64.0), GQA, LayerBudget(1, 0), "kv_groups")
+    assert lp.keep_kv_heads == [1] and lp.keep_heads == [3, 4, 5]  # group 0 sums 9 < 11.5
+
+
+# ------------------------------------------------------------------ recipes
+
+def test_recipe_validation_names_the_reason():
+    assert recipe_problems(Recipe("distribution", flow="sequential", reconstruct="paper")) == []
+    assert any("set heads: kv_groups" in p for p in recipe_problems(Recipe("flap", allocation="global")))
+    assert any("cannot be recomputed on a pruned stream" in p for p in recipe_problems(Recipe("taylor", flow="sequential")))
+    assert any("'protocol', 'all'" in p for p in recipe_problems(Recipe("l2", layers=[5, 2])))
+    assert any("unknown" in p for p in recipe_problems(Recipe("nope")))
+
+
+def test_recipe_statistics_table_agrees_with_the_registry():
+    for name, method in REGISTRY.items():
+        expected = "none" if not method.needs_calibration else method.statistics
+        assert SCORE_STATISTICS[name] == expected
+
+
+# ------------------------------------------------------------------ the engine
+
+def test_dense_flow_without_refit_equals_the_plan_composition(model):
+    scores = score_model(model, "l1")
+    expected = plan_uniform(scores, model_geometries(model), 0.3, layer_range=(1, 2))
+    result = prune_with_recipe(copy.deepcopy(model), Recipe("l1", layers=[1, 2]), 0.3, scores=scores, progress=False)
+    assert result.plan == expected and result.layer_range == (1, 2)
+
+
+@pytest.mark.parametrize("reconstruct", ["refit", "paper"])
+def test_refits_at_sparsity_zero_keep_the_dense_model(model, input_ids, reconstruct):
+    dense = copy.deepcopy(model)
+    recipe = Recipe("distribution", flow="sequential", reconstruct=reconstruct, damp=0.0)
+    result = prune_with_recipe(model, recipe, 0.0, samples=input_ids, batch_size=3, progress=False)
+    torch.testing.assert_close(result.model(input_ids).logits, dense(input_ids).logits, atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize("reconstruct", ["refit", "paper"])
+def test_refits_never_increase_their_least_squares_error(model, input_ids, reconstruct):
+    recipe = Recipe("l1", flow="sequential", reconstruct=reconstruct, damp=0.01)
+    result = prune_with_recipe(model, recipe, 0.4, samples=input_ids, batch_size=3, progress=False)
+    refit_keys = [k for r in result.reports for k in r if k.endswith("_mse")]
+    assert refit_keys
+    for report in result.reports:
+        for key, value in report.items():
+            if key.endswith("_mse"):
+                assert value[1] <= value[0] * (1 + 1e-9) + 1e-12, (report["layer"], key, value)
+
+
+@pytest.mark.parametrize("reconstruct", ["refit", "paper"])
+def test_reconstruction_brings_the_pruned_model_closer_to_dense(model, input_ids, reconstruct):
+    dense_logits = model(input_ids).logits
+    plain = copy.deepcopy(model)
+    prune_model(plain, plan_uniform(score_model(plain, "l1"), model_geometries(plain), 0.4))
+    recipe = Recipe("l1", flow="sequential", reconstruct=reconstruct)
+    recovered = prune_with_recipe(model, recipe, 0.4, samples=input_ids, batch_size=3, progress=False).model
+    plain_err = (plain(input_ids).logits - dense_logits).pow(2).mean()
+    assert (recovered(input_ids).logits - dense_logits).pow(2).mean() < plain_err
+
+
+def test_paper_reconstruction_refits_the_first_level_of_layers_after_a_cut(model, input_ids):
+    dense = copy.deepcopy(model)
+    recipe = Recipe("distribution", flow="sequential", reconstruct="paper", layers=[0, 1])
+    result = prune_with_recipe(model, recipe, 0.2, samples=input_ids, batch_size=3, progress=False)
+    assert result.plan.layers[1].keep_neurons == list(range(dense.config.intermediate_size))  # layer 1 not pruned
+    after, before = result.model.model.layers[1], dense.model.layers[1]
+    assert not torch.allclose(after.self_attn.q_proj.weight, before.self_attn.q_proj.weight)  # refit on X^
+    assert not torch.allclose(after.mlp.gate_proj.weight, before.mlp.gate_proj.weight)
+
+
+def test_block_target_tracks_the_dense_output_stream_better_than_module_target(model, input_ids):
+    def final_hidden(m):
+        return m(input_ids, output_hidden_states=True).hidden_states[-1]
+
+    dense_out = final_hidden(model)
+    errors = {}
+    for target in ("block", "module"):
+        recipe = Recipe("l1", flow="sequential", reconstruct="refit", target=target)
+        recovered = prune_with_recipe(copy.deepcopy(model), recipe, 0.4, samples=input_ids, batch_size=3, progress=False).model
+        errors[target] = float((final_hidden(recovered) - dense_out).pow(2).mean())
+    assert errors["block"] < errors["module"]
+
+
+def test_sequential_bias_compensation_gives_every_layer_a_bias(model, input_ids):
+    recipe = Recipe("flap", heads="kv_groups", allocation="global", flow="sequential", reconstruct="bias", layers=[1, 2])
+    stats, _ = collect_statistics(model, input_ids, progress=False)
+    result = prune_with_recipe(model, recipe, 0.2, scores=score_model(model, "flap", stats), samples=input_ids, progress=False)
+    assert all(layer.mlp.down_proj.bias is not None for layer in result.model.model.layers)
+    assert torch.isfinite(result.model(input_ids).logits).all()
+
+
+def test_engine_names_missing_inputs(model):
+    with pytest.raises(ValueError, match="pass them \\(--data\\)"):
+        prune_with_recipe(model, Recipe("l2", reconstruct="paper"), 0.2, scores=score_model(model, "l2"))
+    with pytest.raises(ValueError, match="--scores"):
+        prune_with_recipe(model, Recipe("l2"), 0.2)
+
+
+def test_multi_head_attention_removes_whole_heads_in_either_mode():
+    mha = LayerGeometry(num_heads=32, num_kv_heads=32, head_dim=128, hidden_size=4096, intermediate_size=11008)
+    matched = uniform_budgets([mha], 0.25, (0, 1), "within_kv_groups", "matched")[0]
+    assert matched.heads == 8  # round(0.25 * 32) heads, each with its own k/v rows
+    # LLM-Pruner's hf_prune.py on LLaMA-7B at 25 %: int(4096 * 0.75) = 3072 q channels stay -> 8 heads go
+    assert uniform_budgets([mha], 0.25, (0, 1), "within_kv_groups", "per_module")[0] == LayerBudget(8, 11008 - 8256)
+    lp = select_units(torch.arange(32.0), torch.arange(11008.0), mha, matched, "within_kv_groups")
+    assert lp.keep_heads == lp.keep_kv_heads == list(range(8, 32))

@@ -1,0 +1,96 @@
+"""The paper's definitions (arXiv 2407.19126) on small tensors with known answers."""
+
+import math
+
+import torch
+
+from structprune.scores import LayerWeights, score_method
+from structprune.scores.paper import candidates_first, depth2_metric, gated_product_scores, redundancy_candidates
+from structprune.statistics import attention_probabilities, collect_statistics, pairwise_js_divergence
+
+
+def test_js_divergence_is_zero_for_identical_heads_and_ln2_for_disjoint_positions():
+    rows = torch.tensor([[0.2, 0.3, 0.5], [1.0, 0.0, 0.0]])
+    same = torch.stack([rows, rows])[None]  # (batch 1, heads 2, rows 2, keys 3)
+    torch.testing.assert_close(pairwise_js_divergence(same), torch.zeros(2, 2, dtype=torch.float64))
+    disjoint = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]])[None]  # each head attends to its own single key
+    js = pairwise_js_divergence(disjoint)
+    torch.testing.assert_close(js, torch.tensor([[0.0, math.log(2)], [math.log(2), 0.0]], dtype=torch.float64))
+
+
+def test_js_divergence_matches_the_direct_formula():
+    torch.manual_seed(0)
+    p = torch.rand(1, 3, 4, 5).softmax(-1)
+    js = pairwise_js_divergence(p)
+
+    def kl(a, b):
+        return (a * (a / b).log()).sum(-1)
+
+    for i in range(3):
+        for j in range(3):
+            m = 0.5 * (p[0, i] + p[0, j])
+            direct = (0.5 * kl(p[0, i], m) + 0.5 * kl(p[0, j], m)).sum()
+            torch.testing.assert_close(js[i, j], direct.to(torch.float64), atol=1e-6, rtol=1e-6)
+
+
+def test_algorithm2_candidates_on_a_hand_written_matrix():
+    d = torch.tensor([
+        [0.0, 0.1, 0.5, 0.5],
+        [0.1, 0.0, 0.5, 0.05],
+        [0.5, 0.5, 0.0, 0.3],
+        [0.5, 0.05, 0.3, 0.0],
+    ])
+    # (0, 1) < tau: head 0 becomes a candidate; (1, 3): 1 and 3 are free, head 1 joins;
+    # (3, 1): 1 is already a candidate, so 3 stays
+    assert redundancy_candidates(d, 0.2) == [0, 1]
+    assert redundancy_candidates(d, 0.35) == [0, 1, 2]  # (2, 3) at 0.3: 2 and 3 are free, head 2 joins
+    assert redundancy_candidates(d, 0.01) == []
+    assert redundancy_candidates(torch.full((3, 3), 0.0), 0.1) == [0, 1]  # three identical heads: one stays
+
+
+def test_candidates_go_first_then_by_score():
+    scores = torch.tensor([5.0, 1.0, 3.0, 4.0])
+    ranked = candidates_first(scores, [0, 3])
+    order = torch.argsort(ranked).tolist()
+    assert order == [3, 0, 1, 2]  # candidates (by score) below every other head
+
+
+def test_gated_product_score_against_a_direct_computation():
+    torch.manual_seed(0)
+    hidden, units = 5, 3
+    up, gate = torch.randn(units, hidden, dtype=torch.float64), torch.randn(units, hidden, dtype=torch.float64)
+    down = torch.randn(hidden, units, dtype=torch.float64)
+    x = torch.randn(100, hidden, dtype=torch.float64)
+    sigma = x.T @ x / 100
+    for j in range(units):
+        col = down[:, j].pow(2).sum()
+        m_up = 0.5 * col * (x @ up[j]).pow(2).mean()
+        m_gate = 0.5 * col * (x @ gate[j]).pow(2).mean()
+        torch.testing.assert_close(depth2_metric(down, up, sigma)[j], m_up)
+        torch.testing.assert_close(gated_product_scores(down, up, gate, sigma)[j], m_up * m_gate)
+
+
+def test_attention_probabilities_match_the_models_own_eager_attention(model, input_ids):
+    model.config._attn_implementation = "eager"
+    out = model(input_ids, output_attentions=True)
+    seen = {}
+    attn = model.model.layers[1].self_attn
+    handle = attn.register_forward_hook(
+        lambda m, args, kwargs, _o: seen.update(p=attention_probabilities(m, args[0] if args else kwargs["hidden_states"], kwargs["position_embeddings"])),
+        with_kwargs=True,
+    )
+    model(input_ids)
+    handle.remove()
+    torch.testing.assert_close(seen["p"], out.attentions[1], atol=1e-5, rtol=1e-4)
+
+
+def test_distribution_defaults_are_the_papers(model, input_ids):
+    stats, _ = collect_statistics(model, input_ids, progress=False)
+    layer = {k.removeprefix("layers.1."): v for k, v in stats.items() if k.startswith("layers.1.")}
+    weights = LayerWeights.from_layer(1, model.model.layers[1], 4)
+    scores = score_method("distribution").make()(weights, layer)
+    torch.testing.assert_close(scores.neurons, gated_product_scores(weights.down, weights.up, weights.gate, layer["mlp_in.second_moment"]))
+    everyone = score_method("distribution").make(tau=1.0)(weights, layer)  # every head is close to some head
+    plain = score_method("distribution").make(redundancy="none")(weights, layer)
+    candidates = redundancy_candidates(layer["attn_js.divergence"], 1.0)
+    assert candidates and torch.equal(everyone.heads, candidates_first(plain.heads, candidates))
