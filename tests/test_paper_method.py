@@ -94,3 +94,12 @@ def test_distribution_defaults_are_the_papers(model, input_ids):
     plain = score_method("distribution").make(redundancy="none")(weights, layer)
     candidates = redundancy_candidates(layer["attn_js.divergence"], 1.0)
     assert candidates and torch.equal(everyone.heads, candidates_first(plain.heads, candidates))
+
+
+def test_distribution_options_given_on_the_command_line_as_words(model, input_ids):
+    from structprune.cli import _option_value
+
+    scorer = score_method("distribution").make(redundancy=_option_value("none"), mlp=_option_value("output"))
+    stats, _ = collect_statistics(model, input_ids, progress=False)
+    layer = {k.removeprefix("layers.0."): v for k, v in stats.items() if k.startswith("layers.0.")}
+    assert scorer(LayerWeights.from_layer(0, model.model.layers[0], 4), layer).heads.shape == (6,)

@@ -108,6 +108,7 @@ def make_distribution(
     cosine (ours: grouping by output similarity >= `group_threshold`) | none. A head's own
     score is its expected output power E||W_O^h z_h||^2 (ours; the paper ranks heads by
     redundancy only)."""
+    redundancy = "none" if redundancy is None else redundancy  # the CLI reads the word "none" as None
     if mlp not in MLP_SCORES:
         raise ValueError(f"distribution: mlp must be one of {MLP_SCORES}, got {mlp!r}")
     if redundancy not in REDUNDANCY:
