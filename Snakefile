@@ -5,7 +5,12 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# A --configfile replaces the embedded default instead of extending it: config.yaml is read only
+# when no config file is named on the command line (so `--configfile config/paper.yaml` plans
+# LLaMA-7B's jobs alone). --config KEY=VALUE still overrides single keys of either.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
 
 
 report: "workflow/report/workflow.rst"

@@ -217,3 +217,14 @@ def test_multi_head_attention_removes_whole_heads_in_either_mode():
     assert uniform_budgets([mha], 0.25, (0, 1), "within_kv_groups", "per_module")[0] == LayerBudget(8, 11008 - 8256)
     lp = select_units(torch.arange(32.0), torch.arange(11008.0), mha, matched, "within_kv_groups")
     assert lp.keep_heads == lp.keep_kv_heads == list(range(8, 32))
+
+
+def test_option_names_read_from_source_match_the_registry():
+    import inspect
+
+    from structprune.optionnames import score_options
+
+    names = score_options()
+    assert set(names) == set(REGISTRY)
+    for name, method in REGISTRY.items():
+        assert names[name] == list(inspect.signature(method.make).parameters), name

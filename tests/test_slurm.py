@@ -103,7 +103,7 @@ def test_cluster_outputs_equal_the_local_run(runs):
 def test_a_failing_job_is_reported_and_nothing_else_is_lost(runs):
     _, workdir, config, _ = runs
     kept = {p: p.stat().st_mtime_ns for p in (workdir / "results").rglob("*.safetensors")}
-    broken = {**config, "evaluation": {**config["evaluation"], "perplexity": {"seq_len": 100_000, "max_tokens": 64}}}
+    broken = {**config, "evaluation": {**config["evaluation"], "perplexity": {"seq_len": 100_000, "max_tokens": None}}}
     write_config(workdir, broken)  # windows longer than the test text: every evaluation fails
     try:
         result = snakemake(workdir, "--profile", str(PROFILE), *TEST_CLUSTER, *ONE_THREAD, check=False, timeout=900)

@@ -84,22 +84,28 @@ def test_a_bad_config_fails_before_any_job_naming_the_key(finished_run, tmp_path
     _, config = finished_run
     bad = yaml.safe_load(yaml.safe_dump(config))
     bad["evaluation"]["limit"] = "many"
+    bad["sparsities"] = [0, 20]
     bad["methods"]["l1"]["calib"] = "c4"
     write_config(tmp_path, bad)
     result = snakemake(tmp_path, "--dry-run", check=False)
     assert result.returncode != 0
     text = result.stdout + result.stderr
     assert "evaluation.limit" in text and "'many'" in text
+    assert "sparsities.0: 0 is less than the minimum of 1" in text
     fixed = yaml.safe_load(yaml.safe_dump(config))
     fixed["methods"]["l1"]["calib"] = "c4"
     fixed["methods"]["flap"]["heads"] = "within_kv_groups"
     fixed["methods"]["llmp"]["flow"] = "sequential"
+    fixed["methods"]["random"]["options"] = {"sed": 0}
+    fixed["evaluation"]["perplexity"]["seq_len"] = 128  # longer than max_tokens (64)
     write_config(tmp_path, fixed)
     result = snakemake(tmp_path, "--dry-run", check=False)
     text = result.stdout + result.stderr
     assert result.returncode != 0 and "methods.l1: calib: 'c4'" in text
     assert "methods.flap: allocation 'global'" in text and "set heads: kv_groups" in text
     assert "methods.llmp: score 'taylor' reads backprop saliencies" in text
+    assert "methods.random: options.sed: score 'random' has no such option (known: ['seed'])" in text
+    assert "128-token windows do not fit in max_tokens 64" in text
     assert not (tmp_path / "results").exists()
 
 

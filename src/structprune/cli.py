@@ -244,6 +244,51 @@ def cmd_prune(args) -> None:
     save_checkpoint(model.cpu(), tokenizer, args.out, manifest)
 
 
+def cmd_select(args) -> None:
+    """Prune with every candidate of a grid and keep the lowest held-out loss (selection.py)."""
+    import torch
+
+    from structprune.artifacts import build_manifest
+    from structprune.checkpoint import load_tensors, save_checkpoint
+    from structprune.models import count_parameters
+    from structprune.selection import select_recipe
+
+    torch.manual_seed(0)
+    started = time.time()
+    base = _recipe(args)
+    grid = {key: [_grid_value(v) for v in values.split(",")] for key, values in args.grid}
+    if not Path(args.heldout).is_file():
+        raise FileNotFoundError(f"held-out samples {args.heldout!r} not found: run data-calib for the held-out set first")
+    model, tokenizer = _load(args, args.model, "layerwise")
+    stats = load_tensors(args.stats) if args.stats else None
+    samples = load_tensors(args.data)["input_ids"] if args.data else None
+    heldout = load_tensors(args.heldout)["input_ids"]
+    before = count_parameters(model)
+    result, chosen, candidates = select_recipe(model, base, grid, args.sparsity, heldout=heldout, samples=samples,
+                                               stats=stats, batch_size=args.batch_size)
+    after = count_parameters(result.model)
+    log.info("chosen: %s", {k: v for k, v in chosen.to_json().items() if k in args_keys(grid)})
+    inputs = {k: v for k, v in {"model": args.model, "stats": args.stats, "data": args.data, "heldout": args.heldout}.items() if v}
+    manifest = build_manifest(
+        "select", inputs, {"sparsity": args.sparsity, "base_recipe": base.to_json(), "grid": grid}, started,
+        {
+            "dense_parameters": before, "achieved_block_sparsity": 1 - after["decoder_blocks"] / before["decoder_blocks"],
+            "achieved_total_sparsity": 1 - after["total"] / before["total"], "recipe": chosen.to_json(),
+            "candidates": [c.to_json() for c in candidates], "plan": result.plan.to_json(), "layers": result.reports,
+        },
+    )
+    save_checkpoint(result.model.cpu(), tokenizer, args.out, manifest)
+
+
+def _grid_value(value: str):
+    """A grid alternative: a number or a boolean, else the word itself ("none" is a choice here)."""
+    return value if value.lower() == "none" else _option_value(value)
+
+
+def args_keys(grid: dict) -> set[str]:
+    return {k.removeprefix("options.") if k.startswith("options.") else k for k in grid} | {"options"}
+
+
 def cmd_gradients(args) -> None:
     import torch
 
@@ -315,6 +360,31 @@ def cmd_report(args) -> None:
 
 # --------------------------------------------------------------------------- parser
 
+def recipe_arguments(p: argparse.ArgumentParser) -> None:
+    """The model, sparsity and the five recipe choices (shared by prune and select)."""
+    p.add_argument("--model", required=True)
+    p.add_argument("--sparsity", type=float, required=True, help="fraction of parameters removed (see --sparsity-of)")
+    p.add_argument("--method", required=True, help="scoring method (a registered score)")
+    p.add_argument("--option", type=_key_value, action="append", default=[], metavar="NAME=VALUE")
+    p.add_argument("--heads", default="within_kv_groups", choices=["within_kv_groups", "kv_groups"],
+                   help="head unit: query heads within every kv group, or whole kv groups")
+    p.add_argument("--allocation", default="uniform", choices=["uniform", "global"],
+                   help="uniform: same ratio per pruned layer; global: FLAP's one threshold over the pruned layers")
+    p.add_argument("--budget", default="matched", choices=["matched", "per_module"],
+                   help="uniform allocation: matched (ours: MLP takes the remainder) or per_module (LLM-Pruner)")
+    p.add_argument("--layers", type=_layers_arg, default="all",
+                   help="pruned blocks: protocol ([4, L-2), the paper's), all, or START:END")
+    p.add_argument("--sparsity-of", default="blocks", choices=["blocks", "total"],
+                   help="the sparsity is a fraction of decoder-block parameters or of all parameters")
+    p.add_argument("--flow", default="dense", choices=["dense", "sequential"],
+                   help="dense: scores from --scores; sequential: each layer scored on the pruned model's activations")
+    p.add_argument("--reconstruct", default="none", choices=["none", "bias", "refit", "paper"],
+                   help="none, bias (FLAP), refit (ours, after the cut), paper (pre-pruning refit, Algorithms 1, 3, 4)")
+    p.add_argument("--damp", type=float, default=0.01, help="per-channel ridge toward the dense weights (refits)")
+    p.add_argument("--target", default="block", choices=["block", "module"],
+                   help="refit target of --reconstruct refit: the dense residual stream (block) or module output")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="structprune", description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
@@ -380,33 +450,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_gradients)
 
     p = sub.add_parser("prune", help="prune with one method recipe: score x unit x allocation x flow x reconstruction")
-    p.add_argument("--model", required=True)
-    p.add_argument("--sparsity", type=float, required=True, help="fraction of parameters removed (see --sparsity-of)")
-    p.add_argument("--method", required=True, help="scoring method (a registered score)")
-    p.add_argument("--option", type=_key_value, action="append", default=[], metavar="NAME=VALUE")
-    p.add_argument("--heads", default="within_kv_groups", choices=["within_kv_groups", "kv_groups"],
-                   help="head unit: query heads within every kv group, or whole kv groups")
-    p.add_argument("--allocation", default="uniform", choices=["uniform", "global"],
-                   help="uniform: same ratio per pruned layer; global: FLAP's one threshold over the pruned layers")
-    p.add_argument("--budget", default="matched", choices=["matched", "per_module"],
-                   help="uniform allocation: matched (ours: MLP takes the remainder) or per_module (LLM-Pruner)")
-    p.add_argument("--layers", type=_layers_arg, default="all",
-                   help="pruned blocks: protocol ([4, L-2), the paper's), all, or START:END")
-    p.add_argument("--sparsity-of", default="blocks", choices=["blocks", "total"],
-                   help="the sparsity is a fraction of decoder-block parameters or of all parameters")
-    p.add_argument("--flow", default="dense", choices=["dense", "sequential"],
-                   help="dense: scores from --scores; sequential: each layer scored on the pruned model's activations")
-    p.add_argument("--reconstruct", default="none", choices=["none", "bias", "refit", "paper"],
-                   help="none, bias (FLAP), refit (ours, after the cut), paper (pre-pruning refit, Algorithms 1, 3, 4)")
-    p.add_argument("--damp", type=float, default=0.01, help="per-channel ridge toward the dense weights (refits)")
-    p.add_argument("--target", default="block", choices=["block", "module"],
-                   help="refit target of --reconstruct refit: the dense residual stream (block) or module output")
+    recipe_arguments(p)
     p.add_argument("--scores", default=None, help="dense scores (score stage)")
     p.add_argument("--stats", default=None, help="dense calibration statistics (bias compensation, dense flow)")
     p.add_argument("--data", default=None, help="calibration samples (sequential flow or refits)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser("select", help="prune with each candidate of a grid; keep the lowest held-out calibration loss")
+    recipe_arguments(p)
+    p.add_argument("--stats", default=None, help="dense calibration statistics (dense scores, bias compensation)")
+    p.add_argument("--data", default=None, help="calibration samples (sequential flow or refits)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--grid", type=_key_value, action="append", default=[], metavar="CHOICE=V1,V2",
+                   help="alternatives for a recipe choice (or options.NAME); every combination is a candidate")
+    p.add_argument("--heldout", required=True, help="held-out calibration samples (never evaluation data)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_select)
 
     p = sub.add_parser("evaluate", help="perplexity and zero-shot accuracy of a checkpoint")
     p.add_argument("--model", required=True)

@@ -8,6 +8,7 @@ import sys
 import jsonschema
 import yaml
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 
 # Jobs run this checkout's library (`python -m structprune` resolves to src/ first), so the code
 # fingerprints below describe the code that actually runs, and a conda env (--sdm conda) needs
@@ -16,6 +17,7 @@ SRC = Path(workflow.basedir) / "src"
 os.environ["PYTHONPATH"] = os.pathsep.join([str(SRC), *filter(None, [os.environ.get("PYTHONPATH")])])
 sys.path.insert(0, str(SRC))  # the stdlib-only fingerprint module, importable without installing
 from structprune.codeversion import stage_code_version
+from structprune.optionnames import score_options
 from structprune.recipe import SCORE_STATISTICS, Recipe, recipe_problems
 
 REPO = Path(workflow.basedir)
@@ -24,6 +26,7 @@ MIRROR_ENV = "STRUCTPRUNE_DATA_MIRROR"
 DATA_FREE_SCORES = {s for s, kind in SCORE_STATISTICS.items() if kind == "none"}  # no calibration statistics
 GRADIENT_SCORES = {s for s, kind in SCORE_STATISTICS.items() if kind == "gradients"}  # rule gradients, not moments
 STAGES = ("pruned", "recovered")
+SCORE_OPTIONS = score_options(SRC / "structprune" / "scores")  # read from the source, no torch import
 
 
 def _validator_filling_defaults():
@@ -73,6 +76,10 @@ def method_problems(cfg, name, method):
     for key, value in (("calib", calib), ("remedy.calib", method["remedy"].get("calib"))):
         if value not in (None, "none") and value not in known:
             problems.append(f"{key}: {value!r} is neither 'none' nor a key of calibration (known: {known})")
+    allowed = SCORE_OPTIONS.get(score, [])
+    for option in method["options"]:
+        if option not in allowed:
+            problems.append(f"options.{option}: score {score!r} has no such option (known: {allowed or 'none'})")
     if score in DATA_FREE_SCORES and calib != "none":
         problems.append(f"calib: score {score!r} is data-free; set calib: none")
     if score not in DATA_FREE_SCORES and calib == "none":
@@ -95,6 +102,12 @@ def validate_config(cfg):
     if not errors:
         for name, method in cfg["methods"].items():
             problems += [f"  methods.{name}: {p}" for p in method_problems(cfg, name, method)]
+        ppl = cfg["evaluation"]["perplexity"]
+        if ppl["max_tokens"] is not None and ppl["seq_len"] > ppl["max_tokens"]:
+            problems.append(
+                f"  evaluation.perplexity.seq_len: {ppl['seq_len']}-token windows do not fit in max_tokens "
+                f"{ppl['max_tokens']}; raise max_tokens or lower seq_len"
+            )
     if problems:
         raise WorkflowError(
             "invalid configuration (fix config.yaml or the --configfile/--config you passed):\n"
@@ -118,6 +131,11 @@ def data_mirror():
         raise WorkflowError(
             f"data.source is 'mirror' but the mirror folder {path} does not exist: "
             f"set data.mirror in config.yaml or {MIRROR_ENV}, or use data.source: hub"
+        )
+    if path is not None:
+        logger.warning(
+            f"structprune: data mirror {path} does not exist; reading data from the Hugging Face Hub "
+            f"(data.source: auto). Set data.mirror or {MIRROR_ENV}, or data.source: hub to silence this."
         )
     return None
 

@@ -1,0 +1,101 @@
+"""Choosing a method's settings on held-out calibration text, never on evaluation data.
+
+A base `Recipe` and a grid of alternatives (``{"damp": [0.01, 1.0], "heads": [...]}``) give
+candidate recipes; combinations the engine cannot run are skipped with their reason. Each
+candidate prunes its own copy of the dense model on the calibration samples, and its mean
+next-token loss on held-out samples (windows of calibration text that no candidate was fit
+on) decides; ties go to the earlier candidate. The losses of every candidate are returned for
+the checkpoint's manifest and the report (issue #11: WikiText-2 test, PTB validation and the
+task items are read by the evaluate stage alone).
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import logging
+import math
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+
+from structprune.engine import EngineResult, prune_with_recipe
+from structprune.recipe import Recipe, recipe_problems
+from structprune.scores import score_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CandidateResult:
+    overrides: dict
+    recipe: Recipe
+    heldout_loss: float | None  # None: not run (see `skipped`)
+    skipped: str | None = None
+
+    def to_json(self) -> dict:
+        return {"overrides": self.overrides, "heldout_loss": self.heldout_loss, "skipped": self.skipped}
+
+
+def candidate_recipes(base: Recipe, grid: dict[str, list]) -> list[tuple[dict, Recipe]]:
+    """Every combination of the grid's values applied to `base`, in grid order. Keys are
+    Recipe fields, or ``options.<name>`` for a score option."""
+    keys = list(grid)
+    out = []
+    for values in itertools.product(*(grid[k] for k in keys)):
+        overrides = dict(zip(keys, values))
+        fields = {k: v for k, v in overrides.items() if not k.startswith("options.")}
+        options = {**base.options, **{k.removeprefix("options."): v for k, v in overrides.items() if k.startswith("options.")}}
+        unknown = set(fields) - set(Recipe.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"grid keys {sorted(unknown)} are not recipe choices; use Recipe fields or options.<name>")
+        out.append((overrides, replace(base, options=options, **fields)))
+    return out
+
+
+@torch.no_grad()
+def heldout_loss(model: nn.Module, input_ids: torch.Tensor, batch_size: int = 8) -> float:
+    """Mean next-token negative log-likelihood (nats) over held-out samples."""
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for start in range(0, input_ids.shape[0], batch_size):
+        batch = input_ids[start : start + batch_size].to(device)
+        logits = model(batch, use_cache=False).logits[:, :-1].float()
+        total += float(nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="sum"))
+        count += batch[:, 1:].numel()
+    return total / count
+
+
+def select_recipe(
+    model: nn.Module, base: Recipe, grid: dict[str, list], sparsity: float, *, heldout: torch.Tensor,
+    samples: torch.Tensor | None = None, stats: dict | None = None, batch_size: int = 8, progress: bool = True,
+) -> tuple[EngineResult, Recipe, list[CandidateResult]]:
+    """Prune a copy of `model` with every runnable candidate and keep the one with the lowest
+    held-out loss. Dense scores, where a candidate needs them, are computed from `stats`
+    (the dense model's calibration moments; data-free scores need none)."""
+    results: list[CandidateResult] = []
+    best: tuple[float, EngineResult, Recipe] | None = None
+    score_cache: dict[str, dict] = {}
+    for overrides, recipe in candidate_recipes(base, grid):
+        problems = recipe_problems(recipe)
+        if problems:
+            results.append(CandidateResult(overrides, recipe, None, "; ".join(problems)))
+            log.info("candidate %s skipped: %s", overrides, problems)
+            continue
+        scores = None
+        if recipe.reads_score_file:
+            key = repr((recipe.score, sorted(recipe.options.items())))
+            if key not in score_cache:
+                score_cache[key] = score_model(model, recipe.score, stats, recipe.options)
+            scores = score_cache[key]
+        result = prune_with_recipe(copy.deepcopy(model), recipe, sparsity, scores=scores, stats=stats,
+                                   samples=samples, batch_size=batch_size, progress=progress)
+        loss = heldout_loss(result.model, heldout, batch_size)
+        results.append(CandidateResult(overrides, recipe, loss))
+        log.info("candidate %s: held-out loss %.4f (ppl %.2f)", overrides, loss, math.exp(loss))
+        if best is None or loss < best[0]:
+            best = (loss, result, recipe)
+    if best is None:
+        raise ValueError("no candidate of the grid can run: " + "; ".join(r.skipped for r in results))
+    return best[1], best[2], results

@@ -1,0 +1,73 @@
+"""Choosing settings on held-out calibration text: the grid, the loss, the choice."""
+
+import copy
+import math
+
+import pytest
+import torch
+
+from structprune.recipe import Recipe
+from structprune.selection import candidate_recipes, heldout_loss, select_recipe
+from structprune.statistics import collect_statistics
+
+
+def test_candidate_grid_overrides_fields_and_options_in_order():
+    base = Recipe("distribution", options={"tau": 0.16})
+    grid = {"damp": [0.01, 1.0], "options.tau": [0.1, 0.2]}
+    got = [(o, r.damp, r.options["tau"]) for o, r in candidate_recipes(base, grid)]
+    assert got == [
+        ({"damp": 0.01, "options.tau": 0.1}, 0.01, 0.1), ({"damp": 0.01, "options.tau": 0.2}, 0.01, 0.2),
+        ({"damp": 1.0, "options.tau": 0.1}, 1.0, 0.1), ({"damp": 1.0, "options.tau": 0.2}, 1.0, 0.2),
+    ]
+    with pytest.raises(ValueError, match="not recipe choices"):
+        candidate_recipes(base, {"dmap": [1]})
+
+
+def test_heldout_loss_of_a_uniform_model_is_log_vocabulary(model):
+    torch.nn.init.zeros_(model.lm_head.weight)  # tied: zero embeddings too, so every logit is 0
+    ids = torch.randint(0, model.config.vocab_size, (3, 9))
+    assert heldout_loss(model, ids) == pytest.approx(math.log(model.config.vocab_size), rel=1e-5)
+
+
+def test_selection_keeps_the_lowest_heldout_loss_and_reports_every_candidate(model, input_ids):
+    dense = copy.deepcopy(model)
+    stats, _ = collect_statistics(model, input_ids, progress=False)
+    heldout = torch.randint(3, model.config.vocab_size, (4, 16), generator=torch.Generator().manual_seed(5))
+    base = Recipe("distribution", options={"redundancy": "none"}, flow="sequential")
+    grid = {"reconstruct": ["none", "refit"], "allocation": ["uniform", "global"]}
+    result, chosen, candidates = select_recipe(model, base, grid, 0.3, heldout=heldout, samples=input_ids,
+                                               stats=stats, batch_size=3, progress=False)
+    ran = [c for c in candidates if c.heldout_loss is not None]
+    skipped = [c for c in candidates if c.skipped]
+    assert len(candidates) == 4 and len(ran) == 2 and len(skipped) == 2  # global needs kv-group heads
+    assert all("set heads: kv_groups" in c.skipped for c in skipped)
+    best = min(ran, key=lambda c: c.heldout_loss)
+    assert chosen == best.recipe
+    assert heldout_loss(result.model, heldout) == pytest.approx(best.heldout_loss)
+    for a, b in zip(model.parameters(), dense.parameters()):  # the caller's model is untouched
+        assert torch.equal(a, b)
+
+
+def test_select_from_the_command_line_records_every_candidate(tmp_path):
+    import json
+
+    from structprune.checkpoint import save_tensors
+    from structprune.cli import main
+    from tiny import save_tiny_checkpoint
+
+    model = save_tiny_checkpoint(tmp_path / "model")
+    generator = torch.Generator().manual_seed(0)
+    for name in ("calib", "heldout"):
+        save_tensors({"input_ids": torch.randint(3, 150, (4, 16), generator=generator)}, tmp_path / f"{name}.safetensors", {})
+    out = tmp_path / "chosen"
+    common = ["--model", str(model), "--method", "l1", "--sparsity", "0.3", "--flow", "sequential",
+              "--data", str(tmp_path / "calib.safetensors"), "--out", str(out)]
+    assert main(["select", *common, "--heldout", str(tmp_path / "missing"), ]) == 2
+    assert main(["select", *common, "--heldout", str(tmp_path / "heldout.safetensors"),
+                 "--grid", "reconstruct=none,refit", "--grid", "damp=0.01,1"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    losses = [c["heldout_loss"] for c in manifest["candidates"]]
+    assert len(losses) == 4 and all(loss is not None for loss in losses)
+    chosen = manifest["candidates"][losses.index(min(losses))]["overrides"]
+    assert {k: manifest["recipe"][k] for k in chosen} == chosen
+    assert manifest["inputs"]["heldout"]["sha256"]
