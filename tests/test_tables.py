@@ -53,3 +53,22 @@ def test_latex_and_html_tables_escape_and_match_the_markdown_numbers():
     assert r"\caption{LLaMA 20\% \& more}" in tex and tex.count(r"\\") == 3
     page = to_html(table, "# Title\n\nnote <b>")
     assert "<td>12.35</td>" in page and "note &lt;b&gt;" in page and "<script" not in page
+
+
+def test_selection_table_lists_every_candidate_and_marks_the_kept_one(tmp_path):
+    import json
+
+    from structprune.tables import selection_table
+
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    candidates = [
+        {"overrides": {"damp": 0.1}, "heldout_loss": 4.0, "heldout_ppl": 54.6, "skipped": None, "chosen": False},
+        {"overrides": {"damp": 1.0}, "heldout_loss": 3.5, "heldout_ppl": 33.1, "skipped": None, "chosen": True},
+        {"overrides": {"damp": -1}, "heldout_loss": None, "heldout_ppl": None, "skipped": "damp: -1 must be >= 0", "chosen": False},
+    ]
+    (folder / "manifest.json").write_text(json.dumps({"candidates": candidates}))
+    table = selection_table([("best:20", folder)], {"best:pruned": "Ours-best"})
+    assert list(table["Candidate"]) == ["damp=0.1", "damp=1.0", "damp=-1"]
+    assert list(table["Chosen"]) == ["", "yes", ""] and set(table["Method"]) == {"Ours-best"}
+    assert table["Sparsity (%)"].tolist() == [20, 20, 20] and table["Not run"].iloc[2].startswith("damp")

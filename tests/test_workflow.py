@@ -33,9 +33,9 @@ def jobs_after_change(workdir: Path, config: dict, key: list[str], value) -> set
 def test_whole_dag_produces_the_comparison_table(finished_run):
     workdir, _ = finished_run
     table = pd.read_csv(workdir / "results/tables/tiny.csv")
-    assert list(table["Method"]) == ["dense", "random", "l1", "l2", "Ours (SG)", "Ours (SG) w/ remedy", "wanda-sp", "flap", "llmp"]
-    assert list(table["Stage"]) == ["dense"] + ["pruned"] * 4 + ["recovered"] + ["pruned"] * 3
-    assert list(table["Calibration"]) == ["none"] * 4 + ["rand"] * 2 + ["wikitext2"] * 2 + ["grad"]
+    assert list(table["Method"]) == ["dense", "random", "l1", "l2", "Ours (SG)", "Ours (SG) w/ remedy", "wanda-sp", "flap", "llmp", "best"]
+    assert list(table["Stage"]) == ["dense"] + ["pruned"] * 4 + ["recovered"] + ["pruned"] * 4
+    assert list(table["Calibration"]) == ["none"] * 4 + ["rand"] * 2 + ["wikitext2"] * 2 + ["grad", "wikitext2"]
     assert set(table["Sparsity (%)"]) == {0, 20}
     assert table["WikiText2"].notna().all() and table["PIQA"].notna().all()
     removed = table.loc[1:, "Block params removed (%)"]
@@ -45,7 +45,7 @@ def test_whole_dag_produces_the_comparison_table(finished_run):
     manifest = yaml.safe_load((workdir / "results/tiny/rand/ours/s20/recovered/manifest.json").read_text())
     assert manifest["parameters"]["recipe"]["reconstruct"] == "paper" and manifest["parameters"]["recipe"]["flow"] == "sequential"
     assert manifest["inputs"]["data"]["path"].endswith("calib/selfgen.safetensors")
-    for rule in ("model", "data", "calibrate", "gradients", "score", "prune", "evaluate", "report"):
+    for rule in ("model", "data", "calibrate", "gradients", "score", "prune", "select", "evaluate", "report"):
         assert list((workdir / "logs" / rule).rglob("*.log")), rule
         assert list((workdir / "benchmarks" / rule).rglob("*.tsv")), rule
     assert planned_jobs(workdir) == set()  # nothing left to do
@@ -55,14 +55,44 @@ def test_adding_a_sparsity_adds_only_its_jobs(finished_run):
     workdir, config = finished_run
     jobs = jobs_after_change(workdir, config, ["sparsities"], [20, 40])
     rules = sorted(rule for rule, _ in jobs)
-    assert rules == ["evaluate"] * 8 + ["prune"] * 8 + ["report"]
+    assert rules == ["evaluate"] * 9 + ["prune"] * 8 + ["report", "select"]
     assert all("sparsity=40" in wc for rule, wc in jobs if rule != "report")
+
+
+def test_task_sparsities_give_other_sparsities_perplexity_only(finished_run, tmp_path):
+    workdir, config = finished_run
+    changed = yaml.safe_load(yaml.safe_dump(config))
+    changed["sparsities"] = [20, 40]
+    changed["evaluation"]["task_sparsities"] = [20]
+    write_config(workdir, changed)
+    try:
+        out = snakemake(workdir, "--dry-run", "--printshellcmds").stdout
+    finally:
+        write_config(workdir, config)
+    evaluations = [line for line in out.splitlines() if "structprune" in line and " evaluate " in line]
+    at40 = [line for line in evaluations if "--sparsity 40" in line]
+    assert len(at40) == 9 and not any("--task" in line for line in at40)
+
+
+def test_select_keeps_the_lowest_heldout_loss_and_reports_every_candidate(finished_run):
+    workdir, _ = finished_run
+    manifest = yaml.safe_load((workdir / "results/tiny/wikitext2/best/s20/pruned/manifest.json").read_text())
+    candidates = manifest["candidates"]
+    assert len(candidates) == 4 and sum(c["chosen"] for c in candidates) == 1
+    chosen = next(c for c in candidates if c["chosen"])
+    assert chosen["heldout_loss"] == min(c["heldout_loss"] for c in candidates)
+    assert manifest["inputs"]["heldout"]["path"].endswith("heldout/held.safetensors")
+    held = yaml.safe_load((workdir / "resources/data/tiny/heldout/held.json").read_text())
+    assert held["heldout_from"] == ["resources/data/tiny/calib/wikitext2.safetensors"] and len(held["starts"]) == 2
+    selection = pd.read_csv(workdir / "results/tables/tiny.selection.csv")
+    assert len(selection) == 4 and (selection["Chosen"] == "yes").sum() == 1
+    assert selection.loc[selection["Chosen"] == "yes", "Held-out loss"].iloc[0] == pytest.approx(chosen["heldout_loss"], abs=1e-4)
 
 
 def test_changing_an_evaluation_limit_reruns_only_evaluation_and_report(finished_run):
     workdir, config = finished_run
     rules = sorted(rule for rule, _ in jobs_after_change(workdir, config, ["evaluation", "limit"], 3))
-    assert rules == ["evaluate"] * 8 + ["evaluate_dense", "report"]
+    assert rules == ["evaluate"] * 9 + ["evaluate_dense", "report"]
 
 
 def test_changing_one_method_reruns_only_that_method(finished_run):
@@ -98,6 +128,13 @@ def test_a_bad_config_fails_before_any_job_naming_the_key(finished_run, tmp_path
     fixed["methods"]["llmp"]["flow"] = "sequential"
     fixed["methods"]["random"]["options"] = {"sed": 0}
     fixed["evaluation"]["perplexity"]["seq_len"] = 128  # longer than max_tokens (64)
+    fixed["evaluation"]["task_sparsities"] = [30]
+    fixed["methods"]["best"]["select"]["grid"]["options.sed"] = [1]
+    fixed["methods"]["best"]["select"]["grid"]["colour"] = ["red"]
+    fixed["methods"]["ours"]["select"] = {"heldout": "nowhere", "grid": {"damp": [0.1]}}
+    fixed["heldout"]["bad"] = {"fit": ["rand"]}
+    fixed["heldout"]["mixed"] = {"fit": ["wikitext2", "selfgen"]}
+    fixed["heldout"]["ghost"] = {"fit": ["c5"]}
     write_config(tmp_path, fixed)
     result = snakemake(tmp_path, "--dry-run", check=False)
     text = result.stdout + result.stderr
@@ -106,6 +143,14 @@ def test_a_bad_config_fails_before_any_job_naming_the_key(finished_run, tmp_path
     assert "methods.llmp: score 'taylor' reads backprop saliencies" in text
     assert "methods.random: options.sed: score 'random' has no such option (known: ['seed'])" in text
     assert "128-token windows do not fit in max_tokens 64" in text
+    assert "evaluation.task_sparsities: [30] are not in sparsities" in text
+    assert "methods.best: select.grid.options.sed: score 'distribution' has no such option" in text
+    assert "methods.best: select.grid.colour: not a recipe choice" in text
+    assert "methods.ours: select: chooses the pruned stage's reconstruction itself; set recover: false" in text
+    assert "methods.ours: select.heldout: 'nowhere' is not a key of heldout" in text
+    assert "heldout.bad.fit: random token ids have no held-out text" in text
+    assert "heldout.mixed.fit: the fit sets come from different text" in text
+    assert "heldout.ghost.fit: ['c5'] are not keys of calibration" in text
     assert not (tmp_path / "results").exists()
 
 
@@ -114,7 +159,8 @@ def test_changing_the_calibration_sample_count_spares_the_data_free_methods(fini
     jobs = jobs_after_change(workdir, config, ["calibration", "wikitext2", "n_samples"], 5)
     rules = sorted(rule for rule, _ in jobs)
     # FLAP scores and compensates from the statistics; Wanda-sp prunes sequentially from the samples
-    assert rules == ["calibrate", "data_calib", "evaluate", "evaluate", "prune", "prune", "report", "score"]
+    assert rules == ["calibrate", "data_calib", "data_heldout", "evaluate", "evaluate", "evaluate", "prune", "prune",
+                     "report", "score", "select"]  # best: its held-out windows avoid the new fit windows
     assert not any(f"method={m}" in wc for _, wc in jobs for m in ("random", "l1", "l2", "ours", "llmp"))
 
 

@@ -37,7 +37,10 @@ def tiny_config(tmp: Path) -> dict:
                      "reconstruct": "bias"},
             "llmp": {"score": "taylor", "calib": "grad", "options": {"variant": "element1"},
                      "heads": "kv_groups", "budget": "per_module", "layers": [0, 1]},
+            "best": {"score": "distribution", "calib": "wikitext2", "heads": "kv_groups", "allocation": "global",
+                     "select": {"heldout": "held", "grid": {"reconstruct": ["bias", "refit"], "damp": [0.01, 1.0]}}},
         },
+        "heldout": {"held": {"fit": ["wikitext2"], "n_samples": 2, "seq_len": 16}},
         "sparsities": [20],
         "evaluation": {
             "perplexity": {"seq_len": 16, "max_tokens": 64},

@@ -7,6 +7,7 @@ can be rerun by hand on a compute node. The library never reads config.yaml.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -138,6 +139,50 @@ def cmd_data_calib(args) -> None:
     log.info("calibration set %s: %s", args.out, tuple(samples.shape))
 
 
+def cmd_data_heldout(args) -> None:
+    """Held-out calibration samples for `select`: windows of the fit sets' text that none of
+    their windows covers (heldout.py), or, for self-generated fit sets, fresh generations
+    under another seed. Never evaluation data."""
+    from safetensors import safe_open
+
+    from structprune.checkpoint import load_tensors, save_tensors
+
+    fit_meta = []
+    for path in args.exclude:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"fit set {path} not found: run data-calib for it first")
+        with safe_open(path, "pt") as handle:
+            fit_meta.append(json.loads((handle.metadata() or {}).get("structprune", "{}")))
+    meta = {"dataset": args.dataset, "n_samples": args.n_samples, "seq_len": args.seq_len, "seed": args.seed,
+            "heldout_from": [str(p) for p in args.exclude]}
+    if args.dataset == "selfgen":
+        from structprune.selfgen import generate_calibration
+
+        seeds = {m.get("seed") for m in fit_meta}
+        if args.seed in seeds:
+            raise ValueError(f"held-out seed {args.seed} is a fit set's seed: its samples would repeat; pick another")
+        model, tokenizer = _load(args, args.tokenizer, "whole")
+        start = tokenizer.bos_token_id if args.start_token is None else args.start_token
+        samples = generate_calibration(model, start, args.n_samples, args.seq_len, args.seed, args.temperature,
+                                       args.top_p, drop_start=args.drop_start)
+        meta.update(source="self-generated", start_token=start, temperature=args.temperature, top_p=args.top_p,
+                    drop_start=args.drop_start)
+    else:
+        from transformers import AutoTokenizer
+
+        from structprune.data import load_text, tokenize_text
+        from structprune.heldout import heldout_windows
+
+        mirror = _mirror(args)
+        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+        stream = tokenize_text(tokenizer, load_text(args.dataset, args.split, mirror))
+        fits = [load_tensors(path)["input_ids"] for path in args.exclude]
+        samples, starts = heldout_windows(stream, fits, args.n_samples, args.seq_len, args.seed)
+        meta.update(split=args.split, source=mirror or "hub", starts=starts)
+    save_tensors({"input_ids": samples}, args.out, meta)
+    log.info("held-out set %s: %s, apart from %s", args.out, tuple(samples.shape), args.exclude)
+
+
 def cmd_data_task(args) -> None:
     from structprune.artifacts import atomic_file
     from structprune.tasks import read_task_records, write_jsonl
@@ -267,14 +312,16 @@ def cmd_select(args) -> None:
     result, chosen, candidates = select_recipe(model, base, grid, args.sparsity, heldout=heldout, samples=samples,
                                                stats=stats, batch_size=args.batch_size)
     after = count_parameters(result.model)
-    log.info("chosen: %s", {k: v for k, v in chosen.to_json().items() if k in args_keys(grid)})
+    chosen_index = next(i for i, c in enumerate(candidates) if c.recipe == chosen and c.heldout_loss is not None)
+    log.info("chosen: %s (held-out loss %.4f)", candidates[chosen_index].overrides, candidates[chosen_index].heldout_loss)
     inputs = {k: v for k, v in {"model": args.model, "stats": args.stats, "data": args.data, "heldout": args.heldout}.items() if v}
     manifest = build_manifest(
         "select", inputs, {"sparsity": args.sparsity, "base_recipe": base.to_json(), "grid": grid}, started,
         {
             "dense_parameters": before, "achieved_block_sparsity": 1 - after["decoder_blocks"] / before["decoder_blocks"],
             "achieved_total_sparsity": 1 - after["total"] / before["total"], "recipe": chosen.to_json(),
-            "candidates": [c.to_json() for c in candidates], "plan": result.plan.to_json(), "layers": result.reports,
+            "candidates": [c.to_json(i == chosen_index) for i, c in enumerate(candidates)],
+            "heldout_samples": list(heldout.shape), "plan": result.plan.to_json(), "layers": result.reports,
         },
     )
     save_checkpoint(result.model.cpu(), tokenizer, args.out, manifest)
@@ -283,10 +330,6 @@ def cmd_select(args) -> None:
 def _grid_value(value: str):
     """A grid alternative: a number or a boolean, else the word itself ("none" is a choice here)."""
     return value if value.lower() == "none" else _option_value(value)
-
-
-def args_keys(grid: dict) -> set[str]:
-    return {k.removeprefix("options.") if k.startswith("options.") else k for k in grid} | {"options"}
 
 
 def cmd_gradients(args) -> None:
@@ -353,6 +396,14 @@ def cmd_report(args) -> None:
     if args.benchmarks:
         header += "\n\n" + compute_time_summary(args.benchmarks)
     write_table(table, args.csv, args.md, header, args.tex, args.html)
+    if args.selection_md:
+        from structprune.tables import selection_table
+
+        chosen = selection_table(args.selection, dict(args.label))
+        note = ("Candidates of each method with a select section: the method's recipe with the listed overrides, "
+                "pruned on its calibration samples; the held-out loss is the mean next-token loss on held-out "
+                "calibration text (windows no fit sample covers; never evaluation data). The lowest is kept.")
+        write_table(chosen, args.selection_csv, args.selection_md, f"# {args.title}: held-out selection\n\n{note}")
     if args.plot:
         plot_perplexity(table, args.plot, args.title)
     log.info("table with %d rows -> %s, %s", len(table), args.csv, args.md)
@@ -421,6 +472,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--drop-start", action="store_true",
                    help="selfgen only: the start token conditions the generation but is not part of the sample")
     p.set_defaults(func=cmd_data_calib)
+
+    p = sub.add_parser("data-heldout", help="held-out calibration samples apart from the fit sets (for select)")
+    data_args(p)
+    p.add_argument("--exclude", nargs="+", required=True, help="the fit sets' sample files, whose windows are avoided")
+    p.add_argument("--n-samples", type=int, required=True)
+    p.add_argument("--seq-len", type=int, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--temperature", type=float, default=1.0, help="selfgen only")
+    p.add_argument("--top-p", type=float, default=1.0, help="selfgen only")
+    p.add_argument("--start-token", type=int, default=None, help="selfgen only (default: BOS)")
+    p.add_argument("--drop-start", action="store_true", help="selfgen only")
+    p.set_defaults(func=cmd_data_heldout)
 
     p = sub.add_parser("data-task", help="export a zero-shot task split to jsonl")
     p.add_argument("--task", required=True)
@@ -495,6 +558,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--title", default="structprune comparison")
     p.add_argument("--note", default="")
     p.add_argument("--benchmarks", nargs="*", default=[], help="Snakemake benchmark TSVs to summarise")
+    p.add_argument("--selection", type=_key_value, action="append", default=[], metavar="METHOD:SPARSITY=CHECKPOINT",
+                   help="a select checkpoint whose candidates go into the selection table")
+    p.add_argument("--selection-csv", default=None)
+    p.add_argument("--selection-md", default=None)
     p.add_argument("--label", type=_key_value, action="append", default=[], metavar="METHOD:STAGE=LABEL",
                    help="the row name of a method's stage in the table")
     p.set_defaults(func=cmd_report)

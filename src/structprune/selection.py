@@ -34,8 +34,10 @@ class CandidateResult:
     heldout_loss: float | None  # None: not run (see `skipped`)
     skipped: str | None = None
 
-    def to_json(self) -> dict:
-        return {"overrides": self.overrides, "heldout_loss": self.heldout_loss, "skipped": self.skipped}
+    def to_json(self, chosen: bool = False) -> dict:
+        ppl = None if self.heldout_loss is None else math.exp(self.heldout_loss)
+        return {"overrides": self.overrides, "heldout_loss": self.heldout_loss, "heldout_ppl": ppl,
+                "skipped": self.skipped, "chosen": chosen}
 
 
 def candidate_recipes(base: Recipe, grid: dict[str, list]) -> list[tuple[dict, Recipe]]:

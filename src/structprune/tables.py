@@ -15,6 +15,7 @@ TASK_COLUMNS = {
     "arc_easy": "ARC-e", "arc_challenge": "ARC-c", "openbookqa": "OBQA",
 }
 PPL_COLUMNS = {"wikitext2": "WikiText2", "ptb": "PTB"}
+MARKERS = "osD^vP*Xh<>p"  # one per line, so lines of one colour stay apart
 
 
 def row_from_eval(result: dict, labels: dict | None = None) -> dict:
@@ -54,6 +55,25 @@ def comparison_table(eval_paths: list[str | os.PathLike], labels: dict | None = 
         table["Block params removed (%)"] = 100.0 * (1 - table["Block params"] / dense_blocks)
         table["All params removed (%)"] = 100.0 * (1 - table["Params"] / dense_total)
     return table
+
+
+def selection_table(checkpoints: list[tuple[str, str | os.PathLike]], labels: dict | None = None) -> pd.DataFrame:
+    """One row per candidate of every `select` checkpoint: its overrides of the method's recipe,
+    its held-out calibration loss and perplexity, and which one the rule kept. `checkpoints`
+    pairs "method:sparsity" with the checkpoint folder (its manifest.json)."""
+    rows = []
+    for key, folder in checkpoints:
+        method, _, sparsity = key.rpartition(":")
+        manifest = read_json(Path(folder) / "manifest.json")
+        for candidate in manifest["candidates"]:
+            overrides = ", ".join(f"{k}={v}" for k, v in candidate["overrides"].items())
+            rows.append({
+                "Method": (labels or {}).get(f"{method}:pruned", method), "Sparsity (%)": int(sparsity),
+                "Candidate": overrides, "Held-out loss": candidate["heldout_loss"],
+                "Held-out PPL": candidate["heldout_ppl"], "Chosen": "yes" if candidate["chosen"] else "",
+                "Not run": candidate["skipped"] or "",
+            })
+    return pd.DataFrame(rows, columns=["Method", "Sparsity (%)", "Candidate", "Held-out loss", "Held-out PPL", "Chosen", "Not run"])
 
 
 def to_markdown(table: pd.DataFrame, header: str) -> str:
@@ -148,16 +168,17 @@ def plot_perplexity(table: pd.DataFrame, path: str | os.PathLike, title: str) ->
             group = group.sort_values("Sparsity (%)")
             label = method if calib == "none" else f"{method} ({calib})"
             label += "" if stage == "pruned" else f" {stage}"
-            ax.plot(group["Sparsity (%)"], group[column], marker="o", label=label)
+            ax.plot(group["Sparsity (%)"], group[column], marker=MARKERS[len(ax.lines) % len(MARKERS)], label=label)
         ax.set_yscale("log")
         ax.set_xlabel("sparsity (% of decoder-block parameters)")
         ax.set_ylabel(f"{column} perplexity (log scale)")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
     fig.suptitle(title)
     fig.tight_layout()
     with atomic_file(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
+        fig.savefig(tmp, dpi=120, format="png", bbox_inches="tight")
     plt.close(fig)
 
 

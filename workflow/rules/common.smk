@@ -84,6 +84,8 @@ def method_problems(cfg, name, method):
         problems.append(f"calib: score {score!r} is data-free; set calib: none")
     if score not in DATA_FREE_SCORES and calib == "none":
         problems.append(f"calib: score {score!r} needs calibration data")
+    if method.get("select"):
+        problems += select_problems(cfg, method)
     for stage in ("pruned", "recovered") if method["recover"] else ("pruned",):
         recipe = stage_recipe(cfg, method, stage)
         where = "" if stage == "pruned" else "recovered stage (recover section / remedy): "
@@ -95,11 +97,76 @@ def method_problems(cfg, name, method):
     return problems
 
 
+SELECT_CHOICES = ("heads", "allocation", "budget", "flow", "reconstruct", "damp", "target")
+
+
+def select_candidates(cfg, method):
+    """(overrides, Recipe) of every combination of a select grid over the method's recipe
+    (the same expansion as selection.candidate_recipes, without torch)."""
+    import itertools
+    from dataclasses import replace
+
+    base, grid = stage_recipe(cfg, method, "pruned"), method["select"]["grid"]
+    out = []
+    for values in itertools.product(*grid.values()):
+        overrides = dict(zip(grid, values))
+        fields = {k: v for k, v in overrides.items() if not k.startswith("options.")}
+        options = {**base.options, **{k[len("options."):]: v for k, v in overrides.items() if k.startswith("options.")}}
+        out.append((overrides, replace(base, options=options, **fields)))
+    return out
+
+
+def select_problems(cfg, method):
+    """Why a method's select section cannot run."""
+    sel, problems = method["select"], []
+    if method["recover"]:
+        problems.append("select: chooses the pruned stage's reconstruction itself; set recover: false")
+    if sel["heldout"] not in cfg.get("heldout", {}):
+        problems.append(f"select.heldout: {sel['heldout']!r} is not a key of heldout (known: {sorted(cfg.get('heldout', {}))})")
+    samples = sel.get("samples")
+    if samples is not None and samples not in cfg.get("calibration", {}):
+        problems.append(f"select.samples: {samples!r} is not a key of calibration (known: {sorted(cfg.get('calibration', {}))})")
+    allowed = SCORE_OPTIONS.get(method["score"], [])
+    for key in sel["grid"]:
+        if key.startswith("options."):
+            if key[len("options."):] not in allowed:
+                problems.append(f"select.grid.{key}: score {method['score']!r} has no such option (known: {allowed or 'none'})")
+        elif key not in SELECT_CHOICES:
+            problems.append(f"select.grid.{key}: not a recipe choice; use one of {list(SELECT_CHOICES)} or options.<name>")
+    if problems:
+        return problems
+    runnable = [c for c in select_candidates(cfg, method) if not recipe_problems(c[1])]
+    if not runnable:
+        problems.append("select.grid: no combination of its values can run (see recipe rules in docs/method.md)")
+    elif any(r.needs_samples for _, r in runnable) and (samples or method["calib"]) == "none":
+        problems.append("select.samples: some candidates run samples through the layers; name a calibration set")
+    return problems
+
+
+def heldout_problems(cfg):
+    """Why a heldout entry cannot be built: its fit sets must exist and share one text (or be
+    self-generated), since the held-out windows are drawn from that text apart from theirs."""
+    problems, calibration = [], cfg.get("calibration", {})
+    for name, h in cfg.get("heldout", {}).items():
+        unknown = [f for f in h["fit"] if f not in calibration]
+        if unknown:
+            problems.append(f"  heldout.{name}.fit: {unknown} are not keys of calibration (known: {sorted(calibration)})")
+            continue
+        sources = {(calibration[f]["dataset"], calibration[f]["split"] if calibration[f]["dataset"] not in ("selfgen", "random") else None)
+                   for f in h["fit"]}
+        if len(sources) > 1:
+            problems.append(f"  heldout.{name}.fit: the fit sets come from different text {sorted(sources)}; name sets of one dataset and split")
+        elif next(iter(sources))[0] == "random":
+            problems.append(f"  heldout.{name}.fit: random token ids have no held-out text; select data-free methods on selfgen text")
+    return problems
+
+
 def validate_config(cfg):
     schema = yaml.safe_load(SCHEMA.read_text())
     errors = sorted(_validator_filling_defaults()(schema).iter_errors(cfg), key=lambda e: list(e.path))
     problems = [f"  {'.'.join(str(p) for p in e.path) or '(top level)'}: {e.message}" for e in errors]
     if not errors:
+        problems += heldout_problems(cfg)
         for name, method in cfg["methods"].items():
             problems += [f"  methods.{name}: {p}" for p in method_problems(cfg, name, method)]
         ppl = cfg["evaluation"]["perplexity"]
@@ -107,6 +174,12 @@ def validate_config(cfg):
             problems.append(
                 f"  evaluation.perplexity.seq_len: {ppl['seq_len']}-token windows do not fit in max_tokens "
                 f"{ppl['max_tokens']}; raise max_tokens or lower seq_len"
+            )
+        at = cfg["evaluation"]["task_sparsities"]
+        if at is not None and set(at) - set(cfg["sparsities"]):
+            problems.append(
+                f"  evaluation.task_sparsities: {sorted(set(at) - set(cfg['sparsities']))} are not in sparsities "
+                f"{cfg['sparsities']}; list sparsities the run has, or null for all"
             )
     if problems:
         raise WorkflowError(
@@ -171,9 +244,9 @@ def method_cfg(wildcards):
 # set-resources or a model's mem_mb/runtime override them.
 STAGE_COST = {
     "model": (3.0, 5), "data_calib": (2.0, 10), "calibrate": (2.0, 10), "gradients": (5.0, 20),
-    "score": (2.0, 2), "prune": (2.0, 30), "evaluate": (2.0, 60),
+    "score": (2.0, 2), "prune": (2.0, 30), "select": (3.0, 240), "evaluate": (2.0, 60),
 }
-GPU_STAGES = {"data_calib", "calibrate", "gradients", "prune", "evaluate"}
+GPU_STAGES = {"data_calib", "calibrate", "gradients", "prune", "select", "evaluate"}
 CPU_SLOWDOWN = 20
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
@@ -299,6 +372,81 @@ def prune_settings(wildcards):
     return str(sorted(wildcard_recipe(wildcards).to_json().items())) + f" calib={stage_calib(method_cfg(wildcards), wildcards.stage)}"
 
 
+def select_methods():
+    return [name for name, m in config["methods"].items() if m.get("select")]
+
+
+def select_method_pattern():
+    """Wildcard constraint of the select rule: the methods with a select section (none: a
+    pattern that matches nothing)."""
+    names = select_methods()
+    return "|".join(re.escape(n) for n in names) if names else "(?!)"
+
+
+def select_samples(method):
+    return method["select"].get("samples") or method["calib"]
+
+
+def select_inputs(wildcards):
+    """The dense statistics (scores of every candidate, bias compensation), the samples
+    candidates run through the layers, and the held-out set."""
+    m, model = method_cfg(wildcards), wildcards.model
+    recipes = [r for _, r in select_candidates(config, m) if not recipe_problems(r)]
+    inputs = {"model": f"resources/models/{model}", "heldout": f"resources/data/{model}/heldout/{m['select']['heldout']}.safetensors"}
+    if m["calib"] != "none":
+        inputs["stats"] = statistics_file(model, m["calib"], m["score"])
+    if any(r.needs_samples for r in recipes):
+        inputs["samples"] = f"resources/data/{model}/calib/{select_samples(m)}.safetensors"
+    return inputs
+
+
+def select_args(wildcards, input):
+    recipe = stage_recipe(config, method_cfg(wildcards), "pruned")
+    layers = recipe.layers if isinstance(recipe.layers, str) else "{}:{}".format(*recipe.layers)
+    grid = method_cfg(wildcards)["select"]["grid"]
+    args = [
+        f"--method {recipe.score} {method_options(wildcards)}",
+        f"--heads {recipe.heads} --allocation {recipe.allocation} --budget {recipe.budget} --layers {layers}",
+        f"--sparsity-of {recipe.sparsity_of} --flow {recipe.flow} --reconstruct {recipe.reconstruct}",
+        f"--damp {recipe.damp} --target {recipe.target} --batch-size {config['recover']['batch_size']}",
+        " ".join(f"--grid {key}={','.join(str(v) for v in values)}" for key, values in grid.items()),
+        f"--heldout {input.heldout}",
+    ]
+    if "stats" in input.keys():
+        args.append(f"--stats {input.stats}")
+    if "samples" in input.keys():
+        args.append(f"--data {input.samples}")
+    return " ".join(a.strip() for a in args)
+
+
+def select_settings(wildcards):
+    """The base recipe, the grid and the data of a select job as text, for the params check."""
+    m = method_cfg(wildcards)
+    return (str(sorted(stage_recipe(config, m, "pruned").to_json().items()))
+            + f" grid={sorted(m['select']['grid'].items())} heldout={m['select']['heldout']} samples={select_samples(m)}")
+
+
+def heldout_cfg(wildcards):
+    return config["heldout"][wildcards.heldout]
+
+
+def heldout_inputs(wildcards):
+    fit = heldout_cfg(wildcards)["fit"]
+    return {"model": f"resources/models/{wildcards.model}",
+            "fit": [f"resources/data/{wildcards.model}/calib/{f}.safetensors" for f in fit]}
+
+
+def heldout_source_args(wildcards):
+    """The fit sets' text (or their self-generation settings), which the held-out set shares."""
+    h = heldout_cfg(wildcards)
+    c = config["calibration"][h["fit"][0]]
+    if c["dataset"] == "selfgen":
+        start = f" --start-token {c['start_token']}" if c["start_token"] is not None else ""
+        drop = " --drop-start" if c["drop_start"] else ""
+        return f"--dataset selfgen --temperature {c['temperature']} --top-p {c['top_p']}{start}{drop}"
+    return f"--dataset {c['dataset']} --split {c['split']} {MIRROR_ARG}".strip()
+
+
 def method_label(name, stage):
     m = config["methods"][name]
     label = m.get("label") or name
@@ -338,18 +486,29 @@ def stats_arg(wildcards, input):
     return f"--stats {input.stats}" if "stats" in input.keys() else ""
 
 
+def eval_tasks(wildcards):
+    """The zero-shot tasks of a checkpoint: all configured tasks, or none at a sparsity outside
+    evaluation.task_sparsities (perplexity only; the dense model always gets them)."""
+    at = config["evaluation"]["task_sparsities"]
+    sparsity = getattr(wildcards, "sparsity", None)
+    if at is not None and sparsity is not None and int(sparsity) not in at:
+        return []
+    return config["evaluation"]["tasks"]
+
+
 def eval_inputs(wildcards):
     ppl = config["evaluation"]["perplexity"]["datasets"]
     return {
         **{f"ppl_{d}": f"resources/data/{wildcards.model}/eval/{d}.safetensors" for d in ppl},
-        **{f"task_{t}": f"resources/data/tasks/{t}.jsonl" for t in config["evaluation"]["tasks"]},
+        **{f"task_{t}": f"resources/data/tasks/{t}.jsonl" for t in eval_tasks(wildcards)},
     }
 
 
 def eval_args(wildcards, input):
-    """The data-dependent part of an evaluate command line."""
+    """The data-dependent part of an evaluate command line (the tasks are inputs, so a changed
+    task list reruns through the input trigger)."""
     ppl = " ".join(f"--ppl {d}={input['ppl_' + d]}" for d in config["evaluation"]["perplexity"]["datasets"])
-    tasks = " ".join(f"--task {t}={input['task_' + t]}" for t in config["evaluation"]["tasks"])
+    tasks = " ".join(f"--task {t}={input['task_' + t]}" for t in eval_tasks(wildcards))
     return f"{ppl} {tasks}"
 
 
@@ -367,13 +526,24 @@ def eval_protocol_args():
 # --------------------------------------------------------------------------- targets
 
 def method_rows(model):
-    """(calib, method, sparsity, stage) of every checkpoint the config asks for."""
+    """(calib, method, sparsity, stage) of every checkpoint the config asks for, by sparsity
+    (the table's order)."""
     return [
         (m["calib"], name, s, stage)
+        for s in sorted(config["sparsities"])
         for name, m in config["methods"].items()
-        for s in config["sparsities"]
         for stage in (STAGES if m["recover"] else STAGES[:1])
     ]
+
+
+def selection_rows(model):
+    """(method, sparsity, checkpoint) of every select checkpoint (the selection table)."""
+    return [(name, s, f"results/{model}/{calib}/{name}/s{s}/{stage}")
+            for calib, name, s, stage in method_rows(model) if config["methods"][name].get("select")]
+
+
+def model_selections(wildcards):
+    return [path for _, _, path in selection_rows(wildcards.model)]
 
 
 def model_evals(wildcards_or_model):
@@ -394,11 +564,16 @@ def model_benchmarks(wildcards):
     for calib, method, sparsity, stage in method_rows(model):
         m = config["methods"][method]
         recipe = stage_recipe(config, m, stage)
-        if recipe.reads_score_file:
+        if recipe.reads_score_file and not m.get("select"):  # select scores every candidate itself
             files.append(f"benchmarks/score/{model}/{calib}/{method}.tsv")
         if m["score"] in GRADIENT_SCORES:
             files.append(f"benchmarks/gradients/{model}/{calib}.tsv")
-        files.append(f"benchmarks/prune/{model}/{calib}/{method}/s{sparsity}/{stage}.tsv")
+        if m.get("select"):
+            files.append(f"benchmarks/select/{model}/{calib}/{method}/s{sparsity}.tsv")
+            files.append(f"benchmarks/data/{model}/heldout/{m['select']['heldout']}.tsv")
+            calibs += [select_samples(m), *config["heldout"][m["select"]["heldout"]]["fit"]]
+        else:
+            files.append(f"benchmarks/prune/{model}/{calib}/{method}/s{sparsity}/{stage}.tsv")
         files.append(f"benchmarks/evaluate/{model}/{calib}/{method}/s{sparsity}/{stage}.tsv")
         calibs += [calib, stage_calib(m, stage)]
     for calib in [c for c in dict.fromkeys(calibs) if c != "none"]:  # ordered: params must be stable
@@ -410,7 +585,7 @@ def model_benchmarks(wildcards):
 
 
 def all_targets():
-    targets = expand("results/tables/{model}.md", model=config["models"])
+    targets = expand("results/tables/{model}{table}.md", model=config["models"], table=["", ".selection"])
     targets += expand("results/plots/{model}.ppl.png", model=config["models"])
     return targets
 
@@ -430,8 +605,14 @@ def recipe_summary(name, stage):
     options = ",".join(f"{k}={v}" for k, v in sorted(r.options.items()))
     damp = f" damp {r.damp}" if r.reconstruct in ("refit", "paper") else ""
     target = f" target {r.target}" if r.reconstruct == "refit" else ""
-    return (f"{method_label(name, stage)}: {r.score}{'(' + options + ')' if options else ''}; {r.heads}; {allocation}; "
-            f"{layers}; {r.flow}; {r.reconstruct}{damp}{target}; {stage_calib(m, stage)}")
+    summary = (f"{method_label(name, stage)}: {r.score}{'(' + options + ')' if options else ''}; {r.heads}; {allocation}; "
+               f"{layers}; {r.flow}; {r.reconstruct}{damp}{target}; {stage_calib(m, stage)}")
+    if m.get("select"):
+        sel = m["select"]
+        grid = ", ".join(f"{k} in {{{', '.join(str(v) for v in vs)}}}" for k, vs in sel["grid"].items())
+        summary += (f" (base recipe; {grid} chosen per sparsity by the loss on held-out set {sel['heldout']}, "
+                    f"samples {select_samples(m)}: see the selection table)")
+    return summary
 
 
 def calib_source_text(c):
@@ -468,5 +649,8 @@ def table_note(model):
         + "; ".join(recipe_summary(name, stage) for _, name, _, stage in dict.fromkeys((None, n, None, st) for _, n, _, st in method_rows(model)))
         + ". "
         f"Calibration sets: {calib}. "
-        f"Regenerate with `make run` (= `snakemake --cores 2 --profile workflow/profiles/local`)."
+        + (f"Held-out sets (for select only): " + "; ".join(
+            f"{name}: {h['n_samples']}x{h['seq_len']} tokens apart from {', '.join(h['fit'])} (seed {h['seed']})"
+            for name, h in config["heldout"].items()) + ". " if config["heldout"] else "")
+        + f"Regenerate with `make run` (= `snakemake --cores 2 --profile workflow/profiles/local`)."
     )

@@ -70,3 +70,34 @@ rule data_task:
     shell:
         "python -m structprune data-task --task {wildcards.task} {params.mirror}"
         " --out {output.records} > {log} 2>&1"
+
+
+rule data_heldout:
+    """Held-out calibration text for select: windows of the fit sets' text that none of their
+    windows covers (self-generated fit sets: fresh samples under another seed)."""
+    input:
+        unpack(heldout_inputs),
+    output:
+        samples="resources/data/{model}/heldout/{heldout}.safetensors",
+    params:
+        compute=compute_args,
+        code=code_version("data-heldout"),
+        n_samples=lambda wc: heldout_cfg(wc)["n_samples"],
+        seq_len=lambda wc: heldout_cfg(wc)["seq_len"],
+        seed=lambda wc: heldout_cfg(wc)["seed"],
+        source=heldout_source_args,
+    wildcard_constraints:
+        heldout=r"[A-Za-z0-9_.-]+",
+    conda:
+        "../../envs/structprune.yaml"
+    log:
+        "logs/data/{model}/heldout/{heldout}.log",
+    benchmark:
+        "benchmarks/data/{model}/heldout/{heldout}.tsv"
+    threads: 2
+    resources:
+        **stage_resources("data_calib"),
+    shell:
+        "python -m structprune --threads {threads} {params.compute} data-heldout {params.source}"
+        " --n-samples {params.n_samples} --seq-len {params.seq_len} --seed {params.seed}"
+        " --exclude {input.fit} --model {input.model} --out {output.samples} > {log} 2>&1"

@@ -53,3 +53,36 @@ rule prune:
     shell:
         "python -m structprune --threads {threads} {params.compute} prune --model {input.model} {params.args}"
         " --sparsity {params.sparsity} --out {output.ckpt} > {log} 2>&1"
+
+
+rule select:
+    """A method with a select section: prune with every candidate of its grid and keep the one
+    whose held-out calibration loss is lowest (selection.py); the candidates' losses and the
+    choice go into the checkpoint's manifest and the report's selection table."""
+    input:
+        unpack(select_inputs),
+    output:
+        ckpt=directory("results/{model}/{calib}/{method}/s{sparsity}/pruned"),
+    params:
+        compute=compute_args,
+        code=code_version("select"),
+        sparsity=sparsity_fraction,
+        settings=select_settings,
+        args=select_args,
+    wildcard_constraints:
+        method=select_method_pattern(),
+    conda:
+        "../../envs/structprune.yaml"
+    log:
+        "logs/select/{model}/{calib}/{method}/s{sparsity}.log",
+    benchmark:
+        "benchmarks/select/{model}/{calib}/{method}/s{sparsity}.tsv"
+    threads: 2
+    resources:
+        **stage_resources("select"),
+    shell:
+        "python -m structprune --threads {threads} {params.compute} select --model {input.model} {params.args}"
+        " --sparsity {params.sparsity} --out {output.ckpt} > {log} 2>&1"
+
+
+ruleorder: select > prune

@@ -6,7 +6,10 @@
 rule report:
     input:
         evals=model_evals,
+        selected=model_selections,
     output:
+        selection_csv="results/tables/{model}.selection.csv",
+        selection_md="results/tables/{model}.selection.md",
         csv="results/tables/{model}.csv",
         md="results/tables/{model}.md",
         tex="results/tables/{model}.tex",
@@ -27,6 +30,7 @@ rule report:
         benchmarks=lambda wc: " ".join(model_benchmarks(wc)),
         note=lambda wc: table_note(wc.model),
         labels=lambda wc: label_args(wc.model),
+        selection=lambda wc: " ".join(f"--selection {m}:{s}={path}" for m, s, path in selection_rows(wc.model)),
     conda:
         "../../envs/structprune.yaml"
     log:
@@ -40,4 +44,5 @@ rule report:
         "python -m structprune report --evals {input.evals} --csv {output.csv} --md {output.md}"
         " --tex {output.tex} --html {output.html} --plot {output.plot}"
         " --title 'structprune: {wildcards.model}' --note {params.note:q} {params.labels}"
-        " --benchmarks {params.benchmarks} > {log} 2>&1"
+        " --benchmarks {params.benchmarks} {params.selection} --selection-csv {output.selection_csv}"
+        " --selection-md {output.selection_md} > {log} 2>&1"
