@@ -26,7 +26,7 @@ SCORE_STATISTICS = {
 }
 HEAD_MODES = ("within_kv_groups", "kv_groups")
 ALLOCATIONS = ("uniform", "global")
-BUDGETS = ("matched", "per_module")
+BUDGETS = ("matched", "per_module", "mlp_only")
 SPARSITY_OF = ("blocks", "total")
 FLOWS = ("dense", "sequential")
 RECONSTRUCTIONS = ("none", "bias", "refit", "paper")
