@@ -51,3 +51,11 @@ def test_damaged_artifacts_finds_checkpoints_and_json_and_skips_writes_in_progre
     moved = set_aside(ckpt)
     assert not ckpt.exists() and moved.is_dir() and ".damaged-" in moved.name
     assert {p.name for p, _ in damaged_artifacts(tmp_path)} == {"pruned.json"}  # set-aside folders are left alone
+
+
+def test_a_checkpoint_folder_without_its_config_is_damaged(tmp_path):
+    folder = tmp_path / "results" / "m" / "c" / "x" / "s20" / "pruned"
+    folder.mkdir(parents=True)
+    write_stats(folder / "model.safetensors")
+    (folder / "tokenizer_config.json").write_text("{}")
+    assert [(p.name, why) for p, why in damaged_artifacts(tmp_path)] == [("pruned", "no config.json")]

@@ -132,6 +132,7 @@ def test_a_bad_config_fails_before_any_job_naming_the_key(finished_run, tmp_path
     fixed["methods"]["best"]["select"]["grid"]["options.sed"] = [1]
     fixed["methods"]["best"]["select"]["grid"]["colour"] = ["red"]
     fixed["methods"]["ours"]["select"] = {"heldout": "nowhere", "grid": {"damp": [0.1]}}
+    fixed["methods"]["flap"]["select"] = {"heldout": "held", "samples": "grad", "grid": {"damp": [0.1]}}
     fixed["heldout"]["bad"] = {"fit": ["rand"]}
     fixed["heldout"]["mixed"] = {"fit": ["wikitext2", "selfgen"]}
     fixed["heldout"]["ghost"] = {"fit": ["c5"]}
@@ -149,6 +150,7 @@ def test_a_bad_config_fails_before_any_job_naming_the_key(finished_run, tmp_path
     assert "methods.ours: select: chooses the pruned stage's reconstruction itself; set recover: false" in text
     assert "methods.ours: select.heldout: 'nowhere' is not a key of heldout" in text
     assert "heldout.bad.fit: random token ids have no held-out text" in text
+    assert "methods.flap: select.heldout: held-out set 'held' is not kept apart from ['grad']" in text
     assert "heldout.mixed.fit: the fit sets come from different text" in text
     assert "heldout.ghost.fit: ['c5'] are not keys of calibration" in text
     assert not (tmp_path / "results").exists()

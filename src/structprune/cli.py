@@ -321,10 +321,10 @@ def cmd_select(args) -> None:
     samples = load_tensors(args.data)["input_ids"] if args.data else None
     heldout = load_tensors(args.heldout)["input_ids"]
     before = count_parameters(model)
-    result, chosen, candidates = select_recipe(model, base, grid, args.sparsity, heldout=heldout, samples=samples,
-                                               stats=stats, batch_size=args.batch_size)
+    result, chosen_index, candidates = select_recipe(model, base, grid, args.sparsity, heldout=heldout,
+                                                     samples=samples, stats=stats, batch_size=args.batch_size)
+    chosen = candidates[chosen_index].recipe
     after = count_parameters(result.model)
-    chosen_index = next(i for i, c in enumerate(candidates) if c.recipe == chosen and c.heldout_loss is not None)
     log.info("chosen: %s (held-out loss %.4f)", candidates[chosen_index].overrides, candidates[chosen_index].heldout_loss)
     inputs = {k: v for k, v in {"model": args.model, "stats": args.stats, "data": args.data, "heldout": args.heldout}.items() if v}
     manifest = build_manifest(

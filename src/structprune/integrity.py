@@ -38,8 +38,10 @@ def safetensors_problem(path: str | os.PathLike) -> str | None:
         return f"header is not JSON ({error})"
     if not isinstance(header, dict):
         return "header is not a JSON object"
-    ends = [entry["data_offsets"][1] for name, entry in header.items()
-            if name != "__metadata__" and isinstance(entry, dict) and "data_offsets" in entry]
+    try:
+        ends = [int(entry["data_offsets"][1]) for name, entry in header.items() if name != "__metadata__"]
+    except (TypeError, KeyError, IndexError, ValueError):
+        return "header entries lack valid data_offsets"
     expected = 8 + length + max(ends, default=0)
     if expected != size:
         return f"{size} bytes where the header describes {expected} (truncated or padded)"
@@ -91,6 +93,10 @@ def damaged_artifacts(root: str | os.PathLike) -> list[tuple[Path, str]]:
         for path in filter(finished, sorted(base.rglob("*.safetensors"))):
             if (path.parent / "config.json").is_file():
                 continue  # a checkpoint's weights: checked with its folder
+            if path.name.startswith("model") and (path.parent / "tokenizer_config.json").is_file():
+                if (path.parent, "no config.json") not in found:
+                    found.append((path.parent, "no config.json"))  # a checkpoint folder that lost its config
+                continue
             problem = safetensors_problem(path)
             if problem:
                 found.append((path, problem))

@@ -118,6 +118,7 @@ def load_source(source: str, dtype: torch.dtype = torch.float32):
     kwargs = {"gguf_file": resolved.gguf_file} if resolved.gguf_file else {}
     if not resolved.gguf_file and Path(resolved.location).is_dir():
         refuse_foreign_code(read_model_config(resolved.location, "fix or replace the source folder"), f"model source {source!r}")
+        register_varwidth()  # a structprune checkpoint with per-layer widths as a source
     try:
         tokenizer = AutoTokenizer.from_pretrained(resolved.location, trust_remote_code=False, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(resolved.location, dtype=dtype, trust_remote_code=False, **kwargs)

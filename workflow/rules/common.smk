@@ -136,11 +136,24 @@ def select_problems(cfg, method):
             problems.append(f"select.grid.{key}: not a recipe choice; use one of {list(SELECT_CHOICES)} or options.<name>")
     if problems:
         return problems
+    held = cfg["heldout"][sel["heldout"]]
+    fit_data = {method["calib"], samples or method["calib"]} - {"none"}
+    unseen = sorted(d for d in fit_data if d not in held["fit"] and cfg["calibration"][d]["dataset"] != "random")
+    if unseen:
+        problems.append(f"select.heldout: held-out set {sel['heldout']!r} is not kept apart from {unseen}, which the "
+                        f"candidates are fit on; add them to heldout.{sel['heldout']}.fit")
+    fit_seeds = {cfg["calibration"][d]["seed"] for d in fit_data if cfg["calibration"][d]["dataset"] == "selfgen"}
+    if held["seed"] in fit_seeds:
+        problems.append(f"heldout.{sel['heldout']}.seed: {held['seed']} is a self-generated fit set's seed (its samples "
+                        "would repeat); pick another")
     runnable = [c for c in select_candidates(cfg, method) if not recipe_problems(c[1])]
     if not runnable:
         problems.append("select.grid: no combination of its values can run (see recipe rules in docs/method.md)")
     elif any(r.needs_samples for _, r in runnable) and (samples or method["calib"]) == "none":
         problems.append("select.samples: some candidates run samples through the layers; name a calibration set")
+    elif any(r.needs_dense_moments for _, r in runnable) and (method["calib"] == "none" or method["score"] in GRADIENT_SCORES):
+        problems.append("select.grid: a bias-compensation candidate needs activation statistics, and calib gives "
+                        f"{'none' if method['calib'] == 'none' else 'gradients'}; drop reconstruct: bias from the grid")
     return problems
 
 
@@ -256,8 +269,10 @@ def set_aside_damaged_artifacts():
     rebuilds it and everything downstream (a dry run only reports them)."""
     from structprune.integrity import damaged_artifacts, set_aside
 
+    # workflow.dryrun is only known once execution starts; the output settings know it at parse time
+    dryrun = bool(getattr(getattr(workflow, "output_settings", None), "dryrun", False))
     for path, problem in damaged_artifacts(Path.cwd()):
-        if workflow.dryrun:
+        if dryrun:
             logger.warning(f"structprune: {path} is damaged ({problem}); a real run sets it aside and rebuilds it")
         else:
             moved = set_aside(path)
