@@ -53,3 +53,20 @@ def test_bad_inputs_fail_fast_with_a_message(tmp_path, caplog):
                  "--mirror", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
     assert "data mirror" in caplog.text
     assert not (tmp_path / "m").exists() and not (tmp_path / "s").exists()
+
+
+def test_model_limits_stop_a_stage_before_its_work(tmp_path, caplog):
+    from tiny import save_tiny_checkpoint
+
+    model = save_tiny_checkpoint(tmp_path / "m")
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model)
+    assert main(["data-calib", "--dataset", "selfgen", "--model", str(model), "--n-samples", "2", "--seq-len", "8",
+                 "--start-token", str(config.vocab_size), "--out", str(tmp_path / "a.safetensors")]) == 2
+    assert f"start token {config.vocab_size} is outside the vocabulary" in caplog.text
+    too_long = config.max_position_embeddings + 1
+    assert main(["data-calib", "--dataset", "selfgen", "--model", str(model), "--n-samples", "2", "--seq-len",
+                 str(too_long), "--out", str(tmp_path / "b.safetensors")]) == 2
+    assert f"{too_long}-token samples exceed the model's" in caplog.text
+    assert not (tmp_path / "a.safetensors").exists() and not (tmp_path / "b.safetensors").exists()

@@ -60,3 +60,16 @@ def test_sweep_config_scales_jobs_and_resources_with_models_and_sparsities(tmp_p
     assert int(recover["llama-3-8b"]["mem_mb"]) > 8 * int(recover["smollm2-135m"]["mem_mb"])
     scores = [j for j in jobs(out) if j["rule"] == "score"]
     assert all(j["resources"]["gpu"] == "0" for j in scores)  # weight-only work stays on the host
+
+
+def test_a_yaml_slip_in_config_yaml_names_its_line_and_column(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "config.yaml").write_text("models:\n  x: {source: a\nmethods: [\n")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory",
+                             str(tmp_path), "--cores", "1", "--dry-run"], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "config.yaml is not valid YAML at line 3, column 8" in result.stdout + result.stderr

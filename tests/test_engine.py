@@ -93,6 +93,14 @@ def test_uniform_budgets_matched_and_llm_pruner_rounding():
     assert uniform_budgets([llama3], 0.25, (0, 1), "kv_groups", "per_module") == [LayerBudget(2, 3584)]
 
 
+def test_mlp_only_budget_keeps_every_head_and_moves_the_target_to_neurons():
+    smol = LayerGeometry(num_heads=9, num_kv_heads=3, head_dim=64, hidden_size=576, intermediate_size=1536)
+    # 25 % of a SmolLM2 block (3,538,944 params) over neurons of 3 * 576 params: 512 of 1536 go
+    assert uniform_budgets([smol, smol], 0.25, (1, 2), "within_kv_groups", "mlp_only") == [LayerBudget(0, 0), LayerBudget(0, 512)]
+    with pytest.raises(ValueError, match="would remove every MLP neuron"):
+        uniform_budgets([smol], 0.9, (0, 1), "within_kv_groups", "mlp_only")
+
+
 def test_global_budgets_reproduce_flap_threshold_plan(model, input_ids):
     stats, _ = collect_statistics(model, input_ids, progress=False)
     scores = score_model(model, "flap", stats)

@@ -37,6 +37,7 @@ def test_selection_keeps_the_lowest_heldout_loss_and_reports_every_candidate(mod
     grid = {"reconstruct": ["none", "refit"], "allocation": ["uniform", "global"]}
     result, chosen, candidates = select_recipe(model, base, grid, 0.3, heldout=heldout, samples=input_ids,
                                                stats=stats, batch_size=3, progress=False)
+    chosen = candidates[chosen].recipe
     ran = [c for c in candidates if c.heldout_loss is not None]
     skipped = [c for c in candidates if c.skipped]
     assert len(candidates) == 4 and len(ran) == 2 and len(skipped) == 2  # global needs kv-group heads
@@ -71,3 +72,14 @@ def test_select_from_the_command_line_records_every_candidate(tmp_path):
     chosen = manifest["candidates"][losses.index(min(losses))]["overrides"]
     assert {k: manifest["recipe"][k] for k in chosen} == chosen
     assert manifest["inputs"]["heldout"]["sha256"]
+
+
+def test_a_candidate_that_cannot_reach_the_sparsity_is_skipped_not_fatal(model, input_ids):
+    heldout = torch.randint(3, model.config.vocab_size, (2, 16), generator=torch.Generator().manual_seed(5))
+    base = Recipe("l1")
+    # at 80 % of each block, the MLP alone cannot carry the cut: mlp_only raises, matched runs
+    result, chosen, candidates = select_recipe(model, base, {"budget": ["mlp_only", "matched"]}, 0.8,
+                                               heldout=heldout, progress=False)
+    assert candidates[0].heldout_loss is None and "would remove every MLP neuron" in candidates[0].skipped
+    assert chosen == 1 and candidates[1].heldout_loss is not None
+    assert candidates[0].to_json()["heldout_ppl"] is None and candidates[1].to_json(True)["chosen"]

@@ -31,7 +31,8 @@ def test_different_widths_per_layer_save_load_and_match_the_masked_model(model, 
     torch.testing.assert_close(loaded(input_ids).logits, expected, atol=1e-5, rtol=1e-5)
     out = loaded.generate(input_ids[:1, :4], max_new_tokens=3, do_sample=False, pad_token_id=2)
     assert out.shape == (1, 7)
-    reloaded, _ = load_checkpoint(tmp_path / "ckpt")  # the pipeline's own loader
+    reloaded, _ = load_checkpoint(tmp_path / "ckpt")  # the pipeline's own loader: our class, not the folder's copy
+    assert type(reloaded).__module__ == "structprune.varwidth"
     torch.testing.assert_close(reloaded(input_ids).logits, expected, atol=1e-5, rtol=1e-5)
     task_file = tmp_path / "piqa.jsonl"
     task_file.write_text("".join(json.dumps(r) + "\n" for r in TASK_RECORDS["piqa"]))
@@ -49,3 +50,21 @@ def test_head_count_that_does_not_divide_hidden_size_uses_the_variable_width_cla
     save_checkpoint(pruned, tokenizer, tmp_path / "ckpt", {"stage": "test"})
     loaded, _ = load_checkpoint(tmp_path / "ckpt")
     torch.testing.assert_close(loaded(input_ids).logits, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_foreign_code_in_a_checkpoint_or_source_is_refused_before_loading(model, tokenizer, tmp_path):
+    import pytest
+
+    from structprune.models import ModelSourceError, load_source
+
+    model.save_pretrained(tmp_path / "src")
+    tokenizer.save_pretrained(tmp_path / "src")
+    config = json.loads((tmp_path / "src" / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForCausalLM": "someone/repo--modeling_x.XForCausalLM"}
+    (tmp_path / "src" / "config.json").write_text(json.dumps(config))
+    for load in (load_checkpoint, lambda p: load_source(str(p))):
+        with pytest.raises(ModelSourceError, match="never runs third-party model code"):
+            load(tmp_path / "src")
+    (tmp_path / "src" / "config.json").write_text("{not json")
+    with pytest.raises(ModelSourceError, match="is damaged: config.json: not JSON.*rerun the stage"):
+        load_checkpoint(tmp_path / "src")

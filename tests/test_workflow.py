@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from workflow_helpers import REPO, planned_jobs, snakemake, write_config
+from workflow_helpers import ONE_THREAD, REPO, planned_jobs, snakemake, write_config
 
 pytestmark = pytest.mark.workflow
 
@@ -132,6 +132,7 @@ def test_a_bad_config_fails_before_any_job_naming_the_key(finished_run, tmp_path
     fixed["methods"]["best"]["select"]["grid"]["options.sed"] = [1]
     fixed["methods"]["best"]["select"]["grid"]["colour"] = ["red"]
     fixed["methods"]["ours"]["select"] = {"heldout": "nowhere", "grid": {"damp": [0.1]}}
+    fixed["methods"]["flap"]["select"] = {"heldout": "held", "samples": "grad", "grid": {"damp": [0.1]}}
     fixed["heldout"]["bad"] = {"fit": ["rand"]}
     fixed["heldout"]["mixed"] = {"fit": ["wikitext2", "selfgen"]}
     fixed["heldout"]["ghost"] = {"fit": ["c5"]}
@@ -149,6 +150,7 @@ def test_a_bad_config_fails_before_any_job_naming_the_key(finished_run, tmp_path
     assert "methods.ours: select: chooses the pruned stage's reconstruction itself; set recover: false" in text
     assert "methods.ours: select.heldout: 'nowhere' is not a key of heldout" in text
     assert "heldout.bad.fit: random token ids have no held-out text" in text
+    assert "methods.flap: select.heldout: held-out set 'held' is not kept apart from ['grad']" in text
     assert "heldout.mixed.fit: the fit sets come from different text" in text
     assert "heldout.ghost.fit: ['c5'] are not keys of calibration" in text
     assert not (tmp_path / "results").exists()
@@ -207,3 +209,58 @@ def test_report_html_has_the_tables_plots_and_runtimes(finished_run, tmp_path):
     assert len(page) > 100_000  # one self-contained file: data and scripts embedded
     for text in ("Comparison tables", "Perplexity vs sparsity", "tiny.ppl.png", "tiny.html", "runtime"):
         assert text in page, text
+
+
+def test_a_damaged_intermediate_is_set_aside_and_rebuilt_by_the_next_run(finished_run, tmp_path):
+    from structprune.integrity import checkpoint_problem, safetensors_problem
+
+    workdir, _ = finished_run
+    copy = tmp_path / "run"
+    shutil.copytree(workdir, copy, symlinks=True)  # keeps mtimes and Snakemake's metadata
+    stats = copy / "results/tiny/calib/rand/stats.safetensors"
+    stats.write_bytes(stats.read_bytes()[:-10])
+    weights = copy / "results/tiny/none/l1/s20/pruned/model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    dry = snakemake(copy, "--dry-run")
+    assert "stats.safetensors is damaged" in dry.stdout + dry.stderr and stats.exists()  # a dry run only reports
+    run = snakemake(copy, *ONE_THREAD)
+    text = run.stdout + run.stderr
+    assert "moved to stats.safetensors.damaged-" in text and "moved to pruned.damaged-" in text
+    assert safetensors_problem(stats) is None and checkpoint_problem(weights.parent) is None
+    assert list(stats.parent.glob("stats.safetensors.damaged-*"))
+    assert planned_jobs(copy) == set()
+
+
+def test_model_limits_are_checked_once_the_model_is_built(finished_run):
+    workdir, config = finished_run
+    model_config = yaml.safe_load((workdir / "resources/models/tiny/config.json").read_text())
+    bad = yaml.safe_load(yaml.safe_dump(config))
+    bad["calibration"]["selfgen"]["start_token"] = model_config["vocab_size"]
+    bad["calibration"]["wikitext2"]["seq_len"] = model_config["max_position_embeddings"] + 1
+    bad["methods"]["llmp"]["layers"] = [0, model_config["num_hidden_layers"] + 1]
+    write_config(workdir, bad)
+    try:
+        result = snakemake(workdir, "--dry-run", check=False)
+    finally:
+        write_config(workdir, config)
+    text = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert f"calibration.selfgen.start_token: {model_config['vocab_size']} is outside model tiny's vocabulary" in text
+    assert f"calibration.wikitext2.seq_len: {model_config['max_position_embeddings'] + 1}-token windows exceed" in text
+    assert f"methods.llmp.layers: [0, {model_config['num_hidden_layers'] + 1}) goes past model tiny's" in text
+
+
+@pytest.mark.parametrize("method, key, value", [
+    ("flap", "reconstruct", "none"),
+    ("flap", "allocation", "uniform"),
+    ("llmp", "layers", [0, 2]),
+    ("llmp", "budget", "matched"),
+    ("wanda-sp", "heads", "kv_groups"),
+    ("wanda-sp", "flow", "dense"),
+])
+def test_changing_a_recipe_choice_reruns_that_methods_prune_and_evaluation_only(finished_run, method, key, value):
+    workdir, config = finished_run
+    jobs = jobs_after_change(workdir, config, ["methods", method, key], value)
+    assert {rule for rule, _ in jobs} <= {"prune", "evaluate", "report", "score"}
+    assert {rule for rule, _ in jobs} >= {"prune", "evaluate", "report"}
+    assert all(f"method={method}," in wc for rule, wc in jobs if rule != "report")

@@ -13,6 +13,9 @@ Strategies (`ALLOCATIONS`):
   remainder, so each layer loses the target fraction to within one neuron.
   ``budget="per_module"`` (LLM-Pruner's ``hf_prune.py`` / ``llama3.py``): attention and MLP
   each lose the ratio of their own channels, rounded down to whole units, independently.
+  ``budget="mlp_only"`` (ours): attention stays whole and MLP neurons carry the layer's whole
+  target (grouped-query attention leaves few, coarse head units in small models: SmolLM2's
+  3 kv groups of 3 heads, where one head per group is a third of the attention).
 - ``global``: FLAP's adaptive structure (AL-AM): one threshold over the standardised scores
   of every unit in the pruned layers (`global_budgets`).
 """
@@ -26,9 +29,7 @@ import torch
 from structprune.models import LayerGeometry
 from structprune.units import LayerBudget, effective_head_mode, head_unit_params, neuron_params
 
-ALLOCATIONS = ("uniform", "global")
-SPARSITY_OF = ("blocks", "total")
-BUDGETS = ("matched", "per_module")
+from structprune.recipe import ALLOCATIONS, BUDGETS, SPARSITY_OF  # noqa: F401  (one list of names, in recipe.py)
 
 
 def round_half_up(x: float) -> int:
@@ -118,12 +119,26 @@ def per_module_budget(geometry: LayerGeometry, ratio: float, mode: str) -> Layer
     return LayerBudget(heads, neurons)
 
 
+def mlp_only_budget(geometry: LayerGeometry, ratio: float, mode: str) -> LayerBudget:
+    """No head removed; neurons take the layer's whole target, rounded half up (ours)."""
+    neurons = round_half_up(ratio * geometry.block_params / neuron_params(geometry))
+    if neurons >= geometry.intermediate_size:
+        raise ValueError(
+            f"budget 'mlp_only' at a layer ratio of {ratio:.0%} would remove every MLP neuron; use budget "
+            "'matched' (heads too) or a lower sparsity"
+        )
+    return LayerBudget(0, neurons)
+
+
+BUDGET_RULES = {"matched": matched_budget, "per_module": per_module_budget, "mlp_only": mlp_only_budget}
+
+
 def uniform_budgets(
     geometries: list[LayerGeometry], ratio: float, layer_range: tuple[int, int], mode: str, budget: str = "matched"
 ) -> list[LayerBudget]:
     if budget not in BUDGETS:
         raise ValueError(f"budget must be one of {BUDGETS}, got {budget!r}")
-    make = matched_budget if budget == "matched" else per_module_budget
+    make = BUDGET_RULES[budget]
     start, end = layer_range
     return [make(g, ratio, mode) if start <= i < end else LayerBudget(0, 0) for i, g in enumerate(geometries)]
 

@@ -12,7 +12,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from structprune.artifacts import atomic_dir, atomic_file, write_json
+from structprune.integrity import safetensors_problem
 from structprune.models import count_parameters
+
+
+class DamagedArtifactError(ValueError):
+    """An input file or folder is not whole (truncated, unparsable); the message names it."""
 
 
 def save_checkpoint(model, tokenizer, out_dir: str | os.PathLike, manifest: dict[str, Any]) -> None:
@@ -41,4 +46,10 @@ def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: run the stage that produces it first")
+    problem = safetensors_problem(path)
+    if problem:
+        raise DamagedArtifactError(
+            f"{path} is damaged: {problem}. Rerun the workflow (it sets damaged files aside and rebuilds "
+            f"them), or delete the file and rerun the stage that wrote it"
+        )
     return load_file(str(path))

@@ -99,6 +99,16 @@ def cmd_data_eval(args) -> None:
     save_tensors({"input_ids": stream}, args.out, meta)
 
 
+def _check_model_limits(config, seq_len: int, start_token: int | None = None) -> None:
+    """Windows the model has positions for and a start token inside its vocabulary, before any work."""
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions and seq_len > positions:
+        raise ValueError(f"{seq_len}-token samples exceed the model's {positions} positions: lower seq_len")
+    if start_token is not None and not 0 <= start_token < config.vocab_size:
+        raise ValueError(f"start token {start_token} is outside the vocabulary (0..{config.vocab_size - 1}): "
+                         "set calibration.<name>.start_token to a valid id, or null for BOS")
+
+
 def cmd_data_calib(args) -> None:
     from structprune.checkpoint import save_tensors
 
@@ -110,6 +120,7 @@ def cmd_data_calib(args) -> None:
         start = tokenizer.bos_token_id if args.start_token is None else args.start_token
         if start is None:
             raise ValueError("the tokenizer has no BOS token: pass --start-token (calibration.<name>.start_token)")
+        _check_model_limits(model.config, args.seq_len, start)
         samples = generate_calibration(
             model, start, args.n_samples, args.seq_len, args.seed, args.temperature, args.top_p,
             drop_start=args.drop_start,
@@ -163,6 +174,7 @@ def cmd_data_heldout(args) -> None:
             raise ValueError(f"held-out seed {args.seed} is a fit set's seed: its samples would repeat; pick another")
         model, tokenizer = _load(args, args.tokenizer, "whole")
         start = tokenizer.bos_token_id if args.start_token is None else args.start_token
+        _check_model_limits(model.config, args.seq_len, start)
         samples = generate_calibration(model, start, args.n_samples, args.seq_len, args.seed, args.temperature,
                                        args.top_p, drop_start=args.drop_start)
         meta.update(source="self-generated", start_token=start, temperature=args.temperature, top_p=args.top_p,
@@ -309,10 +321,10 @@ def cmd_select(args) -> None:
     samples = load_tensors(args.data)["input_ids"] if args.data else None
     heldout = load_tensors(args.heldout)["input_ids"]
     before = count_parameters(model)
-    result, chosen, candidates = select_recipe(model, base, grid, args.sparsity, heldout=heldout, samples=samples,
-                                               stats=stats, batch_size=args.batch_size)
+    result, chosen_index, candidates = select_recipe(model, base, grid, args.sparsity, heldout=heldout,
+                                                     samples=samples, stats=stats, batch_size=args.batch_size)
+    chosen = candidates[chosen_index].recipe
     after = count_parameters(result.model)
-    chosen_index = next(i for i, c in enumerate(candidates) if c.recipe == chosen and c.heldout_loss is not None)
     log.info("chosen: %s (held-out loss %.4f)", candidates[chosen_index].overrides, candidates[chosen_index].heldout_loss)
     inputs = {k: v for k, v in {"model": args.model, "stats": args.stats, "data": args.data, "heldout": args.heldout}.items() if v}
     manifest = build_manifest(
@@ -362,6 +374,7 @@ def cmd_evaluate(args) -> None:
         raise FileNotFoundError(f"evaluation data missing: {missing}; run the data stage first")
     torch.manual_seed(0)
     model, tokenizer = _load(args, args.model, "whole")
+    _check_model_limits(model.config, args.seq_len)
     result = {
         "model": args.model_name, "method": args.method, "calib": args.calib,
         "sparsity": args.sparsity, "stage": args.stage, "checkpoint": args.model,
@@ -421,8 +434,9 @@ def recipe_arguments(p: argparse.ArgumentParser) -> None:
                    help="head unit: query heads within every kv group, or whole kv groups")
     p.add_argument("--allocation", default="uniform", choices=["uniform", "global"],
                    help="uniform: same ratio per pruned layer; global: FLAP's one threshold over the pruned layers")
-    p.add_argument("--budget", default="matched", choices=["matched", "per_module"],
-                   help="uniform allocation: matched (ours: MLP takes the remainder) or per_module (LLM-Pruner)")
+    p.add_argument("--budget", default="matched", choices=["matched", "per_module", "mlp_only"],
+                   help="uniform allocation: matched (ours: MLP takes the remainder), per_module (LLM-Pruner) "
+                        "or mlp_only (ours: heads kept)")
     p.add_argument("--layers", type=_layers_arg, default="all",
                    help="pruned blocks: protocol ([4, L-2), the paper's), all, or START:END")
     p.add_argument("--sparsity-of", default="blocks", choices=["blocks", "total"],
@@ -461,28 +475,25 @@ def build_parser() -> argparse.ArgumentParser:
     data_args(p)
     p.set_defaults(func=cmd_data_eval)
 
+    def sample_args(p):
+        p.add_argument("--n-samples", type=int, required=True)
+        p.add_argument("--seq-len", type=int, required=True)
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--temperature", type=float, default=1.0, help="selfgen only")
+        p.add_argument("--top-p", type=float, default=1.0, help="selfgen only")
+        p.add_argument("--start-token", type=int, default=None, help="selfgen only (default: BOS)")
+        p.add_argument("--drop-start", action="store_true",
+                       help="selfgen only: the start token conditions the generation but is not part of the sample")
+
     p = sub.add_parser("data-calib", help="calibration samples: windows of a text split, self-generated text (selfgen) or random token ids (random)")
     data_args(p)
-    p.add_argument("--n-samples", type=int, required=True)
-    p.add_argument("--seq-len", type=int, required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--temperature", type=float, default=1.0, help="selfgen only")
-    p.add_argument("--top-p", type=float, default=1.0, help="selfgen only")
-    p.add_argument("--start-token", type=int, default=None, help="selfgen only (default: BOS)")
-    p.add_argument("--drop-start", action="store_true",
-                   help="selfgen only: the start token conditions the generation but is not part of the sample")
+    sample_args(p)
     p.set_defaults(func=cmd_data_calib)
 
     p = sub.add_parser("data-heldout", help="held-out calibration samples apart from the fit sets (for select)")
     data_args(p)
+    sample_args(p)
     p.add_argument("--exclude", nargs="+", required=True, help="the fit sets' sample files, whose windows are avoided")
-    p.add_argument("--n-samples", type=int, required=True)
-    p.add_argument("--seq-len", type=int, required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--temperature", type=float, default=1.0, help="selfgen only")
-    p.add_argument("--top-p", type=float, default=1.0, help="selfgen only")
-    p.add_argument("--start-token", type=int, default=None, help="selfgen only (default: BOS)")
-    p.add_argument("--drop-start", action="store_true", help="selfgen only")
     p.set_defaults(func=cmd_data_heldout)
 
     p = sub.add_parser("data-task", help="export a zero-shot task split to jsonl")

@@ -26,7 +26,7 @@ SCORE_STATISTICS = {
 }
 HEAD_MODES = ("within_kv_groups", "kv_groups")
 ALLOCATIONS = ("uniform", "global")
-BUDGETS = ("matched", "per_module")
+BUDGETS = ("matched", "per_module", "mlp_only")
 SPARSITY_OF = ("blocks", "total")
 FLOWS = ("dense", "sequential")
 RECONSTRUCTIONS = ("none", "bias", "refit", "paper")
@@ -87,8 +87,8 @@ def recipe_problems(recipe: Recipe) -> list[str]:
     if not (layers in ("protocol", "all") or (isinstance(layers, (list, tuple)) and len(layers) == 2
                                                and all(isinstance(v, int) and v >= 0 for v in layers) and layers[0] < layers[1])):
         problems.append(f"layers: {layers!r} must be 'protocol', 'all' or [start, end) with start < end")
-    if recipe.damp < 0:
-        problems.append(f"damp: {recipe.damp} must be >= 0")
+    if isinstance(recipe.damp, bool) or not isinstance(recipe.damp, (int, float)) or recipe.damp < 0:
+        problems.append(f"damp: {recipe.damp!r} must be a number >= 0")
     if problems:
         return problems
     statistics = SCORE_STATISTICS[recipe.score]

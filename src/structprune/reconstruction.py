@@ -21,8 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-RECONSTRUCTIONS = ("none", "bias", "refit", "paper")
-TARGETS = ("block", "module")
+from structprune.recipe import RECONSTRUCTIONS, TARGETS  # noqa: F401  (one list of names, in recipe.py)
 
 
 @dataclass

@@ -35,7 +35,7 @@ class CandidateResult:
     skipped: str | None = None
 
     def to_json(self, chosen: bool = False) -> dict:
-        ppl = None if self.heldout_loss is None else math.exp(self.heldout_loss)
+        ppl = None if self.heldout_loss is None else math.exp(min(self.heldout_loss, 700.0))
         return {"overrides": self.overrides, "heldout_loss": self.heldout_loss, "heldout_ppl": ppl,
                 "skipped": self.skipped, "chosen": chosen}
 
@@ -72,12 +72,14 @@ def heldout_loss(model: nn.Module, input_ids: torch.Tensor, batch_size: int = 8)
 def select_recipe(
     model: nn.Module, base: Recipe, grid: dict[str, list], sparsity: float, *, heldout: torch.Tensor,
     samples: torch.Tensor | None = None, stats: dict | None = None, batch_size: int = 8, progress: bool = True,
-) -> tuple[EngineResult, Recipe, list[CandidateResult]]:
+) -> tuple[EngineResult, int, list[CandidateResult]]:
     """Prune a copy of `model` with every runnable candidate and keep the one with the lowest
-    held-out loss. Dense scores, where a candidate needs them, are computed from `stats`
-    (the dense model's calibration moments; data-free scores need none)."""
+    held-out loss; returns its result, its index in the candidate list, and every candidate.
+    Dense scores, where a candidate needs them, are computed from `stats` (the dense model's
+    calibration moments; data-free scores need none). A candidate that cannot run at this
+    sparsity, or whose loss is not finite, is recorded as skipped with the reason."""
     results: list[CandidateResult] = []
-    best: tuple[float, EngineResult, Recipe] | None = None
+    best: tuple[float, EngineResult, int] | None = None
     score_cache: dict[str, dict] = {}
     for overrides, recipe in candidate_recipes(base, grid):
         problems = recipe_problems(recipe)
@@ -91,13 +93,22 @@ def select_recipe(
             if key not in score_cache:
                 score_cache[key] = score_model(model, recipe.score, stats, recipe.options)
             scores = score_cache[key]
-        result = prune_with_recipe(copy.deepcopy(model), recipe, sparsity, scores=scores, stats=stats,
-                                   samples=samples, batch_size=batch_size, progress=progress)
+        try:
+            result = prune_with_recipe(copy.deepcopy(model), recipe, sparsity, scores=scores, stats=stats,
+                                       samples=samples, batch_size=batch_size, progress=progress)
+        except ValueError as error:  # e.g. a budget rule that cannot reach this sparsity
+            results.append(CandidateResult(overrides, recipe, None, str(error)))
+            log.warning("candidate %s cannot run: %s", overrides, error)
+            continue
         loss = heldout_loss(result.model, heldout, batch_size)
+        if not math.isfinite(loss):
+            results.append(CandidateResult(overrides, recipe, None, f"held-out loss is {loss}"))
+            log.warning("candidate %s: held-out loss %s, skipped", overrides, loss)
+            continue
         results.append(CandidateResult(overrides, recipe, loss))
-        log.info("candidate %s: held-out loss %.4f (ppl %.2f)", overrides, loss, math.exp(loss))
+        log.info("candidate %s: held-out loss %.4f", overrides, loss)
         if best is None or loss < best[0]:
-            best = (loss, result, recipe)
+            best = (loss, result, len(results) - 1)
     if best is None:
         raise ValueError("no candidate of the grid can run: " + "; ".join(r.skipped for r in results))
     return best[1], best[2], results

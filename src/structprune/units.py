@@ -19,8 +19,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from structprune.models import LayerGeometry
-
-HEAD_MODES = ("within_kv_groups", "kv_groups")
+from structprune.recipe import HEAD_MODES  # noqa: F401  (one list of names, in recipe.py)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
 # Schema validation (with defaults), wildcard constraints, target lists and input functions.
+import json
 import os
 import re
 from pathlib import Path
@@ -135,11 +136,24 @@ def select_problems(cfg, method):
             problems.append(f"select.grid.{key}: not a recipe choice; use one of {list(SELECT_CHOICES)} or options.<name>")
     if problems:
         return problems
+    held = cfg["heldout"][sel["heldout"]]
+    fit_data = {method["calib"], samples or method["calib"]} - {"none"}
+    unseen = sorted(d for d in fit_data if d not in held["fit"] and cfg["calibration"][d]["dataset"] != "random")
+    if unseen:
+        problems.append(f"select.heldout: held-out set {sel['heldout']!r} is not kept apart from {unseen}, which the "
+                        f"candidates are fit on; add them to heldout.{sel['heldout']}.fit")
+    fit_seeds = {cfg["calibration"][d]["seed"] for d in fit_data if cfg["calibration"][d]["dataset"] == "selfgen"}
+    if held["seed"] in fit_seeds:
+        problems.append(f"heldout.{sel['heldout']}.seed: {held['seed']} is a self-generated fit set's seed (its samples "
+                        "would repeat); pick another")
     runnable = [c for c in select_candidates(cfg, method) if not recipe_problems(c[1])]
     if not runnable:
         problems.append("select.grid: no combination of its values can run (see recipe rules in docs/method.md)")
     elif any(r.needs_samples for _, r in runnable) and (samples or method["calib"]) == "none":
         problems.append("select.samples: some candidates run samples through the layers; name a calibration set")
+    elif any(r.needs_dense_moments for _, r in runnable) and (method["calib"] == "none" or method["score"] in GRADIENT_SCORES):
+        problems.append("select.grid: a bias-compensation candidate needs activation statistics, and calib gives "
+                        f"{'none' if method['calib'] == 'none' else 'gradients'}; drop reconstruct: bias from the grid")
     return problems
 
 
@@ -188,7 +202,43 @@ def validate_config(cfg):
         )
 
 
+def model_limit_problems(cfg, root=Path(".")):
+    """Limits that depend on a model (vocabulary, positions, depth), checked for every model
+    whose `model` stage has run (its config.json exists), so they fail before any long job."""
+    problems = []
+    windows = {f"calibration.{n}.seq_len": c["seq_len"] for n, c in cfg.get("calibration", {}).items()}
+    windows.update({f"heldout.{n}.seq_len": h["seq_len"] for n, h in cfg.get("heldout", {}).items()})
+    windows["evaluation.perplexity.seq_len"] = cfg["evaluation"]["perplexity"]["seq_len"]
+    for model in cfg["models"]:
+        path = root / "resources" / "models" / model / "config.json"
+        try:
+            mc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # not built yet (or damaged: set aside and rebuilt)
+        vocab, positions, depth = mc.get("vocab_size"), mc.get("max_position_embeddings"), mc.get("num_hidden_layers")
+        for name, c in cfg.get("calibration", {}).items():
+            start = c.get("start_token")
+            if c["dataset"] == "selfgen" and start is not None and vocab and not 0 <= start < vocab:
+                problems.append(f"  calibration.{name}.start_token: {start} is outside model {model}'s vocabulary "
+                                f"(0..{vocab - 1}); pick a token id below {vocab}, or null for BOS")
+        for key, length in windows.items():
+            if positions and length > positions:
+                problems.append(f"  {key}: {length}-token windows exceed model {model}'s {positions} positions; "
+                                f"use at most {positions}")
+        ranges = [("prune.layers", cfg["prune"]["layers"])] + [
+            (f"methods.{n}.layers", m["layers"]) for n, m in cfg["methods"].items() if m.get("layers") is not None]
+        for key, layers in ranges:
+            if isinstance(layers, list) and depth and layers[1] > depth:
+                problems.append(f"  {key}: [{layers[0]}, {layers[1]}) goes past model {model}'s {depth} layers; "
+                                f"end at most {depth}")
+    return problems
+
+
 validate_config(config)
+_limits = model_limit_problems(config)
+if _limits:
+    raise WorkflowError("invalid configuration for a model already built (fix config.yaml or your --configfile):\n"
+                        + "\n".join(_limits))
 
 
 def data_mirror():
@@ -211,6 +261,26 @@ def data_mirror():
             f"(data.source: auto). Set data.mirror or {MIRROR_ENV}, or data.source: hub to silence this."
         )
     return None
+
+
+def set_aside_damaged_artifacts():
+    """Before planning, in the main process: every damaged artifact (truncated safetensors,
+    unparsable config or evaluation JSON) is renamed `<name>.damaged-<time>`, so this run
+    rebuilds it and everything downstream (a dry run only reports them)."""
+    from structprune.integrity import damaged_artifacts, set_aside
+
+    # workflow.dryrun is only known once execution starts; the output settings know it at parse time
+    dryrun = bool(getattr(getattr(workflow, "output_settings", None), "dryrun", False))
+    for path, problem in damaged_artifacts(Path.cwd()):
+        if dryrun:
+            logger.warning(f"structprune: {path} is damaged ({problem}); a real run sets it aside and rebuilds it")
+        else:
+            moved = set_aside(path)
+            logger.warning(f"structprune: {path} is damaged ({problem}); moved to {moved.name}, rebuilding it")
+
+
+if workflow.is_main_process:
+    set_aside_damaged_artifacts()
 
 
 MIRROR = data_mirror()
@@ -348,16 +418,20 @@ def prune_inputs(wildcards):
     return inputs
 
 
-def prune_args(wildcards, input):
-    """The prune command's recipe and input arguments (every choice visible to rerun checks)."""
-    recipe = wildcard_recipe(wildcards)
+def recipe_args(recipe, wildcards):
+    """A recipe as command-line options of `prune` and `select`."""
     layers = recipe.layers if isinstance(recipe.layers, str) else "{}:{}".format(*recipe.layers)
-    args = [
+    return [
         f"--method {recipe.score} {method_options(wildcards)}",
         f"--heads {recipe.heads} --allocation {recipe.allocation} --budget {recipe.budget} --layers {layers}",
         f"--sparsity-of {recipe.sparsity_of} --flow {recipe.flow} --reconstruct {recipe.reconstruct}",
         f"--damp {recipe.damp} --target {recipe.target} --batch-size {config['recover']['batch_size']}",
     ]
+
+
+def prune_args(wildcards, input):
+    """The prune command's recipe and input arguments (every choice visible to rerun checks)."""
+    args = recipe_args(wildcard_recipe(wildcards), wildcards)
     for key in ("scores", "stats"):
         if key in input.keys():
             args.append(f"--{key} {input[key]}")
@@ -401,14 +475,8 @@ def select_inputs(wildcards):
 
 
 def select_args(wildcards, input):
-    recipe = stage_recipe(config, method_cfg(wildcards), "pruned")
-    layers = recipe.layers if isinstance(recipe.layers, str) else "{}:{}".format(*recipe.layers)
     grid = method_cfg(wildcards)["select"]["grid"]
-    args = [
-        f"--method {recipe.score} {method_options(wildcards)}",
-        f"--heads {recipe.heads} --allocation {recipe.allocation} --budget {recipe.budget} --layers {layers}",
-        f"--sparsity-of {recipe.sparsity_of} --flow {recipe.flow} --reconstruct {recipe.reconstruct}",
-        f"--damp {recipe.damp} --target {recipe.target} --batch-size {config['recover']['batch_size']}",
+    args = recipe_args(stage_recipe(config, method_cfg(wildcards), "pruned"), wildcards) + [
         " ".join(f"--grid {key}={','.join(str(v) for v in values)}" for key, values in grid.items()),
         f"--heldout {input.heldout}",
     ]

@@ -1,0 +1,120 @@
+"""Is an artifact whole? Cheap structural checks of safetensors files, checkpoint folders and
+JSON outputs, standard library only.
+
+Every write is atomic (artifacts.py), so a damaged file comes from outside the pipeline: a full
+disk, a copy cut short, a hand edit. The stages check what they read (`load_tensors`,
+`load_checkpoint`) and fail naming the file; the workflow checks every existing artifact before
+it plans (common.smk) and sets damaged ones aside, so the same run rebuilds them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import time
+from pathlib import Path
+
+HEADER_LIMIT = 100 * 2**20  # safetensors' own cap on the header size
+
+
+def safetensors_problem(path: str | os.PathLike) -> str | None:
+    """Why a safetensors file is not whole (None when it is): the 8-byte header length, the
+    JSON header, and a file size equal to header plus the last tensor's end offset."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as handle:
+            head = handle.read(8)
+            if len(head) < 8:
+                return f"{size} bytes, shorter than a safetensors header"
+            (length,) = struct.unpack("<Q", head)
+            if length > HEADER_LIMIT or 8 + length > size:
+                return f"header of {length} bytes does not fit in the file's {size} bytes (truncated?)"
+            header = json.loads(handle.read(length))
+    except OSError as error:
+        return f"unreadable ({error})"
+    except ValueError as error:
+        return f"header is not JSON ({error})"
+    if not isinstance(header, dict):
+        return "header is not a JSON object"
+    try:
+        ends = [int(entry["data_offsets"][1]) for name, entry in header.items() if name != "__metadata__"]
+    except (TypeError, KeyError, IndexError, ValueError):
+        return "header entries lack valid data_offsets"
+    expected = 8 + length + max(ends, default=0)
+    if expected != size:
+        return f"{size} bytes where the header describes {expected} (truncated or padded)"
+    return None
+
+
+def json_problem(path: str | os.PathLike) -> str | None:
+    try:
+        json.loads(Path(path).read_text())
+    except OSError as error:
+        return f"unreadable ({error})"
+    except ValueError as error:
+        return f"not JSON ({error})"
+    return None
+
+
+def checkpoint_problem(folder: str | os.PathLike) -> str | None:
+    """Why a checkpoint folder is not whole: config.json parses and every weight file is whole."""
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        return "no config.json"
+    problem = json_problem(folder / "config.json")
+    if problem:
+        return f"config.json: {problem}"
+    weights = sorted(folder.glob("*.safetensors"))
+    if not weights:
+        return "no *.safetensors weights"
+    for path in weights:
+        problem = safetensors_problem(path)
+        if problem:
+            return f"{path.name}: {problem}"
+    return None
+
+
+def damaged_artifacts(root: str | os.PathLike) -> list[tuple[Path, str]]:
+    """(path, problem) of every damaged artifact under a workflow's folder: tensor files and
+    checkpoint folders in resources/ and results/, and evaluation JSONs."""
+    root = Path(root)
+    found = []
+
+    def finished(path: Path) -> bool:
+        """Not a write in progress (".<name>.tmp-<pid>") and not already set aside."""
+        return not any(part.startswith(".") or ".damaged-" in part for part in path.relative_to(root).parts)
+
+    for top in ("resources", "results"):
+        base = root / top
+        if not base.is_dir():
+            continue
+        for path in filter(finished, sorted(base.rglob("*.safetensors"))):
+            if (path.parent / "config.json").is_file():
+                continue  # a checkpoint's weights: checked with its folder
+            if path.name.startswith("model") and (path.parent / "tokenizer_config.json").is_file():
+                if (path.parent, "no config.json") not in found:
+                    found.append((path.parent, "no config.json"))  # a checkpoint folder that lost its config
+                continue
+            problem = safetensors_problem(path)
+            if problem:
+                found.append((path, problem))
+        for config in filter(finished, sorted(base.rglob("config.json"))):
+            problem = checkpoint_problem(config.parent)
+            if problem:
+                found.append((config.parent, problem))
+        for path in filter(finished, sorted(base.rglob("eval*.json")) + sorted(base.rglob("eval/*.json"))):
+            problem = json_problem(path)
+            if problem and (path, problem) not in found:
+                found.append((path, problem))
+    return found
+
+
+def set_aside(path: str | os.PathLike) -> Path:
+    """Rename a damaged artifact to `<name>.damaged-<time>` (kept for inspection), so that the
+    rule producing it sees a missing output and runs again."""
+    path = Path(path)
+    target = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+    path.rename(target)
+    return target
