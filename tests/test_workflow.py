@@ -211,7 +211,7 @@ def test_report_html_has_the_tables_plots_and_runtimes(finished_run, tmp_path):
         assert text in page, text
 
 
-def test_a_damaged_intermediate_is_set_aside_and_rebuilt_by_the_next_run(finished_run, tmp_path):
+def test_a_damaged_intermediate_is_named_with_the_command_that_rebuilds_it(finished_run, tmp_path):
     from structprune.integrity import checkpoint_problem, safetensors_problem
 
     workdir, _ = finished_run
@@ -222,12 +222,11 @@ def test_a_damaged_intermediate_is_set_aside_and_rebuilt_by_the_next_run(finishe
     weights = copy / "results/tiny/none/l1/s20/pruned/model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
     dry = snakemake(copy, "--dry-run")
-    assert "stats.safetensors is damaged" in dry.stdout + dry.stderr and stats.exists()  # a dry run only reports
-    run = snakemake(copy, *ONE_THREAD)
-    text = run.stdout + run.stderr
-    assert "moved to stats.safetensors.damaged-" in text and "moved to pruned.damaged-" in text
+    text = dry.stdout + dry.stderr
+    assert "results/tiny/calib/rand/stats.safetensors is damaged" in text
+    assert "--forcerun results/tiny/none/l1/s20/pruned`" in text
+    snakemake(copy, *ONE_THREAD, "--forcerun", "results/tiny/calib/rand/stats.safetensors", "results/tiny/none/l1/s20/pruned")
     assert safetensors_problem(stats) is None and checkpoint_problem(weights.parent) is None
-    assert list(stats.parent.glob("stats.safetensors.damaged-*"))
     assert planned_jobs(copy) == set()
 
 
@@ -263,4 +262,4 @@ def test_changing_a_recipe_choice_reruns_that_methods_prune_and_evaluation_only(
     jobs = jobs_after_change(workdir, config, ["methods", method, key], value)
     assert {rule for rule, _ in jobs} <= {"prune", "evaluate", "report", "score"}
     assert {rule for rule, _ in jobs} >= {"prune", "evaluate", "report"}
-    assert all(f"method={method}," in wc for rule, wc in jobs if rule != "report")
+    assert all(f"method={method}," in wc + "," for rule, wc in jobs if rule != "report")

@@ -4,7 +4,7 @@ JSON outputs, standard library only.
 Every write is atomic (artifacts.py), so a damaged file comes from outside the pipeline: a full
 disk, a copy cut short, a hand edit. The stages check what they read (`load_tensors`,
 `load_checkpoint`) and fail naming the file; the workflow checks every existing artifact before
-it plans (common.smk) and sets damaged ones aside, so the same run rebuilds them.
+it plans (common.smk) and names damaged ones with the `--forcerun` command that rebuilds them.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import struct
-import time
 from pathlib import Path
 
 HEADER_LIMIT = 100 * 2**20  # safetensors' own cap on the header size
@@ -83,8 +82,8 @@ def damaged_artifacts(root: str | os.PathLike) -> list[tuple[Path, str]]:
     found = []
 
     def finished(path: Path) -> bool:
-        """Not a write in progress (".<name>.tmp-<pid>") and not already set aside."""
-        return not any(part.startswith(".") or ".damaged-" in part for part in path.relative_to(root).parts)
+        """Not a write in progress (".<name>.tmp-<pid>")."""
+        return not any(part.startswith(".") for part in path.relative_to(root).parts)
 
     for top in ("resources", "results"):
         base = root / top
@@ -109,12 +108,3 @@ def damaged_artifacts(root: str | os.PathLike) -> list[tuple[Path, str]]:
             if problem and (path, problem) not in found:
                 found.append((path, problem))
     return found
-
-
-def set_aside(path: str | os.PathLike) -> Path:
-    """Rename a damaged artifact to `<name>.damaged-<time>` (kept for inspection), so that the
-    rule producing it sees a missing output and runs again."""
-    path = Path(path)
-    target = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
-    path.rename(target)
-    return target

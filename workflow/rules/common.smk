@@ -263,24 +263,21 @@ def data_mirror():
     return None
 
 
-def set_aside_damaged_artifacts():
+def report_damaged_artifacts():
     """Before planning, in the main process: every damaged artifact (truncated safetensors,
-    unparsable config or evaluation JSON) is renamed `<name>.damaged-<time>`, so this run
-    rebuilds it and everything downstream (a dry run only reports them)."""
-    from structprune.integrity import damaged_artifacts, set_aside
+    unparsable config or evaluation JSON) is named with the command that rebuilds it and what
+    depends on it (Snakemake 9 does not rerun a job for a missing intermediate whose consumers
+    are up to date, so the rebuild is an explicit --forcerun)."""
+    from structprune.integrity import damaged_artifacts
 
-    # workflow.dryrun is only known once execution starts; the output settings know it at parse time
-    dryrun = bool(getattr(getattr(workflow, "output_settings", None), "dryrun", False))
     for path, problem in damaged_artifacts(Path.cwd()):
-        if dryrun:
-            logger.warning(f"structprune: {path} is damaged ({problem}); a real run sets it aside and rebuilds it")
-        else:
-            moved = set_aside(path)
-            logger.warning(f"structprune: {path} is damaged ({problem}); moved to {moved.name}, rebuilding it")
+        rel = path.relative_to(Path.cwd())
+        logger.warning(f"structprune: {rel} is damaged ({problem}); rebuild it and what depends on it with "
+                       f"`snakemake --cores 2 --forcerun {rel}` (add your usual --profile/--configfile)")
 
 
 if workflow.is_main_process:
-    set_aside_damaged_artifacts()
+    report_damaged_artifacts()
 
 
 MIRROR = data_mirror()
