@@ -17,7 +17,8 @@ that cannot work is rejected before any job starts, with the reason.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import itertools
+from dataclasses import asdict, dataclass, field, replace
 
 # What each registered score reads (the registry checks it agrees: tests/test_engine.py).
 SCORE_STATISTICS = {
@@ -103,3 +104,20 @@ def recipe_problems(recipe: Recipe) -> list[str]:
             "reconstruct none, bias or refit"
         )
     return problems
+
+
+def candidate_recipes(base: Recipe, grid: dict[str, list]) -> list[tuple[dict, Recipe]]:
+    """Every combination of the grid's values applied to `base`, in grid order (`select`'s
+    candidates; also read by config validation). Keys are Recipe fields, or
+    ``options.<name>`` for a score option."""
+    keys = list(grid)
+    out = []
+    for values in itertools.product(*(grid[k] for k in keys)):
+        overrides = dict(zip(keys, values))
+        fields = {k: v for k, v in overrides.items() if not k.startswith("options.")}
+        options = {**base.options, **{k.removeprefix("options."): v for k, v in overrides.items() if k.startswith("options.")}}
+        unknown = set(fields) - set(Recipe.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"grid keys {sorted(unknown)} are not recipe choices; use Recipe fields or options.<name>")
+        out.append((overrides, replace(base, options=options, **fields)))
+    return out

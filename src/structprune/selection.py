@@ -12,16 +12,15 @@ task items are read by the evaluate stage alone).
 from __future__ import annotations
 
 import copy
-import itertools
 import logging
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from structprune.engine import EngineResult, prune_with_recipe
-from structprune.recipe import Recipe, recipe_problems
+from structprune.recipe import Recipe, candidate_recipes, recipe_problems
 from structprune.scores import score_model
 
 log = logging.getLogger(__name__)
@@ -38,22 +37,6 @@ class CandidateResult:
         ppl = None if self.heldout_loss is None else math.exp(min(self.heldout_loss, 700.0))
         return {"overrides": self.overrides, "heldout_loss": self.heldout_loss, "heldout_ppl": ppl,
                 "skipped": self.skipped, "chosen": chosen}
-
-
-def candidate_recipes(base: Recipe, grid: dict[str, list]) -> list[tuple[dict, Recipe]]:
-    """Every combination of the grid's values applied to `base`, in grid order. Keys are
-    Recipe fields, or ``options.<name>`` for a score option."""
-    keys = list(grid)
-    out = []
-    for values in itertools.product(*(grid[k] for k in keys)):
-        overrides = dict(zip(keys, values))
-        fields = {k: v for k, v in overrides.items() if not k.startswith("options.")}
-        options = {**base.options, **{k.removeprefix("options."): v for k, v in overrides.items() if k.startswith("options.")}}
-        unknown = set(fields) - set(Recipe.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"grid keys {sorted(unknown)} are not recipe choices; use Recipe fields or options.<name>")
-        out.append((overrides, replace(base, options=options, **fields)))
-    return out
 
 
 @torch.no_grad()

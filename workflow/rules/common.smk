@@ -19,7 +19,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join([str(SRC), *filter(None, [os.environ.
 sys.path.insert(0, str(SRC))  # the stdlib-only fingerprint module, importable without installing
 from structprune.codeversion import stage_code_version
 from structprune.optionnames import score_options
-from structprune.recipe import SCORE_STATISTICS, Recipe, recipe_problems
+from structprune.recipe import SCORE_STATISTICS, Recipe, candidate_recipes, recipe_problems
 
 REPO = Path(workflow.basedir)
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
@@ -102,19 +102,8 @@ SELECT_CHOICES = ("heads", "allocation", "budget", "flow", "reconstruct", "damp"
 
 
 def select_candidates(cfg, method):
-    """(overrides, Recipe) of every combination of a select grid over the method's recipe
-    (the same expansion as selection.candidate_recipes, without torch)."""
-    import itertools
-    from dataclasses import replace
-
-    base, grid = stage_recipe(cfg, method, "pruned"), method["select"]["grid"]
-    out = []
-    for values in itertools.product(*grid.values()):
-        overrides = dict(zip(grid, values))
-        fields = {k: v for k, v in overrides.items() if not k.startswith("options.")}
-        options = {**base.options, **{k[len("options."):]: v for k, v in overrides.items() if k.startswith("options.")}}
-        out.append((overrides, replace(base, options=options, **fields)))
-    return out
+    """(overrides, Recipe) of every combination of a select grid over the method's recipe."""
+    return candidate_recipes(stage_recipe(cfg, method, "pruned"), method["select"]["grid"])
 
 
 def select_problems(cfg, method):
