@@ -109,25 +109,32 @@ def _check_model_limits(config, seq_len: int, start_token: int | None = None) ->
                          "set calibration.<name>.start_token to a valid id, or null for BOS")
 
 
+def _self_generated(args, meta: dict):
+    """Samples the model generates itself from the start token (data-calib and data-heldout);
+    the sampling settings are added to `meta`."""
+    from structprune.selfgen import generate_calibration
+
+    model, tokenizer = _load(args, args.tokenizer, "whole")
+    start = tokenizer.bos_token_id if args.start_token is None else args.start_token
+    if start is None:
+        raise ValueError("the tokenizer has no BOS token: pass --start-token (calibration.<name>.start_token)")
+    _check_model_limits(model.config, args.seq_len, start)
+    samples = generate_calibration(
+        model, start, args.n_samples, args.seq_len, args.seed, args.temperature, args.top_p,
+        drop_start=args.drop_start,
+    )
+    meta.update(source="self-generated", start_token=start, temperature=args.temperature, top_p=args.top_p,
+                drop_start=args.drop_start)
+    log.info("self-generated sample: %r", tokenizer.decode(samples[0][:64]))
+    return samples
+
+
 def cmd_data_calib(args) -> None:
     from structprune.checkpoint import save_tensors
 
     meta = {"dataset": args.dataset, "n_samples": args.n_samples, "seq_len": args.seq_len, "seed": args.seed}
     if args.dataset == "selfgen":
-        from structprune.selfgen import generate_calibration
-
-        model, tokenizer = _load(args, args.tokenizer, "whole")
-        start = tokenizer.bos_token_id if args.start_token is None else args.start_token
-        if start is None:
-            raise ValueError("the tokenizer has no BOS token: pass --start-token (calibration.<name>.start_token)")
-        _check_model_limits(model.config, args.seq_len, start)
-        samples = generate_calibration(
-            model, start, args.n_samples, args.seq_len, args.seed, args.temperature, args.top_p,
-            drop_start=args.drop_start,
-        )
-        meta.update(source="self-generated", start_token=start, temperature=args.temperature, top_p=args.top_p,
-                    drop_start=args.drop_start)
-        log.info("self-generated sample: %r", tokenizer.decode(samples[0][:64]))
+        samples = _self_generated(args, meta)
     elif args.dataset == "random":
         from transformers import AutoConfig
 
@@ -167,18 +174,10 @@ def cmd_data_heldout(args) -> None:
     meta = {"dataset": args.dataset, "n_samples": args.n_samples, "seq_len": args.seq_len, "seed": args.seed,
             "heldout_from": [str(p) for p in args.exclude]}
     if args.dataset == "selfgen":
-        from structprune.selfgen import generate_calibration
-
         seeds = {m.get("seed") for m in fit_meta}
         if args.seed in seeds:
             raise ValueError(f"held-out seed {args.seed} is a fit set's seed: its samples would repeat; pick another")
-        model, tokenizer = _load(args, args.tokenizer, "whole")
-        start = tokenizer.bos_token_id if args.start_token is None else args.start_token
-        _check_model_limits(model.config, args.seq_len, start)
-        samples = generate_calibration(model, start, args.n_samples, args.seq_len, args.seed, args.temperature,
-                                       args.top_p, drop_start=args.drop_start)
-        meta.update(source="self-generated", start_token=start, temperature=args.temperature, top_p=args.top_p,
-                    drop_start=args.drop_start)
+        samples = _self_generated(args, meta)
     else:
         from transformers import AutoTokenizer
 
