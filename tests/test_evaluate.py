@@ -38,7 +38,8 @@ def test_zero_shot_runs_builtin_tasks_on_local_files(model, tokenizer, tmp_path)
     for task, records in TASK_RECORDS.items():
         files[task] = tmp_path / f"{task}.jsonl"
         files[task].write_text("".join(json.dumps(r) + "\n" for r in records))
-    results = zero_shot(model, tokenizer, files, limit=3, batch_size=2)
+    results, forwarded = zero_shot(model, tokenizer, files, limit=3, batch_size=2)
+    assert forwarded > 0
     assert results["piqa"]["n"] == 3 and results["arc_easy"]["n"] == 3
     for metrics in results.values():
         assert 0.0 <= metrics["acc"] <= 1.0

@@ -56,6 +56,7 @@ def cluster_config(full: dict) -> dict:
     config = yaml.safe_load(yaml.safe_dump(full))
     config["methods"] = {"ours": config["methods"]["ours"]}
     config["calibration"] = {name: config["calibration"][name] for name in ("rand", "selfgen")}
+    config.pop("heldout", None)  # held-out sets serve `select` rows only, and they fit on wikitext2
     return config
 
 
@@ -102,15 +103,20 @@ def test_cluster_outputs_equal_the_local_run(runs):
 
 def test_a_failing_job_is_reported_and_nothing_else_is_lost(runs):
     _, workdir, config, _ = runs
+    data = workdir / "resources" / "data" / "tiny" / "eval" / "wikitext2.safetensors"
+    whole = data.read_bytes()
     kept = {p: p.stat().st_mtime_ns for p in (workdir / "results").rglob("*.safetensors")}
-    broken = {**config, "evaluation": {**config["evaluation"], "perplexity": {"seq_len": 100_000, "max_tokens": None}}}
-    write_config(workdir, broken)  # windows longer than the test text: every evaluation fails
+    rescored = {**config, "evaluation": {**config["evaluation"], "perplexity": {
+        **config["evaluation"]["perplexity"], "max_tokens": 32}}}
+    write_config(workdir, rescored)  # a new protocol: every evaluation reruns ...
+    data.write_bytes(whole[: len(whole) // 2])  # ... on a truncated test set, so each one fails
     try:
         result = snakemake(workdir, "--profile", str(PROFILE), *TEST_CLUSTER, *ONE_THREAD, check=False, timeout=900)
     finally:
         write_config(workdir, config)
+        data.write_bytes(whole)
     text = result.stdout + result.stderr
     assert result.returncode != 0
-    assert "Error in rule evaluate" in text and "fewer than one window" in text  # the job's own log is shown
+    assert "Error in rule evaluate" in text and "wikitext2.safetensors is damaged" in text  # the job's own log is shown
     assert {p: p.stat().st_mtime_ns for p in kept} == kept  # statistics, scores, checkpoints untouched
     assert eval_files(workdir) == []  # failed evaluations left no file behind, half-written or stale

@@ -36,7 +36,7 @@ def test_different_widths_per_layer_save_load_and_match_the_masked_model(model, 
     torch.testing.assert_close(reloaded(input_ids).logits, expected, atol=1e-5, rtol=1e-5)
     task_file = tmp_path / "piqa.jsonl"
     task_file.write_text("".join(json.dumps(r) + "\n" for r in TASK_RECORDS["piqa"]))
-    assert zero_shot(reloaded, tokenizer, {"piqa": task_file}, limit=2, batch_size=2)["piqa"]["n"] == 2
+    assert zero_shot(reloaded, tokenizer, {"piqa": task_file}, limit=2, batch_size=2)[0]["piqa"]["n"] == 2
 
 
 def test_head_count_that_does_not_divide_hidden_size_uses_the_variable_width_class(tokenizer, input_ids, tmp_path):

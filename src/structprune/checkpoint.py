@@ -49,7 +49,7 @@ def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     problem = safetensors_problem(path)
     if problem:
         raise DamagedArtifactError(
-            f"{path} is damaged: {problem}. Rerun the workflow (it sets damaged files aside and rebuilds "
-            f"them), or delete the file and rerun the stage that wrote it"
+            f"{path} is damaged: {problem}. Rebuild it with `snakemake --cores 2 --forcerun {path}` "
+            f"(the workflow names every damaged file before it plans), or delete it and rerun its stage"
         )
     return load_file(str(path))

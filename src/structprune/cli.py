@@ -393,8 +393,11 @@ def cmd_evaluate(args) -> None:
         result["timing"]["perplexity_tokens_per_s"] = round(scored / max(timer.elapsed(), 1e-9), 1)
     timer = Timer()
     tasks = {name: Path(path) for name, path in args.task}
-    result["zero_shot"] = zero_shot(model, tokenizer, tasks, args.limit, args.batch_size)
+    result["zero_shot"], forwarded = zero_shot(model, tokenizer, tasks, args.limit, args.batch_size)
     result["timing"]["zero_shot_s"] = timer.elapsed()
+    if forwarded:
+        result["timing"]["zero_shot_tokens"] = forwarded
+        result["timing"]["zero_shot_tokens_per_s"] = round(forwarded / max(timer.elapsed(), 1e-9), 1)
     for name, metrics in result["zero_shot"].items():
         log.info("%s acc %.4f acc_norm %s", name, metrics["acc"], metrics["acc_norm"])
     write_json(args.out, result)

@@ -60,19 +60,20 @@ def perplexity(
 
 def zero_shot(
     model: nn.Module, tokenizer, task_files: dict[str, Path], limit: int | None, batch_size: int = 8,
-) -> dict[str, dict]:
-    """lm-eval accuracy of the builtin tasks on local files: {task: {acc, acc_norm, n}}."""
+) -> tuple[dict[str, dict], int]:
+    """lm-eval accuracy of the builtin tasks on local files: ({task: {acc, acc_norm, n}}, tokens
+    forwarded). Log-likelihoods come from `PrefixSharingLM` (each item's context computed once;
+    the same answers as lm-eval's HFLM); tasks, prompts and metrics are lm-eval's."""
     from lm_eval import evaluator
-    from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks import TaskManager
 
-    from structprune.tasks import local_task_config
+    from structprune.prefixlm import PrefixSharingLM
+    from structprune.tasks import local_task_config, task_manager
 
     if not task_files:
-        return {}
-    manager = TaskManager()
+        return {}, 0
+    manager = task_manager(list(task_files))
     configs = [local_task_config(name, path, manager) for name, path in task_files.items()]
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(model.device))
+    lm = PrefixSharingLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(model.device))
     results = evaluator.simple_evaluate(
         model=lm, tasks=configs, task_manager=manager, limit=limit, num_fewshot=0,
         random_seed=0, numpy_random_seed=0, torch_random_seed=0, fewshot_random_seed=0,
@@ -86,7 +87,7 @@ def zero_shot(
             "acc_norm": metrics.get("acc_norm,none"),
             "n": results.get("n-samples", {}).get(name, {}).get("effective"),
         }
-    return out
+    return out, lm.tokens_forwarded
 
 
 def main_accuracy(task_metrics: dict) -> float:

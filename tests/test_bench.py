@@ -1,0 +1,40 @@
+"""The stage benchmark runs end to end on a tiny model and reports ratios to its floor."""
+
+import importlib
+import json
+import sys
+
+from workflow_helpers import REPO
+
+
+def load_bench():
+    """scripts/ on sys.path, so that the stage processes (spawned) import the same module."""
+    if str(REPO / "scripts") not in sys.path:
+        sys.path.insert(0, str(REPO / "scripts"))
+    return importlib.import_module("bench_stages")
+
+
+def test_tiny_benchmark_writes_ratios_to_the_floor(tmp_path):
+    bench = load_bench()
+    bench.main(["tiny", "--stages", "calibrate,refit,perplexity", "--out", str(tmp_path)])
+    summary = json.loads((tmp_path / "tiny.json").read_text())
+    rows = {row["stage"]: row for row in summary["stages"]}
+    assert list(rows) == ["floor", "calibrate", "refit", "perplexity"]
+    assert rows["floor"]["ratio_to_floor"] == 1.0
+    for row in rows.values():
+        assert row["seconds"] > 0 and row["peak_rss_mb"] >= row["rss_after_load_mb"] > 0
+        assert row["ratio_to_floor"] == round(row["seconds"] / rows["floor"]["seconds"], 2)
+    assert rows["calibrate"]["stats_mb"] > 0
+    assert rows["perplexity"]["tokens"] == 8 * 32
+    assert "| refit |" in (tmp_path / "tiny.md").read_text()
+
+
+def test_seven_b_projection_scales_per_layer():
+    bench = load_bench()
+    spec = bench.BenchSpec("x", "llama7b-width", samples=1, seq_len=8, layers=2)
+    rows = [{"stage": "floor", "seconds": 2.0, "tokens": 8, "peak_rss_mb": 1, "rss_after_load_mb": 1},
+            {"stage": "calibrate", "seconds": 6.0, "stats_mb": 100.0, "peak_rss_mb": 1, "rss_after_load_mb": 1}]
+    summary = bench.summarise(spec, rows)
+    assert summary["projection_32_layers"]["calibrate"] == {
+        "seconds_per_layer": 3.0, "seconds_32_layers": 96.0, "stats_mb_32_layers": 1600}
+    assert rows[1]["ratio_to_floor"] == 3.0
