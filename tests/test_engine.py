@@ -236,3 +236,16 @@ def test_option_names_read_from_source_match_the_registry():
     assert set(names) == set(REGISTRY)
     for name, method in REGISTRY.items():
         assert names[name] == list(inspect.signature(method.make).parameters), name
+
+
+@pytest.mark.parametrize(("reconstruct", "passes"), [("refit", 3), ("paper", 6)])
+def test_the_dense_layer_runs_once_per_layer(model, input_ids, reconstruct, passes):
+    """Refit: one dense pass (its taps serve both refits), two pruned passes; the pruned stream
+    advances from kept tensors. Paper: one dense pass, four refit passes, one advance."""
+    model = copy.deepcopy(model)
+    calls = {}
+    for index, layer in enumerate(model.model.layers):
+        layer.register_forward_pre_hook(lambda *_, index=index: calls.__setitem__(index, calls.get(index, 0) + 1))
+    recipe = Recipe("distribution", flow="sequential", reconstruct=reconstruct, layers=[1, 2])
+    prune_with_recipe(model, recipe, 0.3, samples=input_ids, batch_size=input_ids.shape[0], progress=False)
+    assert calls[1] == passes  # the pruned layer; batch_size = all samples: one call per pass

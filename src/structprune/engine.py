@@ -16,7 +16,6 @@ A `Recipe` (recipe.py) picks a score, a unit, an allocation, a flow and a recons
 
 from __future__ import annotations
 
-import copy
 import logging
 from dataclasses import dataclass, field
 
@@ -33,7 +32,7 @@ from structprune.recipe import Recipe, recipe_problems
 from structprune.reconstruction import LinearRefit, refit_linear, refit_shared_input
 from structprune.scores import LayerWeights, UnitScores, score_method
 from structprune.statistics import LayerStatistics
-from structprune.streams import LayerBatch, apply_layer, capture_layer_inputs, paired_pass, propagate
+from structprune.streams import LayerBatch, apply_layer, capture_layer_inputs, dense_pass, paired_pass, propagate
 from structprune.units import LayerBudget, LayerPlan, PrunePlan, select_heads, select_neurons, select_units
 
 log = logging.getLogger(__name__)
@@ -185,40 +184,68 @@ def _pairs(module: str, target: str) -> tuple[dict, callable]:
     return taps, pair
 
 
-def _collect(ctx, dense_layer, layer, module: str, target: str, extra_hooks=()) -> LinearRefit:
+def _dense_sites(modules: list[str], target: str) -> set[tuple[str, str]]:
+    """The dense tensors the refits of `modules` toward `target` read (see `_pairs`)."""
+    sites = {(module, "out") for module in modules}
+    if target == "block":
+        sites |= {(RESIDUAL_OF[module], "in") for module in modules}
+    return sites
+
+
+def _collect(ctx, dense_layer, layer, module: str, target: str, extra_hooks=(), dense_taps=None,
+             keep: list | None = None) -> LinearRefit:
+    """The normal equations of refitting `module`; with `keep`, each batch's pruned input of
+    `module` and the residual stream it is added to are appended to it."""
     taps, pair = _pairs(module, target)
+    if keep is not None:
+        taps["residual"] = ("pruned", RESIDUAL_OF[module], "in")
     refit = LinearRefit()
-    paired_pass(dense_layer, layer, ctx.dense, ctx.pruned, taps, lambda seen: refit.add(*pair(seen)), extra_hooks)
+
+    def consume(seen):
+        refit.add(*pair(seen))
+        if keep is not None:
+            keep.append((seen["x"], seen["residual"]))
+
+    paired_pass(dense_layer, layer, ctx.dense, ctx.pruned, taps, consume, extra_hooks, dense_taps)
     return refit
 
 
 def _refit_layer(ctx, index, layer, geometry, budget) -> tuple[LayerPlan, dict]:
-    """Ours: score (sequential: on X^), slice, then refit o_proj and down_proj after the cut."""
+    """Ours: score (sequential: on X^), slice, then refit o_proj and down_proj after the cut.
+
+    Three layer passes instead of six: the dense layer runs once (its tapped outputs are kept
+    for both refits, and the dense stream advances), the pruned layer twice (statistics and the
+    o_proj system; the down_proj system after the o_proj refit), and the pruned stream then
+    advances as residual + down_proj(input kept from that pass), which is the layer's own
+    last step, bit for bit."""
     recipe = ctx.recipe
-    dense_layer = copy.deepcopy(layer)
+    dense_layer = layer  # not yet changed: its dense taps are taken before anything is cut or refitted
+    dense_taps = dense_pass(dense_layer, ctx.dense, _dense_sites(["self_attn.o_proj", "mlp.down_proj"], recipe.target))
     stats = LayerStatistics()
-    o_refit = _collect(ctx, dense_layer, layer, "self_attn.o_proj", recipe.target, [stats.attach])
+    o_refit = _collect(ctx, dense_layer, layer, "self_attn.o_proj", recipe.target, [stats.attach], dense_taps)
     scores = _layer_scores(ctx, index, layer, stats)
     lp = select_units(scores.heads, scores.neurons, geometry, budget, recipe.heads)
     prune_attention(layer, lp.keep_heads, lp.keep_kv_heads, ctx.head_dim)
     prune_mlp(layer, lp.keep_neurons)
     report = {"layer": index, "heads": len(lp.keep_heads), "neurons": len(lp.keep_neurons)}
     report["o_proj_mse"] = refit_linear(layer.self_attn.o_proj, o_refit.restricted(unit_channels(lp.keep_heads, ctx.head_dim)), recipe.damp)
-    d_refit = _collect(ctx, dense_layer, layer, "mlp.down_proj", recipe.target)
+    kept: list = []
+    d_refit = _collect(ctx, dense_layer, layer, "mlp.down_proj", recipe.target, dense_taps=dense_taps, keep=kept)
     report["down_proj_mse"] = refit_linear(layer.mlp.down_proj, d_refit, recipe.damp)
-    propagate(dense_layer, ctx.dense)
-    propagate(layer, ctx.pruned)
+    with torch.no_grad():
+        for batch, (x, residual) in zip(ctx.pruned, kept, strict=True):
+            batch.hidden = residual + layer.mlp.down_proj(x)
     return lp, report
 
 
-def _refit_first_level(ctx, dense_layer, layer, names: list[str], damp: float) -> dict:
+def _refit_first_level(ctx, dense_layer, layer, names: list[str], damp: float, dense_taps=None) -> dict:
     """Refit the linear maps `names` that read one input (q, k, v; gate, up) from the pruned
     stream's input X^ to the dense layer's outputs of the same maps (the module's first level)."""
     linears = [layer.get_submodule(n) for n in names]
     taps = {"x": ("pruned", names[0], "in"), **{n: ("dense", n, "out") for n in names}}
     refit = LinearRefit()
     paired_pass(dense_layer, layer, ctx.dense, ctx.pruned, taps,
-                lambda seen: refit.add(seen["x"], torch.cat([seen[n] for n in names], -1)))
+                lambda seen: refit.add(seen["x"], torch.cat([seen[n] for n in names], -1)), dense_taps=dense_taps)
     errors = refit_shared_input(linears, refit, damp)
     return {f"{n.rsplit('.', 1)[1]}_mse": e for n, e in zip(names, errors)}
 
@@ -228,25 +255,26 @@ def _paper_layer(ctx, index, layer, geometry, budget) -> tuple[LayerPlan, dict]:
     first-level outputs, then the second level to the dense module output on the input the
     refitted first level produces; score on the updated statistics; prune (no refit after)."""
     recipe = ctx.recipe
-    dense_layer = copy.deepcopy(layer)
+    dense_layer = layer  # not yet changed: its dense taps are taken before anything is refitted
+    first, second = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "mlp.gate_proj", "mlp.up_proj"], ["self_attn.o_proj", "mlp.down_proj"]
+    dense_taps = dense_pass(dense_layer, ctx.dense, _dense_sites(first + second, "module"))  # the dense layer runs once
     report: dict = {"layer": index}
     # attention: q, k, v from X^; o on the refitted heads' output
-    report |= _refit_first_level(ctx, dense_layer, layer, ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"], recipe.damp)
+    report |= _refit_first_level(ctx, dense_layer, layer, first[:3], recipe.damp, dense_taps)
     attn_stats = LayerStatistics()
-    o_refit = _collect(ctx, dense_layer, layer, "self_attn.o_proj", "module", [attn_stats.attach])
+    o_refit = _collect(ctx, dense_layer, layer, "self_attn.o_proj", "module", [attn_stats.attach], dense_taps)
     report["o_proj_mse"] = refit_linear(layer.self_attn.o_proj, o_refit, recipe.damp)
     heads = _layer_scores(ctx, index, layer, attn_stats).heads
     keep_heads, keep_kv = select_heads(heads, geometry, budget.heads, recipe.heads)
     prune_attention(layer, keep_heads, keep_kv, ctx.head_dim)
     # MLP: gate, up from X^ (after the pruned attention); down on the refitted neurons' output
-    report |= _refit_first_level(ctx, dense_layer, layer, ["mlp.gate_proj", "mlp.up_proj"], recipe.damp)
+    report |= _refit_first_level(ctx, dense_layer, layer, first[3:], recipe.damp, dense_taps)
     mlp_stats = LayerStatistics()
-    d_refit = _collect(ctx, dense_layer, layer, "mlp.down_proj", "module", [mlp_stats.attach])
+    d_refit = _collect(ctx, dense_layer, layer, "mlp.down_proj", "module", [mlp_stats.attach], dense_taps)
     report["down_proj_mse"] = refit_linear(layer.mlp.down_proj, d_refit, recipe.damp)
     neurons = _layer_scores(ctx, index, layer, mlp_stats).neurons
     lp = LayerPlan(keep_heads, keep_kv, select_neurons(neurons, geometry, budget.neurons))
     prune_mlp(layer, lp.keep_neurons)
     report |= {"heads": len(keep_heads), "neurons": len(lp.keep_neurons)}
-    propagate(dense_layer, ctx.dense)
     propagate(layer, ctx.pruned)
     return lp, report

@@ -86,23 +86,41 @@ def tapped(taps: dict[str, tuple[nn.Module, str]]):
             handle.remove()
 
 
+def dense_pass(dense_layer: nn.Module, dense: list[LayerBatch], sites: set[tuple[str, str]]) -> list[dict]:
+    """Advance the dense stream through `dense_layer` once and keep, per batch, the tensors at
+    `sites` ((submodule path, "in"|"out")): the dense side of every refit of this layer, so the
+    dense layer runs once per layer however many modules are refitted."""
+    modules = {site: (dense_layer.get_submodule(site[0]), site[1]) for site in sites}
+    kept = []
+    with tapped(modules) as seen:
+        for batch in dense:
+            batch.hidden = apply_layer(dense_layer, batch)
+            kept.append(dict(seen))
+    return kept
+
+
 def paired_pass(
     dense_layer: nn.Module, layer: nn.Module, dense: list[LayerBatch], pruned: list[LayerBatch],
-    taps: dict[str, tuple[str, str, str]], consume, extra_hooks=(),
+    taps: dict[str, tuple[str, str, str]], consume, extra_hooks=(), dense_taps: list[dict] | None = None,
 ) -> None:
     """Run both streams once through their layers (not advancing them) and hand each batch's
     tapped tensors to `consume`. `taps` maps key -> (stream "dense"|"pruned", submodule path,
-    "in"|"out"); `extra_hooks` are callables attaching more hooks to `layer` (statistics)."""
+    "in"|"out"); `extra_hooks` are callables attaching more hooks to `layer` (statistics).
+    With `dense_taps` (from `dense_pass`) the dense side is read from it instead of rerun."""
+    dense_keys = {key: (path, where) for key, (stream, path, where) in taps.items() if stream == "dense"}
+    live = {key: tap for key, tap in taps.items() if dense_taps is None or key not in dense_keys}
     modules = {
         key: ((dense_layer if stream == "dense" else layer).get_submodule(path), where)
-        for key, (stream, path, where) in taps.items()
+        for key, (stream, path, where) in live.items()
     }
     handles = [handle for attach in extra_hooks for handle in attach(layer)]
     try:
         with tapped(modules) as seen:
-            for d, p in zip(dense, pruned):
-                if any(stream == "dense" for stream, _, _ in taps.values()):
-                    apply_layer(dense_layer, d)
+            for index, p in enumerate(pruned):
+                if dense_taps is not None:
+                    seen.update({key: dense_taps[index][site] for key, site in dense_keys.items()})
+                elif dense_keys:
+                    apply_layer(dense_layer, dense[index])
                 apply_layer(layer, p)
                 consume(seen)
     finally:
