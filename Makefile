@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.structprune-installed
 # Rules call `python -m structprune`: put the virtualenv first on PATH.
 SNAKEMAKE := PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake
 
-.PHONY: run test setup dry-run report clean-results
+.PHONY: run test setup dry-run report clean-results bench
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,3 +33,8 @@ dry-run: $(STAMP)
 
 test: $(STAMP)
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q tests
+
+# Stage times as multiples of one dense forward, peak memory, file sizes: results/bench/
+bench: $(STAMP)
+	$(BIN)/python scripts/bench_stages.py embedded
+	$(BIN)/python scripts/bench_stages.py llama7b-width
