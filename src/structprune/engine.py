@@ -149,7 +149,7 @@ def _sequential_layer(ctx, index, layer, geometry, budget) -> tuple[LayerPlan, d
     """No refit (Wanda-sp's flow, FLAP's with compensation): score on X^, slice, advance X^."""
     stats = LayerStatistics()
     if ctx.recipe.flow == "sequential" or ctx.recipe.reconstruct == "bias":
-        paired_pass(layer, layer, ctx.pruned, ctx.pruned, {}, lambda seen: None, [stats.attach])
+        paired_pass(layer, ctx.pruned, {}, lambda seen: None, [stats.attach])
     scores = _layer_scores(ctx, index, layer, stats)
     lp = select_units(scores.heads, scores.neurons, geometry, budget, ctx.recipe.heads)
     biases = None
@@ -192,7 +192,7 @@ def _dense_sites(modules: list[str], target: str) -> set[tuple[str, str]]:
     return sites
 
 
-def _collect(ctx, dense_layer, layer, module: str, target: str, extra_hooks=(), dense_taps=None,
+def _collect(ctx, layer, module: str, target: str, dense_taps: list[dict], extra_hooks=(),
              keep: list | None = None) -> LinearRefit:
     """The normal equations of refitting `module`; with `keep`, each batch's pruned input of
     `module` and the residual stream it is added to are appended to it."""
@@ -206,7 +206,7 @@ def _collect(ctx, dense_layer, layer, module: str, target: str, extra_hooks=(), 
         if keep is not None:
             keep.append((seen["x"], seen["residual"]))
 
-    paired_pass(dense_layer, layer, ctx.dense, ctx.pruned, taps, consume, extra_hooks, dense_taps)
+    paired_pass(layer, ctx.pruned, taps, consume, extra_hooks, dense_taps)
     return refit
 
 
@@ -219,10 +219,10 @@ def _refit_layer(ctx, index, layer, geometry, budget) -> tuple[LayerPlan, dict]:
     advances as residual + down_proj(input kept from that pass), which is the layer's own
     last step, bit for bit."""
     recipe = ctx.recipe
-    dense_layer = layer  # not yet changed: its dense taps are taken before anything is cut or refitted
-    dense_taps = dense_pass(dense_layer, ctx.dense, _dense_sites(["self_attn.o_proj", "mlp.down_proj"], recipe.target))
+    # the layer is not yet changed: its dense taps are taken before anything is cut or refitted
+    dense_taps = dense_pass(layer, ctx.dense, _dense_sites(["self_attn.o_proj", "mlp.down_proj"], recipe.target))
     stats = LayerStatistics()
-    o_refit = _collect(ctx, dense_layer, layer, "self_attn.o_proj", recipe.target, [stats.attach], dense_taps)
+    o_refit = _collect(ctx, layer, "self_attn.o_proj", recipe.target, dense_taps, [stats.attach])
     scores = _layer_scores(ctx, index, layer, stats)
     lp = select_units(scores.heads, scores.neurons, geometry, budget, recipe.heads)
     prune_attention(layer, lp.keep_heads, lp.keep_kv_heads, ctx.head_dim)
@@ -230,7 +230,7 @@ def _refit_layer(ctx, index, layer, geometry, budget) -> tuple[LayerPlan, dict]:
     report = {"layer": index, "heads": len(lp.keep_heads), "neurons": len(lp.keep_neurons)}
     report["o_proj_mse"] = refit_linear(layer.self_attn.o_proj, o_refit.restricted(unit_channels(lp.keep_heads, ctx.head_dim)), recipe.damp)
     kept: list = []
-    d_refit = _collect(ctx, dense_layer, layer, "mlp.down_proj", recipe.target, dense_taps=dense_taps, keep=kept)
+    d_refit = _collect(ctx, layer, "mlp.down_proj", recipe.target, dense_taps, keep=kept)
     report["down_proj_mse"] = refit_linear(layer.mlp.down_proj, d_refit, recipe.damp)
     with torch.no_grad():
         for batch, (x, residual) in zip(ctx.pruned, kept, strict=True):
@@ -238,13 +238,13 @@ def _refit_layer(ctx, index, layer, geometry, budget) -> tuple[LayerPlan, dict]:
     return lp, report
 
 
-def _refit_first_level(ctx, dense_layer, layer, names: list[str], damp: float, dense_taps=None) -> dict:
+def _refit_first_level(ctx, layer, names: list[str], damp: float, dense_taps: list[dict]) -> dict:
     """Refit the linear maps `names` that read one input (q, k, v; gate, up) from the pruned
     stream's input X^ to the dense layer's outputs of the same maps (the module's first level)."""
     linears = [layer.get_submodule(n) for n in names]
     taps = {"x": ("pruned", names[0], "in"), **{n: ("dense", n, "out") for n in names}}
     refit = LinearRefit()
-    paired_pass(dense_layer, layer, ctx.dense, ctx.pruned, taps,
+    paired_pass(layer, ctx.pruned, taps,
                 lambda seen: refit.add(seen["x"], torch.cat([seen[n] for n in names], -1)), dense_taps=dense_taps)
     errors = refit_shared_input(linears, refit, damp)
     return {f"{n.rsplit('.', 1)[1]}_mse": e for n, e in zip(names, errors)}
@@ -255,22 +255,22 @@ def _paper_layer(ctx, index, layer, geometry, budget) -> tuple[LayerPlan, dict]:
     first-level outputs, then the second level to the dense module output on the input the
     refitted first level produces; score on the updated statistics; prune (no refit after)."""
     recipe = ctx.recipe
-    dense_layer = layer  # not yet changed: its dense taps are taken before anything is refitted
     first, second = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "mlp.gate_proj", "mlp.up_proj"], ["self_attn.o_proj", "mlp.down_proj"]
-    dense_taps = dense_pass(dense_layer, ctx.dense, _dense_sites(first + second, "module"))  # the dense layer runs once
+    # the layer is not yet changed: the dense layer runs once, before anything is refitted
+    dense_taps = dense_pass(layer, ctx.dense, _dense_sites(first + second, "module"))
     report: dict = {"layer": index}
     # attention: q, k, v from X^; o on the refitted heads' output
-    report |= _refit_first_level(ctx, dense_layer, layer, first[:3], recipe.damp, dense_taps)
+    report |= _refit_first_level(ctx, layer, first[:3], recipe.damp, dense_taps)
     attn_stats = LayerStatistics()
-    o_refit = _collect(ctx, dense_layer, layer, "self_attn.o_proj", "module", [attn_stats.attach], dense_taps)
+    o_refit = _collect(ctx, layer, "self_attn.o_proj", "module", dense_taps, [attn_stats.attach])
     report["o_proj_mse"] = refit_linear(layer.self_attn.o_proj, o_refit, recipe.damp)
     heads = _layer_scores(ctx, index, layer, attn_stats).heads
     keep_heads, keep_kv = select_heads(heads, geometry, budget.heads, recipe.heads)
     prune_attention(layer, keep_heads, keep_kv, ctx.head_dim)
     # MLP: gate, up from X^ (after the pruned attention); down on the refitted neurons' output
-    report |= _refit_first_level(ctx, dense_layer, layer, first[3:], recipe.damp, dense_taps)
+    report |= _refit_first_level(ctx, layer, first[3:], recipe.damp, dense_taps)
     mlp_stats = LayerStatistics()
-    d_refit = _collect(ctx, dense_layer, layer, "mlp.down_proj", "module", [mlp_stats.attach], dense_taps)
+    d_refit = _collect(ctx, layer, "mlp.down_proj", "module", dense_taps, [mlp_stats.attach])
     report["down_proj_mse"] = refit_linear(layer.mlp.down_proj, d_refit, recipe.damp)
     neurons = _layer_scores(ctx, index, layer, mlp_stats).neurons
     lp = LayerPlan(keep_heads, keep_kv, select_neurons(neurons, geometry, budget.neurons))

@@ -18,6 +18,7 @@ token, and non-causal backends go through HFLM's own path unchanged.
 from __future__ import annotations
 
 import inspect
+import itertools
 from collections import defaultdict
 
 import torch
@@ -122,8 +123,8 @@ class PrefixSharingLM(HFLM):
                 row = F.log_softmax(row[: len(continuation)], dim=-1, dtype=self.softmax_dtype)
                 target = torch.tensor(continuation, dtype=torch.long, device=row.device)
                 answers[r] = (float(row.gather(1, target[:, None]).sum()), bool((row.argmax(-1) == target).all()))
-        sizes = [len(group) for group in groups]
-        return [answers[sum(sizes[:g]) : sum(sizes[: g + 1])] for g in range(len(groups))]
+        starts = list(itertools.accumulate((len(group) for group in groups), initial=0))
+        return [answers[start:end] for start, end in itertools.pairwise(starts)]
 
     def _loglikelihood_tokens(
         self, requests: list[Request], disable_tqdm: bool = False, override_bs: int | None = None,
@@ -131,13 +132,14 @@ class PrefixSharingLM(HFLM):
         if self.backend != "causal":
             return super()._loglikelihood_tokens(requests, disable_tqdm, override_bs)
         answers: list[tuple[float, bool] | None] = [None] * len(requests)
-        alone = [i for i, r in enumerate(requests) if not self._shares(r)]
+        sharing = [self._shares(r) for r in requests]
+        alone = [i for i, shares in enumerate(sharing) if not shares]
         if alone:
             solo = super()._loglikelihood_tokens([requests[i] for i in alone], True, override_bs)
             for i, answer in zip(alone, solo, strict=True):
                 answers[i] = answer
                 self.tokens_forwarded += min(len(requests[i][1]) + len(requests[i][2]) - 1, self.max_length)
-        shared = [i for i, r in enumerate(requests) if self._shares(r)]
+        shared = [i for i, shares in enumerate(sharing) if shares]
         groups = [[shared[m] for m in members] for members in context_groups([requests[i] for i in shared])]
         progress = tqdm(total=len(shared), disable=disable_tqdm or self.rank != 0, desc="loglikelihood (shared contexts)")
         for batch in length_batches([len(requests[group[0]][1]) for group in groups], self.slack, self.max_rows):

@@ -100,28 +100,23 @@ def dense_pass(dense_layer: nn.Module, dense: list[LayerBatch], sites: set[tuple
 
 
 def paired_pass(
-    dense_layer: nn.Module, layer: nn.Module, dense: list[LayerBatch], pruned: list[LayerBatch],
-    taps: dict[str, tuple[str, str, str]], consume, extra_hooks=(), dense_taps: list[dict] | None = None,
+    layer: nn.Module, pruned: list[LayerBatch], taps: dict[str, tuple[str, str, str]], consume,
+    extra_hooks=(), dense_taps: list[dict] | None = None,
 ) -> None:
-    """Run both streams once through their layers (not advancing them) and hand each batch's
+    """Run the pruned stream once through `layer` (not advancing it) and hand each batch's
     tapped tensors to `consume`. `taps` maps key -> (stream "dense"|"pruned", submodule path,
-    "in"|"out"); `extra_hooks` are callables attaching more hooks to `layer` (statistics).
-    With `dense_taps` (from `dense_pass`) the dense side is read from it instead of rerun."""
+    "in"|"out"); the dense side is read from `dense_taps` (kept by `dense_pass`, so the dense
+    layer never reruns); `extra_hooks` are callables attaching more hooks to `layer` (statistics)."""
     dense_keys = {key: (path, where) for key, (stream, path, where) in taps.items() if stream == "dense"}
-    live = {key: tap for key, tap in taps.items() if dense_taps is None or key not in dense_keys}
-    modules = {
-        key: ((dense_layer if stream == "dense" else layer).get_submodule(path), where)
-        for key, (stream, path, where) in live.items()
-    }
+    if dense_keys and dense_taps is None:
+        raise ValueError(f"taps {sorted(dense_keys)} read the dense stream: pass the dense_taps of dense_pass")
+    modules = {key: (layer.get_submodule(path), where) for key, (stream, path, where) in taps.items() if stream == "pruned"}
     handles = [handle for attach in extra_hooks for handle in attach(layer)]
     try:
         with tapped(modules) as seen:
-            for index, p in enumerate(pruned):
-                if dense_taps is not None:
-                    seen.update({key: dense_taps[index][site] for key, site in dense_keys.items()})
-                elif dense_keys:
-                    apply_layer(dense_layer, dense[index])
-                apply_layer(layer, p)
+            for index, batch in enumerate(pruned):
+                seen.update({key: dense_taps[index][site] for key, site in dense_keys.items()})
+                apply_layer(layer, batch)
                 consume(seen)
     finally:
         for handle in handles:
