@@ -73,3 +73,21 @@ def test_a_yaml_slip_in_config_yaml_names_its_line_and_column(tmp_path):
                              str(tmp_path), "--cores", "1", "--dry-run"], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
     assert "config.yaml is not valid YAML at line 3, column 8" in result.stdout + result.stderr
+
+
+def test_plain_snakemake_in_the_repository_root_reads_the_default_profile_and_only_the_named_config():
+    """From the repository root, without --cores or --profile: profiles/default supplies the
+    cores, and --configfile replaces config.yaml (no SmolLM2 job, no default method)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("STRUCTPRUNE_DATA_MIRROR", None)
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--dry-run", "--configfile", "config/paper.yaml"],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "workflow specific profile profiles/default" in result.stderr
+    planned = jobs(result.stdout)
+    assert {j["wildcards"].get("model") for j in planned if j["rule"] not in ("all", "data_task")} == {"llama-7b"}
+    assert job_counts(result.stdout)["prune"] == 13

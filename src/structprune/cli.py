@@ -76,10 +76,9 @@ def cmd_model(args) -> None:
     from structprune.checkpoint import save_checkpoint
     from structprune.models import load_source
 
-    started = time.time()
     log.info("loading model source %s", args.source)
     model, tokenizer = load_source(args.source, _placement(args)[1])
-    manifest = build_manifest("model", {}, {"source": args.source}, started)
+    manifest = build_manifest("model", {}, {"source": args.source})
     save_checkpoint(model, tokenizer, args.out, manifest)
     log.info("wrote %s", args.out)
 
@@ -217,9 +216,9 @@ def cmd_calibrate(args) -> None:
     stats, tokens = collect_statistics(model, input_ids, args.batch_size)
     meta = {
         "tokens": tokens, "samples": int(input_ids.shape[0]), "seq_len": int(input_ids.shape[1]),
-        "dtype": "float64", "wall_time_s": round(time.time() - started, 3),
+        "dtype": "float64",
     }
-    save_tensors(stats, args.out, meta)
+    save_tensors(stats, args.out, meta, timing={"wall_time_s": round(time.time() - started, 3)})
     log.info("statistics over %d tokens -> %s", tokens, args.out)
 
 
@@ -266,7 +265,6 @@ def cmd_prune(args) -> None:
     from structprune.scores import score_method
 
     torch.manual_seed(0)
-    started = time.time()
     recipe = _recipe(args)
     score_method(recipe.score).make(**recipe.options)  # a bad option fails here, before any loading
     check_recipe(recipe, args.scores or None, args.stats or None, args.data or None)
@@ -289,7 +287,7 @@ def cmd_prune(args) -> None:
     )
     inputs = {k: v for k, v in {"model": args.model, "scores": args.scores, "stats": args.stats, "data": args.data}.items() if v}
     manifest = build_manifest(
-        "prune", inputs, {"sparsity": args.sparsity, "recipe": recipe.to_json(), "batch_size": args.batch_size}, started,
+        "prune", inputs, {"sparsity": args.sparsity, "recipe": recipe.to_json(), "batch_size": args.batch_size},
         {
             "dense_parameters": before, "achieved_block_sparsity": achieved, "achieved_total_sparsity": achieved_total,
             "layer_range": list(result.layer_range), "layer_ratio": result.ratio,
@@ -310,7 +308,6 @@ def cmd_select(args) -> None:
     from structprune.selection import select_recipe
 
     torch.manual_seed(0)
-    started = time.time()
     base = _recipe(args)
     grid = {key: [_grid_value(v) for v in values.split(",")] for key, values in args.grid}
     if not Path(args.heldout).is_file():
@@ -327,7 +324,7 @@ def cmd_select(args) -> None:
     log.info("chosen: %s (held-out loss %.4f)", candidates[chosen_index].overrides, candidates[chosen_index].heldout_loss)
     inputs = {k: v for k, v in {"model": args.model, "stats": args.stats, "data": args.data, "heldout": args.heldout}.items() if v}
     manifest = build_manifest(
-        "select", inputs, {"sparsity": args.sparsity, "base_recipe": base.to_json(), "grid": grid}, started,
+        "select", inputs, {"sparsity": args.sparsity, "base_recipe": base.to_json(), "grid": grid},
         {
             "dense_parameters": before, "achieved_block_sparsity": 1 - after["decoder_blocks"] / before["decoder_blocks"],
             "achieved_total_sparsity": 1 - after["total"] / before["total"], "recipe": chosen.to_json(),
@@ -355,8 +352,8 @@ def cmd_gradients(args) -> None:
     input_ids = load_tensors(args.data)["input_ids"]
     stats = taylor_statistics(model, input_ids)
     meta = {"samples": int(input_ids.shape[0]), "seq_len": int(input_ids.shape[1]),
-            "statistics": "gradients", "wall_time_s": round(time.time() - started, 3)}
-    save_tensors(stats, args.out, meta)
+            "statistics": "gradients"}
+    save_tensors(stats, args.out, meta, timing={"wall_time_s": round(time.time() - started, 3)})
     log.info("Taylor saliencies over %s tokens -> %s", tuple(input_ids.shape), args.out)
 
 
@@ -404,10 +401,14 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_report(args) -> None:
-    from structprune.tables import comparison_table, compute_time_summary, plot_perplexity, write_table
+    from structprune.tables import (
+        SIGNIFICANCE_NOTE, comparison_table, compute_time_summary, plot_perplexity, write_table,
+    )
 
     table = comparison_table(args.evals, dict(args.label))
     header = f"# {args.title}\n\n{args.note}" if args.note else f"# {args.title}"
+    if "Avg se" in table or any(column.endswith("95% CI") for column in table.columns):
+        header += "\n\n" + SIGNIFICANCE_NOTE
     if args.benchmarks:
         header += "\n\n" + compute_time_summary(args.benchmarks)
     write_table(table, args.csv, args.md, header, args.tex, args.html)
@@ -421,6 +422,13 @@ def cmd_report(args) -> None:
         write_table(chosen, args.selection_csv, args.selection_md, f"# {args.title}: held-out selection\n\n{note}")
     if args.plot:
         plot_perplexity(table, args.plot, args.title)
+    if args.run_record:
+        from structprune.artifacts import git_commit, package_versions, write_json
+
+        write_json(args.run_record, {
+            "title": args.title, "config_files": args.config_files, "config": json.loads(args.run_config),
+            "git_commit": git_commit(), "versions": package_versions(), "evals": args.evals,
+        })
     log.info("table with %d rows -> %s, %s", len(table), args.csv, args.md)
 
 
@@ -577,6 +585,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--selection-md", default=None)
     p.add_argument("--label", type=_key_value, action="append", default=[], metavar="METHOD:STAGE=LABEL",
                    help="the row name of a method's stage in the table")
+    p.add_argument("--run-record", default=None, help="also write what the run used (config, commit, versions) here")
+    p.add_argument("--run-config", default="{}", help="the run's configuration as JSON (for --run-record)")
+    p.add_argument("--config-files", nargs="*", default=[], help="the config files the run read (for --run-record)")
     p.set_defaults(func=cmd_report)
     return parser
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from structprune.artifacts import atomic_file, read_json
 from structprune.evaluate import main_accuracy
+from structprune.uncertainty import (
+    average_stderr, mean_stderr, paired_accuracy_difference, paired_perplexity_difference, perplexity_interval,
+)
 
 TASK_COLUMNS = {
     "boolq": "BoolQ", "piqa": "PIQA", "hellaswag": "HellaSwag", "winogrande": "WinoGrande",
@@ -44,8 +49,8 @@ def row_from_eval(result: dict, labels: dict | None = None) -> dict:
 def comparison_table(eval_paths: list[str | os.PathLike], labels: dict | None = None) -> pd.DataFrame:
     """One row per evaluation JSON, in the order given (dense first by convention); `labels`
     maps "method:stage" to the row's name."""
-    rows = [row_from_eval(read_json(path), labels) for path in eval_paths]
-    table = pd.DataFrame(rows)
+    results = [read_json(path) for path in eval_paths]
+    table = pd.DataFrame([row_from_eval(result, labels) for result in results])
     dense = table["Stage"] == "dense"
     table.insert(5, "Block params removed (%)", 0.0)
     table.insert(6, "All params removed (%)", 0.0)
@@ -54,6 +59,96 @@ def comparison_table(eval_paths: list[str | os.PathLike], labels: dict | None = 
         dense_total = table.loc[dense, "Params"].iloc[0]
         table["Block params removed (%)"] = 100.0 * (1 - table["Block params"] / dense_blocks)
         table["All params removed (%)"] = 100.0 * (1 - table["Params"] / dense_total)
+    return add_uncertainty(table, results)
+
+
+SIGNIFICANCE_NOTE = (
+    "Uncertainty: `Avg se` is the standard error of the average accuracy (per-task sample standard errors, "
+    "tasks independent); `... 95% CI` are perplexity intervals from 10,000 bootstrap resamples of the evaluation "
+    "windows. `vs dense` and `vs best peer` are paired differences on the same items (accuracy, points) or windows "
+    "(perplexity, %): the best peer is the strongest non-`ours` method at the same sparsity (highest average, "
+    "lowest perplexity). A `~` marks a difference that is not significant at 95 % (its paired bootstrap interval, "
+    "10,000 resamples of items within each task or of windows, seed 0, covers zero)."
+)
+
+
+def _item_scores(result: dict) -> dict[str, tuple[list, np.ndarray]] | None:
+    """task -> (doc ids, per-item main metric) when the evaluation kept them."""
+    tasks = result.get("zero_shot") or {}
+    if not tasks or any("items" not in metrics for metrics in tasks.values()):
+        return None
+    return {task: (m["items"]["doc_id"], np.asarray(m["items"]["score"], dtype=np.float64)) for task, m in tasks.items()}
+
+
+def _window_nll(result: dict, dataset: str) -> np.ndarray | None:
+    values = (result.get("perplexity") or {}).get(dataset, {}).get("window_nll")
+    return None if values is None else np.asarray(values, dtype=np.float64)
+
+
+def is_peer(result: dict) -> bool:
+    """A pruned row of a method that is not ours (method keys of ours start with "ours")."""
+    return result["stage"] != "dense" and not str(result["method"]).startswith("ours")
+
+
+def _paired_items(a, b):
+    """The two rows' item scores when they were scored on the same items, else None."""
+    if a is None or b is None or sorted(a) != sorted(b) or any(a[t][0] != b[t][0] for t in a):
+        return None
+    return {t: a[t][1] for t in a}, {t: b[t][1] for t in b}
+
+
+def _mark(value: float, difference, unit: str = "") -> str:
+    return f"{value:+.1f}{unit}" + ("" if difference.significant else " ~")
+
+
+def add_uncertainty(table: pd.DataFrame, results: list[dict]) -> pd.DataFrame:
+    """The uncertainty columns (see SIGNIFICANCE_NOTE) for rows whose evaluation JSONs kept
+    per-item scores and per-window NLL; cells stay empty where they did not."""
+    table = table.copy()
+    items = [_item_scores(r) for r in results]
+    dense = next((i for i, r in enumerate(results) if r["stage"] == "dense"), None)
+    if any(i is not None for i in items):
+        table["Avg se"] = [
+            100.0 * average_stderr([mean_stderr(scores) for _, scores in it.values()]) if it else np.nan for it in items
+        ]
+    for dataset, column in PPL_COLUMNS.items():
+        windows = [_window_nll(r, dataset) for r in results]
+        if all(w is None for w in windows):
+            continue
+        table[f"{column} 95% CI"] = [
+            "" if w is None else "{:.1f}-{:.1f}".format(*perplexity_interval(w)) for w in windows
+        ]
+        peer_cells = []
+        for i, r in enumerate(results):
+            peers = [j for j, q in enumerate(results)
+                     if j != i and is_peer(q) and q["sparsity"] == r["sparsity"] and windows[j] is not None
+                     and windows[i] is not None and windows[j].shape == windows[i].shape]
+            if r["stage"] == "dense" or not peers:
+                peer_cells.append("")
+                continue
+            best = min(peers, key=lambda j: windows[j].mean())
+            d = paired_perplexity_difference(windows[i], windows[best])
+            peer_cells.append(_mark(100.0 * math.expm1(d.difference), d, "%"))
+        table[f"{column} vs best peer"] = peer_cells
+    if any(i is not None for i in items) and "Average" in table:
+        versus_dense, versus_peer = [], []
+        for i, r in enumerate(results):
+            pair = _paired_items(items[i], items[dense]) if dense is not None and i != dense else None
+            if pair is None:
+                versus_dense.append("")
+            else:
+                d = paired_accuracy_difference(*pair)
+                versus_dense.append(_mark(100.0 * d.difference, d))
+            peers = [j for j, q in enumerate(results) if j != i and is_peer(q) and q["sparsity"] == r["sparsity"]
+                     and _paired_items(items[i], items[j]) is not None]
+            if r["stage"] == "dense" or not peers:
+                versus_peer.append("")
+                continue
+            best = max(peers, key=lambda j: table.loc[j, "Average"])
+            d = paired_accuracy_difference(*_paired_items(items[i], items[best]))
+            versus_peer.append(_mark(100.0 * d.difference, d))
+        table["Avg vs dense"] = versus_dense
+        table["Avg vs best peer"] = versus_peer
     return table
 
 

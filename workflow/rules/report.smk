@@ -1,6 +1,9 @@
 # Stage `report`: the comparison table (CSV, Markdown, LaTeX, HTML) and the
 # perplexity-vs-sparsity plot per model. The HTML table and the plot are also
 # registered for `snakemake --report report.html` (workflow/report/).
+# The run record (results/runs/, not committed) says what the run used: config files,
+# the resolved config, commit and versions. Being absent from a fresh clone, it also makes
+# `make run` there rebuild everything behind the committed tables.
 
 
 rule report:
@@ -19,6 +22,7 @@ rule report:
             category="Comparison tables",
             labels={"model": "{model}", "figure": "table"},
         ),
+        run="results/runs/{model}.json",
         plot=report(
             "results/plots/{model}.ppl.png",
             caption="../report/ppl_plot.rst",
@@ -31,6 +35,8 @@ rule report:
         note=lambda wc: table_note(wc.model),
         labels=lambda wc: label_args(wc.model),
         selection=lambda wc: " ".join(f"--selection {m}:{s}={path}" for m, s, path in selection_rows(wc.model)),
+        run_config=lambda wc: json.dumps(config, sort_keys=True, default=str),
+        config_files=" ".join(map(str, workflow.overwrite_configfiles or ["config.yaml"])),
     conda:
         "../../envs/structprune.yaml"
     log:
@@ -45,4 +51,5 @@ rule report:
         " --tex {output.tex} --html {output.html} --plot {output.plot}"
         " --title 'structprune: {wildcards.model}' --note {params.note:q} {params.labels}"
         " --benchmarks {params.benchmarks} {params.selection} --selection-csv {output.selection_csv}"
-        " --selection-md {output.selection_md} > {log} 2>&1"
+        " --selection-md {output.selection_md} --run-record {output.run} --run-config {params.run_config:q}"
+        " --config-files {params.config_files} > {log} 2>&1"
