@@ -43,6 +43,7 @@ def test_paper_config_has_one_job_per_method_stage_and_shared_statistics(tmp_pat
         "score": 10,            # every method whose pruned stage reads dense scores (not Wanda-sp, sequential)
         "prune": 13,            # one rule for every method and stage
         "evaluate": 13, "evaluate_dense": 1, "report": 1, "all": 1,
+        "speed": 13,            # every checkpoint's speed and memory beside the dense model
     }
 
 

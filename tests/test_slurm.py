@@ -97,7 +97,14 @@ def test_cluster_outputs_equal_the_local_run(runs):
         ours, theirs = load_file(str(cluster_dir / name)), load_file(str(local / name))
         assert ours.keys() == theirs.keys()
         assert all(ours[k].equal(theirs[k]) for k in ours), name
-    table, reference = (pd.read_csv(d / "results/tables/tiny.csv") for d in (cluster_dir, local))
+    from structprune.tables import MEASURED_COLUMNS
+
+    def deterministic(frame):  # speed figures are measurements: they differ between any two runs; the best
+        # peer depends on which rows a table has (this one has no peers)
+        return frame[[c for c in frame.columns
+                      if c not in MEASURED_COLUMNS and not c.startswith("Decode x") and "best peer" not in c]]
+
+    table, reference = (deterministic(pd.read_csv(d / "results/tables/tiny.csv")) for d in (cluster_dir, local))
     reference = reference[reference["Method"].isin(["dense", "Ours (SG)", "Ours (SG) w/ remedy"])].reset_index(drop=True)
     pd.testing.assert_frame_equal(table, reference)
 

@@ -116,3 +116,34 @@ def test_the_table_marks_differences_within_noise_and_names_the_best_peer(tmp_pa
 def test_rows_without_per_item_results_keep_empty_uncertainty_cells(tmp_path):
     paths = [fake_eval(tmp_path / "d.json", "dense", "dense", 0, 1000, 10.0, (0.6, 0.7))]
     assert "Avg se" not in comparison_table(paths)
+
+
+def test_speed_columns_are_ratios_to_dense_matched_by_checkpoint(tmp_path):
+    from structprune.tables import comparison_table
+
+    dense = fake_eval(tmp_path / "d.json", "dense", "dense", 0, 1000, 10.0, (0.6, 0.7))
+    pruned = fake_eval(tmp_path / "p.json", "l1", "pruned", 20, 800, 50.0, (0.5, 0.6))
+    payload = json.loads(pruned.read_text())
+    payload["checkpoint"] = "results/m/none/l1/s20/pruned"
+    pruned.write_text(json.dumps(payload))
+
+    def figures(weights, prefill, decode1, decode8, peak):
+        return {"weight_bytes": weights, "prefill_tokens_per_s": prefill,
+                "decode_tokens_per_s": {"1": decode1, "8": decode8}, "peak_generation_bytes": peak}
+
+    base, small = figures(2**20, 100.0, 20.0, 80.0, 2 * 2**20), figures(2**19, 125.0, 24.0, 100.0, 2**20)
+    small["ratio_to_dense"] = {"prefill_tokens_per_s": 1.25, "decode_tokens_per_s_batch1": 1.2,
+                               "decode_tokens_per_s_batch8": 1.25, "peak_generation_bytes": 0.5}
+    base["ratio_to_dense"] = {k: 1.0 for k in small["ratio_to_dense"]}
+    speed = tmp_path / "s.json"
+    speed.write_text(json.dumps({"checkpoint": "results/m/none/l1/s20/pruned", "timing": {"dense": base, "checkpoint": small}}))
+    table = comparison_table([dense, pruned], speed_paths=[speed]).set_index("Method")
+    assert table.loc["l1", "Decode x b1"] == 1.2 and table.loc["l1", "Peak mem x"] == 0.5
+    assert table.loc["dense", "Prefill x"] == 1.0 and table.loc["l1", "Weights (MB)"] == 0.5
+    assert table.loc["l1", "Dense decode b1 (tok/s)"] == 20.0
+    from structprune.tables import plot_accuracy, plot_tradeoff
+
+    plain = table.reset_index()
+    plot_accuracy(plain, tmp_path / "a.png", "t")
+    plot_tradeoff(plain, tmp_path / "t.png", "t")
+    assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"

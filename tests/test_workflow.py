@@ -55,7 +55,7 @@ def test_adding_a_sparsity_adds_only_its_jobs(finished_run):
     workdir, config = finished_run
     jobs = jobs_after_change(workdir, config, ["sparsities"], [20, 40])
     rules = sorted(rule for rule, _ in jobs)
-    assert rules == ["evaluate"] * 9 + ["prune"] * 8 + ["report", "select"]
+    assert rules == ["evaluate"] * 9 + ["prune"] * 8 + ["report", "select"] + ["speed"] * 9
     assert all("sparsity=40" in wc for rule, wc in jobs if rule != "report")
 
 
@@ -98,7 +98,7 @@ def test_changing_an_evaluation_limit_reruns_only_evaluation_and_report(finished
 def test_changing_one_method_reruns_only_that_method(finished_run):
     workdir, config = finished_run
     jobs = jobs_after_change(workdir, config, ["methods", "random", "options", "seed"], 1)
-    assert sorted(rule for rule, _ in jobs) == ["evaluate", "prune", "report", "score"]
+    assert sorted(rule for rule, _ in jobs) == ["evaluate", "prune", "report", "score", "speed"]
     assert all("method=random" in wc for rule, wc in jobs if rule != "report")
 
 
@@ -106,8 +106,8 @@ def test_changing_the_calibration_set_reruns_only_methods_that_use_it(finished_r
     workdir, config = finished_run
     jobs = jobs_after_change(workdir, config, ["calibration", "selfgen", "n_samples"], 5)
     rules = sorted(rule for rule, _ in jobs)
-    assert rules == ["data_calib", "evaluate", "prune", "report"]  # selfgen only feeds the remedy of `ours`
-    assert all("stage=recovered" in wc for rule, wc in jobs if rule in ("evaluate", "prune"))
+    assert rules == ["data_calib", "evaluate", "prune", "report", "speed"]  # selfgen only feeds the remedy of `ours`
+    assert all("stage=recovered" in wc for rule, wc in jobs if rule in ("evaluate", "prune", "speed"))
 
 
 def test_a_bad_config_fails_before_any_job_naming_the_key(finished_run, tmp_path):
@@ -162,7 +162,7 @@ def test_changing_the_calibration_sample_count_spares_the_data_free_methods(fini
     rules = sorted(rule for rule, _ in jobs)
     # FLAP scores and compensates from the statistics; Wanda-sp prunes sequentially from the samples
     assert rules == ["calibrate", "data_calib", "data_heldout", "evaluate", "evaluate", "evaluate", "prune", "prune",
-                     "report", "score", "select"]  # best: its held-out windows avoid the new fit windows
+                     "report", "score", "select", "speed", "speed", "speed"]  # best: its held-out windows avoid the new fit windows
     assert not any(f"method={m}" in wc for _, wc in jobs for m in ("random", "l1", "l2", "ours", "llmp"))
 
 
@@ -268,7 +268,7 @@ def test_model_limits_are_checked_once_the_model_is_built(finished_run):
 def test_changing_a_recipe_choice_reruns_that_methods_prune_and_evaluation_only(finished_run, method, key, value):
     workdir, config = finished_run
     jobs = jobs_after_change(workdir, config, ["methods", method, key], value)
-    assert {rule for rule, _ in jobs} <= {"prune", "evaluate", "report", "score"}
+    assert {rule for rule, _ in jobs} <= {"prune", "evaluate", "report", "score", "speed"}
     assert {rule for rule, _ in jobs} >= {"prune", "evaluate", "report"}
     assert all(f"method={method}," in wc + "," for rule, wc in jobs if rule != "report")
 

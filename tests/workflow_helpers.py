@@ -47,6 +47,7 @@ def tiny_config(tmp: Path) -> dict:
             "tasks": ["piqa", "arc_easy"],
             "limit": 2,
             "batch_size": 2,
+            "speed": {"repeats": 1, "new_tokens": 2, "prefill": [2, 16], "decode_batches": [1, 2]},
         },
     }
 

@@ -400,15 +400,37 @@ def cmd_evaluate(args) -> None:
     write_json(args.out, result)
 
 
+def cmd_speed(args) -> None:
+    """Prefill/decode throughput and memory of a checkpoint beside the dense model."""
+    import torch
+
+    from structprune.artifacts import write_json
+    from structprune.speed import SpeedProtocol, measure_pair, speed_report
+
+    torch.manual_seed(0)
+    protocol = SpeedProtocol(prefill_batch=args.prefill[0], prefill_length=args.prefill[1], new_tokens=args.new_tokens,
+                             decode_batches=tuple(args.decode_batches), repeats=args.repeats)
+    models = {"dense": _load(args, args.dense, "whole")[0], "checkpoint": _load(args, args.model, "whole")[0]}
+    report = speed_report(measure_pair(models, protocol))
+    for name, figures in report.items():
+        log.info("%s: prefill %.0f tok/s, decode %s tok/s, peak %.0f MB, ratios %s", name,
+                 figures["prefill_tokens_per_s"], figures["decode_tokens_per_s"],
+                 figures["peak_generation_bytes"] / 2**20, {k: round(v, 3) for k, v in figures["ratio_to_dense"].items()})
+    write_json(args.out, {"checkpoint": args.model, "dense": args.dense, "protocol": protocol.to_json(),
+                          "threads": torch.get_num_threads(), "timing": report})
+
+
 def cmd_report(args) -> None:
     from structprune.tables import (
-        SIGNIFICANCE_NOTE, comparison_table, compute_time_summary, plot_perplexity, write_table,
+        SIGNIFICANCE_NOTE, SPEED_NOTE, comparison_table, compute_time_summary, plot_perplexity, write_table,
     )
 
-    table = comparison_table(args.evals, dict(args.label))
+    table = comparison_table(args.evals, dict(args.label), args.speeds)
     header = f"# {args.title}\n\n{args.note}" if args.note else f"# {args.title}"
     if "Avg se" in table or any(column.endswith("95% CI") for column in table.columns):
         header += "\n\n" + SIGNIFICANCE_NOTE
+    if "Prefill x" in table:
+        header += "\n\n" + SPEED_NOTE
     if args.benchmarks:
         header += "\n\n" + compute_time_summary(args.benchmarks)
     write_table(table, args.csv, args.md, header, args.tex, args.html)
@@ -422,6 +444,14 @@ def cmd_report(args) -> None:
         write_table(chosen, args.selection_csv, args.selection_md, f"# {args.title}: held-out selection\n\n{note}")
     if args.plot:
         plot_perplexity(table, args.plot, args.title)
+    if args.plot_accuracy:
+        from structprune.tables import plot_accuracy
+
+        plot_accuracy(table, args.plot_accuracy, args.title)
+    if args.plot_tradeoff:
+        from structprune.tables import plot_tradeoff
+
+        plot_tradeoff(table, args.plot_tradeoff, args.title)
     if args.run_record:
         from structprune.artifacts import git_commit, package_versions, write_json
 
@@ -569,8 +599,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_evaluate)
 
+    p = sub.add_parser("speed", help="prefill/decode throughput and memory of a checkpoint beside the dense model")
+    p.add_argument("--model", required=True, help="the checkpoint folder")
+    p.add_argument("--dense", required=True, help="the dense model's checkpoint folder")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--new-tokens", type=int, default=16)
+    p.add_argument("--prefill", type=int, nargs=2, default=[4, 128], metavar=("BATCH", "LENGTH"))
+    p.add_argument("--decode-batches", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_speed)
+
     p = sub.add_parser("report", help="comparison table and plot from evaluation JSONs")
     p.add_argument("--evals", nargs="+", required=True)
+    p.add_argument("--speeds", nargs="*", default=[], help="speed JSONs of the checkpoints (stage speed)")
+    p.add_argument("--plot-accuracy", default=None, help="also plot average accuracy with error bars per sparsity")
+    p.add_argument("--plot-tradeoff", default=None, help="also plot perplexity against measured decode speed-up")
     p.add_argument("--csv", required=True)
     p.add_argument("--md", required=True)
     p.add_argument("--tex", default=None, help="also write the table as LaTeX (booktabs)")

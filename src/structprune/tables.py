@@ -46,9 +46,10 @@ def row_from_eval(result: dict, labels: dict | None = None) -> dict:
     return row
 
 
-def comparison_table(eval_paths: list[str | os.PathLike], labels: dict | None = None) -> pd.DataFrame:
+def comparison_table(eval_paths: list[str | os.PathLike], labels: dict | None = None,
+                     speed_paths: list[str | os.PathLike] = ()) -> pd.DataFrame:
     """One row per evaluation JSON, in the order given (dense first by convention); `labels`
-    maps "method:stage" to the row's name."""
+    maps "method:stage" to the row's name; `speed_paths` add the measured speed columns."""
     results = [read_json(path) for path in eval_paths]
     table = pd.DataFrame([row_from_eval(result, labels) for result in results])
     dense = table["Stage"] == "dense"
@@ -59,7 +60,50 @@ def comparison_table(eval_paths: list[str | os.PathLike], labels: dict | None = 
         dense_total = table.loc[dense, "Params"].iloc[0]
         table["Block params removed (%)"] = 100.0 * (1 - table["Block params"] / dense_blocks)
         table["All params removed (%)"] = 100.0 * (1 - table["Params"] / dense_total)
-    return add_uncertainty(table, results)
+    return add_speed(add_uncertainty(table, results), results, [read_json(path) for path in speed_paths])
+
+
+SPEED_NOTE = (
+    "Speed and memory (stage `speed`, structprune.speed), measured on the machine that ran the job, each checkpoint "
+    "beside the dense model in one process, their measurements alternating (medians of the repeats) so that machine "
+    "noise cancels in the ratios: `Prefill x` is tokens/s of one forward pass over a batch of prompts, `Decode x b1` "
+    "and `Decode x bN` new tokens/s of greedy generation with the KV cache at batch 1 and N, `Peak mem x` weights plus "
+    "the peak memory rise while generating at batch N; each as checkpoint / dense (> 1: faster or larger). "
+    "`Weights (MB)` is the bytes of parameters and buffers."
+)
+
+
+MEASURED_COLUMNS = ("Weights (MB)", "Prefill x", "Peak mem x", "Dense decode b1 (tok/s)")  # + "Decode x b<N>"
+
+
+def add_speed(table: pd.DataFrame, results: list[dict], speeds: list[dict]) -> pd.DataFrame:
+    """Speed columns for rows with a speed measurement (matched by checkpoint folder); the
+    dense row gets its own figures (ratio 1) from any measurement."""
+    if not speeds:
+        return table
+    table = table.copy()
+    by_checkpoint = {str(Path(s["checkpoint"])): s["timing"] for s in speeds}
+    dense = speeds[0]["timing"]["dense"]
+    batches = sorted(int(b) for b in dense["decode_tokens_per_s"])
+    columns: dict[str, list] = {"Weights (MB)": [], "Prefill x": [], "Peak mem x": [],
+                                **{f"Decode x b{b}": [] for b in batches}, "Dense decode b1 (tok/s)": []}
+    for result in results:
+        figures = dense if result["stage"] == "dense" else by_checkpoint.get(str(Path(result.get("checkpoint", ""))), {}).get("checkpoint")
+        if figures is None:
+            for values in columns.values():
+                values.append(np.nan)
+            continue
+        ratio = figures["ratio_to_dense"]
+        columns["Weights (MB)"].append(figures["weight_bytes"] / 2**20)
+        columns["Prefill x"].append(ratio["prefill_tokens_per_s"])
+        columns["Peak mem x"].append(ratio["peak_generation_bytes"])
+        for b in batches:
+            columns[f"Decode x b{b}"].append(ratio[f"decode_tokens_per_s_batch{b}"])
+        base = dense if result["stage"] == "dense" else by_checkpoint[str(Path(result["checkpoint"]))]["dense"]
+        columns["Dense decode b1 (tok/s)"].append(base["decode_tokens_per_s"][str(batches[0])])
+    for name, values in columns.items():
+        table[name] = values
+    return table
 
 
 SIGNIFICANCE_NOTE = (
@@ -271,6 +315,72 @@ def plot_perplexity(table: pd.DataFrame, path: str | os.PathLike, title: str) ->
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
     fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png", bbox_inches="tight")
+    plt.close(fig)
+
+
+def _row_label(row) -> str:
+    label = row["Method"] if row["Calibration"] == "none" else f"{row['Method']} ({row['Calibration']})"
+    return label + ("" if row["Stage"] in ("pruned", "dense") else f" {row['Stage']}")
+
+
+def plot_accuracy(table: pd.DataFrame, path: str | os.PathLike, title: str) -> None:
+    """Average zero-shot accuracy with its standard error (error bars) per row, one panel per
+    sparsity that has zero-shot results; the dense model's average as a reference line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scored = table[table["Average"].notna()] if "Average" in table else table.iloc[:0]
+    pruned = scored[scored["Stage"] != "dense"]
+    sparsities = sorted(pruned["Sparsity (%)"].unique())
+    fig, axes = plt.subplots(1, max(1, len(sparsities)), figsize=(6 * max(1, len(sparsities)), 0.3 * max(len(g) for _, g in pruned.groupby("Sparsity (%)")) + 1.5) if len(pruned) else (6, 2), squeeze=False)
+    for ax, sparsity in zip(axes[0], sparsities):
+        rows = pruned[pruned["Sparsity (%)"] == sparsity].sort_values("Average")
+        errors = rows["Avg se"] if "Avg se" in rows else None
+        ax.barh([_row_label(r) for _, r in rows.iterrows()], rows["Average"], xerr=errors, color="tab:blue", alpha=0.7,
+                error_kw={"capsize": 2, "elinewidth": 1})
+        dense = scored[scored["Stage"] == "dense"]
+        if not dense.empty:
+            ax.axvline(dense["Average"].iloc[0], color="black", linestyle="--", label="dense")
+            ax.legend(loc="lower right", fontsize=8)
+        ax.set_title(f"{sparsity} % sparsity")
+        ax.set_xlabel("average zero-shot accuracy (%), bars: 1 standard error")
+        ax.tick_params(axis="y", labelsize=8)
+        ax.grid(True, axis="x", alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png", bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_tradeoff(table: pd.DataFrame, path: str | os.PathLike, title: str, speed: str = "Decode x b1") -> None:
+    """Perplexity against measured speed-up (the trade-off a user picks from): one marker per
+    checkpoint, colour by method, dense at 1x; log perplexity."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    column = next((c for c in PPL_COLUMNS.values() if c in table.columns), None)
+    if speed in table and column is not None:
+        rows = table[table[speed].notna() & table[column].notna()]
+        for index, (label, group) in enumerate(rows.groupby(rows.apply(_row_label, axis=1), sort=False)):
+            ax.scatter(group[speed], group[column], marker=MARKERS[index % len(MARKERS)], label=label, s=36)
+            for _, r in group.iterrows():
+                ax.annotate(f"{int(r['Sparsity (%)'])}%", (r[speed], r[column]), fontsize=6, xytext=(3, 2),
+                            textcoords="offset points")
+        ax.set_yscale("log")
+    ax.set_xlabel(f"measured speed-up over dense ({speed}: decode tokens/s, pruned / dense)")
+    ax.set_ylabel(f"{column} perplexity (log scale)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False)
+    ax.set_title(title)
     fig.tight_layout()
     with atomic_file(path) as tmp:
         fig.savefig(tmp, dpi=120, format="png", bbox_inches="tight")

@@ -433,6 +433,12 @@ def eval_protocol_args():
     return args
 
 
+def speed_protocol_args():
+    sp = config["evaluation"]["speed"]
+    return (f"--repeats {sp['repeats']} --new-tokens {sp['new_tokens']} --prefill {sp['prefill'][0]} {sp['prefill'][1]}"
+            f" --decode-batches {' '.join(map(str, sp['decode_batches']))}")
+
+
 # --------------------------------------------------------------------------- targets
 
 def method_rows(model):
@@ -466,6 +472,15 @@ def model_evals(wildcards_or_model):
     return evals
 
 
+def model_speeds(wildcards_or_model):
+    """Speed measurements of every checkpoint of a model (none when evaluation.speed is off)."""
+    model = getattr(wildcards_or_model, "model", wildcards_or_model)
+    if not config["evaluation"]["speed"]["enabled"]:
+        return []
+    return [f"results/{model}/{calib}/{method}/s{sparsity}/speed/{stage}.json"
+            for calib, method, sparsity, stage in method_rows(model)]
+
+
 def model_benchmarks(wildcards):
     """Benchmark files of the jobs behind a model's table (for the compute-time summary)."""
     model = wildcards.model
@@ -485,6 +500,8 @@ def model_benchmarks(wildcards):
         else:
             files.append(f"benchmarks/prune/{model}/{calib}/{method}/s{sparsity}/{stage}.tsv")
         files.append(f"benchmarks/evaluate/{model}/{calib}/{method}/s{sparsity}/{stage}.tsv")
+        if config["evaluation"]["speed"]["enabled"]:
+            files.append(f"benchmarks/speed/{model}/{calib}/{method}/s{sparsity}/{stage}.tsv")
         calibs += [calib, stage_calib(m, stage)]
     for calib in [c for c in dict.fromkeys(calibs) if c != "none"]:  # ordered: params must be stable
         files.append(f"benchmarks/data/{model}/calib/{calib}.tsv")

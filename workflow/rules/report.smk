@@ -10,6 +10,7 @@ rule report:
     input:
         evals=model_evals,
         selected=model_selections,
+        speeds=model_speeds,
     output:
         selection_csv="results/tables/{model}.selection.csv",
         selection_md="results/tables/{model}.selection.md",
@@ -23,6 +24,18 @@ rule report:
             labels={"model": "{model}", "figure": "table"},
         ),
         run="results/runs/{model}.json",
+        accuracy=report(
+            "results/plots/{model}.accuracy.png",
+            caption="../report/accuracy_plot.rst",
+            category="Zero-shot accuracy",
+            labels={"model": "{model}", "figure": "accuracy"},
+        ),
+        tradeoff=report(
+            "results/plots/{model}.tradeoff.png",
+            caption="../report/tradeoff_plot.rst",
+            category="Perplexity vs speed",
+            labels={"model": "{model}", "figure": "tradeoff"},
+        ),
         plot=report(
             "results/plots/{model}.ppl.png",
             caption="../report/ppl_plot.rst",
@@ -47,8 +60,9 @@ rule report:
         mem_mb=2000,
         runtime=10,
     shell:
-        "python -m structprune report --evals {input.evals} --csv {output.csv} --md {output.md}"
-        " --tex {output.tex} --html {output.html} --plot {output.plot}"
+        "python -m structprune report --evals {input.evals} --speeds {input.speeds} --csv {output.csv} --md {output.md}"
+        " --tex {output.tex} --html {output.html} --plot {output.plot} --plot-accuracy {output.accuracy}"
+        " --plot-tradeoff {output.tradeoff}"
         " --title 'structprune: {wildcards.model}' --note {params.note:q} {params.labels}"
         " --benchmarks {params.benchmarks} {params.selection} --selection-csv {output.selection_csv}"
         " --selection-md {output.selection_md} --run-record {output.run} --run-config {params.run_config:q}"
