@@ -213,10 +213,17 @@ def cmd_calibrate(args) -> None:
     started = time.time()
     model, _ = _load(args, args.model, "layerwise")
     input_ids = load_tensors(args.data)["input_ids"]
-    stats, tokens = collect_statistics(model, input_ids, args.batch_size)
+    needs = None
+    if args.full_sites is not None or not args.attention_js:
+        from structprune.recipe import FULL_SITE_NAMES, StatisticsNeeds
+
+        sites = FULL_SITE_NAMES if args.full_sites is None else tuple(args.full_sites)
+        needs = StatisticsNeeds(frozenset(sites), args.attention_js)
+    stats, tokens = collect_statistics(model, input_ids, args.batch_size, needs=needs)
     meta = {
         "tokens": tokens, "samples": int(input_ids.shape[0]), "seq_len": int(input_ids.shape[1]),
         "dtype": "float64",
+        "full_sites": sorted(needs.full_sites) if needs else "all", "attention_js": args.attention_js,
     }
     save_tensors(stats, args.out, meta, timing={"wall_time_s": round(time.time() - started, 3)})
     log.info("statistics over %d tokens -> %s", tokens, args.out)
@@ -546,6 +553,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--data", required=True)
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--full-sites", nargs="*", default=None, choices=["attn_in", "o_proj_in", "mlp_in"],
+                   help="sites whose full second moment is kept (default: all three; the others keep the diagonal)")
+    p.add_argument("--no-attention-js", dest="attention_js", action="store_false",
+                   help="skip the heads' attention divergences (the paper's redundancy is the only reader)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_calibrate)
 

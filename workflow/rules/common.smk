@@ -22,7 +22,7 @@ from structprune.configcheck import (
     GRADIENT_SCORES, STAGES, ConfigError, model_limit_problems, select_candidates, stage_calib, stage_recipe,
     validate_config,
 )
-from structprune.recipe import recipe_problems
+from structprune.recipe import StatisticsNeeds, recipe_problems, statistics_needs
 
 REPO = Path(workflow.basedir)
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
@@ -233,6 +233,21 @@ def statistics_file(model, calib, score):
     """The calibration statistics a score reads: activation moments, or backprop saliencies."""
     kind = "gradients" if score in GRADIENT_SCORES else "stats"
     return f"results/{model}/calib/{calib}/{kind}.safetensors"
+
+
+def calib_statistics_args(calib):
+    """What the calibrate stage keeps for a calibration set: the full moments and attention
+    divergences the scores of the methods calibrated on it read (every select candidate's
+    options included); means and diagonals always."""
+    needs = StatisticsNeeds()
+    for m in config["methods"].values():
+        if m["calib"] != calib:
+            continue
+        recipes = [r for _, r in select_candidates(config, m)] if m.get("select") else [stage_recipe(config, m, "pruned")]
+        for recipe in recipes:
+            needs = needs.union(statistics_needs(recipe.score, recipe.options))
+    return (f"--full-sites {' '.join(sorted(needs.full_sites))}".rstrip()
+            + ("" if needs.attention_js else " --no-attention-js"))
 
 
 def score_inputs(wildcards):
