@@ -116,7 +116,7 @@ def failing_evaluations(folder: Path) -> Path:
     wrapper = folder / "python"
     wrapper.write_text(
         "#!/bin/sh\n"
-        'case "$*" in *"structprune evaluate"*) echo "injected failure: this evaluation job dies" >&2; exit 3;; esac\n'
+        'case " $* " in *" structprune "*" evaluate "*) echo "injected failure: this evaluation job dies" >&2; exit 3;; esac\n'
         f'exec {sys.executable} "$@"\n'
     )
     wrapper.chmod(0o755)
