@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-CORES  ?= 2
+CORES  ?= all
 STAMP  := $(VENV)/.structprune-installed
 # Rules call `python -m structprune`: put the virtualenv first on PATH.
 SNAKEMAKE := PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake
@@ -21,15 +21,16 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# profiles/default is Snakemake's default workflow profile: plain `snakemake` reads it too.
 run: $(STAMP)
-	$(SNAKEMAKE) --cores $(CORES) --profile workflow/profiles/local
+	$(SNAKEMAKE) --cores $(CORES)
 
 # One self-contained HTML page: comparison tables, perplexity plots, per-job runtimes.
 report: $(STAMP)
-	$(SNAKEMAKE) --cores $(CORES) --profile workflow/profiles/local --report results/report.html
+	$(SNAKEMAKE) --cores $(CORES) --report results/report.html
 
 dry-run: $(STAMP)
-	$(SNAKEMAKE) --cores $(CORES) --profile workflow/profiles/local --dry-run
+	$(SNAKEMAKE) --cores $(CORES) --dry-run
 
 test: $(STAMP)
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q tests

@@ -46,3 +46,32 @@ def test_statistics_equal_a_full_forward_with_hooks(model, input_ids):
     torch.testing.assert_close(one["o_proj_in.second_moment"], z.T @ z / z.shape[0])
     assert one["o_proj_in.second_moment"].dtype == torch.float64
     assert {"attn_in.second_moment", "mlp_in.second_moment", "block_in.second_moment_diag"} <= set(one)
+
+
+def test_statistics_needs_name_what_each_score_reads():
+    from structprune.recipe import StatisticsNeeds, statistics_needs
+
+    assert statistics_needs("distribution") == StatisticsNeeds(frozenset({"o_proj_in", "mlp_in"}), True)
+    assert statistics_needs("distribution", {"mlp": "output", "redundancy": "none"}) == StatisticsNeeds(frozenset({"o_proj_in"}), False)
+    assert statistics_needs("distribution", {"mlp": "closed_form", "redundancy": "cosine"}).full_sites == {"o_proj_in", "mlp_in"}
+    for score in ("flap", "wanda_sp", "l1", "taylor"):
+        assert statistics_needs(score) == StatisticsNeeds()
+    assert statistics_needs("flap").union(statistics_needs("distribution")).attention_js
+
+
+def test_only_the_needed_statistics_are_kept_and_every_score_reads_the_same_numbers(model, input_ids):
+    from structprune.recipe import StatisticsNeeds, statistics_needs
+    from structprune.scores import score_model
+
+    full, _ = collect_statistics(model, input_ids, batch_size=4, progress=False)
+    lean, _ = collect_statistics(model, input_ids, batch_size=4, progress=False, needs=StatisticsNeeds())
+    assert not any(key.endswith(".second_moment") or "attn_js" in key for key in lean)
+    one, lean_one = layer_statistics(full, 1), layer_statistics(lean, 1)
+    torch.testing.assert_close(lean_one["o_proj_in.second_moment_diag"], one["o_proj_in.second_moment"].diagonal())
+    torch.testing.assert_close(lean_one["mlp_in.mean"], one["mlp_in.mean"])
+    for score, options in [("flap", {}), ("wanda_sp", {}), ("distribution", {"mlp": "output", "redundancy": "none"}),
+                           ("distribution", {})]:
+        needed, _ = collect_statistics(model, input_ids, batch_size=4, progress=False, needs=statistics_needs(score, options))
+        a, b = score_model(model, score, full, options), score_model(model, score, needed, options)
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], msg=f"{score} {options} {key}")

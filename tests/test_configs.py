@@ -43,6 +43,7 @@ def test_paper_config_has_one_job_per_method_stage_and_shared_statistics(tmp_pat
         "score": 10,            # every method whose pruned stage reads dense scores (not Wanda-sp, sequential)
         "prune": 13,            # one rule for every method and stage
         "evaluate": 13, "evaluate_dense": 1, "report": 1, "all": 1,
+        "speed": 13,            # every checkpoint's speed and memory beside the dense model
     }
 
 
@@ -73,3 +74,24 @@ def test_a_yaml_slip_in_config_yaml_names_its_line_and_column(tmp_path):
                              str(tmp_path), "--cores", "1", "--dry-run"], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
     assert "config.yaml is not valid YAML at line 3, column 8" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("config", ["config/paper.yaml", "config/sweep.yaml"])
+def test_plain_snakemake_in_the_repository_root_reads_the_default_profile_and_only_the_named_config(config, tmp_path):
+    """From the repository root, without --cores or --profile: profiles/default supplies the
+    cores, and --configfile replaces config.yaml: the same jobs as in an empty folder (for the
+    paper's config, no SmolLM2 job and no default method)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("STRUCTPRUNE_DATA_MIRROR", None)
+    result = subprocess.run([sys.executable, "-m", "snakemake", "--dry-run", "--forceall", "--configfile", config],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "workflow specific profile profiles/default" in result.stderr
+    assert job_counts(result.stdout) == job_counts(dry_run(config, tmp_path))
+    if config == "config/paper.yaml":
+        planned = jobs(result.stdout)
+        assert {j["wildcards"].get("model") for j in planned if j["rule"] not in ("all", "data_task")} == {"llama-7b"}

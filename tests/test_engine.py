@@ -249,3 +249,24 @@ def test_the_dense_layer_runs_once_per_layer(model, input_ids, reconstruct, pass
     recipe = Recipe("distribution", flow="sequential", reconstruct=reconstruct, layers=[1, 2])
     prune_with_recipe(model, recipe, 0.3, samples=input_ids, batch_size=input_ids.shape[0], progress=False)
     assert calls[1] == passes  # the pruned layer; batch_size = all samples: one call per pass
+
+
+def test_the_sequential_flow_collects_only_what_its_score_reads_and_prunes_the_same(model, input_ids, monkeypatch):
+    from structprune import statistics
+
+    recipe = Recipe("distribution", options={"mlp": "output", "redundancy": "none"}, flow="sequential",
+                    reconstruct="refit", layers=[0, 2])
+    lean = prune_with_recipe(copy.deepcopy(model), recipe, 0.3, samples=input_ids, batch_size=3, progress=False).model
+    collected = []
+    original = statistics.LayerStatistics.for_needs.__func__
+
+    def everything(cls, needs):
+        collected.append(needs)
+        return cls()  # every full moment and the attention divergences, as before
+
+    monkeypatch.setattr(statistics.LayerStatistics, "for_needs", classmethod(everything))
+    full = prune_with_recipe(copy.deepcopy(model), recipe, 0.3, samples=input_ids, batch_size=3, progress=False).model
+    assert collected and all(n.full_sites == {"o_proj_in"} and not n.attention_js for n in collected)
+    for (name, a), b in zip(lean.state_dict().items(), full.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert original is not None

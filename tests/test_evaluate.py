@@ -1,6 +1,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -29,8 +30,9 @@ def test_perplexity_matches_the_models_own_loss(model, tokenizer):
     result = perplexity(model, stream, seq_len=32, progress=False)
     windows = stream.reshape(2, 32)
     with torch.no_grad():
-        loss = sum(float(model(w[None], labels=w[None]).loss) for w in windows) / 2
-    assert result["ppl"] == pytest.approx(math.exp(loss), rel=1e-5)
+        losses = [float(model(w[None], labels=w[None]).loss) for w in windows]
+    assert result["ppl"] == pytest.approx(math.exp(sum(losses) / 2), rel=1e-5)
+    assert result["window_nll"] == pytest.approx(losses, rel=1e-5)  # per window: the table's intervals
 
 
 def test_zero_shot_runs_builtin_tasks_on_local_files(model, tokenizer, tmp_path):
@@ -44,3 +46,7 @@ def test_zero_shot_runs_builtin_tasks_on_local_files(model, tokenizer, tmp_path)
     for metrics in results.values():
         assert 0.0 <= metrics["acc"] <= 1.0
         assert main_accuracy(metrics) == metrics["acc_norm"]
+        items = metrics["items"]  # per item, in doc order: what paired comparisons read
+        assert items["doc_id"] == [0, 1, 2] and set(items["score"]) <= {0.0, 1.0}
+        assert sum(items["score"]) / 3 == pytest.approx(metrics["acc_norm"])
+        assert metrics["stderr"] == pytest.approx(float(np.std(items["score"], ddof=1) / math.sqrt(3)))

@@ -56,3 +56,64 @@ def test_a_checkpoint_folder_without_its_config_is_damaged(tmp_path):
     write_stats(folder / "model.safetensors")
     (folder / "tokenizer_config.json").write_text("{}")
     assert [(p.name, why) for p, why in damaged_artifacts(tmp_path)] == [("pruned", "no config.json")]
+
+
+def flip_last_byte(path):
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF  # same size, same header: only a hash can tell
+    path.write_bytes(bytes(data))
+
+
+def test_a_tensor_file_that_differs_from_its_recorded_hash_is_damaged(tmp_path):
+    path = tmp_path / "results" / "m" / "calib" / "w" / "stats.safetensors"
+    write_stats(path)
+    assert json.loads(path.with_suffix(".json").read_text())["sha256"]
+    assert damaged_artifacts(tmp_path) == [] and load_tensors(path)["b"].sum() == 5
+    flip_last_byte(path)
+    assert safetensors_problem(path) is None  # structurally whole
+    with pytest.raises(DamagedArtifactError, match="sha256 differs from the one stats.json recorded"):
+        load_tensors(path)
+    assert [(p.name, "sha256" in why) for p, why in damaged_artifacts(tmp_path)] == [("stats.safetensors", True)]
+
+
+def test_a_checkpoint_file_that_differs_from_its_manifest_is_refused_before_loading(tmp_path, model, tokenizer):
+    from structprune.artifacts import build_manifest
+    from structprune.checkpoint import save_checkpoint
+    from structprune.models import ModelSourceError, load_checkpoint
+
+    folder = tmp_path / "results" / "m" / "c" / "x" / "s20" / "pruned"
+    save_checkpoint(model, tokenizer, folder, build_manifest("prune", {}, {}))
+    assert set(json.loads((folder / "manifest.json").read_text())["files"]) >= {"config.json", "model.safetensors"}
+    load_checkpoint(folder)
+    flip_last_byte(folder / "model.safetensors")
+    assert checkpoint_problem(folder) is None  # the cheap check passes ...
+    with pytest.raises(ModelSourceError, match="model.safetensors: its sha256 differs from the one manifest.json recorded"):
+        load_checkpoint(folder)  # ... the stage's does not
+    assert [p.name for p, _ in damaged_artifacts(tmp_path)] == ["pruned"]  # edited after its manifest: hashed
+
+
+def test_identical_writes_give_identical_bytes_and_timing_stays_in_the_sidecar(tmp_path, model, tokenizer):
+    from structprune.artifacts import build_manifest
+    from structprune.checkpoint import save_checkpoint
+
+    for run, seconds in (("a", 1.0), ("b", 2.5)):
+        save_tensors({"x": torch.ones(3)}, tmp_path / run / "stats.safetensors", {"k": 1}, timing={"wall_time_s": seconds})
+        save_checkpoint(model, tokenizer, tmp_path / run / "ckpt", build_manifest("prune", {}, {"sparsity": 0.2}))
+    assert (tmp_path / "a/stats.safetensors").read_bytes() == (tmp_path / "b/stats.safetensors").read_bytes()
+    assert json.loads((tmp_path / "b/stats.json").read_text())["timing"] == {"wall_time_s": 2.5}
+    for name in sorted(p.name for p in (tmp_path / "a/ckpt").iterdir()):
+        assert (tmp_path / "a/ckpt" / name).read_bytes() == (tmp_path / "b/ckpt" / name).read_bytes(), name
+
+
+def test_a_killed_writers_temporaries_are_removed_by_the_next_write(tmp_path):
+    target = tmp_path / "stats.safetensors"
+    stale_file = tmp_path / ".stats.safetensors.tmp-99999.safetensors"
+    stale_file.write_bytes(b"half")
+    stale_dir = tmp_path / ".ckpt.tmp-99999"
+    (stale_dir / "sub").mkdir(parents=True)
+    write_stats(target)
+    from structprune.artifacts import atomic_dir
+
+    with atomic_dir(tmp_path / "ckpt") as tmp:
+        (tmp / "f").write_text("x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "stats.json", "stats.safetensors"]

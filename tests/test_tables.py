@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 
 from structprune.tables import comparison_table, compute_time_summary, plot_perplexity, to_markdown
@@ -72,3 +73,77 @@ def test_selection_table_lists_every_candidate_and_marks_the_kept_one(tmp_path):
     assert list(table["Candidate"]) == ["damp=0.1", "damp=1.0", "damp=-1"]
     assert list(table["Chosen"]) == ["", "yes", ""] and set(table["Method"]) == {"Ours-best"}
     assert table["Sparsity (%)"].tolist() == [20, 20, 20] and table["Not run"].iloc[2].startswith("damp")
+
+
+def eval_with_items(path, method, stage, sparsity, scores, window_nll):
+    """An evaluation JSON that kept per-item scores (one task) and per-window NLL."""
+    path.write_text(json.dumps({
+        "method": method, "calib": "none", "stage": stage, "sparsity": sparsity,
+        "parameters": {"total": 1100, "decoder_blocks": 1000 if stage == "dense" else 800},
+        "perplexity": {"wikitext2": {"ppl": float(np.exp(np.mean(window_nll))), "window_nll": list(window_nll)}},
+        "zero_shot": {"piqa": {"acc": 0.0, "acc_norm": float(np.mean(scores)),
+                               "items": {"doc_id": list(range(len(scores))), "score": list(scores)}}},
+    }))
+    return path
+
+
+def test_the_table_marks_differences_within_noise_and_names_the_best_peer(tmp_path):
+    from structprune.tables import SIGNIFICANCE_NOTE
+
+    rng = np.random.default_rng(0)
+    dense_items = rng.integers(0, 2, 200).astype(float)
+    nll = rng.normal(3.0, 0.3, 64)
+    weak = dense_items.copy()
+    weak[np.flatnonzero(weak == 1)[:60]] = 0  # 30 points worse than dense, item by item
+    paths = [
+        eval_with_items(tmp_path / "d.json", "dense", "dense", 0, dense_items, nll),
+        eval_with_items(tmp_path / "l1.json", "l1", "pruned", 20, weak, nll + 0.5),
+        eval_with_items(tmp_path / "flap.json", "flap", "pruned", 20, weak, nll + 0.2),
+        eval_with_items(tmp_path / "ours.json", "ours-best-c", "pruned", 20, weak, nll + 0.2 + 1e-4),
+    ]
+    table = comparison_table(paths).set_index("Method")
+    assert table.loc["l1", "Avg vs dense"] == "-30.0"  # significant: no mark
+    assert table.loc["ours-best-c", "Avg vs best peer"] == "+0.0 ~"  # identical items: not significant
+    assert table.loc["ours-best-c", "WikiText2 vs best peer"].endswith("~") is False  # a uniform shift is seen
+    assert table.loc["ours-best-c", "WikiText2 vs best peer"].startswith("+0.0")
+    assert table.loc["l1", "WikiText2 vs best peer"].startswith("+35.0")  # e^0.3 - 1 against FLAP, the best peer
+    assert table.loc["dense", "Avg vs best peer"] == "" and table.loc["dense", "Avg se"] > 0
+    low, high = map(float, table.loc["l1", "WikiText2 95% CI"].split("-"))
+    assert low < table.loc["l1", "WikiText2"] < high
+    assert "not significant at 95 %" in SIGNIFICANCE_NOTE
+
+
+def test_rows_without_per_item_results_keep_empty_uncertainty_cells(tmp_path):
+    paths = [fake_eval(tmp_path / "d.json", "dense", "dense", 0, 1000, 10.0, (0.6, 0.7))]
+    assert "Avg se" not in comparison_table(paths)
+
+
+def test_speed_columns_are_ratios_to_dense_matched_by_checkpoint(tmp_path):
+    from structprune.tables import comparison_table
+
+    dense = fake_eval(tmp_path / "d.json", "dense", "dense", 0, 1000, 10.0, (0.6, 0.7))
+    pruned = fake_eval(tmp_path / "p.json", "l1", "pruned", 20, 800, 50.0, (0.5, 0.6))
+    payload = json.loads(pruned.read_text())
+    payload["checkpoint"] = "results/m/none/l1/s20/pruned"
+    pruned.write_text(json.dumps(payload))
+
+    def figures(weights, prefill, decode1, decode8, peak):
+        return {"weight_bytes": weights, "prefill_tokens_per_s": prefill,
+                "decode_tokens_per_s": {"1": decode1, "8": decode8}, "peak_generation_bytes": peak}
+
+    base, small = figures(2**20, 100.0, 20.0, 80.0, 2 * 2**20), figures(2**19, 125.0, 24.0, 100.0, 2**20)
+    small["ratio_to_dense"] = {"prefill_tokens_per_s": 1.25, "decode_tokens_per_s_batch1": 1.2,
+                               "decode_tokens_per_s_batch8": 1.25, "peak_generation_bytes": 0.5}
+    base["ratio_to_dense"] = {k: 1.0 for k in small["ratio_to_dense"]}
+    speed = tmp_path / "s.json"
+    speed.write_text(json.dumps({"checkpoint": "results/m/none/l1/s20/pruned", "timing": {"dense": base, "checkpoint": small}}))
+    table = comparison_table([dense, pruned], speed_paths=[speed]).set_index("Method")
+    assert table.loc["l1", "Decode x b1"] == 1.2 and table.loc["l1", "Peak mem x"] == 0.5
+    assert table.loc["dense", "Prefill x"] == 1.0 and table.loc["l1", "Weights (MB)"] == 0.5
+    assert table.loc["l1", "Dense decode b1 (tok/s)"] == 20.0
+    from structprune.tables import plot_accuracy, plot_tradeoff
+
+    plain = table.reset_index()
+    plot_accuracy(plain, tmp_path / "a.png", "t")
+    plot_tradeoff(plain, tmp_path / "t.png", "t")
+    assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"

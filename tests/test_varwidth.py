@@ -66,5 +66,5 @@ def test_foreign_code_in_a_checkpoint_or_source_is_refused_before_loading(model,
         with pytest.raises(ModelSourceError, match="never runs third-party model code"):
             load(tmp_path / "src")
     (tmp_path / "src" / "config.json").write_text("{not json")
-    with pytest.raises(ModelSourceError, match="is damaged: config.json: not JSON.*rerun the stage"):
+    with pytest.raises(ModelSourceError, match="is damaged: config.json: not JSON.*Rerun the workflow"):
         load_checkpoint(tmp_path / "src")

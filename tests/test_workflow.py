@@ -55,7 +55,7 @@ def test_adding_a_sparsity_adds_only_its_jobs(finished_run):
     workdir, config = finished_run
     jobs = jobs_after_change(workdir, config, ["sparsities"], [20, 40])
     rules = sorted(rule for rule, _ in jobs)
-    assert rules == ["evaluate"] * 9 + ["prune"] * 8 + ["report", "select"]
+    assert rules == ["evaluate"] * 9 + ["prune"] * 8 + ["report", "select"] + ["speed"] * 9
     assert all("sparsity=40" in wc for rule, wc in jobs if rule != "report")
 
 
@@ -98,7 +98,7 @@ def test_changing_an_evaluation_limit_reruns_only_evaluation_and_report(finished
 def test_changing_one_method_reruns_only_that_method(finished_run):
     workdir, config = finished_run
     jobs = jobs_after_change(workdir, config, ["methods", "random", "options", "seed"], 1)
-    assert sorted(rule for rule, _ in jobs) == ["evaluate", "prune", "report", "score"]
+    assert sorted(rule for rule, _ in jobs) == ["evaluate", "prune", "report", "score", "speed"]
     assert all("method=random" in wc for rule, wc in jobs if rule != "report")
 
 
@@ -106,8 +106,8 @@ def test_changing_the_calibration_set_reruns_only_methods_that_use_it(finished_r
     workdir, config = finished_run
     jobs = jobs_after_change(workdir, config, ["calibration", "selfgen", "n_samples"], 5)
     rules = sorted(rule for rule, _ in jobs)
-    assert rules == ["data_calib", "evaluate", "prune", "report"]  # selfgen only feeds the remedy of `ours`
-    assert all("stage=recovered" in wc for rule, wc in jobs if rule in ("evaluate", "prune"))
+    assert rules == ["data_calib", "evaluate", "prune", "report", "speed"]  # selfgen only feeds the remedy of `ours`
+    assert all("stage=recovered" in wc for rule, wc in jobs if rule in ("evaluate", "prune", "speed"))
 
 
 def test_a_bad_config_fails_before_any_job_naming_the_key(finished_run, tmp_path):
@@ -162,7 +162,7 @@ def test_changing_the_calibration_sample_count_spares_the_data_free_methods(fini
     rules = sorted(rule for rule, _ in jobs)
     # FLAP scores and compensates from the statistics; Wanda-sp prunes sequentially from the samples
     assert rules == ["calibrate", "data_calib", "data_heldout", "evaluate", "evaluate", "evaluate", "prune", "prune",
-                     "report", "score", "select"]  # best: its held-out windows avoid the new fit windows
+                     "report", "score", "select", "speed", "speed", "speed"]  # best: its held-out windows avoid the new fit windows
     assert not any(f"method={m}" in wc for _, wc in jobs for m in ("random", "l1", "l2", "ours", "llmp"))
 
 
@@ -211,7 +211,7 @@ def test_report_html_has_the_tables_plots_and_runtimes(finished_run, tmp_path):
         assert text in page, text
 
 
-def test_a_damaged_intermediate_is_named_with_the_command_that_rebuilds_it(finished_run, tmp_path):
+def test_a_damaged_intermediate_is_rebuilt_by_the_next_run_with_what_reads_it(finished_run, tmp_path):
     from structprune.integrity import checkpoint_problem, safetensors_problem
 
     workdir, _ = finished_run
@@ -221,12 +221,20 @@ def test_a_damaged_intermediate_is_named_with_the_command_that_rebuilds_it(finis
     stats.write_bytes(stats.read_bytes()[:-10])
     weights = copy / "results/tiny/none/l1/s20/pruned/model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
+    stray = copy / "results/tiny/none/gone/s20/pruned"  # a method no longer in the config
+    shutil.copytree(weights.parent, stray)
+    jobs = planned_jobs(copy)
+    assert ("calibrate", "model=tiny, calib=rand") in jobs
+    assert ("prune", "model=tiny, calib=none, method=l1, sparsity=20, stage=pruned") in jobs
+    assert ("evaluate", "model=tiny, calib=none, method=l1, sparsity=20, stage=pruned") in jobs
+    assert not any("method=l2" in wildcards for _, wildcards in jobs)  # nothing that reads neither
     dry = snakemake(copy, "--dry-run")
     text = dry.stdout + dry.stderr
-    assert "results/tiny/calib/rand/stats.safetensors is damaged" in text
-    assert "--forcerun results/tiny/none/l1/s20/pruned`" in text
-    snakemake(copy, *ONE_THREAD, "--forcerun", "results/tiny/calib/rand/stats.safetensors", "results/tiny/none/l1/s20/pruned")
+    assert "results/tiny/calib/rand/stats.safetensors is damaged" in text and "this run rebuilds it" in text
+    assert "results/tiny/none/gone/s20/pruned is damaged" in text and "no job of this config writes it" in text
+    snakemake(copy, *ONE_THREAD)
     assert safetensors_problem(stats) is None and checkpoint_problem(weights.parent) is None
+    assert checkpoint_problem(stray) is not None  # left alone: not ours to rebuild or delete
     assert planned_jobs(copy) == set()
 
 
@@ -260,6 +268,78 @@ def test_model_limits_are_checked_once_the_model_is_built(finished_run):
 def test_changing_a_recipe_choice_reruns_that_methods_prune_and_evaluation_only(finished_run, method, key, value):
     workdir, config = finished_run
     jobs = jobs_after_change(workdir, config, ["methods", method, key], value)
-    assert {rule for rule, _ in jobs} <= {"prune", "evaluate", "report", "score"}
+    assert {rule for rule, _ in jobs} <= {"prune", "evaluate", "report", "score", "speed"}
     assert {rule for rule, _ in jobs} >= {"prune", "evaluate", "report"}
     assert all(f"method={method}," in wc + "," for rule, wc in jobs if rule != "report")
+
+
+def comparable_outputs(workdir: Path) -> dict[str, bytes]:
+    """Every data file, statistics file, score file, checkpoint file and evaluation JSON of a
+    run, JSON without its "timing" (measured seconds and throughputs, which no two runs share)."""
+    import json
+
+    found = {}
+    for top in ("resources", "results/tiny"):
+        for path in sorted((workdir / top).rglob("*")):
+            if path.is_file():
+                data = path.read_bytes()
+                if path.suffix == ".json" and path.name != "config.json":
+                    payload = json.loads(data)
+                    if isinstance(payload, dict):
+                        payload.pop("timing", None)
+                    data = json.dumps(payload, sort_keys=True).encode()
+                found[path.relative_to(workdir).as_posix()] = data
+    return found
+
+
+def stage_processes(session: int, stage: str) -> list[int]:
+    """PIDs of `python -m structprune <stage>` processes in a session (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+            sid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[3])  # state, ppid, pgrp, session
+        except (OSError, ValueError, IndexError):
+            continue
+        if sid == session and b"structprune" in args and stage.encode() in args:
+            found.append(int(entry.name))
+    return found
+
+
+def test_jobs_killed_with_sigkill_then_a_plain_rerun_give_byte_identical_outputs(finished_run, tmp_path):
+    """kill -9 of a calibrate job, then (next run) of a prune job, then of an evaluate job; the
+    run around each carries on with what does not need it and fails; the next plain
+    `snakemake` (the default profile) reruns what was lost, and the last one finishes with
+    exactly the bytes of an uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from workflow_helpers import snakemake_command
+
+    workdir, config = finished_run
+    run = tmp_path / "run"
+    run.mkdir()
+    write_config(run, config)
+    default_profile = ("--workflow-profile", str(REPO / "profiles" / "default"), *ONE_THREAD)
+    for stage in ("calibrate", "prune", "evaluate"):
+        cmd, env = snakemake_command(run, *default_profile)
+        process = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                   start_new_session=True)
+        deadline, victims = time.time() + 600, []
+        while not victims and time.time() < deadline and process.poll() is None:
+            time.sleep(0.1)
+            victims = stage_processes(process.pid, stage)
+        assert victims, f"no {stage} job ran"
+        time.sleep(0.5)  # into the job: loading torch and the model, or computing
+        os.kill(victims[0], signal.SIGKILL)
+        _, err = process.communicate(timeout=1200)
+        assert process.returncode != 0 and "Error in rule " + stage in err
+    snakemake(run, *default_profile)
+    assert comparable_outputs(run) == comparable_outputs(workdir)
+    leftovers = [p for p in (run / "results").rglob(".*") if p.name != ".snakemake_timestamp"]  # Snakemake's own
+    assert leftovers == []  # no temporary of a killed writer survives
+    assert planned_jobs(run) == set()

@@ -47,23 +47,37 @@ def tiny_config(tmp: Path) -> dict:
             "tasks": ["piqa", "arc_easy"],
             "limit": 2,
             "batch_size": 2,
+            "speed": {"repeats": 1, "new_tokens": 2, "prefill": [2, 16], "decode_batches": [1, 2]},
         },
     }
 
 
 def snakemake(
     workdir: Path, *args: str, check: bool = True, snakefile: Path = REPO / "Snakefile", timeout: int = 1200,
-    configfile: Path | None = None,
+    configfile: Path | None = None, path_first: Path | None = None,
 ) -> subprocess.CompletedProcess:
-    """Snakemake on `workdir` with its config.yaml (or `configfile`); fails the test on an error."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    env.pop("STRUCTPRUNE_DATA_MIRROR", None)
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile),
-           "--directory", str(workdir), "--configfile", str(configfile or workdir / "config.yaml"), "--cores", "2", *args]
+    """Snakemake on `workdir` with its config.yaml (or `configfile`); fails the test on an error.
+    `path_first`: a folder put before everything on the jobs' PATH (to stand in for a command)."""
+    cmd, env = snakemake_command(workdir, *args, snakefile=snakefile, configfile=configfile, path_first=path_first)
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"snakemake failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
     return result
+
+
+def snakemake_command(
+    workdir: Path, *args: str, snakefile: Path = REPO / "Snakefile", configfile: Path | None = None,
+    path_first: Path | None = None,
+) -> tuple[list[str], dict]:
+    """The command line and environment of `snakemake` (see there)."""
+    path = [str(path_first)] if path_first else []
+    env = {**os.environ, "PATH": os.pathsep.join([*path, str(Path(sys.executable).parent), os.environ["PATH"]])}
+    env.pop("STRUCTPRUNE_DATA_MIRROR", None)
+    if "--workflow-profile" not in args:  # not the repository's default profile: each test says what it runs with
+        args = ("--workflow-profile", "none", *args)
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(snakefile),
+           "--directory", str(workdir), "--configfile", str(configfile or workdir / "config.yaml"), "--cores", "2", *args]
+    return cmd, env
 
 
 def planned_jobs(workdir: Path, **kwargs) -> set[tuple[str, str]]:

@@ -14,11 +14,20 @@ import os
 import platform
 import shutil
 import subprocess
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
 from structprune import __version__
+
+
+def remove_stale_temporaries(target: Path) -> None:
+    """Delete what a killed earlier attempt at `target` left beside it (`.<name>.tmp-<pid>`,
+    `.<name>.old-<pid>`): Snakemake runs one job per output at a time, so any such sibling
+    at the start of a write is a dead writer's, and a 7B statistics file is gigabytes."""
+    for stale in target.parent.glob(f".{target.name}.tmp-*") if target.parent.is_dir() else ():
+        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+    for stale in target.parent.glob(f".{target.name}.old-*") if target.parent.is_dir() else ():
+        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -26,9 +35,8 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty temporary folder that replaces `target` only on success."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(target)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
     tmp.mkdir()
     try:
         yield tmp
@@ -49,6 +57,7 @@ def atomic_file(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `target`; it is renamed onto `target` on success."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(target)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}{target.suffix}")
     try:
         yield tmp
@@ -110,16 +119,16 @@ def build_manifest(
     stage: str,
     inputs: dict[str, str | os.PathLike],
     parameters: dict[str, Any],
-    started: float,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """What made an output: inputs' hashes, parameters, versions, commit and wall time."""
+    """What made an output: inputs' hashes, parameters, versions and commit. No wall time: the
+    manifest sits in the folder its consumers hash, so identical runs must write identical
+    bytes (Snakemake's benchmark files keep every job's time)."""
     return {
         "stage": stage,
         "inputs": {name: {"path": str(p), "sha256": sha256_path(p)} for name, p in inputs.items()},
         "parameters": parameters,
         "versions": package_versions(),
         "git_commit": git_commit(),
-        "wall_time_s": round(time.time() - started, 3),
         **(extra or {}),
     }

@@ -11,8 +11,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from structprune.artifacts import atomic_dir, atomic_file, write_json
-from structprune.integrity import safetensors_problem
+from structprune.artifacts import atomic_dir, atomic_file, sha256_path, write_json
+from structprune.integrity import safetensors_problem, tensors_hash_problem
 from structprune.models import count_parameters
 
 
@@ -30,26 +30,31 @@ def save_checkpoint(model, tokenizer, out_dir: str | os.PathLike, manifest: dict
 
             shutil.copy(varwidth.__file__, tmp / f"{varwidth.MODULE_NAME}.py")
         tokenizer.save_pretrained(tmp)
-        write_json(tmp / "manifest.json", {**manifest, "parameters_count": count_parameters(model)})
+        files = {p.name: sha256_path(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+        write_json(tmp / "manifest.json", {**manifest, "parameters_count": count_parameters(model), "files": files})
 
 
-def save_tensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, Any]) -> None:
-    """A safetensors file; `metadata` (JSON-serialisable) goes into its header and a `.json` sidecar."""
+def save_tensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, Any],
+                 timing: dict[str, float] | None = None) -> None:
+    """A safetensors file; `metadata` (JSON-serialisable) goes into its header and a `.json`
+    sidecar, `timing` into the sidecar only (under "timing"), so identical runs write identical
+    tensor files."""
     path = Path(path)
     header = {"structprune": json.dumps(metadata, sort_keys=True)}
     with atomic_file(path) as tmp:
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=header)
-    write_json(path.with_suffix(".json"), metadata)
+        digest = sha256_path(tmp)
+    write_json(path.with_suffix(".json"), {**metadata, "sha256": digest, **({"timing": timing} if timing else {})})
 
 
 def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: run the stage that produces it first")
-    problem = safetensors_problem(path)
+    problem = safetensors_problem(path) or tensors_hash_problem(path)
     if problem:
         raise DamagedArtifactError(
-            f"{path} is damaged: {problem}. Rebuild it with `snakemake --cores 2 --forcerun {path}` "
-            f"(the workflow names every damaged file before it plans), or delete it and rerun its stage"
+            f"{path} is damaged: {problem}. Rerun the workflow (`snakemake`): before it plans, it rebuilds "
+            f"every damaged file its jobs write and what depends on it; or `snakemake --forcerun {path}`"
         )
     return load_file(str(path))

@@ -76,10 +76,9 @@ def cmd_model(args) -> None:
     from structprune.checkpoint import save_checkpoint
     from structprune.models import load_source
 
-    started = time.time()
     log.info("loading model source %s", args.source)
     model, tokenizer = load_source(args.source, _placement(args)[1])
-    manifest = build_manifest("model", {}, {"source": args.source}, started)
+    manifest = build_manifest("model", {}, {"source": args.source})
     save_checkpoint(model, tokenizer, args.out, manifest)
     log.info("wrote %s", args.out)
 
@@ -214,12 +213,19 @@ def cmd_calibrate(args) -> None:
     started = time.time()
     model, _ = _load(args, args.model, "layerwise")
     input_ids = load_tensors(args.data)["input_ids"]
-    stats, tokens = collect_statistics(model, input_ids, args.batch_size)
+    needs = None
+    if args.full_sites is not None or not args.attention_js:
+        from structprune.recipe import FULL_SITE_NAMES, StatisticsNeeds
+
+        sites = FULL_SITE_NAMES if args.full_sites is None else tuple(args.full_sites)
+        needs = StatisticsNeeds(frozenset(sites), args.attention_js)
+    stats, tokens = collect_statistics(model, input_ids, args.batch_size, needs=needs)
     meta = {
         "tokens": tokens, "samples": int(input_ids.shape[0]), "seq_len": int(input_ids.shape[1]),
-        "dtype": "float64", "wall_time_s": round(time.time() - started, 3),
+        "dtype": "float64",
+        "full_sites": sorted(needs.full_sites) if needs else "all", "attention_js": args.attention_js,
     }
-    save_tensors(stats, args.out, meta)
+    save_tensors(stats, args.out, meta, timing={"wall_time_s": round(time.time() - started, 3)})
     log.info("statistics over %d tokens -> %s", tokens, args.out)
 
 
@@ -266,7 +272,6 @@ def cmd_prune(args) -> None:
     from structprune.scores import score_method
 
     torch.manual_seed(0)
-    started = time.time()
     recipe = _recipe(args)
     score_method(recipe.score).make(**recipe.options)  # a bad option fails here, before any loading
     check_recipe(recipe, args.scores or None, args.stats or None, args.data or None)
@@ -289,7 +294,7 @@ def cmd_prune(args) -> None:
     )
     inputs = {k: v for k, v in {"model": args.model, "scores": args.scores, "stats": args.stats, "data": args.data}.items() if v}
     manifest = build_manifest(
-        "prune", inputs, {"sparsity": args.sparsity, "recipe": recipe.to_json(), "batch_size": args.batch_size}, started,
+        "prune", inputs, {"sparsity": args.sparsity, "recipe": recipe.to_json(), "batch_size": args.batch_size},
         {
             "dense_parameters": before, "achieved_block_sparsity": achieved, "achieved_total_sparsity": achieved_total,
             "layer_range": list(result.layer_range), "layer_ratio": result.ratio,
@@ -310,7 +315,6 @@ def cmd_select(args) -> None:
     from structprune.selection import select_recipe
 
     torch.manual_seed(0)
-    started = time.time()
     base = _recipe(args)
     grid = {key: [_grid_value(v) for v in values.split(",")] for key, values in args.grid}
     if not Path(args.heldout).is_file():
@@ -327,7 +331,7 @@ def cmd_select(args) -> None:
     log.info("chosen: %s (held-out loss %.4f)", candidates[chosen_index].overrides, candidates[chosen_index].heldout_loss)
     inputs = {k: v for k, v in {"model": args.model, "stats": args.stats, "data": args.data, "heldout": args.heldout}.items() if v}
     manifest = build_manifest(
-        "select", inputs, {"sparsity": args.sparsity, "base_recipe": base.to_json(), "grid": grid}, started,
+        "select", inputs, {"sparsity": args.sparsity, "base_recipe": base.to_json(), "grid": grid},
         {
             "dense_parameters": before, "achieved_block_sparsity": 1 - after["decoder_blocks"] / before["decoder_blocks"],
             "achieved_total_sparsity": 1 - after["total"] / before["total"], "recipe": chosen.to_json(),
@@ -355,8 +359,8 @@ def cmd_gradients(args) -> None:
     input_ids = load_tensors(args.data)["input_ids"]
     stats = taylor_statistics(model, input_ids)
     meta = {"samples": int(input_ids.shape[0]), "seq_len": int(input_ids.shape[1]),
-            "statistics": "gradients", "wall_time_s": round(time.time() - started, 3)}
-    save_tensors(stats, args.out, meta)
+            "statistics": "gradients"}
+    save_tensors(stats, args.out, meta, timing={"wall_time_s": round(time.time() - started, 3)})
     log.info("Taylor saliencies over %s tokens -> %s", tuple(input_ids.shape), args.out)
 
 
@@ -403,11 +407,37 @@ def cmd_evaluate(args) -> None:
     write_json(args.out, result)
 
 
-def cmd_report(args) -> None:
-    from structprune.tables import comparison_table, compute_time_summary, plot_perplexity, write_table
+def cmd_speed(args) -> None:
+    """Prefill/decode throughput and memory of a checkpoint beside the dense model."""
+    import torch
 
-    table = comparison_table(args.evals, dict(args.label))
+    from structprune.artifacts import write_json
+    from structprune.speed import SpeedProtocol, measure_pair, speed_report
+
+    torch.manual_seed(0)
+    protocol = SpeedProtocol(prefill_batch=args.prefill[0], prefill_length=args.prefill[1], new_tokens=args.new_tokens,
+                             decode_batches=tuple(args.decode_batches), repeats=args.repeats)
+    models = {"dense": _load(args, args.dense, "whole")[0], "checkpoint": _load(args, args.model, "whole")[0]}
+    report = speed_report(measure_pair(models, protocol))
+    for name, figures in report.items():
+        log.info("%s: prefill %.0f tok/s, decode %s tok/s, peak %.0f MB, ratios %s", name,
+                 figures["prefill_tokens_per_s"], figures["decode_tokens_per_s"],
+                 figures["peak_generation_bytes"] / 2**20, {k: round(v, 3) for k, v in figures["ratio_to_dense"].items()})
+    write_json(args.out, {"checkpoint": args.model, "dense": args.dense, "protocol": protocol.to_json(),
+                          "threads": torch.get_num_threads(), "timing": report})
+
+
+def cmd_report(args) -> None:
+    from structprune.tables import (
+        SIGNIFICANCE_NOTE, SPEED_NOTE, comparison_table, compute_time_summary, plot_perplexity, write_table,
+    )
+
+    table = comparison_table(args.evals, dict(args.label), args.speeds)
     header = f"# {args.title}\n\n{args.note}" if args.note else f"# {args.title}"
+    if "Avg se" in table or any(column.endswith("95% CI") for column in table.columns):
+        header += "\n\n" + SIGNIFICANCE_NOTE
+    if "Prefill x" in table:
+        header += "\n\n" + SPEED_NOTE
     if args.benchmarks:
         header += "\n\n" + compute_time_summary(args.benchmarks)
     write_table(table, args.csv, args.md, header, args.tex, args.html)
@@ -421,6 +451,21 @@ def cmd_report(args) -> None:
         write_table(chosen, args.selection_csv, args.selection_md, f"# {args.title}: held-out selection\n\n{note}")
     if args.plot:
         plot_perplexity(table, args.plot, args.title)
+    if args.plot_accuracy:
+        from structprune.tables import plot_accuracy
+
+        plot_accuracy(table, args.plot_accuracy, args.title)
+    if args.plot_tradeoff:
+        from structprune.tables import plot_tradeoff
+
+        plot_tradeoff(table, args.plot_tradeoff, args.title)
+    if args.run_record:
+        from structprune.artifacts import git_commit, package_versions, write_json
+
+        write_json(args.run_record, {
+            "title": args.title, "config_files": args.config_files, "config": json.loads(args.run_config),
+            "git_commit": git_commit(), "versions": package_versions(), "evals": args.evals,
+        })
     log.info("table with %d rows -> %s, %s", len(table), args.csv, args.md)
 
 
@@ -508,6 +553,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--data", required=True)
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--full-sites", nargs="*", default=None, choices=["attn_in", "o_proj_in", "mlp_in"],
+                   help="sites whose full second moment is kept (default: all three; the others keep the diagonal)")
+    p.add_argument("--no-attention-js", dest="attention_js", action="store_false",
+                   help="skip the heads' attention divergences (the paper's redundancy is the only reader)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_calibrate)
 
@@ -561,8 +610,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_evaluate)
 
+    p = sub.add_parser("speed", help="prefill/decode throughput and memory of a checkpoint beside the dense model")
+    p.add_argument("--model", required=True, help="the checkpoint folder")
+    p.add_argument("--dense", required=True, help="the dense model's checkpoint folder")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--new-tokens", type=int, default=16)
+    p.add_argument("--prefill", type=int, nargs=2, default=[4, 128], metavar=("BATCH", "LENGTH"))
+    p.add_argument("--decode-batches", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_speed)
+
     p = sub.add_parser("report", help="comparison table and plot from evaluation JSONs")
     p.add_argument("--evals", nargs="+", required=True)
+    p.add_argument("--speeds", nargs="*", default=[], help="speed JSONs of the checkpoints (stage speed)")
+    p.add_argument("--plot-accuracy", default=None, help="also plot average accuracy with error bars per sparsity")
+    p.add_argument("--plot-tradeoff", default=None, help="also plot perplexity against measured decode speed-up")
     p.add_argument("--csv", required=True)
     p.add_argument("--md", required=True)
     p.add_argument("--tex", default=None, help="also write the table as LaTeX (booktabs)")
@@ -577,6 +639,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--selection-md", default=None)
     p.add_argument("--label", type=_key_value, action="append", default=[], metavar="METHOD:STAGE=LABEL",
                    help="the row name of a method's stage in the table")
+    p.add_argument("--run-record", default=None, help="also write what the run used (config, commit, versions) here")
+    p.add_argument("--run-config", default="{}", help="the run's configuration as JSON (for --run-record)")
+    p.add_argument("--config-files", nargs="*", default=[], help="the config files the run read (for --run-record)")
     p.set_defaults(func=cmd_report)
     return parser
 

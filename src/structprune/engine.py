@@ -28,7 +28,7 @@ from structprune.device import execution_device, layer_on_device
 from structprune.models import count_parameters, decoder_layers, layer_geometry, model_geometries, model_head_dim
 from structprune.plan import check_scores, plan_from_budgets
 from structprune.prune import add_output_bias, compensation_bias, prune_attention, prune_mlp, prune_model, unit_channels, with_plan_widths
-from structprune.recipe import Recipe, recipe_problems
+from structprune.recipe import Recipe, StatisticsNeeds, recipe_problems, statistics_needs
 from structprune.reconstruction import LinearRefit, refit_linear, refit_shared_input
 from structprune.scores import LayerWeights, UnitScores, score_method
 from structprune.statistics import LayerStatistics
@@ -138,6 +138,13 @@ def _stream_prune(model, recipe, budgets, layer_range, ratio, scores, samples, b
     return EngineResult(with_plan_widths(model, plan), plan, budgets, layer_range, ratio, reports)
 
 
+def _stream_statistics(ctx: _Context) -> LayerStatistics:
+    """Accumulators for the pruned stream: what the score reads in a sequential flow (no full
+    moments or attention maps it does not use), else the means bias compensation needs."""
+    needs = statistics_needs(ctx.recipe.score, ctx.recipe.options) if ctx.recipe.flow == "sequential" else StatisticsNeeds()
+    return LayerStatistics.for_needs(needs)
+
+
 def _layer_scores(ctx: _Context, index: int, layer: nn.Module, layer_stats: LayerStatistics | None) -> UnitScores:
     """Sequential flow: score on the pruned stream's statistics; dense flow: the score file."""
     if ctx.recipe.flow == "sequential":
@@ -147,7 +154,7 @@ def _layer_scores(ctx: _Context, index: int, layer: nn.Module, layer_stats: Laye
 
 def _sequential_layer(ctx, index, layer, geometry, budget) -> tuple[LayerPlan, dict]:
     """No refit (Wanda-sp's flow, FLAP's with compensation): score on X^, slice, advance X^."""
-    stats = LayerStatistics()
+    stats = _stream_statistics(ctx)
     if ctx.recipe.flow == "sequential" or ctx.recipe.reconstruct == "bias":
         paired_pass(layer, ctx.pruned, {}, lambda seen: None, [stats.attach])
     scores = _layer_scores(ctx, index, layer, stats)
@@ -221,7 +228,7 @@ def _refit_layer(ctx, index, layer, geometry, budget) -> tuple[LayerPlan, dict]:
     recipe = ctx.recipe
     # the layer is not yet changed: its dense taps are taken before anything is cut or refitted
     dense_taps = dense_pass(layer, ctx.dense, _dense_sites(["self_attn.o_proj", "mlp.down_proj"], recipe.target))
-    stats = LayerStatistics()
+    stats = _stream_statistics(ctx)
     o_refit = _collect(ctx, layer, "self_attn.o_proj", recipe.target, dense_taps, [stats.attach])
     scores = _layer_scores(ctx, index, layer, stats)
     lp = select_units(scores.heads, scores.neurons, geometry, budget, recipe.heads)
@@ -261,7 +268,7 @@ def _paper_layer(ctx, index, layer, geometry, budget) -> tuple[LayerPlan, dict]:
     report: dict = {"layer": index}
     # attention: q, k, v from X^; o on the refitted heads' output
     report |= _refit_first_level(ctx, layer, first[:3], recipe.damp, dense_taps)
-    attn_stats = LayerStatistics()
+    attn_stats = _stream_statistics(ctx)
     o_refit = _collect(ctx, layer, "self_attn.o_proj", "module", dense_taps, [attn_stats.attach])
     report["o_proj_mse"] = refit_linear(layer.self_attn.o_proj, o_refit, recipe.damp)
     heads = _layer_scores(ctx, index, layer, attn_stats).heads
@@ -269,7 +276,7 @@ def _paper_layer(ctx, index, layer, geometry, budget) -> tuple[LayerPlan, dict]:
     prune_attention(layer, keep_heads, keep_kv, ctx.head_dim)
     # MLP: gate, up from X^ (after the pruned attention); down on the refitted neurons' output
     report |= _refit_first_level(ctx, layer, first[3:], recipe.damp, dense_taps)
-    mlp_stats = LayerStatistics()
+    mlp_stats = _stream_statistics(ctx)
     d_refit = _collect(ctx, layer, "mlp.down_proj", "module", dense_taps, [mlp_stats.attach])
     report["down_proj_mse"] = refit_linear(layer.mlp.down_proj, d_refit, recipe.damp)
     neurons = _layer_scores(ctx, index, layer, mlp_stats).neurons

@@ -23,6 +23,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from structprune.uncertainty import mean_stderr
+
 log = logging.getLogger(__name__)
 
 
@@ -41,20 +43,22 @@ def perplexity(
     batch_size: int = 8, progress: bool = True,
 ) -> dict:
     windows = perplexity_windows(stream, seq_len, max_tokens)
-    nll_sum, count = 0.0, 0
+    nll_sum, count, window_nll = 0.0, 0, []
     for start in tqdm(range(0, windows.shape[0], batch_size), desc="perplexity", disable=not progress):
         batch = windows[start : start + batch_size].to(model.device)
         logits = model(batch, use_cache=False).logits[:, :-1].float()
         nll = nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="sum"
-        )
-        nll_sum += float(nll)
+            logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="none"
+        ).reshape(batch.shape[0], -1)
+        nll_sum += float(nll.sum())
         count += batch[:, 1:].numel()
+        window_nll += nll.double().mean(dim=1).tolist()
     return {
         "ppl": math.exp(nll_sum / count),
         "windows": int(windows.shape[0]),
         "seq_len": seq_len,
         "tokens_scored": count,
+        "window_nll": [round(v, 6) for v in window_nll],  # mean NLL per window: the table's bootstrap intervals
     }
 
 
@@ -77,7 +81,7 @@ def zero_shot(
     results = evaluator.simple_evaluate(
         model=lm, tasks=configs, task_manager=manager, limit=limit, num_fewshot=0,
         random_seed=0, numpy_random_seed=0, torch_random_seed=0, fewshot_random_seed=0,
-        bootstrap_iters=0, log_samples=False,
+        bootstrap_iters=0, log_samples=True,
     )
     out = {}
     for name in task_files:
@@ -86,8 +90,18 @@ def zero_shot(
             "acc": metrics.get("acc,none"),
             "acc_norm": metrics.get("acc_norm,none"),
             "n": results.get("n-samples", {}).get(name, {}).get("effective"),
+            "items": item_scores(results["samples"][name]),
         }
+        out[name]["stderr"] = mean_stderr(out[name]["items"]["score"])
     return out, lm.tokens_forwarded
+
+
+def item_scores(samples: list[dict]) -> dict[str, list]:
+    """Per-item main metric (acc_norm where lm-eval has it, else acc; see `main_accuracy`) in
+    doc-id order, kept so the table can compare two rows on the same items."""
+    ordered = sorted(samples, key=lambda sample: sample["doc_id"])
+    return {"doc_id": [int(s["doc_id"]) for s in ordered],
+            "score": [float(main_accuracy({"acc": s.get("acc"), "acc_norm": s.get("acc_norm")})) for s in ordered]}
 
 
 def main_accuracy(task_metrics: dict) -> float:

@@ -4,11 +4,12 @@ JSON outputs, standard library only.
 Every write is atomic (artifacts.py), so a damaged file comes from outside the pipeline: a full
 disk, a copy cut short, a hand edit. The stages check what they read (`load_tensors`,
 `load_checkpoint`) and fail naming the file; the workflow checks every existing artifact before
-it plans (common.smk) and names damaged ones with the `--forcerun` command that rebuilds them.
+it plans (common.smk) and forces the damaged ones its jobs write to rerun, with what reads them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import struct
@@ -57,8 +58,50 @@ def json_problem(path: str | os.PathLike) -> str | None:
     return None
 
 
-def checkpoint_problem(folder: str | os.PathLike) -> str | None:
-    """Why a checkpoint folder is not whole: config.json parses and every weight file is whole."""
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def tensors_hash_problem(path: str | os.PathLike) -> str | None:
+    """A tensor file whose bytes differ from the sha256 its `.json` sidecar recorded when it was
+    written (a flipped bit, a hand edit, a copy from elsewhere); None when they match or when
+    no hash was recorded."""
+    path = Path(path)
+    sidecar = path.with_suffix(".json")
+    try:
+        recorded = json.loads(sidecar.read_text()).get("sha256")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if recorded and _sha256(path) != recorded:
+        return f"its sha256 differs from the one {sidecar.name} recorded when it was written"
+    return None
+
+
+def manifest_hash_problem(folder: str | os.PathLike) -> str | None:
+    """A checkpoint file whose bytes differ from the sha256 the folder's manifest.json recorded
+    (None when all match, or for folders written before manifests recorded them)."""
+    folder = Path(folder)
+    try:
+        files = json.loads((folder / "manifest.json").read_text()).get("files") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    for name, recorded in files.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing (manifest.json lists it)"
+        if _sha256(path) != recorded:
+            return f"{name}: its sha256 differs from the one manifest.json recorded"
+    return None
+
+
+def checkpoint_problem(folder: str | os.PathLike, verify_hashes: bool = False) -> str | None:
+    """Why a checkpoint folder is not whole: config.json parses and every weight file is whole;
+    with `verify_hashes`, every file also matches the sha256 in manifest.json (a full read:
+    what a stage does before it loads; the workflow's scan before planning skips it)."""
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         return "no config.json"
@@ -72,7 +115,16 @@ def checkpoint_problem(folder: str | os.PathLike) -> str | None:
         problem = safetensors_problem(path)
         if problem:
             return f"{path.name}: {problem}"
-    return None
+    return manifest_hash_problem(folder) if verify_hashes else None
+
+
+def _edited_since(path: Path, record: Path) -> bool:
+    """Was `path` written after the `record` (manifest or sidecar) that hashed it? Only then does
+    the scan before planning read it whole to compare hashes: cheap for untouched gigabytes."""
+    try:
+        return path.stat().st_mtime > record.stat().st_mtime
+    except OSError:
+        return False
 
 
 def damaged_artifacts(root: str | os.PathLike) -> list[tuple[Path, str]]:
@@ -96,11 +148,13 @@ def damaged_artifacts(root: str | os.PathLike) -> list[tuple[Path, str]]:
                 if (path.parent, "no config.json") not in found:
                     found.append((path.parent, "no config.json"))  # a checkpoint folder that lost its config
                 continue
-            problem = safetensors_problem(path)
+            problem = safetensors_problem(path) or (tensors_hash_problem(path) if _edited_since(path, path.with_suffix(".json")) else None)
             if problem:
                 found.append((path, problem))
         for config in filter(finished, sorted(base.rglob("config.json"))):
-            problem = checkpoint_problem(config.parent)
+            folder = config.parent
+            edited = any(_edited_since(p, folder / "manifest.json") for p in folder.iterdir() if p.name != "manifest.json")
+            problem = checkpoint_problem(folder, verify_hashes=edited)
             if problem:
                 found.append((config.parent, problem))
         for path in filter(finished, sorted(base.rglob("eval*.json")) + sorted(base.rglob("eval/*.json"))):

@@ -156,11 +156,11 @@ def load_checkpoint(path: str | os.PathLike, dtype: torch.dtype = torch.float32)
         )
     from structprune.integrity import checkpoint_problem
 
-    problem = checkpoint_problem(path)
+    problem = checkpoint_problem(path, verify_hashes=True)
     if problem:
         raise ModelSourceError(
-            f"checkpoint {path} is damaged: {problem}. Rerun the workflow (it sets damaged artifacts aside and "
-            "rebuilds them), or delete the folder and rerun the stage that wrote it"
+            f"checkpoint {path} is damaged: {problem}. Rerun the workflow (`snakemake`: before it plans, it "
+            f"rebuilds every damaged artifact its jobs write, and what reads it), or `snakemake --forcerun {path}`"
         )
     refuse_foreign_code(read_model_config(path, "delete the folder and rerun the stage that wrote it"), str(path))
     register_varwidth()  # our per-layer-width class, from this package (never the folder's copy)

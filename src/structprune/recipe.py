@@ -25,6 +25,36 @@ SCORE_STATISTICS = {
     "random": "none", "l1": "none", "l2": "none", "magnitude2": "none",
     "distribution": "moments", "wanda_sp": "moments", "flap": "moments", "taylor": "gradients",
 }
+FULL_SITE_NAMES = ("attn_in", "o_proj_in", "mlp_in")  # sites whose full second moment can be kept
+
+
+@dataclass(frozen=True)
+class StatisticsNeeds:
+    """What a score reads from the moment statistics beyond every site's mean and diagonal:
+    the sites whose full second moment E[x x^T] it needs, and whether it reads the heads'
+    Jensen-Shannon attention divergences. Everything else is not collected: the full
+    matrices are hidden^2 per site and layer (134 MB in float64 at LLaMA-7B width) and the
+    attention maps cost about a layer's forward pass again."""
+
+    full_sites: frozenset = frozenset()
+    attention_js: bool = False
+
+    def union(self, other: "StatisticsNeeds") -> "StatisticsNeeds":
+        return StatisticsNeeds(self.full_sites | other.full_sites, self.attention_js or other.attention_js)
+
+
+def statistics_needs(score: str, options: dict | None = None) -> StatisticsNeeds:
+    """The statistics `score` with `options` reads (see each score's module): distribution
+    needs o_proj_in's full moment (head output power), mlp_in's for the product and closed-form
+    MLP scores, and the attention divergences for redundancy 'js' (its defaults: product, js);
+    FLAP and Wanda-sp read diagonals and means only."""
+    options = options or {}
+    if score != "distribution":
+        return StatisticsNeeds()
+    sites = {"o_proj_in"} | ({"mlp_in"} if options.get("mlp", "product") in ("product", "closed_form") else set())
+    return StatisticsNeeds(frozenset(sites), options.get("redundancy", "js") == "js")
+
+
 HEAD_MODES = ("within_kv_groups", "kv_groups")
 ALLOCATIONS = ("uniform", "global")
 BUDGETS = ("matched", "per_module", "mlp_only")

@@ -20,6 +20,12 @@ These are what the distribution-aware scores (E[h_i^2], Sigma_z of each head,
 Sigma of the MLP input) and the peer baselines (Wanda-sp's ||x_j||, FLAP's
 variance) need. Statistics are taken on the dense model; methods whose
 statistics must flow through already-pruned layers compute their own.
+
+Stages collect only what their scores read (`recipe.statistics_needs`): a full
+matrix only at the sites a score uses it (the rest keep the diagonal), the
+attention divergences only for the paper's redundancy. At LLaMA-7B width a full
+site is 134 MB per layer in float64 and the divergences cost about another
+forward pass, so a FLAP or Wanda-sp calibration keeps diagonals only.
 """
 
 from __future__ import annotations
@@ -124,15 +130,23 @@ class DivergenceAccumulator:
 
 @dataclass
 class LayerStatistics:
-    """Accumulators for one decoder layer, fed by hooks on its submodules."""
+    """Accumulators for one decoder layer, fed by hooks on its submodules. `full_sites` keep
+    their full second moment (the others their diagonal); `attention_js` accumulates the
+    heads' attention divergences. The defaults collect everything; stages pass what their
+    scores need (`recipe.statistics_needs`)."""
 
-    sites: dict[str, MomentAccumulator] = field(
-        default_factory=lambda: {
-            **{s: MomentAccumulator(full=True) for s in FULL_SITES},
-            **{s: MomentAccumulator(full=False) for s in DIAGONAL_SITES},
-        }
-    )
+    full_sites: tuple = FULL_SITES
+    attention_js: bool = True
+    sites: dict[str, MomentAccumulator] = field(init=False)
     attention_maps: DivergenceAccumulator = field(default_factory=DivergenceAccumulator)
+
+    def __post_init__(self):
+        self.sites = {site: MomentAccumulator(full=site in self.full_sites) for site in SITES}
+
+    @classmethod
+    def for_needs(cls, needs) -> "LayerStatistics":
+        """Only what a score reads (a `recipe.StatisticsNeeds`), with every mean and diagonal."""
+        return cls(full_sites=tuple(sorted(needs.full_sites)), attention_js=needs.attention_js)
 
     def moments(self) -> dict[str, torch.Tensor]:
         """``{site}.{mean|second_moment|second_moment_diag}`` and ``attn_js.divergence``."""
@@ -158,8 +172,8 @@ class LayerStatistics:
                 self.attention_maps.add(attention_probabilities(module, hidden, kwargs["position_embeddings"]))
 
         attn, mlp = layer.self_attn, layer.mlp
-        return [
-            attn.register_forward_hook(on_attention, with_kwargs=True),
+        attention = [attn.register_forward_hook(on_attention, with_kwargs=True)] if self.attention_js else []
+        return attention + [
             layer.input_layernorm.register_forward_pre_hook(on_input("block_in")),
             layer.input_layernorm.register_forward_hook(on_output("attn_in")),
             attn.o_proj.register_forward_pre_hook(on_input("o_proj_in")),
@@ -169,18 +183,20 @@ class LayerStatistics:
 
 
 def collect_statistics(
-    model: nn.Module, input_ids: torch.Tensor, batch_size: int = 8, progress: bool = True
+    model: nn.Module, input_ids: torch.Tensor, batch_size: int = 8, progress: bool = True, needs=None,
 ) -> tuple[dict[str, torch.Tensor], int]:
     """Per-layer moments over the calibration samples; returns (tensors, tokens seen).
 
-    Keys are ``layers.{i}.{site}.{mean|second_moment|second_moment_diag}``.
+    Keys are ``layers.{i}.{site}.{mean|second_moment|second_moment_diag}`` and
+    ``layers.{i}.attn_js.divergence``; with `needs` (a `recipe.StatisticsNeeds`) only the
+    full moments and attention divergences it names, else all of them.
     """
     batches = capture_layer_inputs(model, input_ids, batch_size)
     device = execution_device(model)
     stats: dict[str, torch.Tensor] = {}
     layers = decoder_layers(model)
     for index, layer in enumerate(tqdm(layers, desc="calibrate", disable=not progress)):
-        layer_stats = LayerStatistics()
+        layer_stats = LayerStatistics() if needs is None else LayerStatistics.for_needs(needs)
         with layer_on_device(layer, device):
             handles = layer_stats.attach(layer)
             try:

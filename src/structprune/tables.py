@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from structprune.artifacts import atomic_file, read_json
 from structprune.evaluate import main_accuracy
+from structprune.uncertainty import (
+    average_stderr, mean_stderr, paired_accuracy_difference, paired_perplexity_difference, perplexity_interval,
+)
 
 TASK_COLUMNS = {
     "boolq": "BoolQ", "piqa": "PIQA", "hellaswag": "HellaSwag", "winogrande": "WinoGrande",
@@ -41,11 +46,12 @@ def row_from_eval(result: dict, labels: dict | None = None) -> dict:
     return row
 
 
-def comparison_table(eval_paths: list[str | os.PathLike], labels: dict | None = None) -> pd.DataFrame:
+def comparison_table(eval_paths: list[str | os.PathLike], labels: dict | None = None,
+                     speed_paths: list[str | os.PathLike] = ()) -> pd.DataFrame:
     """One row per evaluation JSON, in the order given (dense first by convention); `labels`
-    maps "method:stage" to the row's name."""
-    rows = [row_from_eval(read_json(path), labels) for path in eval_paths]
-    table = pd.DataFrame(rows)
+    maps "method:stage" to the row's name; `speed_paths` add the measured speed columns."""
+    results = [read_json(path) for path in eval_paths]
+    table = pd.DataFrame([row_from_eval(result, labels) for result in results])
     dense = table["Stage"] == "dense"
     table.insert(5, "Block params removed (%)", 0.0)
     table.insert(6, "All params removed (%)", 0.0)
@@ -54,6 +60,139 @@ def comparison_table(eval_paths: list[str | os.PathLike], labels: dict | None = 
         dense_total = table.loc[dense, "Params"].iloc[0]
         table["Block params removed (%)"] = 100.0 * (1 - table["Block params"] / dense_blocks)
         table["All params removed (%)"] = 100.0 * (1 - table["Params"] / dense_total)
+    return add_speed(add_uncertainty(table, results), results, [read_json(path) for path in speed_paths])
+
+
+SPEED_NOTE = (
+    "Speed and memory (stage `speed`, structprune.speed), measured on the machine that ran the job, each checkpoint "
+    "beside the dense model in one process, their measurements alternating (medians of the repeats) so that machine "
+    "noise cancels in the ratios: `Prefill x` is tokens/s of one forward pass over a batch of prompts, `Decode x b1` "
+    "and `Decode x bN` new tokens/s of greedy generation with the KV cache at batch 1 and N, `Peak mem x` weights plus "
+    "the peak memory rise while generating at batch N; each as checkpoint / dense (> 1: faster or larger). "
+    "`Weights (MB)` is the bytes of parameters and buffers."
+)
+
+
+MEASURED_COLUMNS = ("Weights (MB)", "Prefill x", "Peak mem x", "Dense decode b1 (tok/s)")  # + "Decode x b<N>"
+
+
+def add_speed(table: pd.DataFrame, results: list[dict], speeds: list[dict]) -> pd.DataFrame:
+    """Speed columns for rows with a speed measurement (matched by checkpoint folder); the
+    dense row gets its own figures (ratio 1) from any measurement."""
+    if not speeds:
+        return table
+    table = table.copy()
+    by_checkpoint = {str(Path(s["checkpoint"])): s["timing"] for s in speeds}
+    dense = speeds[0]["timing"]["dense"]
+    batches = sorted(int(b) for b in dense["decode_tokens_per_s"])
+    columns: dict[str, list] = {"Weights (MB)": [], "Prefill x": [], "Peak mem x": [],
+                                **{f"Decode x b{b}": [] for b in batches}, "Dense decode b1 (tok/s)": []}
+    for result in results:
+        figures = dense if result["stage"] == "dense" else by_checkpoint.get(str(Path(result.get("checkpoint", ""))), {}).get("checkpoint")
+        if figures is None:
+            for values in columns.values():
+                values.append(np.nan)
+            continue
+        ratio = figures["ratio_to_dense"]
+        columns["Weights (MB)"].append(figures["weight_bytes"] / 2**20)
+        columns["Prefill x"].append(ratio["prefill_tokens_per_s"])
+        columns["Peak mem x"].append(ratio["peak_generation_bytes"])
+        for b in batches:
+            columns[f"Decode x b{b}"].append(ratio[f"decode_tokens_per_s_batch{b}"])
+        base = dense if result["stage"] == "dense" else by_checkpoint[str(Path(result["checkpoint"]))]["dense"]
+        columns["Dense decode b1 (tok/s)"].append(base["decode_tokens_per_s"][str(batches[0])])
+    for name, values in columns.items():
+        table[name] = values
+    return table
+
+
+SIGNIFICANCE_NOTE = (
+    "Uncertainty: `Avg se` is the standard error of the average accuracy (per-task sample standard errors, "
+    "tasks independent); `... 95% CI` are perplexity intervals from 10,000 bootstrap resamples of the evaluation "
+    "windows. `vs dense` and `vs best peer` are paired differences on the same items (accuracy, points) or windows "
+    "(perplexity, %): the best peer is the strongest non-`ours` method at the same sparsity (highest average, "
+    "lowest perplexity). A `~` marks a difference that is not significant at 95 % (its paired bootstrap interval, "
+    "10,000 resamples of items within each task or of windows, seed 0, covers zero)."
+)
+
+
+def _item_scores(result: dict) -> dict[str, tuple[list, np.ndarray]] | None:
+    """task -> (doc ids, per-item main metric) when the evaluation kept them."""
+    tasks = result.get("zero_shot") or {}
+    if not tasks or any("items" not in metrics for metrics in tasks.values()):
+        return None
+    return {task: (m["items"]["doc_id"], np.asarray(m["items"]["score"], dtype=np.float64)) for task, m in tasks.items()}
+
+
+def _window_nll(result: dict, dataset: str) -> np.ndarray | None:
+    values = (result.get("perplexity") or {}).get(dataset, {}).get("window_nll")
+    return None if values is None else np.asarray(values, dtype=np.float64)
+
+
+def is_peer(result: dict) -> bool:
+    """A pruned row of a method that is not ours (method keys of ours start with "ours")."""
+    return result["stage"] != "dense" and not str(result["method"]).startswith("ours")
+
+
+def _paired_items(a, b):
+    """The two rows' item scores when they were scored on the same items, else None."""
+    if a is None or b is None or sorted(a) != sorted(b) or any(a[t][0] != b[t][0] for t in a):
+        return None
+    return {t: a[t][1] for t in a}, {t: b[t][1] for t in b}
+
+
+def _mark(value: float, difference, unit: str = "") -> str:
+    return f"{value:+.1f}{unit}" + ("" if difference.significant else " ~")
+
+
+def add_uncertainty(table: pd.DataFrame, results: list[dict]) -> pd.DataFrame:
+    """The uncertainty columns (see SIGNIFICANCE_NOTE) for rows whose evaluation JSONs kept
+    per-item scores and per-window NLL; cells stay empty where they did not."""
+    table = table.copy()
+    items = [_item_scores(r) for r in results]
+    dense = next((i for i, r in enumerate(results) if r["stage"] == "dense"), None)
+    if any(i is not None for i in items):
+        table["Avg se"] = [
+            100.0 * average_stderr([mean_stderr(scores) for _, scores in it.values()]) if it else np.nan for it in items
+        ]
+    for dataset, column in PPL_COLUMNS.items():
+        windows = [_window_nll(r, dataset) for r in results]
+        if all(w is None for w in windows):
+            continue
+        table[f"{column} 95% CI"] = [
+            "" if w is None else "{:.1f}-{:.1f}".format(*perplexity_interval(w)) for w in windows
+        ]
+        peer_cells = []
+        for i, r in enumerate(results):
+            peers = [j for j, q in enumerate(results)
+                     if j != i and is_peer(q) and q["sparsity"] == r["sparsity"] and windows[j] is not None
+                     and windows[i] is not None and windows[j].shape == windows[i].shape]
+            if r["stage"] == "dense" or not peers:
+                peer_cells.append("")
+                continue
+            best = min(peers, key=lambda j: windows[j].mean())
+            d = paired_perplexity_difference(windows[i], windows[best])
+            peer_cells.append(_mark(100.0 * math.expm1(d.difference), d, "%"))
+        table[f"{column} vs best peer"] = peer_cells
+    if any(i is not None for i in items) and "Average" in table:
+        versus_dense, versus_peer = [], []
+        for i, r in enumerate(results):
+            pair = _paired_items(items[i], items[dense]) if dense is not None and i != dense else None
+            if pair is None:
+                versus_dense.append("")
+            else:
+                d = paired_accuracy_difference(*pair)
+                versus_dense.append(_mark(100.0 * d.difference, d))
+            peers = [j for j, q in enumerate(results) if j != i and is_peer(q) and q["sparsity"] == r["sparsity"]
+                     and _paired_items(items[i], items[j]) is not None]
+            if r["stage"] == "dense" or not peers:
+                versus_peer.append("")
+                continue
+            best = max(peers, key=lambda j: table.loc[j, "Average"])
+            d = paired_accuracy_difference(*_paired_items(items[i], items[best]))
+            versus_peer.append(_mark(100.0 * d.difference, d))
+        table["Avg vs dense"] = versus_dense
+        table["Avg vs best peer"] = versus_peer
     return table
 
 
@@ -176,6 +315,72 @@ def plot_perplexity(table: pd.DataFrame, path: str | os.PathLike, title: str) ->
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
     fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png", bbox_inches="tight")
+    plt.close(fig)
+
+
+def _row_label(row) -> str:
+    label = row["Method"] if row["Calibration"] == "none" else f"{row['Method']} ({row['Calibration']})"
+    return label + ("" if row["Stage"] in ("pruned", "dense") else f" {row['Stage']}")
+
+
+def plot_accuracy(table: pd.DataFrame, path: str | os.PathLike, title: str) -> None:
+    """Average zero-shot accuracy with its standard error (error bars) per row, one panel per
+    sparsity that has zero-shot results; the dense model's average as a reference line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scored = table[table["Average"].notna()] if "Average" in table else table.iloc[:0]
+    pruned = scored[scored["Stage"] != "dense"]
+    sparsities = sorted(pruned["Sparsity (%)"].unique())
+    fig, axes = plt.subplots(1, max(1, len(sparsities)), figsize=(6 * max(1, len(sparsities)), 0.3 * max(len(g) for _, g in pruned.groupby("Sparsity (%)")) + 1.5) if len(pruned) else (6, 2), squeeze=False)
+    for ax, sparsity in zip(axes[0], sparsities):
+        rows = pruned[pruned["Sparsity (%)"] == sparsity].sort_values("Average")
+        errors = rows["Avg se"] if "Avg se" in rows else None
+        ax.barh([_row_label(r) for _, r in rows.iterrows()], rows["Average"], xerr=errors, color="tab:blue", alpha=0.7,
+                error_kw={"capsize": 2, "elinewidth": 1})
+        dense = scored[scored["Stage"] == "dense"]
+        if not dense.empty:
+            ax.axvline(dense["Average"].iloc[0], color="black", linestyle="--", label="dense")
+            ax.legend(loc="lower right", fontsize=8)
+        ax.set_title(f"{sparsity} % sparsity")
+        ax.set_xlabel("average zero-shot accuracy (%), bars: 1 standard error")
+        ax.tick_params(axis="y", labelsize=8)
+        ax.grid(True, axis="x", alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png", bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_tradeoff(table: pd.DataFrame, path: str | os.PathLike, title: str, speed: str = "Decode x b1") -> None:
+    """Perplexity against measured speed-up (the trade-off a user picks from): one marker per
+    checkpoint, colour by method, dense at 1x; log perplexity."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    column = next((c for c in PPL_COLUMNS.values() if c in table.columns), None)
+    if speed in table and column is not None:
+        rows = table[table[speed].notna() & table[column].notna()]
+        for index, (label, group) in enumerate(rows.groupby(rows.apply(_row_label, axis=1), sort=False)):
+            ax.scatter(group[speed], group[column], marker=MARKERS[index % len(MARKERS)], label=label, s=36)
+            for _, r in group.iterrows():
+                ax.annotate(f"{int(r['Sparsity (%)'])}%", (r[speed], r[column]), fontsize=6, xytext=(3, 2),
+                            textcoords="offset points")
+        ax.set_yscale("log")
+    ax.set_xlabel(f"measured speed-up over dense ({speed}: decode tokens/s, pruned / dense)")
+    ax.set_ylabel(f"{column} perplexity (log scale)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False)
+    ax.set_title(title)
     fig.tight_layout()
     with atomic_file(path) as tmp:
         fig.savefig(tmp, dpi=120, format="png", bbox_inches="tight")

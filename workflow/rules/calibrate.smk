@@ -12,6 +12,7 @@ rule calibrate:
         compute=compute_args,
         code=code_version("calibrate"),
         batch_size=lambda wc: config["calibration"][wc.calib]["batch_size"],
+        needs=lambda wc: calib_statistics_args(wc.calib),
     conda:
         "../../envs/structprune.yaml"
     log:
@@ -23,7 +24,7 @@ rule calibrate:
         **stage_resources("calibrate"),
     shell:
         "python -m structprune --threads {threads} {params.compute} calibrate --model {input.model}"
-        " --data {input.samples} --batch-size {params.batch_size} --out {output.stats} > {log} 2>&1"
+        " --data {input.samples} --batch-size {params.batch_size} {params.needs} --out {output.stats} > {log} 2>&1"
 
 
 rule gradients:

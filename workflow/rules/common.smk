@@ -18,212 +18,21 @@ SRC = Path(workflow.basedir) / "src"
 os.environ["PYTHONPATH"] = os.pathsep.join([str(SRC), *filter(None, [os.environ.get("PYTHONPATH")])])
 sys.path.insert(0, str(SRC))  # the stdlib-only fingerprint module, importable without installing
 from structprune.codeversion import stage_code_version
-from structprune.optionnames import score_options
-from structprune.recipe import SCORE_STATISTICS, Recipe, candidate_recipes, recipe_problems
+from structprune.configcheck import (
+    GRADIENT_SCORES, STAGES, ConfigError, model_limit_problems, select_candidates, stage_calib, stage_recipe,
+    validate_config,
+)
+from structprune.recipe import StatisticsNeeds, recipe_problems, statistics_needs
 
 REPO = Path(workflow.basedir)
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 MIRROR_ENV = "STRUCTPRUNE_DATA_MIRROR"
-DATA_FREE_SCORES = {s for s, kind in SCORE_STATISTICS.items() if kind == "none"}  # no calibration statistics
-GRADIENT_SCORES = {s for s, kind in SCORE_STATISTICS.items() if kind == "gradients"}  # rule gradients, not moments
-STAGES = ("pruned", "recovered")
-SCORE_OPTIONS = score_options(SRC / "structprune" / "scores")  # read from the source, no torch import
 
 
-def _validator_filling_defaults():
-    """A JSON-schema validator that also writes each property's default into the config."""
-    base = jsonschema.Draft202012Validator
-    validate_properties = base.VALIDATORS["properties"]
-
-    def properties(validator, props, instance, schema):
-        if isinstance(instance, dict):
-            for name, sub in props.items():
-                if "default" in sub and name not in instance:
-                    instance[name] = yaml.safe_load(yaml.safe_dump(sub["default"]))
-        yield from validate_properties(validator, props, instance, schema)
-
-    return jsonschema.validators.extend(base, {"properties": properties})
-
-
-def stage_recipe(cfg, method, stage):
-    """The engine recipe of one method's stage: the method's choices over the prune section's
-    defaults; the recovered stage takes the recover section's flow and reconstruction (and the
-    method's remedy overrides)."""
-    prune, m = cfg["prune"], method
-    fields = {
-        "score": m["score"], "options": m["options"], "heads": m.get("heads") or prune["heads"],
-        "allocation": m["allocation"], "budget": m.get("budget") or prune["budget"],
-        "layers": m.get("layers") or prune["layers"], "sparsity_of": prune["sparsity_of"],
-        "flow": m["flow"], "reconstruct": m["reconstruct"], "damp": cfg["recover"]["damp"],
-        "target": cfg["recover"]["target"],
-    }
-    if stage == "recovered":
-        remedy = {**{k: cfg["recover"][k] for k in ("flow", "reconstruct", "damp", "target")}, **m["remedy"]}
-        fields.update({k: remedy[k] for k in ("flow", "reconstruct", "damp", "target")})
-    return Recipe(**fields)
-
-
-def stage_calib(method, stage):
-    """The calibration set whose samples flow through a stage (the recovered stage: remedy.calib)."""
-    if stage == "recovered":
-        return method["remedy"].get("calib") or method["calib"]
-    return method["calib"]
-
-
-def method_problems(cfg, name, method):
-    """Why a method entry cannot run, in words that name the key to change."""
-    problems, calib, score = [], method["calib"], method["score"]
-    known = sorted(cfg.get("calibration", {}))
-    for key, value in (("calib", calib), ("remedy.calib", method["remedy"].get("calib"))):
-        if value not in (None, "none") and value not in known:
-            problems.append(f"{key}: {value!r} is neither 'none' nor a key of calibration (known: {known})")
-    allowed = SCORE_OPTIONS.get(score, [])
-    for option in method["options"]:
-        if option not in allowed:
-            problems.append(f"options.{option}: score {score!r} has no such option (known: {allowed or 'none'})")
-    if score in DATA_FREE_SCORES and calib != "none":
-        problems.append(f"calib: score {score!r} is data-free; set calib: none")
-    if score not in DATA_FREE_SCORES and calib == "none":
-        problems.append(f"calib: score {score!r} needs calibration data")
-    if method.get("select"):
-        problems += select_problems(cfg, method)
-    for stage in ("pruned", "recovered") if method["recover"] else ("pruned",):
-        recipe = stage_recipe(cfg, method, stage)
-        where = "" if stage == "pruned" else "recovered stage (recover section / remedy): "
-        problems += [where + p for p in recipe_problems(recipe)]
-        if (recipe.needs_samples or recipe.needs_dense_moments) and stage_calib(method, stage) == "none":
-            what = "samples to run through the layers" if recipe.needs_samples else "activation statistics (bias compensation)"
-            key = "remedy.calib" if stage == "recovered" else "calib"
-            problems.append(f"{where}{key}: this recipe needs {what}; name a calibration set")
-    return problems
-
-
-SELECT_CHOICES = ("heads", "allocation", "budget", "flow", "reconstruct", "damp", "target")
-
-
-def select_candidates(cfg, method):
-    """(overrides, Recipe) of every combination of a select grid over the method's recipe."""
-    return candidate_recipes(stage_recipe(cfg, method, "pruned"), method["select"]["grid"])
-
-
-def select_problems(cfg, method):
-    """Why a method's select section cannot run."""
-    sel, problems = method["select"], []
-    if method["recover"]:
-        problems.append("select: chooses the pruned stage's reconstruction itself; set recover: false")
-    if sel["heldout"] not in cfg.get("heldout", {}):
-        problems.append(f"select.heldout: {sel['heldout']!r} is not a key of heldout (known: {sorted(cfg.get('heldout', {}))})")
-    samples = sel.get("samples")
-    if samples is not None and samples not in cfg.get("calibration", {}):
-        problems.append(f"select.samples: {samples!r} is not a key of calibration (known: {sorted(cfg.get('calibration', {}))})")
-    allowed = SCORE_OPTIONS.get(method["score"], [])
-    for key in sel["grid"]:
-        if key.startswith("options."):
-            if key[len("options."):] not in allowed:
-                problems.append(f"select.grid.{key}: score {method['score']!r} has no such option (known: {allowed or 'none'})")
-        elif key not in SELECT_CHOICES:
-            problems.append(f"select.grid.{key}: not a recipe choice; use one of {list(SELECT_CHOICES)} or options.<name>")
-    if problems:
-        return problems
-    held = cfg["heldout"][sel["heldout"]]
-    fit_data = {method["calib"], samples or method["calib"]} - {"none"}
-    unseen = sorted(d for d in fit_data if d not in held["fit"] and cfg["calibration"][d]["dataset"] != "random")
-    if unseen:
-        problems.append(f"select.heldout: held-out set {sel['heldout']!r} is not kept apart from {unseen}, which the "
-                        f"candidates are fit on; add them to heldout.{sel['heldout']}.fit")
-    fit_seeds = {cfg["calibration"][d]["seed"] for d in fit_data if cfg["calibration"][d]["dataset"] == "selfgen"}
-    if held["seed"] in fit_seeds:
-        problems.append(f"heldout.{sel['heldout']}.seed: {held['seed']} is a self-generated fit set's seed (its samples "
-                        "would repeat); pick another")
-    runnable = [c for c in select_candidates(cfg, method) if not recipe_problems(c[1])]
-    if not runnable:
-        problems.append("select.grid: no combination of its values can run (see recipe rules in docs/method.md)")
-    elif any(r.needs_samples for _, r in runnable) and (samples or method["calib"]) == "none":
-        problems.append("select.samples: some candidates run samples through the layers; name a calibration set")
-    elif any(r.needs_dense_moments for _, r in runnable) and (method["calib"] == "none" or method["score"] in GRADIENT_SCORES):
-        problems.append("select.grid: a bias-compensation candidate needs activation statistics, and calib gives "
-                        f"{'none' if method['calib'] == 'none' else 'gradients'}; drop reconstruct: bias from the grid")
-    return problems
-
-
-def heldout_problems(cfg):
-    """Why a heldout entry cannot be built: its fit sets must exist and share one text (or be
-    self-generated), since the held-out windows are drawn from that text apart from theirs."""
-    problems, calibration = [], cfg.get("calibration", {})
-    for name, h in cfg.get("heldout", {}).items():
-        unknown = [f for f in h["fit"] if f not in calibration]
-        if unknown:
-            problems.append(f"  heldout.{name}.fit: {unknown} are not keys of calibration (known: {sorted(calibration)})")
-            continue
-        sources = {(calibration[f]["dataset"], calibration[f]["split"] if calibration[f]["dataset"] not in ("selfgen", "random") else None)
-                   for f in h["fit"]}
-        if len(sources) > 1:
-            problems.append(f"  heldout.{name}.fit: the fit sets come from different text {sorted(sources)}; name sets of one dataset and split")
-        elif next(iter(sources))[0] == "random":
-            problems.append(f"  heldout.{name}.fit: random token ids have no held-out text; select data-free methods on selfgen text")
-    return problems
-
-
-def validate_config(cfg):
-    schema = yaml.safe_load(SCHEMA.read_text())
-    errors = sorted(_validator_filling_defaults()(schema).iter_errors(cfg), key=lambda e: list(e.path))
-    problems = [f"  {'.'.join(str(p) for p in e.path) or '(top level)'}: {e.message}" for e in errors]
-    if not errors:
-        problems += heldout_problems(cfg)
-        for name, method in cfg["methods"].items():
-            problems += [f"  methods.{name}: {p}" for p in method_problems(cfg, name, method)]
-        ppl = cfg["evaluation"]["perplexity"]
-        if ppl["max_tokens"] is not None and ppl["seq_len"] > ppl["max_tokens"]:
-            problems.append(
-                f"  evaluation.perplexity.seq_len: {ppl['seq_len']}-token windows do not fit in max_tokens "
-                f"{ppl['max_tokens']}; raise max_tokens or lower seq_len"
-            )
-        at = cfg["evaluation"]["task_sparsities"]
-        if at is not None and set(at) - set(cfg["sparsities"]):
-            problems.append(
-                f"  evaluation.task_sparsities: {sorted(set(at) - set(cfg['sparsities']))} are not in sparsities "
-                f"{cfg['sparsities']}; list sparsities the run has, or null for all"
-            )
-    if problems:
-        raise WorkflowError(
-            "invalid configuration (fix config.yaml or the --configfile/--config you passed):\n"
-            + "\n".join(problems)
-        )
-
-
-def model_limit_problems(cfg, root=Path(".")):
-    """Limits that depend on a model (vocabulary, positions, depth), checked for every model
-    whose `model` stage has run (its config.json exists), so they fail before any long job."""
-    problems = []
-    windows = {f"calibration.{n}.seq_len": c["seq_len"] for n, c in cfg.get("calibration", {}).items()}
-    windows.update({f"heldout.{n}.seq_len": h["seq_len"] for n, h in cfg.get("heldout", {}).items()})
-    windows["evaluation.perplexity.seq_len"] = cfg["evaluation"]["perplexity"]["seq_len"]
-    for model in cfg["models"]:
-        path = root / "resources" / "models" / model / "config.json"
-        try:
-            mc = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue  # not built yet (or damaged: set aside and rebuilt)
-        vocab, positions, depth = mc.get("vocab_size"), mc.get("max_position_embeddings"), mc.get("num_hidden_layers")
-        for name, c in cfg.get("calibration", {}).items():
-            start = c.get("start_token")
-            if c["dataset"] == "selfgen" and start is not None and vocab and not 0 <= start < vocab:
-                problems.append(f"  calibration.{name}.start_token: {start} is outside model {model}'s vocabulary "
-                                f"(0..{vocab - 1}); pick a token id below {vocab}, or null for BOS")
-        for key, length in windows.items():
-            if positions and length > positions:
-                problems.append(f"  {key}: {length}-token windows exceed model {model}'s {positions} positions; "
-                                f"use at most {positions}")
-        ranges = [("prune.layers", cfg["prune"]["layers"])] + [
-            (f"methods.{n}.layers", m["layers"]) for n, m in cfg["methods"].items() if m.get("layers") is not None]
-        for key, layers in ranges:
-            if isinstance(layers, list) and depth and layers[1] > depth:
-                problems.append(f"  {key}: [{layers[0]}, {layers[1]}) goes past model {model}'s {depth} layers; "
-                                f"end at most {depth}")
-    return problems
-
-
-validate_config(config)
+try:
+    validate_config(config, SCHEMA)
+except ConfigError as error:
+    raise WorkflowError(str(error)) from None
 _limits = model_limit_problems(config)
 if _limits:
     raise WorkflowError("invalid configuration for a model already built (fix config.yaml or your --configfile):\n"
@@ -252,21 +61,68 @@ def data_mirror():
     return None
 
 
-def report_damaged_artifacts():
+def config_artifacts():
+    """Every tensor file, checkpoint folder and evaluation JSON the config's jobs write (paths
+    relative to the working directory): the damaged ones among them are rebuilt."""
+    found = set()
+    for model in config["models"]:
+        found.add(f"resources/models/{model}")
+        found.update(f"resources/data/{model}/eval/{d}.safetensors" for d in config["evaluation"]["perplexity"]["datasets"])
+        found.update(f"resources/data/{model}/calib/{c}.safetensors" for c in config["calibration"])
+        found.update(f"resources/data/{model}/heldout/{h}.safetensors" for h in config["heldout"])
+        found.update(f"results/{model}/calib/{c}/{kind}.safetensors" for c in config["calibration"]
+                     for kind in ("stats", "gradients"))
+        for calib, method, sparsity, stage in method_rows(model):
+            found.add(f"results/{model}/{calib}/{method}/scores.safetensors")
+            found.add(f"results/{model}/{calib}/{method}/s{sparsity}/{stage}")
+        found.update(model_evals(model))
+    return found
+
+
+def rebuild_damaged_artifacts():
     """Before planning, in the main process: every damaged artifact (truncated safetensors,
-    unparsable config or evaluation JSON) is named with the command that rebuilds it and what
-    depends on it (Snakemake 9 does not rerun a job for a missing intermediate whose consumers
-    are up to date, so the rebuild is an explicit --forcerun)."""
+    unparsable config or evaluation JSON) that this config's jobs write is forced to rerun,
+    and with it everything that reads it (Snakemake 9 would not rerun a job for a damaged or
+    missing intermediate whose consumers are up to date); a damaged file no job of this
+    config writes is named and left alone."""
     from structprune.integrity import damaged_artifacts
 
+    ours = config_artifacts()
+    forced = set()
     for path, problem in damaged_artifacts(Path.cwd()):
-        rel = path.relative_to(Path.cwd())
-        logger.warning(f"structprune: {rel} is damaged ({problem}); rebuild it and what depends on it with "
-                       f"`snakemake --cores 2 --forcerun {rel}` (add your usual --profile/--configfile)")
+        rel = str(path.relative_to(Path.cwd()))
+        if rel in ours:
+            logger.warning(f"structprune: {rel} is damaged ({problem}); this run rebuilds it and what depends on it")
+            forced.add(rel)
+        else:
+            logger.warning(f"structprune: {rel} is damaged ({problem}) and no job of this config writes it; "
+                           f"delete it, or run with the config that made it")
+    if forced:
+        force_rerun(forced)
 
 
-if workflow.is_main_process:
-    report_damaged_artifacts()
+def force_rerun(paths):
+    """Add `paths` to --forcerun. Snakemake 9 sets the DAG settings only after it has parsed
+    this file, so the addition is made as the DAG is prepared (a wrapper around the
+    workflow's `_prepare_dag`, private API: tests/test_workflow.py checks it on the pinned
+    Snakemake); without that hook, the paths are named with the command that rebuilds them."""
+    def add(settings):
+        settings.forcerun = set(settings.forcerun) | set(paths)
+
+    if workflow.dag_settings is not None:
+        add(workflow.dag_settings)
+        return
+    prepare = getattr(workflow, "_prepare_dag", None)
+    if prepare is None:
+        logger.warning("structprune: this Snakemake cannot be told to rebuild damaged files; run "
+                       f"`snakemake --forcerun {' '.join(sorted(paths))}`")
+        return
+
+    def prepare_rebuilding_damaged(*args, **kwargs):
+        add(workflow.dag_settings)
+        return prepare(*args, **kwargs)
+
+    workflow._prepare_dag = prepare_rebuilding_damaged
 
 
 MIRROR = data_mirror()
@@ -377,6 +233,21 @@ def statistics_file(model, calib, score):
     """The calibration statistics a score reads: activation moments, or backprop saliencies."""
     kind = "gradients" if score in GRADIENT_SCORES else "stats"
     return f"results/{model}/calib/{calib}/{kind}.safetensors"
+
+
+def calib_statistics_args(calib):
+    """What the calibrate stage keeps for a calibration set: the full moments and attention
+    divergences the scores of the methods calibrated on it read (every select candidate's
+    options included); means and diagonals always."""
+    needs = StatisticsNeeds()
+    for m in config["methods"].values():
+        if m["calib"] != calib:
+            continue
+        recipes = [r for _, r in select_candidates(config, m)] if m.get("select") else [stage_recipe(config, m, "pruned")]
+        for recipe in recipes:
+            needs = needs.union(statistics_needs(recipe.score, recipe.options))
+    return (f"--full-sites {' '.join(sorted(needs.full_sites))}".rstrip()
+            + ("" if needs.attention_js else " --no-attention-js"))
 
 
 def score_inputs(wildcards):
@@ -577,6 +448,12 @@ def eval_protocol_args():
     return args
 
 
+def speed_protocol_args():
+    sp = config["evaluation"]["speed"]
+    return (f"--repeats {sp['repeats']} --new-tokens {sp['new_tokens']} --prefill {sp['prefill'][0]} {sp['prefill'][1]}"
+            f" --decode-batches {' '.join(map(str, sp['decode_batches']))}")
+
+
 # --------------------------------------------------------------------------- targets
 
 def method_rows(model):
@@ -610,6 +487,15 @@ def model_evals(wildcards_or_model):
     return evals
 
 
+def model_speeds(wildcards_or_model):
+    """Speed measurements of every checkpoint of a model (none when evaluation.speed is off)."""
+    model = getattr(wildcards_or_model, "model", wildcards_or_model)
+    if not config["evaluation"]["speed"]["enabled"]:
+        return []
+    return [f"results/{model}/{calib}/{method}/s{sparsity}/speed/{stage}.json"
+            for calib, method, sparsity, stage in method_rows(model)]
+
+
 def model_benchmarks(wildcards):
     """Benchmark files of the jobs behind a model's table (for the compute-time summary)."""
     model = wildcards.model
@@ -629,6 +515,8 @@ def model_benchmarks(wildcards):
         else:
             files.append(f"benchmarks/prune/{model}/{calib}/{method}/s{sparsity}/{stage}.tsv")
         files.append(f"benchmarks/evaluate/{model}/{calib}/{method}/s{sparsity}/{stage}.tsv")
+        if config["evaluation"]["speed"]["enabled"]:
+            files.append(f"benchmarks/speed/{model}/{calib}/{method}/s{sparsity}/{stage}.tsv")
         calibs += [calib, stage_calib(m, stage)]
     for calib in [c for c in dict.fromkeys(calibs) if c != "none"]:  # ordered: params must be stable
         files.append(f"benchmarks/data/{model}/calib/{calib}.tsv")
@@ -641,6 +529,7 @@ def model_benchmarks(wildcards):
 def all_targets():
     targets = expand("results/tables/{model}{table}.md", model=config["models"], table=["", ".selection"])
     targets += expand("results/plots/{model}.ppl.png", model=config["models"])
+    targets += expand("results/runs/{model}.json", model=config["models"])  # not committed: a fresh clone reruns
     return targets
 
 
@@ -706,5 +595,9 @@ def table_note(model):
         + (f"Held-out sets (for select only): " + "; ".join(
             f"{name}: {h['n_samples']}x{h['seq_len']} tokens apart from {', '.join(h['fit'])} (seed {h['seed']})"
             for name, h in config["heldout"].items()) + ". " if config["heldout"] else "")
-        + f"Regenerate with `make run` (= `snakemake --cores 2 --profile workflow/profiles/local`)."
+        + f"Regenerate with `make run` (= `snakemake` in the repository root, profiles/default)."
     )
+
+
+if workflow.is_main_process:
+    rebuild_damaged_artifacts()

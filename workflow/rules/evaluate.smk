@@ -54,3 +54,31 @@ rule evaluate:
         " {params.protocol} --model-name {wildcards.model} --method {wildcards.method}"
         " --calib {wildcards.calib} --sparsity {wildcards.sparsity} --stage {wildcards.stage}"
         " --out {output.result} > {log} 2>&1"
+
+
+rule speed:
+    """What pruning buys, measured: prefill and decode tokens/s and memory of a checkpoint and
+    of the dense model, alternating in one job so that machine noise cancels in the ratios."""
+    input:
+        model="results/{model}/{calib}/{method}/s{sparsity}/{stage}",
+        dense="resources/models/{model}",
+    output:
+        result="results/{model}/{calib}/{method}/s{sparsity}/speed/{stage}.json",
+    params:
+        compute=compute_args,
+        code=code_version("speed"),
+        protocol=speed_protocol_args(),
+    wildcard_constraints:
+        stage="pruned|recovered",
+    conda:
+        "../../envs/structprune.yaml"
+    log:
+        "logs/speed/{model}/{calib}/{method}/s{sparsity}/{stage}.log",
+    benchmark:
+        "benchmarks/speed/{model}/{calib}/{method}/s{sparsity}/{stage}.tsv"
+    threads: 2
+    resources:
+        **stage_resources("evaluate"),
+    shell:
+        "python -m structprune --threads {threads} {params.compute} speed --model {input.model} --dense {input.dense}"
+        " {params.protocol} --out {output.result} > {log} 2>&1"

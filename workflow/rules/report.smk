@@ -1,12 +1,16 @@
 # Stage `report`: the comparison table (CSV, Markdown, LaTeX, HTML) and the
 # perplexity-vs-sparsity plot per model. The HTML table and the plot are also
 # registered for `snakemake --report report.html` (workflow/report/).
+# The run record (results/runs/, not committed) says what the run used: config files,
+# the resolved config, commit and versions. Being absent from a fresh clone, it also makes
+# `make run` there rebuild everything behind the committed tables.
 
 
 rule report:
     input:
         evals=model_evals,
         selected=model_selections,
+        speeds=model_speeds,
     output:
         selection_csv="results/tables/{model}.selection.csv",
         selection_md="results/tables/{model}.selection.md",
@@ -18,6 +22,19 @@ rule report:
             caption="../report/table.rst",
             category="Comparison tables",
             labels={"model": "{model}", "figure": "table"},
+        ),
+        run="results/runs/{model}.json",
+        accuracy=report(
+            "results/plots/{model}.accuracy.png",
+            caption="../report/accuracy_plot.rst",
+            category="Zero-shot accuracy",
+            labels={"model": "{model}", "figure": "accuracy"},
+        ),
+        tradeoff=report(
+            "results/plots/{model}.tradeoff.png",
+            caption="../report/tradeoff_plot.rst",
+            category="Perplexity vs speed",
+            labels={"model": "{model}", "figure": "tradeoff"},
         ),
         plot=report(
             "results/plots/{model}.ppl.png",
@@ -31,6 +48,8 @@ rule report:
         note=lambda wc: table_note(wc.model),
         labels=lambda wc: label_args(wc.model),
         selection=lambda wc: " ".join(f"--selection {m}:{s}={path}" for m, s, path in selection_rows(wc.model)),
+        run_config=lambda wc: json.dumps(config, sort_keys=True, default=str),
+        config_files=" ".join(map(str, workflow.overwrite_configfiles or ["config.yaml"])),
     conda:
         "../../envs/structprune.yaml"
     log:
@@ -41,8 +60,10 @@ rule report:
         mem_mb=2000,
         runtime=10,
     shell:
-        "python -m structprune report --evals {input.evals} --csv {output.csv} --md {output.md}"
-        " --tex {output.tex} --html {output.html} --plot {output.plot}"
+        "python -m structprune report --evals {input.evals} --speeds {input.speeds} --csv {output.csv} --md {output.md}"
+        " --tex {output.tex} --html {output.html} --plot {output.plot} --plot-accuracy {output.accuracy}"
+        " --plot-tradeoff {output.tradeoff}"
         " --title 'structprune: {wildcards.model}' --note {params.note:q} {params.labels}"
         " --benchmarks {params.benchmarks} {params.selection} --selection-csv {output.selection_csv}"
-        " --selection-md {output.selection_md} > {log} 2>&1"
+        " --selection-md {output.selection_md} --run-record {output.run} --run-config {params.run_config:q}"
+        " --config-files {params.config_files} > {log} 2>&1"

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import torch
 
-from structprune.scores.registry import LayerWeights, Scorer, UnitScores, register
+from structprune.scores.registry import LayerWeights, Scorer, UnitScores, register, second_moment_diagonal
 from structprune.scores import wanda
 
 METRICS = ("WIFV", "IFV", "WIFN")
@@ -64,9 +64,9 @@ def standardize(values: torch.Tensor) -> torch.Tensor:
 def flap_scores(weights: LayerWeights, stats: dict[str, torch.Tensor], metric: str = "WIFV") -> UnitScores:
     head_dim = weights.geometry.head_dim
     attn = fluctuation_metric(
-        weights.o, stats["o_proj_in.mean"], stats["o_proj_in.second_moment"].diagonal(), metric
+        weights.o, stats["o_proj_in.mean"], second_moment_diagonal(stats, "o_proj_in"), metric
     ).pow(2)
-    mlp = fluctuation_metric(weights.down, stats["down_proj_in.mean"], stats["down_proj_in.second_moment_diag"], metric)
+    mlp = fluctuation_metric(weights.down, stats["down_proj_in.mean"], second_moment_diagonal(stats, "down_proj_in"), metric)
     heads = standardize(attn).reshape(-1, head_dim).mean(1)
     return UnitScores(heads, standardize(mlp))
 

@@ -120,3 +120,9 @@ def score_model(
         out[f"layers.{index}.neurons"] = scores.neurons.to(torch.float64)
     return out
 
+
+def second_moment_diagonal(stats: dict[str, torch.Tensor], site: str) -> torch.Tensor:
+    """E[x_i^2] at `site` of one layer's statistics, from its diagonal or its full matrix."""
+    if f"{site}.second_moment_diag" in stats:
+        return stats[f"{site}.second_moment_diag"]
+    return stats[f"{site}.second_moment"].diagonal()

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from structprune.scores.registry import LayerWeights, Scorer, UnitScores, per_head, register
+from structprune.scores.registry import LayerWeights, Scorer, UnitScores, per_head, register, second_moment_diagonal
 
 
 def wanda_channel_scores(weight: torch.Tensor, input_second_moment: torch.Tensor) -> torch.Tensor:
@@ -33,8 +33,8 @@ def wanda_channel_scores(weight: torch.Tensor, input_second_moment: torch.Tensor
 
 
 def wanda_sp_scores(weights: LayerWeights, stats: dict[str, torch.Tensor]) -> UnitScores:
-    o_energy = stats["o_proj_in.second_moment"].diagonal()
-    down_energy = stats["down_proj_in.second_moment_diag"]
+    o_energy = second_moment_diagonal(stats, "o_proj_in")
+    down_energy = second_moment_diagonal(stats, "down_proj_in")
     heads = per_head(wanda_channel_scores(weights.o, o_energy), weights.geometry.head_dim)
     neurons = wanda_channel_scores(weights.down, down_energy)
     return UnitScores(heads, neurons)

@@ -1,0 +1,263 @@
+"""Config validation: the schema (with defaults filled in), then every combination a schema
+cannot express (recipe rules, score options against each score's signature, calibration and
+held-out sets, select grids, evaluation windows), and the limits of a model already built.
+
+Pure functions on the config dict, so the Snakefile (common.smk) validates before planning
+any job and the tests check each bad config's message without running Snakemake. Every message
+names the key, the value and the fix. Standard library, jsonschema and yaml only: no torch.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from structprune.optionnames import option_value_problem, score_option_specs
+from structprune.recipe import SCORE_STATISTICS, Recipe, candidate_recipes, recipe_problems
+
+SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+DATA_FREE_SCORES = {s for s, kind in SCORE_STATISTICS.items() if kind == "none"}  # no calibration statistics
+GRADIENT_SCORES = {s for s, kind in SCORE_STATISTICS.items() if kind == "gradients"}  # rule gradients, not moments
+STAGES = ("pruned", "recovered")
+SCORE_SPECS = score_option_specs(Path(__file__).resolve().parent / "scores")  # read from the source, no torch import
+SCORE_OPTIONS = {score: list(specs) for score, specs in SCORE_SPECS.items()}
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message lists every problem found."""
+
+
+def _validator_filling_defaults():
+    """A JSON-schema validator that also writes each property's default into the config."""
+    base = jsonschema.Draft202012Validator
+    validate_properties = base.VALIDATORS["properties"]
+
+    def properties(validator, props, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in props.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = yaml.safe_load(yaml.safe_dump(sub["default"]))
+        yield from validate_properties(validator, props, instance, schema)
+
+    return jsonschema.validators.extend(base, {"properties": properties})
+
+
+def stage_recipe(cfg, method, stage):
+    """The engine recipe of one method's stage: the method's choices over the prune section's
+    defaults; the recovered stage takes the recover section's flow and reconstruction (and the
+    method's remedy overrides)."""
+    prune, m = cfg["prune"], method
+    fields = {
+        "score": m["score"], "options": m["options"], "heads": m.get("heads") or prune["heads"],
+        "allocation": m["allocation"], "budget": m.get("budget") or prune["budget"],
+        "layers": m.get("layers") or prune["layers"], "sparsity_of": prune["sparsity_of"],
+        "flow": m["flow"], "reconstruct": m["reconstruct"], "damp": cfg["recover"]["damp"],
+        "target": cfg["recover"]["target"],
+    }
+    if stage == "recovered":
+        remedy = {**{k: cfg["recover"][k] for k in ("flow", "reconstruct", "damp", "target")}, **m["remedy"]}
+        fields.update({k: remedy[k] for k in ("flow", "reconstruct", "damp", "target")})
+    return Recipe(**fields)
+
+
+def stage_calib(method, stage):
+    """The calibration set whose samples flow through a stage (the recovered stage: remedy.calib)."""
+    if stage == "recovered":
+        return method["remedy"].get("calib") or method["calib"]
+    return method["calib"]
+
+
+def method_problems(cfg, name, method):
+    """Why a method entry cannot run, in words that name the key to change."""
+    problems, calib, score = [], method["calib"], method["score"]
+    known = sorted(cfg.get("calibration", {}))
+    for key, value in (("calib", calib), ("remedy.calib", method["remedy"].get("calib"))):
+        if value not in (None, "none") and value not in known:
+            problems.append(f"{key}: {value!r} is neither 'none' nor a key of calibration (known: {known})")
+    allowed = SCORE_OPTIONS.get(score, [])
+    for option, value in method["options"].items():
+        if option not in allowed:
+            problems.append(f"options.{option}: score {score!r} has no such option (known: {allowed or 'none'})")
+        elif problem := option_value_problem(SCORE_SPECS[score][option], value):
+            problems.append(f"options.{option}: {problem} (score {score!r})")
+    if score in DATA_FREE_SCORES and calib != "none":
+        problems.append(f"calib: score {score!r} is data-free; set calib: none")
+    if score not in DATA_FREE_SCORES and calib == "none":
+        problems.append(f"calib: score {score!r} needs calibration data")
+    if method.get("select"):
+        problems += select_problems(cfg, method)
+    for stage in ("pruned", "recovered") if method["recover"] else ("pruned",):
+        recipe = stage_recipe(cfg, method, stage)
+        where = "" if stage == "pruned" else "recovered stage (recover section / remedy): "
+        problems += [where + p for p in recipe_problems(recipe)]
+        if recipe.needs_dense_moments and score in GRADIENT_SCORES and stage == "pruned":
+            problems.append(f"reconstruct: bias compensation needs activation statistics, and score {score!r} "
+                            "reads gradients; use reconstruct: none or refit")
+        if (recipe.needs_samples or recipe.needs_dense_moments) and stage_calib(method, stage) == "none":
+            what = "samples to run through the layers" if recipe.needs_samples else "activation statistics (bias compensation)"
+            key = "remedy.calib" if stage == "recovered" else "calib"
+            problems.append(f"{where}{key}: this recipe needs {what}; name a calibration set")
+    return problems
+
+
+SELECT_CHOICES = ("heads", "allocation", "budget", "flow", "reconstruct", "damp", "target")
+
+
+def select_candidates(cfg, method):
+    """(overrides, Recipe) of every combination of a select grid over the method's recipe."""
+    return candidate_recipes(stage_recipe(cfg, method, "pruned"), method["select"]["grid"])
+
+
+def select_problems(cfg, method):
+    """Why a method's select section cannot run."""
+    sel, problems = method["select"], []
+    if method["recover"]:
+        problems.append("select: chooses the pruned stage's reconstruction itself; set recover: false")
+    if sel["heldout"] not in cfg.get("heldout", {}):
+        problems.append(f"select.heldout: {sel['heldout']!r} is not a key of heldout (known: {sorted(cfg.get('heldout', {}))})")
+    samples = sel.get("samples")
+    if samples is not None and samples not in cfg.get("calibration", {}):
+        problems.append(f"select.samples: {samples!r} is not a key of calibration (known: {sorted(cfg.get('calibration', {}))})")
+    allowed = SCORE_OPTIONS.get(method["score"], [])
+    for key in sel["grid"]:
+        if key.startswith("options."):
+            option = key[len("options."):]
+            if option not in allowed:
+                problems.append(f"select.grid.{key}: score {method['score']!r} has no such option (known: {allowed or 'none'})")
+            else:
+                problems += [f"select.grid.{key}: {problem} (score {method['score']!r})" for value in sel["grid"][key]
+                             if (problem := option_value_problem(SCORE_SPECS[method["score"]][option], value))]
+        elif key not in SELECT_CHOICES:
+            problems.append(f"select.grid.{key}: not a recipe choice; use one of {list(SELECT_CHOICES)} or options.<name>")
+    if problems:
+        return problems
+    held = cfg["heldout"][sel["heldout"]]
+    fit_data = {method["calib"], samples or method["calib"]} - {"none"}
+    unseen = sorted(d for d in fit_data if d not in held["fit"] and cfg["calibration"][d]["dataset"] != "random")
+    if unseen:
+        problems.append(f"select.heldout: held-out set {sel['heldout']!r} is not kept apart from {unseen}, which the "
+                        f"candidates are fit on; add them to heldout.{sel['heldout']}.fit")
+    fit_seeds = {cfg["calibration"][d]["seed"] for d in fit_data if cfg["calibration"][d]["dataset"] == "selfgen"}
+    if held["seed"] in fit_seeds:
+        problems.append(f"heldout.{sel['heldout']}.seed: {held['seed']} is a self-generated fit set's seed (its samples "
+                        "would repeat); pick another")
+    runnable = [c for c in select_candidates(cfg, method) if not recipe_problems(c[1])]
+    if not runnable:
+        problems.append("select.grid: no combination of its values can run (see recipe rules in docs/method.md)")
+    elif any(r.needs_samples for _, r in runnable) and (samples or method["calib"]) == "none":
+        problems.append("select.samples: some candidates run samples through the layers; name a calibration set")
+    elif any(r.needs_dense_moments for _, r in runnable) and (method["calib"] == "none" or method["score"] in GRADIENT_SCORES):
+        problems.append("select.grid: a bias-compensation candidate needs activation statistics, and calib gives "
+                        f"{'none' if method['calib'] == 'none' else 'gradients'}; drop reconstruct: bias from the grid")
+    return problems
+
+
+def heldout_problems(cfg):
+    """Why a heldout entry cannot be built: its fit sets must exist and share one text (or be
+    self-generated), since the held-out windows are drawn from that text apart from theirs."""
+    problems, calibration = [], cfg.get("calibration", {})
+    for name, h in cfg.get("heldout", {}).items():
+        unknown = [f for f in h["fit"] if f not in calibration]
+        if unknown:
+            problems.append(f"  heldout.{name}.fit: {unknown} are not keys of calibration (known: {sorted(calibration)})")
+            continue
+        sources = {(calibration[f]["dataset"], calibration[f]["split"] if calibration[f]["dataset"] not in ("selfgen", "random") else None)
+                   for f in h["fit"]}
+        if len(sources) > 1:
+            problems.append(f"  heldout.{name}.fit: the fit sets come from different text {sorted(sources)}; name sets of one dataset and split")
+        elif next(iter(sources))[0] == "random":
+            problems.append(f"  heldout.{name}.fit: random token ids have no held-out text; select data-free methods on selfgen text")
+    return problems
+
+
+def _schema_message(error) -> str:
+    """jsonschema's message, with the accepted forms where it only says "not valid under any of
+    the given schemas" (the schema's description of the key says what is)."""
+    if error.validator in ("oneOf", "anyOf") and error.schema.get("description"):
+        return f"{error.instance!r} is not accepted: {error.schema['description']}"
+    return error.message
+
+
+def _layers_ok(layers) -> bool:
+    return layers in ("protocol", "all") or (isinstance(layers, list) and len(layers) == 2 and layers[0] < layers[1])
+
+
+def evaluation_split_problems(cfg) -> list[str]:
+    """An evaluation split no calibration or held-out set samples from: perplexity must be
+    measured on text the methods never saw (no tuning on evaluation data)."""
+    problems, ppl = [], cfg["evaluation"]["perplexity"]
+    seen = {(c["dataset"], c.get("split")): name for name, c in cfg.get("calibration", {}).items()}
+    for dataset in ppl["datasets"]:
+        split = ppl["splits"].get(dataset)
+        if (dataset, split) in seen:
+            problems.append(f"  evaluation.perplexity.splits.{dataset}: {split!r} is the split calibration set "
+                            f"{seen[(dataset, split)]!r} samples from; evaluate on text no method sees "
+                            f"(LLM-Pruner's protocol: wikitext2 test, ptb validation)")
+    return problems
+
+
+def validate_config(cfg, schema_path: Path = SCHEMA):
+    """Fill the schema's defaults into `cfg` and raise ConfigError naming every problem: the
+    schema first (types, enums, ranges), then the combinations the schema cannot express."""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    errors = sorted(_validator_filling_defaults()(schema).iter_errors(cfg), key=lambda e: list(e.path))
+    problems = [f"  {'.'.join(str(p) for p in e.path) or '(top level)'}: {_schema_message(e)}" for e in errors]
+    if not errors:
+        problems += heldout_problems(cfg) + evaluation_split_problems(cfg)
+        layers = cfg["prune"]["layers"]
+        if not _layers_ok(layers):
+            problems.append(f"  prune.layers: {layers!r} must be 'protocol', 'all' or [start, end) with start < end")
+        for name, method in cfg["methods"].items() if _layers_ok(layers) else ():  # else every method repeats it
+            problems += [f"  methods.{name}: {p}" for p in method_problems(cfg, name, method)]
+        ppl = cfg["evaluation"]["perplexity"]
+        if ppl["max_tokens"] is not None and ppl["seq_len"] > ppl["max_tokens"]:
+            problems.append(
+                f"  evaluation.perplexity.seq_len: {ppl['seq_len']}-token windows do not fit in max_tokens "
+                f"{ppl['max_tokens']}; raise max_tokens or lower seq_len"
+            )
+        at = cfg["evaluation"]["task_sparsities"]
+        if at is not None and set(at) - set(cfg["sparsities"]):
+            problems.append(
+                f"  evaluation.task_sparsities: {sorted(set(at) - set(cfg['sparsities']))} are not in sparsities "
+                f"{cfg['sparsities']}; list sparsities the run has, or null for all"
+            )
+    if problems:
+        raise ConfigError(
+            "invalid configuration (fix config.yaml or the --configfile/--config you passed):\n"
+            + "\n".join(problems)
+        )
+
+
+def model_limit_problems(cfg, root=Path(".")):
+    """Limits that depend on a model (vocabulary, positions, depth), checked for every model
+    whose `model` stage has run (its config.json exists), so they fail before any long job."""
+    problems = []
+    windows = {f"calibration.{n}.seq_len": c["seq_len"] for n, c in cfg.get("calibration", {}).items()}
+    windows.update({f"heldout.{n}.seq_len": h["seq_len"] for n, h in cfg.get("heldout", {}).items()})
+    windows["evaluation.perplexity.seq_len"] = cfg["evaluation"]["perplexity"]["seq_len"]
+    for model in cfg["models"]:
+        path = root / "resources" / "models" / model / "config.json"
+        try:
+            mc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # not built yet (or damaged: set aside and rebuilt)
+        vocab, positions, depth = mc.get("vocab_size"), mc.get("max_position_embeddings"), mc.get("num_hidden_layers")
+        for name, c in cfg.get("calibration", {}).items():
+            start = c.get("start_token")
+            if c["dataset"] == "selfgen" and start is not None and vocab and not 0 <= start < vocab:
+                problems.append(f"  calibration.{name}.start_token: {start} is outside model {model}'s vocabulary "
+                                f"(0..{vocab - 1}); pick a token id below {vocab}, or null for BOS")
+        for key, length in windows.items():
+            if positions and length > positions:
+                problems.append(f"  {key}: {length}-token windows exceed model {model}'s {positions} positions; "
+                                f"use at most {positions}")
+        ranges = [("prune.layers", cfg["prune"]["layers"])] + [
+            (f"methods.{n}.layers", m["layers"]) for n, m in cfg["methods"].items() if m.get("layers") is not None]
+        for key, layers in ranges:
+            if isinstance(layers, list) and depth and layers[1] > depth:
+                problems.append(f"  {key}: [{layers[0]}, {layers[1]}) goes past model {model}'s {depth} layers; "
+                                f"end at most {depth}")
+    return problems
