@@ -24,10 +24,9 @@ def remove_stale_temporaries(target: Path) -> None:
     """Delete what a killed earlier attempt at `target` left beside it (`.<name>.tmp-<pid>`,
     `.<name>.old-<pid>`): Snakemake runs one job per output at a time, so any such sibling
     at the start of a write is a dead writer's, and a 7B statistics file is gigabytes."""
-    for stale in target.parent.glob(f".{target.name}.tmp-*") if target.parent.is_dir() else ():
-        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
-    for stale in target.parent.glob(f".{target.name}.old-*") if target.parent.is_dir() else ():
-        shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
+    for kind in ("tmp", "old"):
+        for stale in target.parent.glob(f".{target.name}.{kind}-*"):
+            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

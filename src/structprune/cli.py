@@ -213,17 +213,14 @@ def cmd_calibrate(args) -> None:
     started = time.time()
     model, _ = _load(args, args.model, "layerwise")
     input_ids = load_tensors(args.data)["input_ids"]
-    needs = None
-    if args.full_sites is not None or not args.attention_js:
-        from structprune.recipe import FULL_SITE_NAMES, StatisticsNeeds
+    from structprune.recipe import FULL_SITE_NAMES, StatisticsNeeds
 
-        sites = FULL_SITE_NAMES if args.full_sites is None else tuple(args.full_sites)
-        needs = StatisticsNeeds(frozenset(sites), args.attention_js)
+    needs = StatisticsNeeds(frozenset(FULL_SITE_NAMES if args.full_sites is None else args.full_sites), args.attention_js)
     stats, tokens = collect_statistics(model, input_ids, args.batch_size, needs=needs)
     meta = {
         "tokens": tokens, "samples": int(input_ids.shape[0]), "seq_len": int(input_ids.shape[1]),
         "dtype": "float64",
-        "full_sites": sorted(needs.full_sites) if needs else "all", "attention_js": args.attention_js,
+        "full_sites": sorted(needs.full_sites), "attention_js": needs.attention_js,
     }
     save_tensors(stats, args.out, meta, timing={"wall_time_s": round(time.time() - started, 3)})
     log.info("statistics over %d tokens -> %s", tokens, args.out)
@@ -498,6 +495,8 @@ def recipe_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from structprune.recipe import FULL_SITE_NAMES  # standard library only: the parser stays light
+
     parser = argparse.ArgumentParser(prog="structprune", description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument("--device", default="auto", help="auto (a GPU if torch sees one), cpu or cuda[:N]")
@@ -553,7 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--data", required=True)
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--full-sites", nargs="*", default=None, choices=["attn_in", "o_proj_in", "mlp_in"],
+    p.add_argument("--full-sites", nargs="*", default=None, choices=FULL_SITE_NAMES,
                    help="sites whose full second moment is kept (default: all three; the others keep the diagonal)")
     p.add_argument("--no-attention-js", dest="attention_js", action="store_false",
                    help="skip the heads' attention divergences (the paper's redundancy is the only reader)")

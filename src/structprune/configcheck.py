@@ -16,7 +16,7 @@ import jsonschema
 import yaml
 
 from structprune.optionnames import option_value_problem, score_option_specs
-from structprune.recipe import SCORE_STATISTICS, Recipe, candidate_recipes, recipe_problems
+from structprune.recipe import SCORE_STATISTICS, Recipe, candidate_recipes, layers_problem, recipe_problems
 
 SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 DATA_FREE_SCORES = {s for s, kind in SCORE_STATISTICS.items() if kind == "none"}  # no calibration statistics
@@ -77,12 +77,8 @@ def method_problems(cfg, name, method):
     for key, value in (("calib", calib), ("remedy.calib", method["remedy"].get("calib"))):
         if value not in (None, "none") and value not in known:
             problems.append(f"{key}: {value!r} is neither 'none' nor a key of calibration (known: {known})")
-    allowed = SCORE_OPTIONS.get(score, [])
     for option, value in method["options"].items():
-        if option not in allowed:
-            problems.append(f"options.{option}: score {score!r} has no such option (known: {allowed or 'none'})")
-        elif problem := option_value_problem(SCORE_SPECS[score][option], value):
-            problems.append(f"options.{option}: {problem} (score {score!r})")
+        problems += option_problems(score, f"options.{option}", option, [value])
     if score in DATA_FREE_SCORES and calib != "none":
         problems.append(f"calib: score {score!r} is data-free; set calib: none")
     if score not in DATA_FREE_SCORES and calib == "none":
@@ -103,6 +99,16 @@ def method_problems(cfg, name, method):
     return problems
 
 
+def option_problems(score: str, key: str, option: str, values: list) -> list[str]:
+    """Why `option` (at config `key`) with each of `values` is not something `score` accepts:
+    an unknown name, or a value its maker's signature and checks reject."""
+    allowed = SCORE_OPTIONS.get(score, [])
+    if option not in allowed:
+        return [f"{key}: score {score!r} has no such option (known: {allowed or 'none'})"]
+    return [f"{key}: {problem} (score {score!r})" for value in values
+            if (problem := option_value_problem(SCORE_SPECS[score][option], value))]
+
+
 SELECT_CHOICES = ("heads", "allocation", "budget", "flow", "reconstruct", "damp", "target")
 
 
@@ -121,15 +127,9 @@ def select_problems(cfg, method):
     samples = sel.get("samples")
     if samples is not None and samples not in cfg.get("calibration", {}):
         problems.append(f"select.samples: {samples!r} is not a key of calibration (known: {sorted(cfg.get('calibration', {}))})")
-    allowed = SCORE_OPTIONS.get(method["score"], [])
-    for key in sel["grid"]:
+    for key, values in sel["grid"].items():
         if key.startswith("options."):
-            option = key[len("options."):]
-            if option not in allowed:
-                problems.append(f"select.grid.{key}: score {method['score']!r} has no such option (known: {allowed or 'none'})")
-            else:
-                problems += [f"select.grid.{key}: {problem} (score {method['score']!r})" for value in sel["grid"][key]
-                             if (problem := option_value_problem(SCORE_SPECS[method["score"]][option], value))]
+            problems += option_problems(method["score"], f"select.grid.{key}", key[len("options."):], values)
         elif key not in SELECT_CHOICES:
             problems.append(f"select.grid.{key}: not a recipe choice; use one of {list(SELECT_CHOICES)} or options.<name>")
     if problems:
@@ -181,10 +181,6 @@ def _schema_message(error) -> str:
     return error.message
 
 
-def _layers_ok(layers) -> bool:
-    return layers in ("protocol", "all") or (isinstance(layers, list) and len(layers) == 2 and layers[0] < layers[1])
-
-
 def evaluation_split_problems(cfg) -> list[str]:
     """An evaluation split no calibration or held-out set samples from: perplexity must be
     measured on text the methods never saw (no tuning on evaluation data)."""
@@ -207,10 +203,10 @@ def validate_config(cfg, schema_path: Path = SCHEMA):
     problems = [f"  {'.'.join(str(p) for p in e.path) or '(top level)'}: {_schema_message(e)}" for e in errors]
     if not errors:
         problems += heldout_problems(cfg) + evaluation_split_problems(cfg)
-        layers = cfg["prune"]["layers"]
-        if not _layers_ok(layers):
-            problems.append(f"  prune.layers: {layers!r} must be 'protocol', 'all' or [start, end) with start < end")
-        for name, method in cfg["methods"].items() if _layers_ok(layers) else ():  # else every method repeats it
+        bad_layers = layers_problem(cfg["prune"]["layers"])
+        if bad_layers:
+            problems.append(f"  prune.{bad_layers}")
+        for name, method in cfg["methods"].items() if not bad_layers else ():  # else every method repeats it
             problems += [f"  methods.{name}: {p}" for p in method_problems(cfg, name, method)]
         ppl = cfg["evaluation"]["perplexity"]
         if ppl["max_tokens"] is not None and ppl["seq_len"] > ppl["max_tokens"]:

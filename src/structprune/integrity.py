@@ -9,11 +9,12 @@ it plans (common.smk) and forces the damaged ones its jobs write to rerun, with 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import struct
 from pathlib import Path
+
+from structprune.artifacts import sha256_path
 
 HEADER_LIMIT = 100 * 2**20  # safetensors' own cap on the header size
 
@@ -58,14 +59,6 @@ def json_problem(path: str | os.PathLike) -> str | None:
     return None
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def tensors_hash_problem(path: str | os.PathLike) -> str | None:
     """A tensor file whose bytes differ from the sha256 its `.json` sidecar recorded when it was
     written (a flipped bit, a hand edit, a copy from elsewhere); None when they match or when
@@ -76,7 +69,7 @@ def tensors_hash_problem(path: str | os.PathLike) -> str | None:
         recorded = json.loads(sidecar.read_text()).get("sha256")
     except (OSError, ValueError, AttributeError):
         return None
-    if recorded and _sha256(path) != recorded:
+    if recorded and sha256_path(path) != recorded:
         return f"its sha256 differs from the one {sidecar.name} recorded when it was written"
     return None
 
@@ -93,7 +86,7 @@ def manifest_hash_problem(folder: str | os.PathLike) -> str | None:
         path = folder / name
         if not path.is_file():
             return f"{name} is missing (manifest.json lists it)"
-        if _sha256(path) != recorded:
+        if sha256_path(path) != recorded:
             return f"{name}: its sha256 differs from the one manifest.json recorded"
     return None
 

@@ -17,17 +17,7 @@ SCORES = Path(__file__).resolve().parent / "scores"
 
 def score_options(scores_dir: Path = SCORES) -> dict[str, list[str]]:
     """{score name: its option names} for every ``@register``-ed maker under `scores_dir`."""
-    found: dict[str, list[str]] = {}
-    for path in sorted(scores_dir.glob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if not isinstance(node, ast.FunctionDef):
-                continue
-            for decorator in node.decorator_list:
-                if (isinstance(decorator, ast.Call) and getattr(decorator.func, "id", None) == "register"
-                        and decorator.args and isinstance(decorator.args[0], ast.Constant)):
-                    args = node.args
-                    found[decorator.args[0].value] = [a.arg for a in args.posonlyargs + args.args + args.kwonlyargs]
-    return found
+    return {score: list(specs) for score, specs in score_option_specs(scores_dir).items()}
 
 
 def _module_tuples(tree: ast.Module) -> dict[str, tuple]:

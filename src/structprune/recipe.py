@@ -100,6 +100,14 @@ class Recipe:
         return out
 
 
+def layers_problem(layers) -> str | None:
+    """Why a pruned-block range is malformed, or None."""
+    if layers in ("protocol", "all") or (isinstance(layers, (list, tuple)) and len(layers) == 2
+                                         and all(isinstance(v, int) and v >= 0 for v in layers) and layers[0] < layers[1]):
+        return None
+    return f"layers: {layers!r} must be 'protocol', 'all' or [start, end) with start < end"
+
+
 def recipe_problems(recipe: Recipe) -> list[str]:
     """Why this combination cannot run (empty when it can)."""
     problems = []
@@ -114,10 +122,8 @@ def recipe_problems(recipe: Recipe) -> list[str]:
             problems.append(f"{key}: {value!r} is not one of {list(allowed)}")
     if recipe.score not in SCORE_STATISTICS:
         problems.append(f"score: unknown {recipe.score!r}; known: {sorted(SCORE_STATISTICS)}")
-    layers = recipe.layers
-    if not (layers in ("protocol", "all") or (isinstance(layers, (list, tuple)) and len(layers) == 2
-                                               and all(isinstance(v, int) and v >= 0 for v in layers) and layers[0] < layers[1])):
-        problems.append(f"layers: {layers!r} must be 'protocol', 'all' or [start, end) with start < end")
+    if problem := layers_problem(recipe.layers):
+        problems.append(problem)
     if isinstance(recipe.damp, bool) or not isinstance(recipe.damp, (int, float)) or recipe.damp < 0:
         problems.append(f"damp: {recipe.damp!r} must be a number >= 0")
     if problems:

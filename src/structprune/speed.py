@@ -19,6 +19,7 @@ Inputs are random token ids from a seeded generator: speed does not depend on th
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import threading
 import time
@@ -26,6 +27,8 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+
+from structprune.models import count_parameters
 
 
 @dataclass(frozen=True)
@@ -153,7 +156,7 @@ def measure_pair(models: dict[str, nn.Module], protocol: SpeedProtocol = SpeedPr
     any_model = next(iter(models.values()))
     prefill = _tokens(any_model, protocol.prefill_batch, protocol.prefill_length, generator)
     prompts = {b: _tokens(any_model, b, protocol.prompt_length, generator) for b in protocol.decode_batches}
-    results = {name: Measurement(sum(p.numel() for p in m.parameters()), weight_bytes(m)) for name, m in models.items()}
+    results = {name: Measurement(count_parameters(m)["total"], weight_bytes(m)) for name, m in models.items()}
     times: dict[str, dict] = {name: {"prefill": [], **{b: [] for b in protocol.decode_batches}} for name in models}
     for model in models.values():  # warm-up: first calls pay for allocation and kernel choice
         prefill_seconds(model, prefill[:1, :16])
@@ -162,12 +165,11 @@ def measure_pair(models: dict[str, nn.Module], protocol: SpeedProtocol = SpeedPr
         for name, model in models.items():
             times[name]["prefill"].append(prefill_seconds(model, prefill))
             for batch, prompt in prompts.items():
-                if batch == max(protocol.decode_batches):
-                    with PeakMemory(model.device) as peak:
-                        times[name][batch].append(decode_seconds(model, prompt, protocol.new_tokens))
-                    results[name].peak_generation_bytes = max(results[name].peak_generation_bytes, peak.peak)
-                else:
+                tracked = batch == max(protocol.decode_batches)  # peak memory at the largest batch
+                with PeakMemory(model.device) if tracked else contextlib.nullcontext() as peak:
                     times[name][batch].append(decode_seconds(model, prompt, protocol.new_tokens))
+                if tracked:
+                    results[name].peak_generation_bytes = max(results[name].peak_generation_bytes, peak.peak)
     for name, result in results.items():
         result.prefill_tokens_per_s = prefill.numel() / statistics.median(times[name]["prefill"])
         result.decode_tokens_per_s = {

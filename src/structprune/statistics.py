@@ -39,8 +39,9 @@ from tqdm.auto import tqdm
 from structprune.device import execution_device, layer_on_device
 from structprune.streams import capture_layer_inputs, propagate
 from structprune.models import decoder_layers
+from structprune.recipe import FULL_SITE_NAMES
 
-FULL_SITES = ("attn_in", "o_proj_in", "mlp_in")
+FULL_SITES = FULL_SITE_NAMES  # the sites a full second moment can be kept at
 DIAGONAL_SITES = ("block_in", "down_proj_in")
 SITES = FULL_SITES + DIAGONAL_SITES
 

@@ -83,24 +83,26 @@ def add_speed(table: pd.DataFrame, results: list[dict], speeds: list[dict]) -> p
         return table
     table = table.copy()
     by_checkpoint = {str(Path(s["checkpoint"])): s["timing"] for s in speeds}
-    dense = speeds[0]["timing"]["dense"]
-    batches = sorted(int(b) for b in dense["decode_tokens_per_s"])
+    batches = sorted(int(b) for b in speeds[0]["timing"]["dense"]["decode_tokens_per_s"])
     columns: dict[str, list] = {"Weights (MB)": [], "Prefill x": [], "Peak mem x": [],
                                 **{f"Decode x b{b}": [] for b in batches}, "Dense decode b1 (tok/s)": []}
     for result in results:
-        figures = dense if result["stage"] == "dense" else by_checkpoint.get(str(Path(result.get("checkpoint", ""))), {}).get("checkpoint")
-        if figures is None:
+        if result["stage"] == "dense":
+            measured, name = speeds[0]["timing"], "dense"
+        else:
+            measured, name = by_checkpoint.get(str(Path(result.get("checkpoint", "")))), "checkpoint"
+        if measured is None:
             for values in columns.values():
                 values.append(np.nan)
             continue
+        figures = measured[name]
         ratio = figures["ratio_to_dense"]
         columns["Weights (MB)"].append(figures["weight_bytes"] / 2**20)
         columns["Prefill x"].append(ratio["prefill_tokens_per_s"])
         columns["Peak mem x"].append(ratio["peak_generation_bytes"])
         for b in batches:
             columns[f"Decode x b{b}"].append(ratio[f"decode_tokens_per_s_batch{b}"])
-        base = dense if result["stage"] == "dense" else by_checkpoint[str(Path(result["checkpoint"]))]["dense"]
-        columns["Dense decode b1 (tok/s)"].append(base["decode_tokens_per_s"][str(batches[0])])
+        columns["Dense decode b1 (tok/s)"].append(measured["dense"]["decode_tokens_per_s"][str(batches[0])])
     for name, values in columns.items():
         table[name] = values
     return table
@@ -183,13 +185,13 @@ def add_uncertainty(table: pd.DataFrame, results: list[dict]) -> pd.DataFrame:
             else:
                 d = paired_accuracy_difference(*pair)
                 versus_dense.append(_mark(100.0 * d.difference, d))
-            peers = [j for j, q in enumerate(results) if j != i and is_peer(q) and q["sparsity"] == r["sparsity"]
-                     and _paired_items(items[i], items[j]) is not None]
+            peers = {j: pair for j, q in enumerate(results) if j != i and is_peer(q) and q["sparsity"] == r["sparsity"]
+                     and (pair := _paired_items(items[i], items[j])) is not None}
             if r["stage"] == "dense" or not peers:
                 versus_peer.append("")
                 continue
             best = max(peers, key=lambda j: table.loc[j, "Average"])
-            d = paired_accuracy_difference(*_paired_items(items[i], items[best]))
+            d = paired_accuracy_difference(*peers[best])
             versus_peer.append(_mark(100.0 * d.difference, d))
         table["Avg vs dense"] = versus_dense
         table["Avg vs best peer"] = versus_peer

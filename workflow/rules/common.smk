@@ -6,8 +6,6 @@ from pathlib import Path
 
 import sys
 
-import jsonschema
-import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 
