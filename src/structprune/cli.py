@@ -314,6 +314,9 @@ def cmd_select(args) -> None:
     torch.manual_seed(0)
     base = _recipe(args)
     grid = {key: [_grid_value(v) for v in values.split(",")] for key, values in args.grid}
+    full_grid, chosen_at = grid, args.sparsity
+    if args.chosen_in:
+        grid, chosen_at = chosen_grid(args.chosen_in, base, grid)
     if not Path(args.heldout).is_file():
         raise FileNotFoundError(f"held-out samples {args.heldout!r} not found: run data-calib for the held-out set first")
     model, tokenizer = _load(args, args.model, "layerwise")
@@ -326,9 +329,11 @@ def cmd_select(args) -> None:
     chosen = candidates[chosen_index].recipe
     after = count_parameters(result.model)
     log.info("chosen: %s (held-out loss %.4f)", candidates[chosen_index].overrides, candidates[chosen_index].heldout_loss)
-    inputs = {k: v for k, v in {"model": args.model, "stats": args.stats, "data": args.data, "heldout": args.heldout}.items() if v}
+    inputs = {k: v for k, v in {"model": args.model, "stats": args.stats, "data": args.data, "heldout": args.heldout,
+                                "chosen_in": args.chosen_in}.items() if v}
     manifest = build_manifest(
-        "select", inputs, {"sparsity": args.sparsity, "base_recipe": base.to_json(), "grid": grid},
+        "select", inputs, {"sparsity": args.sparsity, "base_recipe": base.to_json(),
+                           "grid": full_grid, "chosen_at": chosen_at},
         {
             "dense_parameters": before, "achieved_block_sparsity": 1 - after["decoder_blocks"] / before["decoder_blocks"],
             "achieved_total_sparsity": 1 - after["total"] / before["total"], "recipe": chosen.to_json(),
@@ -337,6 +342,29 @@ def cmd_select(args) -> None:
         },
     )
     save_checkpoint(result.model.cpu(), tokenizer, args.out, manifest)
+
+
+def chosen_grid(checkpoint: str, base, grid: dict) -> tuple[dict, float]:
+    """The one-candidate grid of the choice a select checkpoint made (`select.at`), and the
+    sparsity it was made at: its base recipe and grid must be this job's, else the choice
+    answers another question."""
+    from structprune.artifacts import read_json
+
+    path = Path(checkpoint) / "manifest.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"--chosen-in {checkpoint}: no manifest.json; run the select job at that sparsity first")
+    manifest = read_json(path)
+    params = manifest.get("parameters", {})
+    if manifest.get("stage") != "select" or "base_recipe" not in params:
+        raise ValueError(f"--chosen-in {checkpoint}: not a select checkpoint (its manifest has no base recipe)")
+    as_json = lambda value: json.loads(json.dumps(value))  # noqa: E731  (tuples read back as lists)
+    if params["base_recipe"] != as_json(base.to_json()) or params["grid"] != as_json(grid):
+        raise ValueError(f"--chosen-in {checkpoint}: chosen for another recipe or grid (base {params['base_recipe']}, "
+                         f"grid {params['grid']}); this job has base {base.to_json()}, grid {grid}: rerun that select job")
+    chosen = [c for c in manifest["candidates"] if c["chosen"]]
+    if len(chosen) != 1:
+        raise ValueError(f"--chosen-in {checkpoint}: the manifest records {len(chosen)} chosen candidates, not one")
+    return {key: [value] for key, value in chosen[0]["overrides"].items()}, params["sparsity"]
 
 
 def _grid_value(value: str):
@@ -590,6 +618,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", type=_key_value, action="append", default=[], metavar="CHOICE=V1,V2",
                    help="alternatives for a recipe choice (or options.NAME); every combination is a candidate")
     p.add_argument("--heldout", required=True, help="held-out calibration samples (never evaluation data)")
+    p.add_argument("--chosen-in", default=None, metavar="CHECKPOINT",
+                   help="a select checkpoint of the same method at another sparsity: run only the candidate chosen there")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_select)
 

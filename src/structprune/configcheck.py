@@ -127,6 +127,8 @@ def select_problems(cfg, method):
     samples = sel.get("samples")
     if samples is not None and samples not in cfg.get("calibration", {}):
         problems.append(f"select.samples: {samples!r} is not a key of calibration (known: {sorted(cfg.get('calibration', {}))})")
+    if sel.get("at") is not None and sel["at"] not in cfg["sparsities"]:
+        problems.append(f"select.at: {sel['at']} is not one of sparsities {cfg['sparsities']}; choose at a sparsity the run has")
     for key, values in sel["grid"].items():
         if key.startswith("options."):
             problems += option_problems(method["score"], f"select.grid.{key}", key[len("options."):], values)
@@ -214,12 +216,13 @@ def validate_config(cfg, schema_path: Path = SCHEMA):
                 f"  evaluation.perplexity.seq_len: {ppl['seq_len']}-token windows do not fit in max_tokens "
                 f"{ppl['max_tokens']}; raise max_tokens or lower seq_len"
             )
-        at = cfg["evaluation"]["task_sparsities"]
-        if at is not None and set(at) - set(cfg["sparsities"]):
-            problems.append(
-                f"  evaluation.task_sparsities: {sorted(set(at) - set(cfg['sparsities']))} are not in sparsities "
-                f"{cfg['sparsities']}; list sparsities the run has, or null for all"
-            )
+        for key, at in (("evaluation.task_sparsities", cfg["evaluation"]["task_sparsities"]),
+                        ("evaluation.speed.sparsities", cfg["evaluation"]["speed"]["sparsities"])):
+            if at is not None and set(at) - set(cfg["sparsities"]):
+                problems.append(
+                    f"  {key}: {sorted(set(at) - set(cfg['sparsities']))} are not in sparsities "
+                    f"{cfg['sparsities']}; list sparsities the run has, or null for the default"
+                )
     if problems:
         raise ConfigError(
             "invalid configuration (fix config.yaml or the --configfile/--config you passed):\n"

@@ -31,8 +31,8 @@ from structprune.prune import add_output_bias, compensation_bias, prune_attentio
 from structprune.recipe import Recipe, StatisticsNeeds, recipe_problems, statistics_needs
 from structprune.reconstruction import LinearRefit, refit_linear, refit_shared_input
 from structprune.scores import LayerWeights, UnitScores, score_method
-from structprune.statistics import LayerStatistics
-from structprune.streams import LayerBatch, apply_layer, capture_layer_inputs, dense_pass, paired_pass, propagate
+from structprune.statistics import LayerStatistics, restrict_to_heads
+from structprune.streams import LayerBatch, capture_layer_inputs, dense_pass, paired_pass, propagate, tapped
 from structprune.units import LayerBudget, LayerPlan, PrunePlan, select_heads, select_neurons, select_units
 
 log = logging.getLogger(__name__)
@@ -145,10 +145,10 @@ def _stream_statistics(ctx: _Context) -> LayerStatistics:
     return LayerStatistics.for_needs(needs)
 
 
-def _layer_scores(ctx: _Context, index: int, layer: nn.Module, layer_stats: LayerStatistics | None) -> UnitScores:
-    """Sequential flow: score on the pruned stream's statistics; dense flow: the score file."""
+def _layer_scores(ctx: _Context, index: int, layer: nn.Module, moments: dict | None) -> UnitScores:
+    """Sequential flow: score on the pruned stream's statistics (`moments`); dense flow: the score file."""
     if ctx.recipe.flow == "sequential":
-        return ctx.scorer(LayerWeights.from_layer(index, layer, ctx.head_dim), layer_stats.moments())
+        return ctx.scorer(LayerWeights.from_layer(index, layer, ctx.head_dim), moments)
     return UnitScores(ctx.scores[f"layers.{index}.heads"], ctx.scores[f"layers.{index}.neurons"])
 
 
@@ -157,7 +157,7 @@ def _sequential_layer(ctx, index, layer, geometry, budget) -> tuple[LayerPlan, d
     stats = _stream_statistics(ctx)
     if ctx.recipe.flow == "sequential" or ctx.recipe.reconstruct == "bias":
         paired_pass(layer, ctx.pruned, {}, lambda seen: None, [stats.attach])
-    scores = _layer_scores(ctx, index, layer, stats)
+    scores = _layer_scores(ctx, index, layer, stats.moments() if ctx.recipe.flow == "sequential" else None)
     lp = select_units(scores.heads, scores.neurons, geometry, budget, ctx.recipe.heads)
     biases = None
     if ctx.recipe.reconstruct == "bias":
@@ -230,7 +230,7 @@ def _refit_layer(ctx, index, layer, geometry, budget) -> tuple[LayerPlan, dict]:
     dense_taps = dense_pass(layer, ctx.dense, _dense_sites(["self_attn.o_proj", "mlp.down_proj"], recipe.target))
     stats = _stream_statistics(ctx)
     o_refit = _collect(ctx, layer, "self_attn.o_proj", recipe.target, dense_taps, [stats.attach])
-    scores = _layer_scores(ctx, index, layer, stats)
+    scores = _layer_scores(ctx, index, layer, stats.moments() if ctx.recipe.flow == "sequential" else None)
     lp = select_units(scores.heads, scores.neurons, geometry, budget, recipe.heads)
     prune_attention(layer, lp.keep_heads, lp.keep_kv_heads, ctx.head_dim)
     prune_mlp(layer, lp.keep_neurons)
@@ -245,43 +245,77 @@ def _refit_layer(ctx, index, layer, geometry, budget) -> tuple[LayerPlan, dict]:
     return lp, report
 
 
-def _refit_first_level(ctx, layer, names: list[str], damp: float, dense_taps: list[dict]) -> dict:
+def _refit_first_level(layer, names: list[str], inputs: list[torch.Tensor], damp: float, dense_taps: list[dict]) -> dict:
     """Refit the linear maps `names` that read one input (q, k, v; gate, up) from the pruned
-    stream's input X^ to the dense layer's outputs of the same maps (the module's first level)."""
-    linears = [layer.get_submodule(n) for n in names]
-    taps = {"x": ("pruned", names[0], "in"), **{n: ("dense", n, "out") for n in names}}
+    stream's input of them (`inputs`, one tensor per batch) to the dense layer's outputs of the
+    same maps (the module's first level); no layer pass is needed."""
     refit = LinearRefit()
-    paired_pass(layer, ctx.pruned, taps,
-                lambda seen: refit.add(seen["x"], torch.cat([seen[n] for n in names], -1)), dense_taps=dense_taps)
-    errors = refit_shared_input(linears, refit, damp)
+    for x, taps in zip(inputs, dense_taps, strict=True):
+        refit.add(x, torch.cat([taps[(n, "out")] for n in names], -1))
+    errors = refit_shared_input([layer.get_submodule(n) for n in names], refit, damp)
     return {f"{n.rsplit('.', 1)[1]}_mse": e for n, e in zip(names, errors)}
+
+
+def _mlp_pass(layer, mids: list[torch.Tensor], dense_taps: list[dict], stats: LayerStatistics) -> tuple[LinearRefit, list]:
+    """Run only the MLP half of `layer` on the residual streams `mids` (statistics hooks on):
+    the normal equations of refitting down_proj to the dense module output, and its inputs."""
+    refit, inputs = LinearRefit(), []
+    handles = stats.attach(layer)
+    try:
+        with tapped({"h": (layer.mlp.down_proj, "in")}) as seen, torch.no_grad():
+            for mid, taps in zip(mids, dense_taps, strict=True):
+                layer.mlp(layer.post_attention_layernorm(mid))
+                refit.add(seen["h"], taps[("mlp.down_proj", "out")])
+                inputs.append(seen["h"])
+    finally:
+        for handle in handles:
+            handle.remove()
+    return refit, inputs
 
 
 def _paper_layer(ctx, index, layer, geometry, budget) -> tuple[LayerPlan, dict]:
     """Algorithms 1, 3, 4: per module (attention, then MLP), refit the first level to the dense
     first-level outputs, then the second level to the dense module output on the input the
-    refitted first level produces; score on the updated statistics; prune (no refit after)."""
+    refitted first level produces; score on the updated statistics; prune (no refit after).
+
+    Two layer passes and one MLP pass instead of six layer passes, the same arithmetic: the
+    dense layer runs once (its taps serve all seven refits); the first levels read the input
+    norms directly; one pruned pass with the refitted q, k, v gives o_proj's inputs z, which
+    are kept, so the stream after the pruned attention is residual + o_proj(z of the kept
+    heads) (a kept head's z does not depend on the removed ones) and only the MLP runs again;
+    the stream then advances as that + down_proj(h of the kept neurons), the layer's own
+    last step."""
     recipe = ctx.recipe
-    first, second = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "mlp.gate_proj", "mlp.up_proj"], ["self_attn.o_proj", "mlp.down_proj"]
+    first = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "mlp.gate_proj", "mlp.up_proj"]
     # the layer is not yet changed: the dense layer runs once, before anything is refitted
-    dense_taps = dense_pass(layer, ctx.dense, _dense_sites(first + second, "module"))
+    dense_taps = dense_pass(layer, ctx.dense, _dense_sites(first + ["self_attn.o_proj", "mlp.down_proj"], "module"))
     report: dict = {"layer": index}
-    # attention: q, k, v from X^; o on the refitted heads' output
-    report |= _refit_first_level(ctx, layer, first[:3], recipe.damp, dense_taps)
-    attn_stats = _stream_statistics(ctx)
-    o_refit = _collect(ctx, layer, "self_attn.o_proj", "module", dense_taps, [attn_stats.attach])
+    # attention: q, k, v from X^; o on the refitted heads' output z (kept with the residual)
+    with torch.no_grad():
+        normed = [layer.input_layernorm(batch.hidden) for batch in ctx.pruned]
+    report |= _refit_first_level(layer, first[:3], normed, recipe.damp, dense_taps)
+    del normed
+    attn_stats, kept = _stream_statistics(ctx), []
+    o_refit = _collect(ctx, layer, "self_attn.o_proj", "module", dense_taps, [attn_stats.attach], keep=kept)
     report["o_proj_mse"] = refit_linear(layer.self_attn.o_proj, o_refit, recipe.damp)
-    heads = _layer_scores(ctx, index, layer, attn_stats).heads
-    keep_heads, keep_kv = select_heads(heads, geometry, budget.heads, recipe.heads)
+    attn_moments = attn_stats.moments()
+    keep_heads, keep_kv = select_heads(_layer_scores(ctx, index, layer, attn_moments).heads, geometry, budget.heads, recipe.heads)
     prune_attention(layer, keep_heads, keep_kv, ctx.head_dim)
-    # MLP: gate, up from X^ (after the pruned attention); down on the refitted neurons' output
-    report |= _refit_first_level(ctx, layer, first[3:], recipe.damp, dense_taps)
+    channels = unit_channels(keep_heads, ctx.head_dim)
+    with torch.no_grad():
+        mids = [residual + layer.self_attn.o_proj(z[..., channels]) for z, residual in kept]
+        del kept
+        # MLP: gate, up from the pruned attention's stream; down on the refitted neurons' output
+        report |= _refit_first_level(layer, first[3:], [layer.post_attention_layernorm(m) for m in mids], recipe.damp, dense_taps)
     mlp_stats = _stream_statistics(ctx)
-    d_refit = _collect(ctx, layer, "mlp.down_proj", "module", dense_taps, [mlp_stats.attach])
+    d_refit, hs = _mlp_pass(layer, mids, dense_taps, mlp_stats)
     report["down_proj_mse"] = refit_linear(layer.mlp.down_proj, d_refit, recipe.damp)
-    neurons = _layer_scores(ctx, index, layer, mlp_stats).neurons
-    lp = LayerPlan(keep_heads, keep_kv, select_neurons(neurons, geometry, budget.neurons))
+    moments = {**restrict_to_heads(attn_moments, keep_heads, ctx.head_dim), **mlp_stats.moments()}
+    lp = LayerPlan(keep_heads, keep_kv, select_neurons(_layer_scores(ctx, index, layer, moments).neurons, geometry, budget.neurons))
     prune_mlp(layer, lp.keep_neurons)
     report |= {"heads": len(keep_heads), "neurons": len(lp.keep_neurons)}
-    propagate(layer, ctx.pruned)
+    neurons = torch.tensor(lp.keep_neurons, dtype=torch.long)
+    with torch.no_grad():
+        for batch, mid, h in zip(ctx.pruned, mids, hs, strict=True):
+            batch.hidden = mid + layer.mlp.down_proj(h[..., neurons])
     return lp, report

@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from structprune.device import execution_device, layer_on_device
 from structprune.streams import capture_layer_inputs, propagate
 from structprune.models import decoder_layers
+from structprune.prune import unit_channels
 from structprune.recipe import FULL_SITE_NAMES
 
 FULL_SITES = FULL_SITE_NAMES  # the sites a full second moment can be kept at
@@ -48,23 +49,33 @@ SITES = FULL_SITES + DIAGONAL_SITES
 
 @dataclass
 class MomentAccumulator:
-    """Running sums for mean and second moment of row vectors, in float64 (sparsegpt's add_batch)."""
+    """Running sums for mean and second moment of row vectors, in float64 (sparsegpt's add_batch);
+    a full matrix's batch products in float32 (see reconstruction.LinearRefit)."""
 
     full: bool
     count: int = 0
     total: torch.Tensor | None = None
     outer: torch.Tensor | None = None
+    product_dtype: torch.dtype = torch.float32  # a batch's x^T x; sums in float64 (reconstruction.LinearRefit)
 
     def add(self, x: torch.Tensor) -> None:
-        x = x.detach().reshape(-1, x.shape[-1]).to(torch.float64)
+        x = x.detach().reshape(-1, x.shape[-1])
         if self.total is None:
             self.total = torch.zeros(x.shape[-1], dtype=torch.float64, device=x.device)
             self.outer = torch.zeros(
                 (x.shape[-1], x.shape[-1]) if self.full else (x.shape[-1],), dtype=torch.float64, device=x.device
             )
         self.count += x.shape[0]
-        self.total += x.sum(0)
-        self.outer += x.T @ x if self.full else (x * x).sum(0)
+        wide = x.to(torch.float64)
+        self.total += wide.sum(0)
+        squares = (wide * wide).sum(0)
+        if self.full:  # the diagonal exact, as a diagonal-only accumulator has it
+            narrow = x.to(self.product_dtype)
+            product = (narrow.T @ narrow).to(torch.float64)
+            product.diagonal().copy_(squares)
+            self.outer += product
+        else:
+            self.outer += squares
 
     def moments(self) -> dict[str, torch.Tensor]:
         if not self.count:
@@ -104,11 +115,11 @@ def pairwise_js_divergence(probs: torch.Tensor) -> torch.Tensor:
     neg_entropy = torch.special.xlogy(p, p).sum(-1)  # (..., heads, rows)
     heads = p.shape[-3]
     out = torch.zeros(heads, heads, dtype=torch.float64, device=p.device)
-    for i in range(heads):
-        m = 0.5 * (p[..., i : i + 1, :, :] + p)
-        js = 0.5 * (neg_entropy[..., i : i + 1, :] + neg_entropy) - torch.special.xlogy(m, m).sum(-1)
-        out[i] = js.clamp_min(0).reshape(-1, heads, js.shape[-1]).sum((0, 2))
-    return out
+    for i in range(heads - 1):  # JS is symmetric: each pair once, against the heads after i
+        m = 0.5 * (p[..., i : i + 1, :, :] + p[..., i + 1 :, :, :])
+        js = 0.5 * (neg_entropy[..., i : i + 1, :] + neg_entropy[..., i + 1 :, :]) - torch.special.xlogy(m, m).sum(-1)
+        out[i, i + 1 :] = js.clamp_min(0).reshape(-1, heads - i - 1, js.shape[-1]).sum((0, 2))
+    return out + out.T
 
 
 @dataclass
@@ -150,10 +161,14 @@ class LayerStatistics:
         return cls(full_sites=tuple(sorted(needs.full_sites)), attention_js=needs.attention_js)
 
     def moments(self) -> dict[str, torch.Tensor]:
-        """``{site}.{mean|second_moment|second_moment_diag}`` and ``attn_js.divergence``."""
+        """``{site}.{mean|second_moment|second_moment_diag}`` and ``attn_js.divergence`` of the
+        sites that saw activations (a pass through only the attention or only the MLP fills
+        only that half's sites)."""
+        if not any(accumulator.count for accumulator in self.sites.values()):
+            raise ValueError("no activations were accumulated")
         out = {
             f"{site}.{name}": tensor
-            for site, accumulator in self.sites.items()
+            for site, accumulator in self.sites.items() if accumulator.count
             for name, tensor in accumulator.moments().items()
         }
         if self.attention_maps.rows:
@@ -181,6 +196,20 @@ class LayerStatistics:
             layer.post_attention_layernorm.register_forward_hook(on_output("mlp_in")),
             mlp.down_proj.register_forward_pre_hook(on_input("down_proj_in")),
         ]
+
+
+def restrict_to_heads(moments: dict[str, torch.Tensor], keep_heads, head_dim: int) -> dict[str, torch.Tensor]:
+    """The attention statistics `moments` (``{site}.{name}`` of one layer) would have had with
+    only the query heads `keep_heads`: a kept head's o_proj input and attention map do not
+    depend on the removed heads, so this equals a pass through the pruned attention."""
+    heads, channels = torch.as_tensor(keep_heads, dtype=torch.long), unit_channels(list(keep_heads), head_dim)
+    out = dict(moments)
+    for key, tensor in moments.items():
+        if key.startswith("o_proj_in."):
+            out[key] = tensor[channels][:, channels] if key.endswith(".second_moment") else tensor[channels]
+        elif key == "attn_js.divergence":
+            out[key] = tensor[heads][:, heads]
+    return out
 
 
 def collect_statistics(

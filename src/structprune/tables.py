@@ -212,9 +212,15 @@ def selection_table(checkpoints: list[tuple[str, str | os.PathLike]], labels: di
                 "Method": (labels or {}).get(f"{method}:pruned", method), "Sparsity (%)": int(sparsity),
                 "Candidate": overrides, "Held-out loss": candidate["heldout_loss"],
                 "Held-out PPL": candidate["heldout_ppl"], "Chosen": "yes" if candidate["chosen"] else "",
-                "Not run": candidate["skipped"] or "",
+                "Not run": candidate["skipped"] or "", "Chosen at (%)": _chosen_at(manifest, sparsity),
             })
-    return pd.DataFrame(rows, columns=["Method", "Sparsity (%)", "Candidate", "Held-out loss", "Held-out PPL", "Chosen", "Not run"])
+    return pd.DataFrame(rows, columns=["Method", "Sparsity (%)", "Candidate", "Held-out loss", "Held-out PPL", "Chosen",
+                                       "Chosen at (%)", "Not run"])
+
+
+def _chosen_at(manifest: dict, sparsity: str) -> int:
+    """The sparsity whose grid made the choice (select.at; older manifests: their own)."""
+    return round(100 * manifest["parameters"].get("chosen_at", int(sparsity) / 100))
 
 
 def to_markdown(table: pd.DataFrame, header: str) -> str:

@@ -19,7 +19,7 @@ rule calibrate:
         "logs/calibrate/{model}/{calib}.log",
     benchmark:
         "benchmarks/calibrate/{model}/{calib}.tsv"
-    threads: 2
+    threads: config["compute"]["threads"]
     resources:
         **stage_resources("calibrate"),
     shell:
@@ -44,7 +44,7 @@ rule gradients:
         "logs/gradients/{model}/{calib}.log",
     benchmark:
         "benchmarks/gradients/{model}/{calib}.tsv"
-    threads: 2
+    threads: config["compute"]["threads"]
     resources:
         **stage_resources("gradients"),
     shell:

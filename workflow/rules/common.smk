@@ -326,6 +326,9 @@ def select_inputs(wildcards):
         inputs["stats"] = statistics_file(model, m["calib"], m["score"])
     if any(r.needs_samples for r in recipes):
         inputs["samples"] = f"resources/data/{model}/calib/{select_samples(m)}.safetensors"
+    at = m["select"].get("at")
+    if at is not None and int(wildcards.sparsity) != at:  # run the candidate chosen at `at`
+        inputs["chosen_in"] = f"results/{model}/{m['calib']}/{wildcards.method}/s{at}/pruned"
     return inputs
 
 
@@ -339,6 +342,8 @@ def select_args(wildcards, input):
         args.append(f"--stats {input.stats}")
     if "samples" in input.keys():
         args.append(f"--data {input.samples}")
+    if "chosen_in" in input.keys():
+        args.append(f"--chosen-in {input.chosen_in}")
     return " ".join(a.strip() for a in args)
 
 
@@ -346,7 +351,8 @@ def select_settings(wildcards):
     """The base recipe, the grid and the data of a select job as text, for the params check."""
     m = method_cfg(wildcards)
     return (str(sorted(stage_recipe(config, m, "pruned").to_json().items()))
-            + f" grid={sorted(m['select']['grid'].items())} heldout={m['select']['heldout']} samples={select_samples(m)}")
+            + f" grid={sorted(m['select']['grid'].items())} heldout={m['select']['heldout']} samples={select_samples(m)}"
+            + f" at={m['select'].get('at')}")
 
 
 def heldout_cfg(wildcards):
@@ -485,13 +491,20 @@ def model_evals(wildcards_or_model):
     return evals
 
 
+def speed_sparsities():
+    """Sparsities whose checkpoints are measured: evaluation.speed.sparsities, else the task
+    sparsities, else all (none when evaluation.speed is off)."""
+    sp, ev = config["evaluation"]["speed"], config["evaluation"]
+    if not sp["enabled"]:
+        return set()
+    return set(sp["sparsities"] or ev["task_sparsities"] or config["sparsities"])
+
+
 def model_speeds(wildcards_or_model):
-    """Speed measurements of every checkpoint of a model (none when evaluation.speed is off)."""
+    """Speed measurements of the checkpoints at the speed sparsities."""
     model = getattr(wildcards_or_model, "model", wildcards_or_model)
-    if not config["evaluation"]["speed"]["enabled"]:
-        return []
     return [f"results/{model}/{calib}/{method}/s{sparsity}/speed/{stage}.json"
-            for calib, method, sparsity, stage in method_rows(model)]
+            for calib, method, sparsity, stage in method_rows(model) if sparsity in speed_sparsities()]
 
 
 def model_benchmarks(wildcards):
@@ -513,7 +526,7 @@ def model_benchmarks(wildcards):
         else:
             files.append(f"benchmarks/prune/{model}/{calib}/{method}/s{sparsity}/{stage}.tsv")
         files.append(f"benchmarks/evaluate/{model}/{calib}/{method}/s{sparsity}/{stage}.tsv")
-        if config["evaluation"]["speed"]["enabled"]:
+        if sparsity in speed_sparsities():
             files.append(f"benchmarks/speed/{model}/{calib}/{method}/s{sparsity}/{stage}.tsv")
         calibs += [calib, stage_calib(m, stage)]
     for calib in [c for c in dict.fromkeys(calibs) if c != "none"]:  # ordered: params must be stable

@@ -43,7 +43,7 @@ rule data_calib:
         "logs/data/{model}/calib/{calib}.log",
     benchmark:
         "benchmarks/data/{model}/calib/{calib}.tsv"
-    threads: 2
+    threads: config["compute"]["threads"]
     resources:
         **stage_resources("data_calib"),
     shell:
@@ -94,7 +94,7 @@ rule data_heldout:
         "logs/data/{model}/heldout/{heldout}.log",
     benchmark:
         "benchmarks/data/{model}/heldout/{heldout}.tsv"
-    threads: 2
+    threads: config["compute"]["threads"]
     resources:
         **stage_resources("data_calib"),
     shell:

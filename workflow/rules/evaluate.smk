@@ -18,7 +18,7 @@ rule evaluate_dense:
         "logs/evaluate/{model}/dense.log",
     benchmark:
         "benchmarks/evaluate/{model}/dense.tsv"
-    threads: 2
+    threads: config["compute"]["threads"]
     resources:
         **stage_resources("evaluate"),
     shell:
@@ -46,7 +46,7 @@ rule evaluate:
         "logs/evaluate/{model}/{calib}/{method}/s{sparsity}/{stage}.log",
     benchmark:
         "benchmarks/evaluate/{model}/{calib}/{method}/s{sparsity}/{stage}.tsv"
-    threads: 2
+    threads: config["compute"]["threads"]
     resources:
         **stage_resources("evaluate"),
     shell:
@@ -76,7 +76,7 @@ rule speed:
         "logs/speed/{model}/{calib}/{method}/s{sparsity}/{stage}.log",
     benchmark:
         "benchmarks/speed/{model}/{calib}/{method}/s{sparsity}/{stage}.tsv"
-    threads: 2
+    threads: config["evaluation"]["speed"]["threads"]
     resources:
         **stage_resources("evaluate"),
     shell:

@@ -14,7 +14,7 @@ rule model:
         "logs/model/{model}.log",
     benchmark:
         "benchmarks/model/{model}.tsv"
-    threads: 2
+    threads: config["compute"]["threads"]
     resources:
         **stage_resources("model"),
     shell:

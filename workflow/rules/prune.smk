@@ -18,7 +18,7 @@ rule score:
         "logs/score/{model}/{calib}/{method}.log",
     benchmark:
         "benchmarks/score/{model}/{calib}/{method}.tsv"
-    threads: 2
+    threads: config["compute"]["threads"]
     resources:
         **stage_resources("score"),
     shell:
@@ -47,7 +47,7 @@ rule prune:
         "logs/prune/{model}/{calib}/{method}/s{sparsity}/{stage}.log",
     benchmark:
         "benchmarks/prune/{model}/{calib}/{method}/s{sparsity}/{stage}.tsv"
-    threads: 2
+    threads: config["compute"]["threads"]
     resources:
         **stage_resources("prune"),
     shell:
@@ -77,7 +77,7 @@ rule select:
         "logs/select/{model}/{calib}/{method}/s{sparsity}.log",
     benchmark:
         "benchmarks/select/{model}/{calib}/{method}/s{sparsity}.tsv"
-    threads: 2
+    threads: config["compute"]["threads"]
     resources:
         **stage_resources("select"),
     shell:
