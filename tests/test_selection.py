@@ -72,6 +72,19 @@ def test_select_from_the_command_line_records_every_candidate(tmp_path):
     chosen = manifest["candidates"][losses.index(min(losses))]["overrides"]
     assert {k: manifest["recipe"][k] for k in chosen} == chosen
     assert manifest["inputs"]["heldout"]["sha256"]
+    # select.at: another sparsity runs only the candidate chosen here, and says where it was chosen
+    at40 = ["--model", str(model), "--method", "l1", "--sparsity", "0.4", "--flow", "sequential",
+            "--data", str(tmp_path / "calib.safetensors"), "--heldout", str(tmp_path / "heldout.safetensors"),
+            "--grid", "reconstruct=none,refit", "--grid", "damp=0.01,1", "--chosen-in", str(out)]
+    assert main(["select", *at40, "--out", str(tmp_path / "at40")]) == 0
+    reused = json.loads((tmp_path / "at40" / "manifest.json").read_text())
+    assert [c["overrides"] for c in reused["candidates"]] == [chosen] and reused["candidates"][0]["chosen"]
+    assert reused["parameters"]["chosen_at"] == 0.3 and reused["parameters"]["grid"] == manifest["parameters"]["grid"]
+    assert reused["inputs"]["chosen_in"]["sha256"]
+    # a choice made for another grid is refused, naming the checkpoint
+    other = [a if a != "damp=0.01,1" else "damp=0.01,3" for a in at40]
+    assert main(["select", *other, "--out", str(tmp_path / "other")]) == 2
+    assert not (tmp_path / "other").exists()
 
 
 def test_a_candidate_that_cannot_reach_the_sparsity_is_skipped_not_fatal(model, input_ids):

@@ -73,6 +73,13 @@ def test_selection_table_lists_every_candidate_and_marks_the_kept_one(tmp_path):
     assert list(table["Candidate"]) == ["damp=0.1", "damp=1.0", "damp=-1"]
     assert list(table["Chosen"]) == ["", "yes", ""] and set(table["Method"]) == {"Ours-best"}
     assert table["Sparsity (%)"].tolist() == [20, 20, 20] and table["Not run"].iloc[2].startswith("damp")
+    assert table["Chosen at (%)"].tolist() == [20, 20, 20]
+    reused = tmp_path / "ckpt40"  # select.at: the choice made at 20 % prunes at 40 %
+    reused.mkdir()
+    (reused / "manifest.json").write_text(json.dumps({"parameters": {"sparsity": 0.4, "chosen_at": 0.2},
+                                                      "candidates": [candidates[1]]}))
+    table = selection_table([("best:20", folder), ("best:40", reused)], {"best:pruned": "Ours-best"})
+    assert table["Chosen at (%)"].tolist() == [20, 20, 20, 20] and table["Sparsity (%)"].tolist()[-1] == 40
 
 
 def eval_with_items(path, method, stage, sparsity, scores, window_nll):

@@ -74,6 +74,28 @@ def test_task_sparsities_give_other_sparsities_perplexity_only(finished_run, tmp
     assert len(at40) == 9 and not any("--task" in line for line in at40)
 
 
+def test_select_at_one_sparsity_reuses_the_choice_and_speed_runs_where_asked(finished_run):
+    """select.at: 20 and speed.sparsities: [20]: adding 40 % plans a select job that runs the
+    choice made at 20 % (the finished 20 % checkpoint is its input, not rerun) and no speed job."""
+    workdir, config = finished_run
+    changed = yaml.safe_load(yaml.safe_dump(config))
+    changed["sparsities"] = [20, 40]
+    changed["methods"]["best"]["select"]["at"] = 20
+    changed["evaluation"]["speed"]["sparsities"] = [20]
+    write_config(workdir, changed)
+    try:
+        out = snakemake(workdir, "--dry-run", "--printshellcmds").stdout
+        jobs = planned_jobs(workdir)
+    finally:
+        write_config(workdir, config)
+    selects = [line for line in out.splitlines() if "structprune" in line and " select " in line]
+    assert len(selects) == 2, selects  # 20 % reruns: its settings now name `at`
+    at40 = [line for line in selects if "--sparsity 0.4" in line]
+    assert len(at40) == 1 and "--chosen-in results/tiny/wikitext2/best/s20/pruned" in at40[0]
+    assert not any(rule == "speed" and "sparsity=40" in wc for rule, wc in jobs)
+    assert any(rule == "evaluate" and "sparsity=40" in wc for rule, wc in jobs)
+
+
 def test_select_keeps_the_lowest_heldout_loss_and_reports_every_candidate(finished_run):
     workdir, _ = finished_run
     manifest = yaml.safe_load((workdir / "results/tiny/wikitext2/best/s20/pruned/manifest.json").read_text())

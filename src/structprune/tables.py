@@ -220,7 +220,7 @@ def selection_table(checkpoints: list[tuple[str, str | os.PathLike]], labels: di
 
 def _chosen_at(manifest: dict, sparsity: str) -> int:
     """The sparsity whose grid made the choice (select.at; older manifests: their own)."""
-    return round(100 * manifest["parameters"].get("chosen_at", int(sparsity) / 100))
+    return round(100 * manifest.get("parameters", {}).get("chosen_at", int(sparsity) / 100))
 
 
 def to_markdown(table: pd.DataFrame, header: str) -> str:
