@@ -111,7 +111,7 @@ CASES = {
 
 
 def test_the_committed_configs_are_valid():
-    for name in ("config.yaml", "config/paper.yaml", "config/sweep.yaml"):
+    for name in ("config.yaml", "config/paper.yaml", "config/sweep.yaml", "config/ablations.yaml", "config/full.yaml"):
         validate_config(yaml.safe_load((REPO / name).read_text()))
 
 

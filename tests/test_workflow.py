@@ -88,7 +88,7 @@ def test_select_at_one_sparsity_reuses_the_choice_and_speed_runs_where_asked(fin
         jobs = planned_jobs(workdir)
     finally:
         write_config(workdir, config)
-    selects = [line for line in out.splitlines() if "structprune" in line and " select " in line]
+    selects = [line for line in out.splitlines() if "python -m structprune" in line and " select --model " in line]
     assert len(selects) == 2, selects  # 20 % reruns: its settings now name `at`
     at40 = [line for line in selects if "--sparsity 0.4" in line]
     assert len(at40) == 1 and "--chosen-in results/tiny/wikitext2/best/s20/pruned" in at40[0]
