@@ -298,7 +298,9 @@ def write_table(
 
 
 def plot_perplexity(table: pd.DataFrame, path: str | os.PathLike, title: str) -> None:
-    """Perplexity against sparsity, one line per method/stage; dense drawn as a horizontal line."""
+    """Perplexity against the share of decoder-block parameters each checkpoint actually removed
+    (not its target: LLM-Pruner's per-module rounding removes less than asked), one line per
+    method/stage; dense drawn as a horizontal line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -311,13 +313,14 @@ def plot_perplexity(table: pd.DataFrame, path: str | os.PathLike, title: str) ->
         if not dense.empty:
             ax.axhline(dense[column].iloc[0], color="black", linestyle="--", label="dense")
         others = table[table["Stage"] != "dense"]
+        x = "Block params removed (%)" if "Block params removed (%)" in table else "Sparsity (%)"
         for (method, calib, stage), group in others.groupby(["Method", "Calibration", "Stage"], sort=False):
             group = group.sort_values("Sparsity (%)")
             label = method if calib == "none" else f"{method} ({calib})"
             label += "" if stage == "pruned" else f" {stage}"
-            ax.plot(group["Sparsity (%)"], group[column], marker=MARKERS[len(ax.lines) % len(MARKERS)], label=label)
+            ax.plot(group[x], group[column], marker=MARKERS[len(ax.lines) % len(MARKERS)], label=label)
         ax.set_yscale("log")
-        ax.set_xlabel("sparsity (% of decoder-block parameters)")
+        ax.set_xlabel("decoder-block parameters removed (%)" if x != "Sparsity (%)" else "sparsity (% of decoder-block parameters)")
         ax.set_ylabel(f"{column} perplexity (log scale)")
         ax.grid(True, which="both", alpha=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()

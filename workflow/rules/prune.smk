@@ -78,6 +78,9 @@ rule select:
     benchmark:
         "benchmarks/select/{model}/{calib}/{method}/s{sparsity}.tsv"
     threads: config["compute"]["threads"]
+    # the longest chain of the default run (the grid at select.at, then the other sparsities'
+    # selects and their evaluations): started before shorter jobs that are ready as early
+    priority: 10
     resources:
         **stage_resources("select"),
     shell:
