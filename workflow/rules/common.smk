@@ -564,7 +564,8 @@ def recipe_summary(name, stage):
     if m.get("select"):
         sel = m["select"]
         grid = ", ".join(f"{k} in {{{', '.join(str(v) for v in vs)}}}" for k, vs in sel["grid"].items())
-        summary += (f" (base recipe; {grid} chosen per sparsity by the loss on held-out set {sel['heldout']}, "
+        when = "per sparsity" if sel.get("at") is None else f"once at {sel['at']} % and used at every sparsity"
+        summary += (f" (base recipe; {grid} chosen {when} by the loss on held-out set {sel['heldout']}, "
                     f"samples {select_samples(m)}: see the selection table)")
     return summary
 
