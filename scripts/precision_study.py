@@ -38,10 +38,6 @@ def accumulate(xs, ys, product_dtype):
     return refit
 
 
-def objective(weight, refit):
-    return refit.error(weight)
-
-
 def main() -> None:
     from transformers import AutoModelForCausalLM
 
@@ -71,7 +67,7 @@ def main() -> None:
                 moment_error = float((fast.xx - exact.xx).norm() / exact.xx.norm())
                 for damp in DAMPS:
                     w64, w32 = ridge_toward(weight, exact, damp), ridge_toward(weight, fast, damp)
-                    e64, e32 = objective(w64, exact), objective(w32, exact)
+                    e64, e32 = exact.error(w64), exact.error(w32)
                     rows.append({
                         "layer": index, "site": name, "damp": damp, "moment_rel_error": moment_error,
                         "solution_rel_diff": float((w32.double() - w64.double()).norm() / w64.double().norm()),

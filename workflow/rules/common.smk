@@ -502,16 +502,16 @@ def speed_sparsities():
 
 def model_speeds(wildcards_or_model):
     """Speed measurements of the checkpoints at the speed sparsities."""
-    model = getattr(wildcards_or_model, "model", wildcards_or_model)
+    model, measured = getattr(wildcards_or_model, "model", wildcards_or_model), speed_sparsities()
     return [f"results/{model}/{calib}/{method}/s{sparsity}/speed/{stage}.json"
-            for calib, method, sparsity, stage in method_rows(model) if sparsity in speed_sparsities()]
+            for calib, method, sparsity, stage in method_rows(model) if sparsity in measured]
 
 
 def model_benchmarks(wildcards):
     """Benchmark files of the jobs behind a model's table (for the compute-time summary)."""
     model = wildcards.model
     files = [f"benchmarks/model/{model}.tsv", f"benchmarks/evaluate/{model}/dense.tsv"]
-    calibs = []
+    calibs, measured = [], speed_sparsities()
     for calib, method, sparsity, stage in method_rows(model):
         m = config["methods"][method]
         recipe = stage_recipe(config, m, stage)
@@ -526,7 +526,7 @@ def model_benchmarks(wildcards):
         else:
             files.append(f"benchmarks/prune/{model}/{calib}/{method}/s{sparsity}/{stage}.tsv")
         files.append(f"benchmarks/evaluate/{model}/{calib}/{method}/s{sparsity}/{stage}.tsv")
-        if sparsity in speed_sparsities():
+        if sparsity in measured:
             files.append(f"benchmarks/speed/{model}/{calib}/{method}/s{sparsity}/{stage}.tsv")
         calibs += [calib, stage_calib(m, stage)]
     for calib in [c for c in dict.fromkeys(calibs) if c != "none"]:  # ordered: params must be stable
