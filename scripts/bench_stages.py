@@ -43,7 +43,7 @@ class BenchSpec:
     layers: int = 2  # decoder layers of the built-in-code models
     checkpoint: str = str(REPO / "resources" / "models" / "smollm2-135m")
     task_dir: str = str(REPO / "resources" / "data" / "tasks")
-    task_limit: int = 10
+    task_limit: int = 30  # items per task: the default config's evaluation.limit
     threads: int = 2
 
 

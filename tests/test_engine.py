@@ -74,6 +74,27 @@ def test_shared_input_refit_recovers_planted_maps_and_keeps_weights_when_inputs_
     torch.testing.assert_close(same.weight.data, w0)
 
 
+def test_reported_error_after_a_damped_refit_equals_the_direct_error():
+    """refit_shared_input reads the error of its solution from the normal equations (no
+    out x in x in product); it must be LinearRefit.error of that solution."""
+    torch.manual_seed(1)
+    x = torch.randn(400, 6, dtype=torch.float64)
+    x[:, 2] *= 50.0
+    y = x @ torch.randn(5, 6, dtype=torch.float64).T + 0.3 * torch.randn(400, 5, dtype=torch.float64)
+    linears = [torch.nn.Linear(6, 2, bias=False).double(), torch.nn.Linear(6, 3, bias=False).double()]
+    w0 = [linear.weight.data.clone() for linear in linears]
+    refit = LinearRefit(product_dtype=torch.float64)
+    refit.add(x, y)
+    errors = refit_shared_input(linears, refit, damp=0.5)
+    start = 0
+    for linear, weight0, (before, after) in zip(linears, w0, errors):
+        part = refit.rows(start, start + linear.out_features)
+        assert before == pytest.approx(part.error(weight0), rel=1e-12)
+        assert after == pytest.approx(part.error(linear.weight.data), rel=1e-9)
+        torch.testing.assert_close(linear.weight.data, ridge_toward(weight0, part, 0.5))  # rows are independent problems
+        start += linear.out_features
+
+
 # ------------------------------------------------------------------ allocation and units
 
 def test_default_layer_range_is_the_papers_and_scales_for_shallow_models():
@@ -257,18 +278,22 @@ def test_option_names_read_from_source_match_the_registry():
         assert names[name] == list(inspect.signature(method.make).parameters), name
 
 
-@pytest.mark.parametrize(("reconstruct", "passes"), [("refit", 3), ("paper", 2)])
+@pytest.mark.parametrize(("reconstruct", "passes"), [
+    ("refit", {"layer": 2, "self_attn": 2, "mlp": 3}),
+    ("paper", {"layer": 1, "self_attn": 2, "mlp": 2}),
+])
 def test_the_dense_layer_runs_once_per_layer(model, input_ids, reconstruct, passes):
-    """Refit: one dense pass (its taps serve both refits), two pruned passes; the pruned stream
-    advances from kept tensors. Paper: one dense pass and one pruned pass (o_proj's inputs are
-    kept; the MLP half runs once more on its own, not counted here)."""
+    """Refit: one dense pass (its taps serve both refits), one pruned layer pass, then the pruned
+    MLP half alone; the pruned stream advances from kept tensors. Paper: one dense layer pass, then the pruned attention half
+    alone (o_proj's inputs are kept) and the pruned MLP half alone."""
     model = copy.deepcopy(model)
     calls = {}
-    for index, layer in enumerate(model.model.layers):
-        layer.register_forward_pre_hook(lambda *_, index=index: calls.__setitem__(index, calls.get(index, 0) + 1))
+    layer = model.model.layers[1]
+    for name, module in {"layer": layer, "self_attn": layer.self_attn, "mlp": layer.mlp}.items():
+        module.register_forward_pre_hook(lambda *_, name=name: calls.__setitem__(name, calls.get(name, 0) + 1))
     recipe = Recipe("distribution", flow="sequential", reconstruct=reconstruct, layers=[1, 2])
     prune_with_recipe(model, recipe, 0.3, samples=input_ids, batch_size=input_ids.shape[0], progress=False)
-    assert calls[1] == passes  # the pruned layer; batch_size = all samples: one call per pass
+    assert calls == passes  # the pruned layer; batch_size = all samples: one call per pass
 
 
 def test_the_sequential_flow_collects_only_what_its_score_reads_and_prunes_the_same(model, input_ids, monkeypatch):
@@ -337,3 +362,33 @@ def test_statistics_of_one_half_of_a_layer_keep_only_that_halfs_sites(model, inp
     assert {k.split(".")[0] for k in stats.moments()} == {"mlp_in", "down_proj_in"}
     with pytest.raises(ValueError, match="no activations"):
         LayerStatistics().moments()
+
+
+def test_first_level_refit_through_the_dense_weights_equals_the_direct_one(model):
+    """The paper's first-level refit accumulates X X^^T and forms Y X^^T = W (X X^^T); with a
+    bias it accumulates Y X^^T directly. Both must give the same refitted weights."""
+    from structprune.engine import _refit_first_level
+
+    names = ["mlp.gate_proj", "mlp.up_proj"]
+    g = torch.Generator().manual_seed(0)
+    hidden = model.config.hidden_size
+    inputs = [torch.randn(2, 7, hidden, generator=g) for _ in range(3)]
+    dense_inputs = [x + 0.3 * torch.randn(x.shape, generator=g) for x in inputs]
+    results = []
+    for bias in (False, True):
+        layer = copy.deepcopy(model.model.layers[0])
+        if bias:  # a zero bias: same targets, but the direct Y X^^T path
+            for name in names:
+                old = layer.get_submodule(name)
+                new = torch.nn.Linear(old.in_features, old.out_features, bias=True)
+                new.weight.data, new.bias.data = old.weight.data.clone(), torch.zeros(old.out_features)
+                setattr(layer.mlp, name.split(".")[1], new)
+        taps = [{("post_attention_layernorm", "out"): xd, **{(n, "out"): layer.get_submodule(n)(xd).detach() for n in names}}
+                for xd in dense_inputs]
+        report = _refit_first_level(layer, names, inputs, 0.1, taps)
+        results.append(([layer.get_submodule(n).weight.data.clone() for n in names], report))
+    (mapped, mapped_report), (direct, direct_report) = results
+    for a, b in zip(mapped, direct):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    for key in mapped_report:
+        assert mapped_report[key] == pytest.approx(direct_report[key], rel=1e-4)

@@ -7,14 +7,14 @@ import torch
 from lm_eval.models.huggingface import HFLM
 
 from structprune.plan import LayerPlan, PrunePlan
-from structprune.prefixlm import PrefixSharingLM, context_groups, length_batches
+from structprune.prefixlm import CONTEXT, PADDING, PrefixSharingLM, context_groups, length_batches, packed_mask, packed_row
 from structprune.prune import prune_model
 from tiny import INTERMEDIATE, TASK_RECORDS
 
 
 def requests_with_shared_contexts(vocab: int, seed: int = 0) -> list:
     """Items like multiple-choice tasks: contexts of different lengths, 1 to 4 choices of 1 to
-    6 tokens, two one-token choices (BoolQ-like), and a one-token context (HFLM's own path)."""
+    6 tokens, two one-token choices (BoolQ-like), and a one-token context."""
     g = torch.Generator().manual_seed(seed)
 
     def ids(n):
@@ -52,15 +52,46 @@ def test_length_batches_keep_similar_lengths_together_within_limits():
     assert sorted(sum(length_batches(lengths, slack=0), [])) == list(range(7))
 
 
+def test_packed_row_puts_each_choice_at_its_hflm_positions():
+    row = packed_row([10, 11, 12], [[20, 21, 22], [30], [40, 41]])
+    assert row.tokens == [10, 11, 12, 20, 21, 40]
+    assert row.positions == [0, 1, 2, 3, 4, 3]
+    assert row.owner == [CONTEXT] * 3 + [0, 0, 2]
+    assert row.reads == [[2, 3, 4], [2], [2, 5]]  # the first token of every choice from the context's end
+
+
+def test_packed_mask_sees_the_context_and_the_own_choice_only():
+    owner = torch.tensor([[CONTEXT, CONTEXT, 0, 0, 1, PADDING, PADDING]])
+    mask = packed_mask(owner)[0, 0].int().tolist()
+    assert mask == [
+        [1, 0, 0, 0, 0, 0, 0],
+        [1, 1, 0, 0, 0, 0, 0],
+        [1, 1, 1, 0, 0, 0, 0],
+        [1, 1, 1, 1, 0, 0, 0],
+        [1, 1, 0, 0, 1, 0, 0],  # choice 1 does not see choice 0
+        [0, 0, 0, 0, 0, 1, 0],  # padding sees padding only: no empty row
+        [0, 0, 0, 0, 0, 1, 1],
+    ]
+
+
+def test_requests_longer_than_the_window_take_hflms_path(model, tokenizer):
+    window = model.config.max_position_embeddings
+    g = torch.Generator().manual_seed(3)
+    long = (("ctx", "cont"), torch.randint(3, len(tokenizer), (window,), generator=g).tolist(), [5, 6])
+    requests = [long] + requests_with_shared_contexts(len(tokenizer), seed=2)
+    reference, _ = answers(HFLM, model, tokenizer, requests)
+    ours, _ = answers(PrefixSharingLM, model, tokenizer, requests)
+    assert_same_answers(ours, reference)
+
+
 def test_shared_contexts_give_hflms_log_likelihoods_and_greedy_flags(model, tokenizer):
     requests = requests_with_shared_contexts(len(tokenizer))
     reference, _ = answers(HFLM, model, tokenizer, requests)
     ours, lm = answers(PrefixSharingLM, model, tokenizer, requests)
     assert_same_answers(ours, reference)
-    contexts = {tuple(context) for _, context, _ in requests if len(context) > 1}
-    shared = sum(len(c) - 1 for c in contexts) + sum(len(choice) for _, c, choice in requests if len(c) > 1)
-    alone = sum(len(c) + len(choice) - 1 for _, c, choice in requests if len(c) == 1)
-    assert lm.tokens_forwarded == shared + alone  # each context once
+    contexts = {tuple(context) for _, context, _ in requests}
+    packed = sum(map(len, contexts)) + sum(len(choice) - 1 for _, _, choice in requests)
+    assert lm.tokens_forwarded == packed  # each context once, each choice but its last token once
     assert lm.tokens_forwarded < sum(len(c) + len(choice) - 1 for _, c, choice in requests)  # HFLM's count
 
 

@@ -77,3 +77,23 @@ def test_depth2_magnitude_known_answer():
     torch.testing.assert_close(s.heads, torch.tensor([10 ** 0.5, 9.0], dtype=torch.float64))
     # neuron 0: ||(gate, up) row||^2 = 2 + 4, ||down col||^2 = 9 -> sqrt(54); neuron 1: sqrt((4+2)*1)
     torch.testing.assert_close(s.neurons, torch.tensor([54 ** 0.5, 6 ** 0.5], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("method, options", [
+    ("distribution", {}), ("distribution", {"mlp": "output", "redundancy": "none"}), ("distribution", {"mlp": "closed_form"}),
+    ("wanda_sp", {}), ("flap", {}), ("l2", {}), ("magnitude2", {}),
+])
+def test_head_scores_read_attention_statistics_only(model, input_ids, method, options):
+    """The paper's recovery scores heads after an attention-only pass, with stand-in MLP
+    moments (statistics.with_placeholder_mlp_moments): every moment-reading score's head
+    scores must not depend on the MLP sites."""
+    from structprune.statistics import MLP_SITES, collect_statistics, layer_statistics, with_placeholder_mlp_moments
+
+    stats, _ = collect_statistics(model, input_ids, batch_size=3, progress=False)
+    layer = layer_statistics(stats, 1)
+    attention_only = {k: v for k, v in layer.items() if not k.startswith(MLP_SITES)}
+    assert len(attention_only) < len(layer)
+    weights = LayerWeights.from_layer(1, model.model.layers[1], head_dim=HEAD_DIM)
+    scorer = score_method(method).make(**options)
+    placeholders = with_placeholder_mlp_moments(attention_only, weights.geometry.hidden_size, INTERMEDIATE)
+    torch.testing.assert_close(scorer(weights, placeholders).heads, scorer(weights, layer).heads, rtol=0, atol=0)

@@ -1,25 +1,26 @@
 """lm-eval's HFLM with the context shared by an item's choices computed once.
 
 A multiple-choice item asks for log P(choice | context) for every choice. lm-eval's
-HFLM feeds ``context + choice`` for each choice, so an item with four choices runs
-its context four times (only one-token choices share a forward pass). Here the
-requests with the same context tokens form one group. A batch of groups runs their
-contexts minus the last token once (right-padded, padding masked), which leaves a
-key/value cache; the cache rows are repeated per choice and every choice runs only
-``[last context token] + choice[:-1]`` on top of its own context, at the positions
-it has in HFLM's input. The logits read are the ones HFLM reads, so the per-request
-answers (log-likelihood, greedy match) are the same up to float rounding; the task,
-prompt, metric and aggregation code stay lm-eval's own.
+HFLM feeds ``context + choice[:-1]`` for each choice, so an item with four choices
+runs its context four times (only one-token choices share a forward pass). Here the
+requests with the same context tokens form one *packed row*: the context once, then
+every choice's tokens but its last, each choice at the positions it has in HFLM's
+input and masked so that it sees the context and its own earlier tokens only (a
+tree-shaped attention mask, `packed_mask`). The first token of every choice is read
+from the context's last position, the others from the choice's own positions, and
+logits are computed at those positions only. Rows of similar length run together,
+one forward call per batch and no key/value cache, so the per-call cost of reading
+the weights is paid rarely. The answers (log-likelihood, greedy match) are HFLM's up
+to float rounding; the task, prompt, metric and aggregation code stay lm-eval's own.
 
-Requests HFLM would truncate (longer than the model's window), contexts of one
-token, and non-causal backends go through HFLM's own path unchanged.
+Requests HFLM would truncate (longer than the model's window) and non-causal
+backends go through HFLM's own path unchanged.
 """
 
 from __future__ import annotations
 
-import inspect
-import itertools
 from collections import defaultdict
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,7 @@ from lm_eval.models.huggingface import HFLM
 from tqdm.auto import tqdm
 
 Request = tuple[tuple[str, str], list[int], list[int]]
+CONTEXT, PADDING = -1, -2  # owners of positions that are no choice's
 
 
 def context_groups(requests: list[Request]) -> list[list[int]]:
@@ -53,29 +55,57 @@ def length_batches(lengths: list[int], slack: int = 8, max_rows: int = 32, max_p
     return batches
 
 
-def right_padded(rows: list[list[int]], pad: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rows of token ids padded on the right, and the mask of real tokens."""
-    width = max(len(row) for row in rows)
-    ids = torch.tensor([row + [pad] * (width - len(row)) for row in rows], dtype=torch.long)
-    mask = torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in rows], dtype=torch.long)
-    return ids, mask
+@dataclass(frozen=True)
+class PackedRow:
+    """One context and its choices in one sequence.
+
+    ``owner[p]`` is the choice whose token sits at p (`CONTEXT` for the context);
+    ``reads[c]`` are the positions whose logits predict choice c's tokens, in order."""
+
+    tokens: list[int]
+    positions: list[int]
+    owner: list[int]
+    reads: list[list[int]]
 
 
-def cache_keyword(model) -> str:
-    """The forward argument that takes a key/value cache: `cache` (transformers >= 5.2x) or
-    `past_key_values` (earlier 5.x; deprecated later)."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+def packed_row(context: list[int], choices: list[list[int]]) -> PackedRow:
+    """The context, then each choice but its last token at the positions HFLM gives it."""
+    if not context or any(not choice for choice in choices):
+        raise ValueError("a packed row needs a context and non-empty choices")
+    tokens, positions, owner = list(context), list(range(len(context))), [CONTEXT] * len(context)
+    reads = []
+    for c, choice in enumerate(choices):
+        start = len(tokens)
+        tokens += choice[:-1]
+        positions += range(len(context), len(context) + len(choice) - 1)
+        owner += [c] * (len(choice) - 1)
+        reads.append([len(context) - 1] + list(range(start, start + len(choice) - 1)))
+    return PackedRow(tokens, positions, owner, reads)
 
 
-def cache_rows(cache, rows: torch.Tensor):
-    """A new DynamicCache holding `rows` (repeats allowed) of every layer of `cache`; the
-    original stays untouched for the next chunk."""
-    from transformers import DynamicCache
+def packed_mask(owner: torch.Tensor) -> torch.Tensor:
+    """(rows, 1, L, L) boolean attention mask of right-padded packed rows from their owners
+    (rows, L): a position sees earlier-or-equal positions of the context and of its own
+    choice; padding sees earlier padding only (never empty, so no NaN), and nothing real
+    sees padding."""
+    index = torch.arange(owner.shape[1])
+    causal = index[None, :] <= index[:, None]
+    query, key = owner[:, :, None], owner[:, None, :]
+    same = (key == query) | ((key == CONTEXT) & (query != PADDING))
+    return (causal[None] & same)[:, None]
 
-    copy = DynamicCache()
-    for index, layer in enumerate(cache.layers):
-        copy.update(layer.keys[rows], layer.values[rows], index)
-    return copy
+
+def batch_tensors(rows: list[PackedRow]) -> dict[str, torch.Tensor]:
+    """input_ids, position_ids, 4-D attention_mask and the boolean logits_to_keep of rows."""
+    width = max(len(row.tokens) for row in rows)
+    pad = [width - len(row.tokens) for row in rows]
+    ids = torch.tensor([row.tokens + [0] * p for row, p in zip(rows, pad, strict=True)])
+    positions = torch.tensor([row.positions + [0] * p for row, p in zip(rows, pad, strict=True)])
+    owner = torch.tensor([row.owner + [PADDING] * p for row, p in zip(rows, pad, strict=True)])
+    keep = torch.zeros(ids.shape, dtype=torch.bool)
+    for r, row in enumerate(rows):
+        keep[r, sorted({p for read in row.reads for p in read})] = True
+    return {"input_ids": ids, "position_ids": positions, "attention_mask": packed_mask(owner), "logits_to_keep": keep}
 
 
 class PrefixSharingLM(HFLM):
@@ -83,48 +113,34 @@ class PrefixSharingLM(HFLM):
 
     ``tokens_forwarded`` counts the token positions the model computed (padding excluded)."""
 
-    def __init__(self, *args, slack: int = 8, max_rows: int = 32, **kwargs):
+    def __init__(self, *args, slack: int = 8, max_rows: int = 32, max_positions: int = 2048, **kwargs):
         super().__init__(*args, **kwargs)
         self.tokens_forwarded = 0
-        self.slack, self.max_rows = slack, max_rows
+        self.slack, self.max_rows, self.max_positions = slack, max_rows, max_positions
 
-    def _shares(self, request: Request) -> bool:
+    def _fits(self, request: Request) -> bool:
         _, context, continuation = request
-        return len(context) + len(continuation) <= self.max_length + 1 and len(context) >= 2
+        return len(context) + len(continuation) <= self.max_length + 1 and len(context) >= 1 and len(continuation) >= 1
 
     @torch.no_grad()
-    def _batch_answers(self, groups: list[list[Request]]) -> list[list[tuple[float, bool]]]:
-        """Answers for a batch of groups; the requests of a group share one context.
-
-        The contexts run together (no logits: only their cache is kept); the choices then
-        run in chunks of similar length, each on a copy of its rows of that cache."""
-        keyword = cache_keyword(self.model)
-        prefixes = [group[0][1][:-1] for group in groups]
-        prefix_ids, prefix_mask = right_padded(prefixes)
-        out = self.model(prefix_ids.to(self.device), attention_mask=prefix_mask.to(self.device), use_cache=True,
-                         logits_to_keep=1)
-        cache = getattr(out, keyword)
-        self.tokens_forwarded += sum(map(len, prefixes))
-        rows = [(g, request[2]) for g, group in enumerate(groups) for request in group]
-        answers: list[tuple[float, bool] | None] = [None] * len(rows)
-        for chunk in length_batches([len(continuation) for _, continuation in rows], self.slack, self.max_rows):
-            owners = torch.tensor([rows[r][0] for r in chunk])
-            continuations = [rows[r][1] for r in chunk]
-            tail_ids, tail_mask = right_padded([[groups[rows[r][0]][0][1][-1]] + rows[r][1][:-1] for r in chunk])
-            lengths = torch.tensor([len(prefixes[g]) for g in owners.tolist()])
-            positions = lengths[:, None] + torch.arange(tail_ids.shape[1])[None, :]
-            mask = torch.cat([prefix_mask[owners], tail_mask], dim=1)
-            logits = self.model(
-                tail_ids.to(self.device), attention_mask=mask.to(self.device), position_ids=positions.to(self.device),
-                use_cache=True, **{keyword: cache_rows(cache, owners.to(self.device))},
-            ).logits
-            self.tokens_forwarded += sum(map(len, continuations))
-            for r, row, continuation in zip(chunk, logits, continuations, strict=True):
-                row = F.log_softmax(row[: len(continuation)], dim=-1, dtype=self.softmax_dtype)
-                target = torch.tensor(continuation, dtype=torch.long, device=row.device)
-                answers[r] = (float(row.gather(1, target[:, None]).sum()), bool((row.argmax(-1) == target).all()))
-        starts = list(itertools.accumulate((len(group) for group in groups), initial=0))
-        return [answers[start:end] for start, end in itertools.pairwise(starts)]
+    def _row_answers(self, rows: list[PackedRow], choices: list[list[list[int]]]) -> list[list[tuple[float, bool]]]:
+        """(log-likelihood, greedy) of every choice of every row, one forward call."""
+        inputs = {k: v.to(self.device) for k, v in batch_tensors(rows).items()}
+        logits = self.model(**inputs, use_cache=False).logits  # (kept positions, vocab), row-major
+        self.tokens_forwarded += sum(len(row.tokens) for row in rows)
+        answers, offset = [], 0
+        for r, row in enumerate(rows):
+            kept = inputs["logits_to_keep"][r].nonzero().flatten().tolist()
+            where = {p: offset + i for i, p in enumerate(kept)}
+            offset += len(kept)
+            row_answers = []
+            for read, choice in zip(row.reads, choices[r], strict=True):
+                scores = F.log_softmax(logits[[where[p] for p in read]], dim=-1, dtype=self.softmax_dtype)
+                target = torch.tensor(choice, dtype=torch.long, device=scores.device)
+                row_answers.append((float(scores.gather(1, target[:, None]).sum()),
+                                    bool((scores.argmax(-1) == target).all())))
+            answers.append(row_answers)
+        return answers
 
     def _loglikelihood_tokens(
         self, requests: list[Request], disable_tqdm: bool = False, override_bs: int | None = None,
@@ -132,24 +148,23 @@ class PrefixSharingLM(HFLM):
         if self.backend != "causal":
             return super()._loglikelihood_tokens(requests, disable_tqdm, override_bs)
         answers: list[tuple[float, bool] | None] = [None] * len(requests)
-        sharing = [self._shares(r) for r in requests]
-        alone = [i for i, shares in enumerate(sharing) if not shares]
+        alone = [i for i, request in enumerate(requests) if not self._fits(request)]
         if alone:
             solo = super()._loglikelihood_tokens([requests[i] for i in alone], True, override_bs)
             for i, answer in zip(alone, solo, strict=True):
                 answers[i] = answer
                 self.tokens_forwarded += min(len(requests[i][1]) + len(requests[i][2]) - 1, self.max_length)
-        shared = [i for i, shares in enumerate(sharing) if shares]
-        groups = [[shared[m] for m in members] for members in context_groups([requests[i] for i in shared])]
-        progress = tqdm(total=len(shared), disable=disable_tqdm or self.rank != 0, desc="loglikelihood (shared contexts)")
-        for batch in length_batches([len(requests[group[0]][1]) for group in groups], self.slack, self.max_rows):
-            chunk = [groups[b] for b in batch]
-            results = self._batch_answers([[requests[i] for i in group] for group in chunk])
-            for group, group_answers in zip(chunk, results, strict=True):
-                for i, answer in zip(group, group_answers, strict=True):
+        packed = [i for i, request in enumerate(requests) if self._fits(request)]
+        groups = [[packed[m] for m in members] for members in context_groups([requests[i] for i in packed])]
+        rows = [packed_row(requests[group[0]][1], [requests[i][2] for i in group]) for group in groups]
+        progress = tqdm(total=len(packed), disable=disable_tqdm or self.rank != 0, desc="loglikelihood (packed choices)")
+        for batch in length_batches([len(row.tokens) for row in rows], self.slack, self.max_rows, self.max_positions):
+            results = self._row_answers([rows[b] for b in batch], [[requests[i][2] for i in groups[b]] for b in batch])
+            for b, row_answers in zip(batch, results, strict=True):
+                for i, answer in zip(groups[b], row_answers, strict=True):
                     answers[i] = answer
                     if requests[i][0] is not None:
                         self.cache_hook.add_partial("loglikelihood", requests[i][0], answer)
-                progress.update(len(group))
+                progress.update(len(groups[b]))
         progress.close()
         return answers

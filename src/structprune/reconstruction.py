@@ -49,7 +49,7 @@ class LinearRefit:
             self.yy = torch.zeros(y.shape[1], dtype=torch.float64, device=x_hat.device)
         self.xx += (x_hat.T @ x_hat).to(torch.float64)
         self.yx += (y.T @ x_hat).to(torch.float64)
-        self.yy += y.to(torch.float64).pow(2).sum(0)
+        self.yy += y.pow(2).sum(0, dtype=torch.float64)
         self.count += x_hat.shape[0]
 
     def restricted(self, columns: torch.Tensor) -> "LinearRefit":
@@ -68,6 +68,22 @@ class LinearRefit:
         return float(total) / max(self.count, 1)
 
 
+def _damped_system(refit: LinearRefit, damp: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(X^X^^T + diag(lambda), lambda) with lambda_j = damp * (X^X^^T)_jj (see `ridge_toward`)."""
+    diag = refit.xx.diagonal()
+    lam = damp * diag + 1e-12 * diag.max().clamp_min(1e-30)  # floor keeps dead channels solvable
+    return refit.xx + torch.diag(lam), lam
+
+
+def _solve_spd(lhs: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    """lhs^-1 rhs for a symmetric positive definite lhs: a Cholesky factorisation (half the
+    work of LU), with LU as the fallback when rounding leaves lhs not numerically definite."""
+    factor, info = torch.linalg.cholesky_ex(lhs)
+    if int(info) == 0:
+        return torch.cholesky_solve(rhs, factor)
+    return torch.linalg.solve(lhs, rhs)
+
+
 def ridge_toward(weight0: torch.Tensor, refit: LinearRefit, damp: float) -> torch.Tensor:
     """argmin_W ||W X^ - Y||^2 + sum_j lambda_j ||W[:, j] - W0[:, j]||^2, closed form.
 
@@ -77,27 +93,42 @@ def ridge_toward(weight0: torch.Tensor, refit: LinearRefit, damp: float) -> torc
     (DESIGN.md, "Numerics"). With damp = 0 this is ordinary least squares.
     """
     w0 = weight0.to(refit.xx.device, torch.float64)
-    diag = refit.xx.diagonal()
-    lam = damp * diag + 1e-12 * diag.max().clamp_min(1e-30)  # floor keeps dead channels solvable
-    lhs = refit.xx + torch.diag(lam)
-    rhs = refit.yx + w0 * lam[None, :]
-    solution = torch.linalg.solve(lhs, rhs.T).T
-    return solution.to(weight0.device, weight0.dtype)
+    return _ridge_solution(w0, refit, damp)[0].to(weight0.device, weight0.dtype)
+
+
+def _ridge_solution(w0: torch.Tensor, refit: LinearRefit, damp: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The float64 solution of `ridge_toward` for float64 `w0`, and the damping lambda."""
+    lhs, lam = _damped_system(refit, damp)
+    return _solve_spd(lhs, (refit.yx + w0 * lam[None, :]).T).T, lam
+
+
+def _solution_error(refit: LinearRefit, w0: torch.Tensor, solution: torch.Tensor, lam: torch.Tensor) -> float:
+    """`LinearRefit.error` of a ridge solution without its (out x in x in) product: the solution
+    W satisfies W (X^X^^T + Lambda) = Y X^^T + W0 Lambda, so
+    tr(W X^X^^T W^T) = <Y X^^T + (W0 - W) Lambda, W>."""
+    quadratic = ((refit.yx + (w0 - solution) * lam[None, :]) * solution).sum()
+    return float(quadratic - 2 * (solution * refit.yx).sum() + refit.yy.sum()) / max(refit.count, 1)
 
 
 def refit_linear(linear: torch.nn.Linear, refit: LinearRefit, damp: float) -> tuple[float, float]:
-    """Replace `linear`'s weight by the damped least-squares solution; (error before, after)."""
-    before = refit.error(linear.weight.data)
-    linear.weight.data = ridge_toward(linear.weight.data, refit, damp)
-    return before, refit.error(linear.weight.data)
+    """Replace `linear`'s weight by the damped least-squares solution; (error before, after;
+    after: of the float64 solution, before its cast to the weight's dtype)."""
+    return refit_shared_input([linear], refit, damp)[0]
 
 
 def refit_shared_input(linears: list[torch.nn.Linear], refit: LinearRefit, damp: float) -> list[tuple[float, float]]:
     """Refit maps that read one input (q, k, v; gate, up), whose targets were stacked in
-    `refit`'s output rows in this order: one X^X^^T serves them all."""
+    `refit`'s output rows in this order. The damped system depends on the input only, so one
+    X^X^^T and one factorisation serve them all; each output row is its own problem."""
+    w0 = torch.cat([linear.weight.data.to(refit.xx.device, torch.float64) for linear in linears])
+    if tuple(w0.shape) != (refit.yx.shape[0], refit.xx.shape[0]):
+        raise ValueError(f"weights {tuple(w0.shape)} do not match the normal equations {tuple(refit.yx.shape)}")
+    solution, lam = _ridge_solution(w0, refit, damp)
     errors, start = [], 0
     for linear in linears:
         end = start + linear.out_features
-        errors.append(refit_linear(linear, refit.rows(start, end), damp))
+        part = refit.rows(start, end)
+        errors.append((part.error(w0[start:end]), _solution_error(part, w0[start:end], solution[start:end], lam)))
+        linear.weight.data = solution[start:end].to(linear.weight.device, linear.weight.dtype)
         start = end
     return errors

@@ -212,6 +212,22 @@ def restrict_to_heads(moments: dict[str, torch.Tensor], keep_heads, head_dim: in
     return out
 
 
+MLP_SITES = ("mlp_in", "down_proj_in")
+
+
+def with_placeholder_mlp_moments(moments: dict[str, torch.Tensor], hidden: int, intermediate: int) -> dict[str, torch.Tensor]:
+    """`moments` of an attention-only pass completed with stand-in MLP statistics (zero means,
+    unit second moments), so that a scorer can be called for its head scores before the MLP
+    input exists. Every registered score's head scores read attention sites only (a test in
+    test_scores.py checks it); the neuron scores computed from these stand-ins are discarded."""
+    out = dict(moments)
+    for site, width in zip(MLP_SITES, (hidden, intermediate), strict=True):
+        out.setdefault(f"{site}.mean", torch.zeros(width, dtype=torch.float64))
+        out.setdefault(f"{site}.second_moment_diag", torch.ones(width, dtype=torch.float64))
+        out.setdefault(f"{site}.second_moment", torch.eye(width, dtype=torch.float64))
+    return out
+
+
 def collect_statistics(
     model: nn.Module, input_ids: torch.Tensor, batch_size: int = 8, progress: bool = True, needs=None,
 ) -> tuple[dict[str, torch.Tensor], int]:
