@@ -8,7 +8,16 @@ STAMP  := $(VENV)/.structprune-installed
 # Rules call `python -m structprune`: put the virtualenv first on PATH.
 SNAKEMAKE := PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake
 
-.PHONY: run test setup dry-run report clean-results bench
+.PHONY: run test setup dry-run report clean-results bench llama-cpp
+
+# llama.cpp (the GGUF export's check and timing): llama-cpp-python built from source with
+# explicit x86-64 flags. GGML_NATIVE=ON (-march=native) builds crashed at the first generation
+# on this kind of virtual machine; see docs/research/gguf-export.md. No pip cache: a wheel
+# cached from another build (other flags) would be reused silently.
+LLAMA_CPP_VERSION := 0.3.36
+LLAMA_CPP_FLAGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+	-DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_TILE=OFF -DLLAMA_CURL=OFF
+LLAMA_STAMP := $(VENV)/.llama-cpp-installed
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,18 +30,25 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+$(LLAMA_STAMP): $(STAMP)
+	CMAKE_ARGS="$(LLAMA_CPP_FLAGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+		$(BIN)/python -m pip install --quiet --no-cache-dir llama-cpp-python==$(LLAMA_CPP_VERSION)
+	touch $(LLAMA_STAMP)
+
+llama-cpp: $(LLAMA_STAMP)
+
 # profiles/default is Snakemake's default workflow profile: plain `snakemake` reads it too.
-run: $(STAMP)
+run: $(STAMP) $(LLAMA_STAMP)
 	$(SNAKEMAKE) --cores $(CORES)
 
 # One self-contained HTML page: comparison tables, perplexity plots, per-job runtimes.
-report: $(STAMP)
+report: $(STAMP) $(LLAMA_STAMP)
 	$(SNAKEMAKE) --cores $(CORES) --report results/report.html
 
 dry-run: $(STAMP)
 	$(SNAKEMAKE) --cores $(CORES) --dry-run
 
-test: $(STAMP)
+test: $(STAMP) $(LLAMA_STAMP)
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q tests
 
 # Stage times as multiples of one dense forward, peak memory, file sizes: results/bench/

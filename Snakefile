@@ -35,6 +35,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/calibrate.smk"
 include: "workflow/rules/prune.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/export.smk"
 include: "workflow/rules/report.smk"
 
 

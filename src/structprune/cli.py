@@ -432,6 +432,56 @@ def cmd_evaluate(args) -> None:
     write_json(args.out, result)
 
 
+def cmd_export(args) -> None:
+    """A checkpoint as a GGUF file for llama.cpp, checked by loading it there and generating."""
+    import torch
+
+    from structprune.artifacts import write_json
+    from structprune.evaluate import Timer
+    from structprune.gguf_export import export_gguf
+    from structprune.llamacpp import greedy_tokens, require_llama_cpp
+    from structprune.models import resolve_model_source
+
+    require_llama_cpp()  # before the export: the file is only done once llama.cpp has run it
+    resolved = resolve_model_source(args.source) if args.source else None
+    source_gguf = str(Path(resolved.location) / resolved.gguf_file) if resolved and resolved.gguf_file else None
+    model, tokenizer = _load(args, args.model, "host")
+    model = model.to(torch.float32)
+    timer = Timer()
+    summary = export_gguf(model, tokenizer, args.out, args.type, source_gguf=source_gguf,
+                          tokenizer_pre=args.tokenizer_pre, name=Path(args.model).name)
+    prompt = tokenizer(args.prompt)["input_ids"]
+    generated = greedy_tokens(args.out, prompt, args.new_tokens, threads=torch.get_num_threads())
+    with torch.no_grad():
+        reference = model.generate(torch.tensor([prompt]), max_new_tokens=args.new_tokens, do_sample=False,
+                                   pad_token_id=tokenizer.eos_token_id)[0, len(prompt):].tolist()
+    summary |= {"checkpoint": args.model, "prompt": args.prompt, "llama_cpp_greedy": tokenizer.decode(generated),
+                "transformers_greedy": tokenizer.decode(reference), "greedy_tokens_agree": generated == reference,
+                "tokenizer": "copied from " + source_gguf if source_gguf else f"built from the checkpoint's ({args.tokenizer_pre})"}
+    log.info("%s: %s, %.1f MB; llama.cpp continues %r with %r (transformers: %r)", args.out, summary["architecture"],
+             summary["bytes"] / 2**20, args.prompt, summary["llama_cpp_greedy"], summary["transformers_greedy"])
+    write_json(args.out_json, {**summary, "timing": {"export_s": timer.elapsed()}})
+
+
+def cmd_evaluate_gguf(args) -> None:
+    """Perplexity of a GGUF export in llama.cpp, on the evaluate stage's protocol."""
+    import torch
+
+    from structprune.artifacts import write_json
+    from structprune.checkpoint import load_tensors
+    from structprune.evaluate import Timer
+    from structprune.llamacpp import perplexity
+
+    timer = Timer()
+    result = {"gguf": args.gguf, "checkpoint_eval": args.checkpoint_eval, "protocol": {"seq_len": args.seq_len, "max_tokens": args.max_tokens},
+              "perplexity": {}}
+    for name, path in args.ppl:
+        result["perplexity"][name] = perplexity(args.gguf, load_tensors(path)["input_ids"], args.seq_len, args.max_tokens,
+                                                threads=torch.get_num_threads())
+        log.info("%s perplexity in llama.cpp %.3f", name, result["perplexity"][name]["ppl"])
+    write_json(args.out, {**result, "timing": {"perplexity_s": timer.elapsed()}})
+
+
 def cmd_speed(args) -> None:
     """Prefill/decode throughput and memory of a checkpoint beside the dense model."""
     import torch
@@ -444,12 +494,21 @@ def cmd_speed(args) -> None:
                              decode_batches=tuple(args.decode_batches), repeats=args.repeats)
     models = {"dense": _load(args, args.dense, "whole")[0], "checkpoint": _load(args, args.model, "whole")[0]}
     report = speed_report(measure_pair(models, protocol))
+    llamacpp = None
+    if args.gguf:
+        from structprune.llamacpp import LlamaCppProtocol, measure_speed
+
+        cpp_protocol = LlamaCppProtocol(new_tokens=args.llamacpp_new_tokens, repeats=args.llamacpp_repeats)
+        measured = measure_speed({"dense": args.dense_gguf, "checkpoint": args.gguf}, cpp_protocol, torch.get_num_threads())
+        llamacpp = {"protocol": cpp_protocol.to_json(), "dense_gguf": args.dense_gguf, "gguf": args.gguf, "timing": measured,
+                    "ratio_to_dense": {k: measured["checkpoint"][k] / measured["dense"][k] for k in measured["dense"]}}
+        log.info("llama.cpp: %s, ratios %s", measured, {k: round(v, 3) for k, v in llamacpp["ratio_to_dense"].items()})
     for name, figures in report.items():
         log.info("%s: prefill %.0f tok/s, decode %s tok/s, peak %.0f MB, ratios %s", name,
                  figures["prefill_tokens_per_s"], figures["decode_tokens_per_s"],
                  figures["peak_generation_bytes"] / 2**20, {k: round(v, 3) for k, v in figures["ratio_to_dense"].items()})
     write_json(args.out, {"checkpoint": args.model, "dense": args.dense, "protocol": protocol.to_json(),
-                          "threads": torch.get_num_threads(), "timing": report})
+                          "threads": torch.get_num_threads(), "timing": report, **({"llamacpp": llamacpp} if llamacpp else {})})
 
 
 def cmd_report(args) -> None:
@@ -463,6 +522,10 @@ def cmd_report(args) -> None:
         header += "\n\n" + SIGNIFICANCE_NOTE
     if "Prefill x" in table:
         header += "\n\n" + SPEED_NOTE
+    if "llama.cpp decode x" in table:
+        from structprune.tables import LLAMACPP_NOTE
+
+        header += "\n\n" + LLAMACPP_NOTE
     if args.benchmarks:
         header += "\n\n" + compute_time_summary(args.benchmarks)
     write_table(table, args.csv, args.md, header, args.tex, args.html)
@@ -474,6 +537,11 @@ def cmd_report(args) -> None:
                 "pruned on its calibration samples; the held-out loss is the mean next-token loss on held-out "
                 "calibration text (windows no fit sample covers; never evaluation data). The lowest is kept.")
         write_table(chosen, args.selection_csv, args.selection_md, f"# {args.title}: held-out selection\n\n{note}")
+    if args.gguf_md:
+        from structprune.tables import GGUF_NOTE, gguf_table
+
+        exports = gguf_table(args.exports, args.gguf_evals, args.evals, dict(args.label))
+        write_table(exports, args.gguf_csv, args.gguf_md, f"# {args.title}: GGUF exports for llama.cpp\n\n{GGUF_NOTE}")
     if args.plot:
         plot_perplexity(table, args.plot, args.title)
     if args.plot_accuracy:
@@ -646,12 +714,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--new-tokens", type=int, default=16)
     p.add_argument("--prefill", type=int, nargs=2, default=[4, 128], metavar=("BATCH", "LENGTH"))
     p.add_argument("--decode-batches", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--gguf", default=None, help="also time the checkpoint's GGUF export in llama.cpp beside --dense-gguf")
+    p.add_argument("--dense-gguf", default=None)
+    p.add_argument("--llamacpp-new-tokens", type=int, default=64)
+    p.add_argument("--llamacpp-repeats", type=int, default=5)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_speed)
+
+    p = sub.add_parser("export", help="a checkpoint as a GGUF file for llama.cpp (loaded and run there as a check)")
+    p.add_argument("--model", required=True, help="the checkpoint folder")
+    p.add_argument("--out", required=True, help="the .gguf file")
+    p.add_argument("--out-json", required=True, help="what was written and the llama.cpp check")
+    p.add_argument("--type", default="f16", choices=["f32", "f16", "q8_0"])
+    p.add_argument("--source", default=None, help="the model's source in config: a GGUF source's tokenizer is copied")
+    p.add_argument("--tokenizer-pre", default=None, help="llama.cpp pre-tokenizer name when the source is not GGUF")
+    p.add_argument("--prompt", default="The capital of France is")
+    p.add_argument("--new-tokens", type=int, default=8)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("evaluate-gguf", help="perplexity of a GGUF export in llama.cpp (the evaluate protocol)")
+    p.add_argument("--gguf", required=True)
+    p.add_argument("--checkpoint-eval", default=None, help="the checkpoint's own eval JSON, recorded for the comparison")
+    p.add_argument("--ppl", type=_key_value, action="append", default=[], metavar="DATASET=TOKENS")
+    p.add_argument("--seq-len", type=int, default=128)
+    p.add_argument("--max-tokens", type=int, default=None)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_evaluate_gguf)
 
     p = sub.add_parser("report", help="comparison table and plot from evaluation JSONs")
     p.add_argument("--evals", nargs="+", required=True)
     p.add_argument("--speeds", nargs="*", default=[], help="speed JSONs of the checkpoints (stage speed)")
+    p.add_argument("--exports", nargs="*", default=[], help="export JSONs (stage export)")
+    p.add_argument("--gguf-evals", nargs="*", default=[], help="llama.cpp perplexity JSONs (stage evaluate_gguf)")
+    p.add_argument("--gguf-csv", default=None)
+    p.add_argument("--gguf-md", default=None, help="write the GGUF export table here (with --gguf-csv)")
     p.add_argument("--plot-accuracy", default=None, help="also plot average accuracy with error bars per sparsity")
     p.add_argument("--plot-tradeoff", default=None, help="also plot perplexity against measured decode speed-up")
     p.add_argument("--csv", required=True)
@@ -687,7 +783,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, NotImplementedError) as error:
+    except (ValueError, FileNotFoundError, NotImplementedError, ImportError) as error:
         log.error("%s", error)
         return 2
     log.info("%s done in %.1f s", args.command, time.time() - started)

@@ -73,7 +73,13 @@ SPEED_NOTE = (
 )
 
 
+LLAMACPP_NOTE = (
+    "`llama.cpp prefill x` and `llama.cpp decode x`: the same checkpoint's GGUF export (stage `export`) timed in "
+    "llama.cpp in the same job as the dense export, alternating (medians): tokens/s of one prompt and of single decode "
+    "steps at batch 1, checkpoint / dense; `Dense llama.cpp decode (tok/s)` is the dense export's absolute figure."
+)
 MEASURED_COLUMNS = ("Weights (MB)", "Prefill x", "Peak mem x", "Dense decode b1 (tok/s)")  # + "Decode x b<N>"
+LLAMACPP_COLUMNS = ("llama.cpp prefill x", "llama.cpp decode x", "Dense llama.cpp decode (tok/s)")
 
 
 def add_speed(table: pd.DataFrame, results: list[dict], speeds: list[dict]) -> pd.DataFrame:
@@ -84,17 +90,26 @@ def add_speed(table: pd.DataFrame, results: list[dict], speeds: list[dict]) -> p
     table = table.copy()
     by_checkpoint = {str(Path(s["checkpoint"])): s["timing"] for s in speeds}
     batches = sorted(int(b) for b in speeds[0]["timing"]["dense"]["decode_tokens_per_s"])
+    cpp_by_checkpoint = {str(Path(s["checkpoint"])): s["llamacpp"] for s in speeds if "llamacpp" in s}
     columns: dict[str, list] = {"Weights (MB)": [], "Prefill x": [], "Peak mem x": [],
-                                **{f"Decode x b{b}": [] for b in batches}, "Dense decode b1 (tok/s)": []}
+                                **{f"Decode x b{b}": [] for b in batches}, "Dense decode b1 (tok/s)": [],
+                                **({c: [] for c in LLAMACPP_COLUMNS} if cpp_by_checkpoint else {})}
     for result in results:
         if result["stage"] == "dense":
             measured, name = speeds[0]["timing"], "dense"
+            cpp = next(iter(cpp_by_checkpoint.values()), None)
         else:
             measured, name = by_checkpoint.get(str(Path(result.get("checkpoint", "")))), "checkpoint"
+            cpp = cpp_by_checkpoint.get(str(Path(result.get("checkpoint", ""))))
         if measured is None:
             for values in columns.values():
                 values.append(np.nan)
             continue
+        if cpp_by_checkpoint:
+            dense_row = result["stage"] == "dense"
+            columns["llama.cpp prefill x"].append(np.nan if cpp is None else 1.0 if dense_row else cpp["ratio_to_dense"]["prefill_tokens_per_s"])
+            columns["llama.cpp decode x"].append(np.nan if cpp is None else 1.0 if dense_row else cpp["ratio_to_dense"]["decode_tokens_per_s"])
+            columns["Dense llama.cpp decode (tok/s)"].append(np.nan if cpp is None else cpp["timing"]["dense"]["decode_tokens_per_s"])
         figures = measured[name]
         ratio = figures["ratio_to_dense"]
         columns["Weights (MB)"].append(figures["weight_bytes"] / 2**20)
@@ -106,6 +121,42 @@ def add_speed(table: pd.DataFrame, results: list[dict], speeds: list[dict]) -> p
     for name, values in columns.items():
         table[name] = values
     return table
+
+
+def gguf_table(export_paths: list[str | os.PathLike], gguf_eval_paths: list[str | os.PathLike],
+               eval_paths: list[str | os.PathLike], labels: dict | None = None) -> pd.DataFrame:
+    """One row per GGUF export: architecture, size, whether llama.cpp's greedy continuation
+    equals transformers', and (where measured) each perplexity in llama.cpp beside the
+    checkpoint's own and their difference in %."""
+    evals = {str(Path(r["checkpoint"])): r for r in map(read_json, eval_paths)}
+    gguf_evals = {str(Path(r["gguf"])): r for r in map(read_json, gguf_eval_paths)}
+    rows = []
+    for path in export_paths:
+        info = read_json(path)
+        result = evals.get(str(Path(info["checkpoint"])))
+        key = f"{result['method']}:{result['stage']}" if result else ""
+        row = {"Method": (labels or {}).get(key, result["method"] if result else info["checkpoint"]),
+               "Stage": result["stage"] if result else "", "Sparsity (%)": result["sparsity"] if result else np.nan,
+               "Architecture": info["architecture"], "Type": info["tensor_type"], "GGUF (MB)": info["bytes"] / 2**20,
+               "Greedy agrees": "yes" if info["greedy_tokens_agree"] else "no"}
+        measured = gguf_evals.get(str(Path(path).with_suffix(".gguf")))
+        for key_, column in PPL_COLUMNS.items():
+            if measured and result and key_ in measured["perplexity"] and key_ in result["perplexity"]:
+                ours, theirs = measured["perplexity"][key_]["ppl"], result["perplexity"][key_]["ppl"]
+                row[column] = theirs
+                row[f"{column} llama.cpp"] = ours
+                row[f"{column} diff (%)"] = 100.0 * (ours / theirs - 1)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=None if rows else ["Method", "Stage", "Sparsity (%)", "Architecture", "Type"])
+
+
+GGUF_NOTE = (
+    "Every checkpoint exported to GGUF (stage `export`, structprune.gguf_export): `llama` for uniform widths, `deci` "
+    "for per-layer widths. Each file was loaded in llama.cpp (llama-cpp-python) and continued a fixed prompt greedily; "
+    "`Greedy agrees` says whether its tokens equal transformers' from the checkpoint (float16 weights may flip a "
+    "near-tie). Perplexities (first rows of the evaluation protocol, at the speed sparsities): the checkpoint's "
+    "(transformers, float32) and the export's (llama.cpp), and their difference."
+)
 
 
 SIGNIFICANCE_NOTE = (

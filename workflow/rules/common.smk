@@ -154,7 +154,7 @@ def method_cfg(wildcards):
 # set-resources or a model's mem_mb/runtime override them.
 STAGE_COST = {
     "model": (3.0, 5), "data_calib": (2.0, 10), "calibrate": (2.0, 10), "gradients": (5.0, 20),
-    "score": (2.0, 2), "prune": (2.0, 30), "select": (3.0, 240), "evaluate": (2.0, 60),
+    "score": (2.0, 2), "prune": (2.0, 30), "select": (3.0, 240), "evaluate": (2.0, 60), "export": (3.0, 5),
 }
 GPU_STAGES = {"data_calib", "calibrate", "gradients", "prune", "select", "evaluate"}
 CPU_SLOWDOWN = 20
@@ -452,10 +452,52 @@ def eval_protocol_args():
     return args
 
 
+def ppl_inputs(wildcards):
+    """The perplexity streams only (the GGUF evaluation reads no task items)."""
+    return {f"ppl_{d}": f"resources/data/{wildcards.model}/eval/{d}.safetensors"
+            for d in config["evaluation"]["perplexity"]["datasets"]}
+
+
+def ppl_args(wildcards, input):
+    return " ".join(f"--ppl {d}={input['ppl_' + d]}" for d in config["evaluation"]["perplexity"]["datasets"])
+
+
+def ppl_protocol_args():
+    ppl = config["evaluation"]["perplexity"]
+    return f"--seq-len {ppl['seq_len']}" + (f" --max-tokens {ppl['max_tokens']}" if ppl["max_tokens"] else "")
+
+
+def export_args(wildcards):
+    """Tensor type and tokenizer source of a model's GGUF exports: a GGUF source's tokenizer is
+    copied; other sources need the model's `gguf_tokenizer_pre` (llama.cpp's pre-tokenizer)."""
+    m = config["models"][wildcards.model]
+    args = f"--type {config['export']['type']} --source {m['source']!r}"
+    if not m["source"].startswith(("gguf:", "gguf-package:")):
+        if not m.get("gguf_tokenizer_pre"):
+            raise WorkflowError(
+                f"models.{wildcards.model}: export needs `gguf_tokenizer_pre` (llama.cpp's pre-tokenizer name, for "
+                "example llama-bpe or smollm) for a source that is not a GGUF file, or `export: {{enabled: false}}`")
+        args += f" --tokenizer-pre {m['gguf_tokenizer_pre']}"
+    return args
+
+
+def speed_gguf_inputs(wildcards):
+    """The checkpoint's and the dense model's exports, timed in llama.cpp by the speed job."""
+    if not config["export"]["enabled"]:
+        return {}
+    base = f"results/{wildcards.model}/{wildcards.calib}/{wildcards.method}/s{wildcards.sparsity}"
+    return {"gguf": f"{base}/gguf/{wildcards.stage}.gguf", "dense_gguf": f"results/{wildcards.model}/dense/gguf/model.gguf"}
+
+
+def speed_gguf_args(wildcards, input):
+    return f"--gguf {input.gguf} --dense-gguf {input.dense_gguf}" if "gguf" in input.keys() else ""
+
+
 def speed_protocol_args():
     sp = config["evaluation"]["speed"]
     return (f"--repeats {sp['repeats']} --new-tokens {sp['new_tokens']} --prefill {sp['prefill'][0]} {sp['prefill'][1]}"
-            f" --decode-batches {' '.join(map(str, sp['decode_batches']))}")
+            f" --decode-batches {' '.join(map(str, sp['decode_batches']))}"
+            f" --llamacpp-new-tokens {sp['llamacpp_new_tokens']} --llamacpp-repeats {sp['llamacpp_repeats']}")
 
 
 # --------------------------------------------------------------------------- targets
@@ -507,10 +549,31 @@ def model_speeds(wildcards_or_model):
             for calib, method, sparsity, stage in method_rows(model) if sparsity in measured]
 
 
+def model_exports(wildcards_or_model):
+    """Every checkpoint's GGUF export (and the dense model's), when export is enabled."""
+    model = getattr(wildcards_or_model, "model", wildcards_or_model)
+    if not config["export"]["enabled"]:
+        return []
+    return [f"results/{model}/dense/gguf/model.json"] + [
+        f"results/{model}/{calib}/{method}/s{sparsity}/gguf/{stage}.json" for calib, method, sparsity, stage in method_rows(model)]
+
+
+def model_gguf_evals(wildcards_or_model):
+    """llama.cpp perplexity of the exports at the speed sparsities (and of the dense export)."""
+    model, measured = getattr(wildcards_or_model, "model", wildcards_or_model), speed_sparsities()
+    if not config["export"]["enabled"]:
+        return []
+    return [f"results/{model}/dense/eval/gguf.json"] + [
+        f"results/{model}/{calib}/{method}/s{sparsity}/eval/{stage}.gguf.json"
+        for calib, method, sparsity, stage in method_rows(model) if sparsity in measured]
+
+
 def model_benchmarks(wildcards):
     """Benchmark files of the jobs behind a model's table (for the compute-time summary)."""
     model = wildcards.model
     files = [f"benchmarks/model/{model}.tsv", f"benchmarks/evaluate/{model}/dense.tsv"]
+    if config["export"]["enabled"]:
+        files += [f"benchmarks/export/{model}/dense.tsv", f"benchmarks/evaluate_gguf/{model}/dense.tsv"]
     calibs, measured = [], speed_sparsities()
     for calib, method, sparsity, stage in method_rows(model):
         m = config["methods"][method]
@@ -528,6 +591,10 @@ def model_benchmarks(wildcards):
         files.append(f"benchmarks/evaluate/{model}/{calib}/{method}/s{sparsity}/{stage}.tsv")
         if sparsity in measured:
             files.append(f"benchmarks/speed/{model}/{calib}/{method}/s{sparsity}/{stage}.tsv")
+            if config["export"]["enabled"]:
+                files.append(f"benchmarks/evaluate_gguf/{model}/{calib}/{method}/s{sparsity}/{stage}.tsv")
+        if config["export"]["enabled"]:
+            files.append(f"benchmarks/export/{model}/{calib}/{method}/s{sparsity}/{stage}.tsv")
         calibs += [calib, stage_calib(m, stage)]
     for calib in [c for c in dict.fromkeys(calibs) if c != "none"]:  # ordered: params must be stable
         files.append(f"benchmarks/data/{model}/calib/{calib}.tsv")

@@ -58,8 +58,10 @@ rule evaluate:
 
 rule speed:
     """What pruning buys, measured: prefill and decode tokens/s and memory of a checkpoint and
-    of the dense model, alternating in one job so that machine noise cancels in the ratios."""
+    of the dense model, alternating in one job so that machine noise cancels in the ratios; in
+    transformers and, with export enabled, in llama.cpp (the two GGUF exports)."""
     input:
+        unpack(speed_gguf_inputs),
         model="results/{model}/{calib}/{method}/s{sparsity}/{stage}",
         dense="resources/models/{model}",
     output:
@@ -68,6 +70,7 @@ rule speed:
         compute=compute_args,
         code=code_version("speed"),
         protocol=speed_protocol_args(),
+        gguf=speed_gguf_args,
     wildcard_constraints:
         stage="pruned|recovered",
     conda:
@@ -81,4 +84,4 @@ rule speed:
         **stage_resources("evaluate"),
     shell:
         "python -m structprune --threads {threads} {params.compute} speed --model {input.model} --dense {input.dense}"
-        " {params.protocol} --out {output.result} > {log} 2>&1"
+        " {params.protocol} {params.gguf} --out {output.result} > {log} 2>&1"

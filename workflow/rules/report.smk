@@ -11,7 +11,11 @@ rule report:
         evals=model_evals,
         selected=model_selections,
         speeds=model_speeds,
+        exports=model_exports,
+        gguf_evals=model_gguf_evals,
     output:
+        gguf_csv="results/tables/{model}.gguf.csv",
+        gguf_md="results/tables/{model}.gguf.md",
         selection_csv="results/tables/{model}.selection.csv",
         selection_md="results/tables/{model}.selection.md",
         csv="results/tables/{model}.csv",
@@ -50,6 +54,8 @@ rule report:
         selection=lambda wc: " ".join(f"--selection {m}:{s}={path}" for m, s, path in selection_rows(wc.model)),
         run_config=lambda wc: json.dumps(config, sort_keys=True, default=str),
         config_files=" ".join(map(str, workflow.overwrite_configfiles or ["config.yaml"])),
+        gguf=lambda wc, input, output: (f"--exports {' '.join(input.exports)} --gguf-evals {' '.join(input.gguf_evals)}"
+                                        f" --gguf-csv {output.gguf_csv} --gguf-md {output.gguf_md}"),
     conda:
         "../../envs/structprune.yaml"
     log:
@@ -66,4 +72,4 @@ rule report:
         " --title 'structprune: {wildcards.model}' --note {params.note:q} {params.labels}"
         " --benchmarks {params.benchmarks} {params.selection} --selection-csv {output.selection_csv}"
         " --selection-md {output.selection_md} --run-record {output.run} --run-config {params.run_config:q}"
-        " --config-files {params.config_files} > {log} 2>&1"
+        " --config-files {params.config_files} {params.gguf} > {log} 2>&1"

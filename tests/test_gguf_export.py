@@ -1,0 +1,129 @@
+"""GGUF export: metadata and refusals (always), and llama.cpp's logits against transformers'
+on tiny checkpoints of every shape pruning produces (needs llama-cpp-python: `make llama-cpp`;
+CI sets STRUCTPRUNE_REQUIRE_LLAMA_CPP=1 so that a missing build fails instead of skipping)."""
+
+import copy
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from structprune.gguf_export import ExportError, export_gguf, export_problems, layer_widths, rope_permute
+from structprune.plan import LayerPlan, PrunePlan
+from structprune.prune import add_output_bias, prune_model
+from tiny import INTERMEDIATE, tiny_llama, tiny_tokenizer
+
+
+@pytest.fixture(scope="module")
+def bpe_tokenizer():
+    return tiny_tokenizer(vocab_size=300)  # with merges: llama.cpp's BPE vocabulary needs them
+
+
+def fields(path):
+    import gguf
+
+    reader = gguf.GGUFReader(str(path))
+    return {key: field.contents() for key, field in reader.fields.items()}, {t.name: t for t in reader.tensors}
+
+
+def pruned_models(vocab: int) -> dict:
+    """Every width pattern pruning produces, on the tiny GQA model (6 query heads in 2 kv groups)."""
+    dense = tiny_llama(vocab, layers=3)
+    full = list(range(INTERMEDIATE))
+    uniform = PrunePlan([LayerPlan([0, 1, 3, 4], [0, 1], full[::2])] * 3)  # one query head per group
+    per_layer = PrunePlan([
+        LayerPlan([0, 1, 2], [0], full[:40]),  # a whole kv group removed
+        LayerPlan([0, 2, 3, 5], [0, 1], full[10:]),  # query heads removed inside groups
+        LayerPlan(list(range(6)), [0, 1], full),  # dense layer
+    ])
+    biased = prune_model(copy.deepcopy(dense), per_layer)
+    for layer in biased.model.layers:  # FLAP's compensation biases
+        g = torch.Generator().manual_seed(3)
+        layer.self_attn.o_proj = add_output_bias(layer.self_attn.o_proj, torch.randn(layer.self_attn.o_proj.out_features, generator=g))
+        layer.mlp.down_proj = add_output_bias(layer.mlp.down_proj, torch.randn(layer.mlp.down_proj.out_features, generator=g))
+    return {
+        "dense": dense,
+        "uniform": prune_model(copy.deepcopy(dense), uniform),
+        "per_layer": prune_model(copy.deepcopy(dense), per_layer),
+        "per_layer_biased": biased,
+        "untied": tiny_llama(vocab, layers=2, tie=False, seed=1),
+    }
+
+
+def test_rope_permute_interleaves_each_heads_halves():
+    rows = np.arange(8).reshape(8, 1)  # two heads of head_dim 4: rows [0 1 2 3] [4 5 6 7]
+    assert rope_permute(rows, heads=2).ravel().tolist() == [0, 2, 1, 3, 4, 6, 5, 7]
+
+
+def test_uniform_widths_are_llama_and_per_layer_widths_are_deci(bpe_tokenizer, tmp_path):
+    models = pruned_models(len(bpe_tokenizer))
+    info = export_gguf(models["uniform"], bpe_tokenizer, tmp_path / "u.gguf", "f32", tokenizer_pre="default")
+    meta, _ = fields(tmp_path / "u.gguf")
+    assert info["architecture"] == meta["general.architecture"] == "llama"
+    assert (meta["llama.attention.head_count"], meta["llama.attention.head_count_kv"], meta["llama.feed_forward_length"]) == (4, 2, 32)
+    assert meta["llama.attention.key_length"] == meta["llama.rope.dimension_count"] == 4
+    info = export_gguf(models["per_layer_biased"], bpe_tokenizer, tmp_path / "d.gguf", "f16", tokenizer_pre="default")
+    meta, tensors = fields(tmp_path / "d.gguf")
+    assert info["architecture"] == "deci"
+    assert meta["deci.attention.head_count"] == [3, 4, 6]
+    assert meta["deci.attention.head_count_kv"] == [1, 2, 2]
+    assert meta["deci.feed_forward_length"] == [40, INTERMEDIATE - 10, INTERMEDIATE]
+    assert "blk.1.attn_output.bias" in tensors and "blk.2.ffn_down.bias" in tensors
+    assert tensors["blk.0.attn_q.weight"].tensor_type.name == "F16"
+    assert tensors["blk.0.attn_output.bias"].tensor_type.name == "F32"
+    assert len(meta["tokenizer.ggml.merges"]) > 0 and meta["tokenizer.ggml.pre"] == "default"
+
+
+def test_q8_0_quantises_rows_of_32_and_keeps_other_rows_in_f16(bpe_tokenizer, tmp_path):
+    model = pruned_models(len(bpe_tokenizer))["per_layer"]
+    export_gguf(model, bpe_tokenizer, tmp_path / "q.gguf", "q8_0", tokenizer_pre="default")
+    _, tensors = fields(tmp_path / "q.gguf")
+    assert tensors["blk.0.ffn_gate.weight"].tensor_type.name == "F16"  # rows of 48 inputs: not a multiple of 32
+    assert tensors["blk.0.ffn_down.weight"].tensor_type.name == "F16"  # rows of 40 inputs
+    assert tensors["blk.2.ffn_down.weight"].tensor_type.name == "Q8_0"  # rows of 64 inputs
+
+
+def test_what_llama_cpp_cannot_run_is_refused_with_the_reason(bpe_tokenizer, tmp_path):
+    model = tiny_llama(len(bpe_tokenizer))
+    q = model.model.layers[0].self_attn.q_proj
+    model.model.layers[0].self_attn.q_proj = add_output_bias(q, torch.zeros(q.out_features))
+    assert any("q_proj has a bias" in p for p in export_problems(model, layer_widths(model)))
+    with pytest.raises(ExportError, match="q_proj has a bias"):
+        export_gguf(model, bpe_tokenizer, tmp_path / "x.gguf", tokenizer_pre="default")
+    assert not (tmp_path / "x.gguf").exists()
+    with pytest.raises(ExportError, match="pre-tokenizer"):
+        export_gguf(tiny_llama(len(bpe_tokenizer)), bpe_tokenizer, tmp_path / "y.gguf")
+    empty_mlp = tiny_llama(len(bpe_tokenizer))  # our plans keep a neuron per layer; a foreign checkpoint may not
+    mlp = empty_mlp.model.layers[1].mlp
+    mlp.gate_proj, mlp.up_proj, mlp.down_proj = torch.nn.Linear(48, 0), torch.nn.Linear(48, 0), torch.nn.Linear(0, 48)
+    assert any("layer 1 has no MLP neurons" in p for p in export_problems(empty_mlp, layer_widths(empty_mlp)))
+
+
+def needs_llama_cpp():
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        if os.environ.get("STRUCTPRUNE_REQUIRE_LLAMA_CPP"):
+            pytest.fail("STRUCTPRUNE_REQUIRE_LLAMA_CPP is set but llama-cpp-python is missing: run `make llama-cpp`")
+        pytest.skip("llama-cpp-python is not installed (`make llama-cpp`)")
+
+
+@pytest.mark.parametrize("name", ["dense", "uniform", "per_layer", "per_layer_biased", "untied"])
+def test_llama_cpp_logits_match_transformers(bpe_tokenizer, tmp_path, name):
+    """f32 export, next-token logits at every position of three token lists: llama.cpp against
+    transformers, to 1e-3 absolute (logits are O(1) here; ggml sums in another order)."""
+    needs_llama_cpp()
+    from structprune.llamacpp import load, next_token_logits
+
+    model = pruned_models(len(bpe_tokenizer))[name]
+    path = tmp_path / f"{name}.gguf"
+    export_gguf(model, bpe_tokenizer, path, "f32", tokenizer_pre="default")
+    llm = load(path, n_ctx=64, threads=1, logits_all=True)
+    g = torch.Generator().manual_seed(0)
+    for length in (1, 9, 40):
+        ids = torch.randint(3, len(bpe_tokenizer), (length,), generator=g)
+        with torch.no_grad():
+            reference = model(ids[None]).logits[0].numpy()
+        ours = next_token_logits(llm, ids.tolist())
+        assert np.abs(ours - reference).max() < 1e-3, (name, length, float(np.abs(ours - reference).max()))
