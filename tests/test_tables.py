@@ -154,3 +154,39 @@ def test_speed_columns_are_ratios_to_dense_matched_by_checkpoint(tmp_path):
     plot_accuracy(plain, tmp_path / "a.png", "t")
     plot_tradeoff(plain, tmp_path / "t.png", "t")
     assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_llama_cpp_columns_and_the_gguf_table(tmp_path):
+    from structprune.tables import comparison_table, gguf_table
+
+    dense = fake_eval(tmp_path / "d.json", "dense", "dense", 0, 1000, 10.0, (0.6, 0.7))
+    pruned = fake_eval(tmp_path / "p.json", "l1", "pruned", 20, 800, 50.0, (0.5, 0.6))
+    for path, checkpoint in ((dense, "resources/models/m"), (pruned, "results/m/none/l1/s20/pruned")):
+        payload = json.loads(path.read_text())
+        payload["checkpoint"] = checkpoint
+        path.write_text(json.dumps(payload))
+    figures = {"weight_bytes": 1, "prefill_tokens_per_s": 1.0, "decode_tokens_per_s": {"1": 1.0},
+               "peak_generation_bytes": 1, "ratio_to_dense": {"prefill_tokens_per_s": 1.0, "decode_tokens_per_s_batch1": 1.0,
+                                                              "peak_generation_bytes": 1.0}}
+    llamacpp = {"timing": {"dense": {"prefill_tokens_per_s": 400.0, "decode_tokens_per_s": 50.0},
+                           "checkpoint": {"prefill_tokens_per_s": 500.0, "decode_tokens_per_s": 58.0}},
+                "ratio_to_dense": {"prefill_tokens_per_s": 1.25, "decode_tokens_per_s": 1.16}}
+    speed = tmp_path / "s.json"
+    speed.write_text(json.dumps({"checkpoint": "results/m/none/l1/s20/pruned", "timing": {"dense": figures, "checkpoint": figures},
+                                 "llamacpp": llamacpp}))
+    table = comparison_table([dense, pruned], speed_paths=[speed]).set_index("Method")
+    assert table.loc["l1", "llama.cpp decode x"] == 1.16 and table.loc["l1", "llama.cpp prefill x"] == 1.25
+    assert table.loc["dense", "llama.cpp decode x"] == 1.0 and table.loc["dense", "Dense llama.cpp decode (tok/s)"] == 50.0
+
+    export = tmp_path / "e.json"
+    export.write_text(json.dumps({"checkpoint": "results/m/none/l1/s20/pruned", "architecture": "deci", "tensor_type": "f16",
+                                  "bytes": 3 * 2**20, "greedy_tokens_agree": True}))
+    gguf_eval = tmp_path / "g.json"
+    gguf_eval.write_text(json.dumps({"gguf": str(tmp_path / "e.gguf"), "perplexity": {"wikitext2": {"ppl": 50.5}}}))
+    dense_export = tmp_path / "de.json"
+    dense_export.write_text(json.dumps({"checkpoint": "resources/models/m", "architecture": "llama", "tensor_type": "f16",
+                                        "bytes": 2**20, "greedy_tokens_agree": False}))
+    exports = gguf_table([dense_export, export], [gguf_eval], [dense, pruned]).set_index("Method")
+    assert exports.loc["l1", "Architecture"] == "deci" and exports.loc["l1", "GGUF (MB)"] == 3.0
+    assert exports.loc["l1", "WikiText2 llama.cpp"] == 50.5 and exports.loc["l1", "WikiText2 diff (%)"] == pytest.approx(1.0)
+    assert exports.loc["dense", "Greedy agrees"] == "no" and np.isnan(exports.loc["dense", "WikiText2 diff (%)"])

@@ -54,14 +54,19 @@ def _quiet_stderr():
             os.close(saved)
 
 
-def load(path: str | os.PathLike, n_ctx: int, threads: int, logits_all: bool = False):
-    """A llama.cpp model with its own context (`n_ctx` tokens), on `threads` CPU threads."""
+GGML_TYPE_F32 = 0
+
+
+def load(path: str | os.PathLike, n_ctx: int, threads: int, logits_all: bool = False, f32_cache: bool = False):
+    """A llama.cpp model with its own context (`n_ctx` tokens), on `threads` CPU threads. Its
+    key/value cache is float16 (llama.cpp's default, what users run) unless `f32_cache`."""
     llama_cpp = require_llama_cpp()
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} does not exist: run the export stage first")
+    cache = {"type_k": GGML_TYPE_F32, "type_v": GGML_TYPE_F32} if f32_cache else {}
     with _quiet_stderr():
         return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx, n_threads=threads,
-                               n_threads_batch=threads, logits_all=logits_all, verbose=False, seed=0)
+                               n_threads_batch=threads, logits_all=logits_all, verbose=False, seed=0, **cache)
 
 
 def next_token_logits(llm, tokens: list[int]) -> np.ndarray:
