@@ -717,7 +717,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gguf", default=None, help="also time the checkpoint's GGUF export in llama.cpp beside --dense-gguf")
     p.add_argument("--dense-gguf", default=None)
     p.add_argument("--llamacpp-new-tokens", type=int, default=64)
-    p.add_argument("--llamacpp-repeats", type=int, default=5)
+    p.add_argument("--llamacpp-repeats", type=int, default=9)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_speed)
 

@@ -216,6 +216,10 @@ def validate_config(cfg, schema_path: Path = SCHEMA):
                 f"  evaluation.perplexity.seq_len: {ppl['seq_len']}-token windows do not fit in max_tokens "
                 f"{ppl['max_tokens']}; raise max_tokens or lower seq_len"
             )
+        unknown = set(cfg["export"]["perplexity"]) - set(ppl["datasets"])
+        if unknown:
+            problems.append(f"  export.perplexity: {sorted(unknown)} are not in evaluation.perplexity.datasets "
+                            f"{ppl['datasets']}; the export's perplexity is checked against the checkpoint's")
         for key, at in (("evaluation.task_sparsities", cfg["evaluation"]["task_sparsities"]),
                         ("evaluation.speed.sparsities", cfg["evaluation"]["speed"]["sparsities"])):
             if at is not None and set(at) - set(cfg["sparsities"]):

@@ -156,12 +156,13 @@ def _add_tokenizer_from_hf(writer, tokenizer, pre: str) -> None:
 
 
 def export_gguf(model, tokenizer, out: str | Path, tensor_type: str = "f16", source_gguf: str | None = None,
-                tokenizer_pre: str | None = None, name: str = "structprune") -> dict:
+                tokenizer_pre: str | None = None, name: str = "structprune", architecture: str | None = None) -> dict:
     """Write `model` (a Llama-family causal LM, possibly with per-layer widths) to `out`.
 
     The tokenizer comes from `source_gguf` (copied) when the model was loaded from a GGUF
-    file, else from `tokenizer` with llama.cpp pre-tokenizer `tokenizer_pre`. Returns a
-    summary (architecture, widths, tensor type)."""
+    file, else from `tokenizer` with llama.cpp pre-tokenizer `tokenizer_pre`. `architecture`
+    forces ``deci`` for uniform widths too (to time its overhead); by default uniform widths
+    are ``llama``. Returns a summary (architecture, widths, tensor type)."""
     import gguf
 
     from structprune.models import model_head_dim
@@ -177,7 +178,9 @@ def export_gguf(model, tokenizer, out: str | Path, tensor_type: str = "f16", sou
         raise ExportError("llama.cpp cannot run this checkpoint as it is: " + "; ".join(problems))
     config = model.config
     head_dim = model_head_dim(config)
-    uniform = len(set(widths)) == 1
+    uniform = len(set(widths)) == 1 and architecture != "deci"
+    if architecture not in (None, "llama", "deci") or (architecture == "llama" and len(set(widths)) > 1):
+        raise ExportError(f"architecture {architecture!r}: llama (uniform widths only) or deci")
     arch = "llama" if uniform else "deci"
     with atomic_file(out) as tmp:
         _write(gguf.GGUFWriter(str(tmp), arch), model, tokenizer, widths, uniform, head_dim, tensor_type,

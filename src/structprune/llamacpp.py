@@ -117,7 +117,7 @@ class LlamaCppProtocol:
     prefill_length: int = 128
     prompt_length: int = 16
     new_tokens: int = 64
-    repeats: int = 5
+    repeats: int = 9
     seed: int = 0
 
     def to_json(self) -> dict:

@@ -452,14 +452,13 @@ def eval_protocol_args():
     return args
 
 
-def ppl_inputs(wildcards):
-    """The perplexity streams only (the GGUF evaluation reads no task items)."""
-    return {f"ppl_{d}": f"resources/data/{wildcards.model}/eval/{d}.safetensors"
-            for d in config["evaluation"]["perplexity"]["datasets"]}
+def gguf_ppl_inputs(wildcards):
+    """The perplexity streams the GGUF check reads (export.perplexity; no task items)."""
+    return {f"ppl_{d}": f"resources/data/{wildcards.model}/eval/{d}.safetensors" for d in config["export"]["perplexity"]}
 
 
-def ppl_args(wildcards, input):
-    return " ".join(f"--ppl {d}={input['ppl_' + d]}" for d in config["evaluation"]["perplexity"]["datasets"])
+def gguf_ppl_args(wildcards, input):
+    return " ".join(f"--ppl {d}={input['ppl_' + d]}" for d in config["export"]["perplexity"])
 
 
 def ppl_protocol_args():

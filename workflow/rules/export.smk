@@ -1,7 +1,7 @@
 # Stage `export`: every checkpoint (and the dense model) as a GGUF file that llama.cpp runs,
 # checked there at once (loaded, a short greedy generation beside transformers'); stage
-# `evaluate_gguf`: the export's perplexity in llama.cpp on the evaluate protocol, at the speed
-# sparsities (its llama.cpp speed is measured by the `speed` rule, beside the dense export).
+# `evaluate_gguf`: the export's perplexity in llama.cpp on the evaluate protocol (the datasets in
+# export.perplexity), at the speed sparsities (its llama.cpp speed is measured by the `speed` rule, beside the dense export).
 
 
 rule export_dense:
@@ -56,13 +56,13 @@ rule export:
 
 rule evaluate_gguf_dense:
     input:
-        unpack(ppl_inputs),
+        unpack(gguf_ppl_inputs),
         gguf="results/{model}/dense/gguf/model.gguf",
     output:
         result="results/{model}/dense/eval/gguf.json",
     params:
         code=code_version("evaluate-gguf"),
-        data=ppl_args,
+        data=gguf_ppl_args,
         protocol=ppl_protocol_args(),
     conda:
         "../../envs/structprune.yaml"
@@ -80,13 +80,13 @@ rule evaluate_gguf_dense:
 
 rule evaluate_gguf:
     input:
-        unpack(ppl_inputs),
+        unpack(gguf_ppl_inputs),
         gguf="results/{model}/{calib}/{method}/s{sparsity}/gguf/{stage}.gguf",
     output:
         result="results/{model}/{calib}/{method}/s{sparsity}/eval/{stage}.gguf.json",
     params:
         code=code_version("evaluate-gguf"),
-        data=ppl_args,
+        data=gguf_ppl_args,
         protocol=ppl_protocol_args(),
     wildcard_constraints:
         stage="pruned|recovered",
