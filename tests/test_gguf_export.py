@@ -3,6 +3,7 @@ on tiny checkpoints of every shape pruning produces (needs llama-cpp-python: `ma
 CI sets STRUCTPRUNE_REQUIRE_LLAMA_CPP=1 so that a missing build fails instead of skipping)."""
 
 import copy
+import json
 import os
 
 import numpy as np
@@ -128,3 +129,43 @@ def test_llama_cpp_logits_match_transformers(bpe_tokenizer, tmp_path, name):
             reference = model(ids[None]).logits[0].numpy()
         ours = next_token_logits(llm, ids.tolist())
         assert np.abs(ours - reference).max() < 1e-4, (name, length, float(np.abs(ours - reference).max()))
+
+
+def test_export_evaluate_and_time_from_the_command_line(bpe_tokenizer, tmp_path):
+    """The stages the workflow runs: export (the file is loaded and generates in llama.cpp),
+    evaluate-gguf (our perplexity protocol in llama.cpp, equal to transformers' on an f32
+    export), and speed with --gguf (llama.cpp figures, ratios to the dense export of the job)."""
+    needs_llama_cpp()
+    from structprune.artifacts import build_manifest
+    from structprune.checkpoint import save_checkpoint, save_tensors
+    from structprune.cli import main
+    from structprune.evaluate import perplexity
+
+    models = pruned_models(len(bpe_tokenizer))
+    for name in ("dense", "per_layer"):
+        save_checkpoint(models[name], bpe_tokenizer, tmp_path / name, build_manifest("prune", {}, {}))
+        assert main(["--threads", "1", "export", "--model", str(tmp_path / name), "--out", str(tmp_path / f"{name}.gguf"),
+                     "--out-json", str(tmp_path / f"{name}.json"), "--type", "f32", "--tokenizer-pre", "default",
+                     "--prompt", "The quick brown fox", "--new-tokens", "4"]) == 0
+    info = json.loads((tmp_path / "per_layer.json").read_text())
+    assert info["architecture"] == "deci" and info["greedy_tokens_agree"] and info["checkpoint"] == str(tmp_path / "per_layer")
+
+    stream = torch.randint(3, len(bpe_tokenizer), (200,), generator=torch.Generator().manual_seed(5))
+    save_tensors({"input_ids": stream}, tmp_path / "stream.safetensors", {})
+    out = tmp_path / "gguf-eval.json"
+    assert main(["--threads", "1", "evaluate-gguf", "--gguf", str(tmp_path / "per_layer.gguf"), "--ppl",
+                 f"wikitext2={tmp_path / 'stream.safetensors'}", "--seq-len", "32", "--out", str(out)]) == 0
+    ours = json.loads(out.read_text())["perplexity"]["wikitext2"]
+    reference = perplexity(models["per_layer"], stream, 32, progress=False)
+    assert ours["windows"] == reference["windows"] == 6 and ours["tokens_scored"] == reference["tokens_scored"]
+    assert ours["ppl"] == pytest.approx(reference["ppl"], rel=1e-3)  # llama.cpp's f16 key/value cache
+
+    speed = tmp_path / "speed.json"
+    assert main(["--threads", "1", "speed", "--model", str(tmp_path / "per_layer"), "--dense", str(tmp_path / "dense"),
+                 "--repeats", "1", "--new-tokens", "2", "--prefill", "1", "8", "--decode-batches", "1",
+                 "--gguf", str(tmp_path / "per_layer.gguf"), "--dense-gguf", str(tmp_path / "dense.gguf"),
+                 "--llamacpp-new-tokens", "4", "--llamacpp-repeats", "1", "--out", str(speed)]) == 0
+    cpp = json.loads(speed.read_text())["llamacpp"]
+    assert set(cpp["timing"]) == {"dense", "checkpoint"}
+    for key, ratio in cpp["ratio_to_dense"].items():
+        assert ratio == pytest.approx(cpp["timing"]["checkpoint"][key] / cpp["timing"]["dense"][key]) and ratio > 0
