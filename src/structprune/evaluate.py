@@ -24,17 +24,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from structprune.uncertainty import mean_stderr
+from structprune.windows import perplexity_windows  # noqa: F401  (the protocol's windows; llama.cpp reads them too)
 
 log = logging.getLogger(__name__)
-
-
-def perplexity_windows(stream: torch.Tensor, seq_len: int, max_tokens: int | None = None) -> torch.Tensor:
-    n_windows = stream.numel() // seq_len
-    if max_tokens:
-        n_windows = min(n_windows, max(1, max_tokens // seq_len))
-    if n_windows == 0:
-        raise ValueError(f"evaluation text has {stream.numel()} tokens, fewer than one window of {seq_len}")
-    return stream[: n_windows * seq_len].reshape(n_windows, seq_len)
 
 
 @torch.no_grad()

@@ -78,7 +78,7 @@ def next_token_logits(llm, tokens: list[int]) -> np.ndarray:
 
 def perplexity(path, stream: torch.Tensor, seq_len: int = 128, max_tokens: int | None = None, threads: int = 1) -> dict:
     """`evaluate.perplexity`'s protocol and output, with llama.cpp computing the logits."""
-    from structprune.evaluate import perplexity_windows
+    from structprune.windows import perplexity_windows
 
     windows = perplexity_windows(stream, seq_len, max_tokens)
     llm = load(path, seq_len, threads, logits_all=True)
