@@ -24,7 +24,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from structprune.uncertainty import mean_stderr
-from structprune.windows import perplexity_windows  # noqa: F401  (the protocol's windows; llama.cpp reads them too)
+from structprune.windows import perplexity_windows
 
 log = logging.getLogger(__name__)
 

@@ -65,8 +65,9 @@ def export_problems(model, widths: list[LayerWidths]) -> list[str]:
 
     problems = []
     config = model.config
-    if getattr(config, "rope_scaling", None) not in (None, {}) and (config.rope_scaling or {}).get("rope_type", "default") != "default":
-        problems.append(f"rope scaling {config.rope_scaling} is not exported")
+    scaling = getattr(config, "rope_scaling", None) or {}
+    if scaling.get("rope_type", "default") != "default":
+        problems.append(f"rope scaling {scaling} is not exported")
     if widths[0].heads == 0:
         problems.append("layer 0 has no attention heads; llama.cpp's deci derives the head size from layer 0")
     for index, (layer, width) in enumerate(zip(decoder_layers(model), widths, strict=True)):
@@ -165,41 +166,47 @@ def export_gguf(model, tokenizer, out: str | Path, tensor_type: str = "f16", sou
     are ``llama``. Returns a summary (architecture, widths, tensor type)."""
     import gguf
 
-    from structprune.models import model_head_dim
-
     if tensor_type not in TENSOR_TYPES:
         raise ExportError(f"tensor type {tensor_type!r} is not one of {TENSOR_TYPES}")
     if source_gguf is None and tokenizer_pre is None:
         raise ExportError("the tokenizer needs llama.cpp's pre-tokenizer name: pass the model's source GGUF file "
                           "(its tokenizer is copied) or a tokenizer_pre (for example 'smollm', 'llama-bpe', 'default')")
     widths = layer_widths(model)
+    uniform = len(set(widths)) == 1
+    if architecture not in (None, "llama", "deci") or (architecture == "llama" and not uniform):
+        raise ExportError(f"architecture {architecture!r}: llama (uniform widths only) or deci")
     problems = export_problems(model, widths)
     if problems:
         raise ExportError("llama.cpp cannot run this checkpoint as it is: " + "; ".join(problems))
-    config = model.config
-    head_dim = model_head_dim(config)
-    uniform = len(set(widths)) == 1 and architecture != "deci"
-    if architecture not in (None, "llama", "deci") or (architecture == "llama" and len(set(widths)) > 1):
-        raise ExportError(f"architecture {architecture!r}: llama (uniform widths only) or deci")
-    arch = "llama" if uniform else "deci"
+    arch = architecture or ("llama" if uniform else "deci")
     with atomic_file(out) as tmp:
-        _write(gguf.GGUFWriter(str(tmp), arch), model, tokenizer, widths, uniform, head_dim, tensor_type,
-               source_gguf, tokenizer_pre, name)
+        writer = gguf.GGUFWriter(str(tmp), arch)
+        _add_metadata(writer, model.config, widths, arch == "llama", tensor_type, name)
+        if source_gguf is not None:
+            _add_tokenizer_from_gguf(writer, source_gguf)
+        else:
+            _add_tokenizer_from_hf(writer, tokenizer, tokenizer_pre)
+        _add_tensors(writer, model, widths, tensor_type)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
     return {"architecture": arch, "tensor_type": tensor_type, "layers": [w.__dict__ for w in widths],
             "bytes": Path(out).stat().st_size}
 
 
-def _write(writer, model, tokenizer, widths, uniform, head_dim, tensor_type, source_gguf, tokenizer_pre, name) -> None:
+def _add_metadata(writer, config, widths: list[LayerWidths], scalar_widths: bool, tensor_type: str, name: str) -> None:
+    """Hyperparameters: widths as scalars (`llama`) or per-layer arrays (`deci`)."""
     import gguf
 
-    from structprune.models import decoder_layers
+    from structprune.models import model_head_dim
 
-    config = model.config
+    head_dim = model_head_dim(config)
     writer.add_name(name)
     writer.add_block_count(len(widths))
     writer.add_context_length(int(config.max_position_embeddings))
     writer.add_embedding_length(int(config.hidden_size))
-    if uniform:
+    if scalar_widths:
         writer.add_feed_forward_length(widths[0].ffn)
         writer.add_head_count(widths[0].heads)
         writer.add_head_count_kv(widths[0].kv_heads)
@@ -215,10 +222,13 @@ def _write(writer, model, tokenizer, widths, uniform, head_dim, tensor_type, sou
     writer.add_vocab_size(int(config.vocab_size))
     writer.add_file_type({"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
                           "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[tensor_type])
-    if source_gguf is not None:
-        _add_tokenizer_from_gguf(writer, source_gguf)
-    else:
-        _add_tokenizer_from_hf(writer, tokenizer, tokenizer_pre)
+
+
+def _add_tensors(writer, model, widths: list[LayerWidths], tensor_type: str) -> None:
+    """Embeddings, norms and every layer's weights (q/k rows rope-permuted), in llama.cpp's names."""
+    from structprune.models import decoder_layers
+
+    config = model.config
 
     def weight(name: str, tensor: torch.Tensor) -> None:
         data, raw = _tensor_data(tensor.detach().float().cpu().numpy(), tensor_type)
@@ -249,7 +259,3 @@ def _write(writer, model, tokenizer, widths, uniform, head_dim, tensor_type, sou
         weight(f"{prefix}.ffn_down.weight", mlp.down_proj.weight)
         if mlp.down_proj.bias is not None:
             vector(f"{prefix}.ffn_down.bias", mlp.down_proj.bias)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()

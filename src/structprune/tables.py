@@ -106,9 +106,9 @@ def add_speed(table: pd.DataFrame, results: list[dict], speeds: list[dict]) -> p
                 values.append(np.nan)
             continue
         if cpp_by_checkpoint:
-            dense_row = result["stage"] == "dense"
-            columns["llama.cpp prefill x"].append(np.nan if cpp is None else 1.0 if dense_row else cpp["ratio_to_dense"]["prefill_tokens_per_s"])
-            columns["llama.cpp decode x"].append(np.nan if cpp is None else 1.0 if dense_row else cpp["ratio_to_dense"]["decode_tokens_per_s"])
+            ratios = {} if cpp is None else {k: 1.0 for k in cpp["ratio_to_dense"]} if name == "dense" else cpp["ratio_to_dense"]
+            columns["llama.cpp prefill x"].append(ratios.get("prefill_tokens_per_s", np.nan))
+            columns["llama.cpp decode x"].append(ratios.get("decode_tokens_per_s", np.nan))
             columns["Dense llama.cpp decode (tok/s)"].append(np.nan if cpp is None else cpp["timing"]["dense"]["decode_tokens_per_s"])
         figures = measured[name]
         ratio = figures["ratio_to_dense"]
