@@ -107,6 +107,9 @@ CASES = {
     "speed sparsities the run lacks": (setter(E, "speed", value={"sparsities": [60]}), "evaluation.speed.sparsities: [60] are not in sparsities [20, 35, 50]"),
     "select at a sparsity the run lacks": (setter(M, "ours-best-c", "select", "at", value=10), "methods.ours-best-c: select.at: 10 is not one of sparsities [20, 35, 50]"),
     "evaluation on calibration text": (setter(E, "perplexity", "splits", "wikitext2", value="validation"), "evaluation.perplexity.splits.wikitext2: 'validation' is the split calibration set"),
+    # GGUF export
+    "an export check on a dataset not evaluated": (setter("export", "perplexity", value=["c4"]), "export.perplexity: ['c4'] are not in evaluation.perplexity.datasets"),
+    "an export without a pre-tokenizer": (setter("models", "smollm2-135m", "source", value="HuggingFaceTB/SmolLM2-135M"), "models.smollm2-135m: export needs `gguf_tokenizer_pre`"),
 }
 
 

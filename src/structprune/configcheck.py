@@ -216,6 +216,10 @@ def validate_config(cfg, schema_path: Path = SCHEMA):
                 f"  evaluation.perplexity.seq_len: {ppl['seq_len']}-token windows do not fit in max_tokens "
                 f"{ppl['max_tokens']}; raise max_tokens or lower seq_len"
             )
+        for model, m in cfg["models"].items() if cfg["export"]["enabled"] else ():
+            if not m["source"].startswith(("gguf:", "gguf-package:")) and not m["gguf_tokenizer_pre"]:
+                problems.append(f"  models.{model}: export needs `gguf_tokenizer_pre` (llama.cpp's pre-tokenizer name, "
+                                "for example llama-bpe or smollm) for a source that is not a GGUF file, or `export: {enabled: false}`")
         unknown = set(cfg["export"]["perplexity"]) - set(ppl["datasets"])
         if unknown:
             problems.append(f"  export.perplexity: {sorted(unknown)} are not in evaluation.perplexity.datasets "

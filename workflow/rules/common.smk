@@ -443,10 +443,7 @@ def eval_args(wildcards, input):
 
 def eval_protocol_args():
     ev = config["evaluation"]
-    ppl = ev["perplexity"]
-    args = f"--seq-len {ppl['seq_len']} --batch-size {ev['batch_size']}"
-    if ppl["max_tokens"]:
-        args += f" --max-tokens {ppl['max_tokens']}"
+    args = f"{ppl_protocol_args()} --batch-size {ev['batch_size']}"
     if ev["limit"]:
         args += f" --limit {ev['limit']}"
     return args
@@ -471,11 +468,7 @@ def export_args(wildcards):
     copied; other sources need the model's `gguf_tokenizer_pre` (llama.cpp's pre-tokenizer)."""
     m = config["models"][wildcards.model]
     args = f"--type {config['export']['type']} --source {m['source']!r}"
-    if not m["source"].startswith(("gguf:", "gguf-package:")):
-        if not m.get("gguf_tokenizer_pre"):
-            raise WorkflowError(
-                f"models.{wildcards.model}: export needs `gguf_tokenizer_pre` (llama.cpp's pre-tokenizer name, for "
-                "example llama-bpe or smollm) for a source that is not a GGUF file, or `export: {{enabled: false}}`")
+    if m["gguf_tokenizer_pre"]:  # configcheck requires it for a source that is not GGUF
         args += f" --tokenizer-pre {m['gguf_tokenizer_pre']}"
     return args
 
