@@ -5,8 +5,10 @@
     python scripts/bench_stages.py tiny            # seconds; for the test suite
 
 The floor of every stage that streams calibration tokens through the model is one
-dense forward over those tokens; it is measured in the same run, and every stage is
-reported as a ratio to it. Each stage runs in its own spawned process (the model is
+dense forward over those tokens; it is measured in the same run, first and again last
+(`floor_end`), and every stage is reported as a ratio to the mean of the two, so that a
+machine whose speed drifts during the run (a shared host) moves the ratios less; both
+floors are reported. Each stage runs in its own spawned process (the model is
 loaded before the clock starts), so the peak resident memory of a stage is that
 process's, not a sum over stages. Files are written to a temporary folder to measure
 the statistics and checkpoint sizes. The LLaMA-7B-width stack (hidden 4096, MLP
@@ -202,7 +204,7 @@ def stage_zero_shot(spec, model, tokenizer, ids, workdir):
 
 
 STAGES = {
-    "floor": stage_floor, "calibrate": stage_calibrate, "score": stage_score, "prune_dense": stage_prune_dense,
+    "floor": stage_floor, "floor_end": stage_floor, "calibrate": stage_calibrate, "score": stage_score, "prune_dense": stage_prune_dense,
     "sequential": stage_sequential, "refit": stage_refit, "recovery": stage_recovery,
     "perplexity": stage_perplexity, "zero_shot": stage_zero_shot,
 }
@@ -241,14 +243,15 @@ def measure(spec: BenchSpec, stages: list[str]) -> list[dict]:
 
 def summarise(spec: BenchSpec, rows: list[dict]) -> dict:
     """Ratios to the floor, throughputs, and the per-layer extrapolation of the 7B-width stack."""
-    floor = next(r for r in rows if r["stage"] == "floor")
-    floor_tps = floor["tokens"] / floor["seconds"]
+    floors = [r for r in rows if r["stage"] in ("floor", "floor_end")]
+    floor_seconds = sum(r["seconds"] for r in floors) / len(floors)
+    floor_tps = floors[0]["tokens"] / floor_seconds
     for row in rows:
-        row["ratio_to_floor"] = round(row["seconds"] / floor["seconds"], 2)
+        row["ratio_to_floor"] = round(row["seconds"] / floor_seconds, 2)
         if "tokens" in row and row["seconds"] > 0:
             row["tokens_per_s"] = round(row["tokens"] / row["seconds"], 1)
             row["share_of_raw_throughput"] = round(row["tokens_per_s"] / floor_tps, 3)
-    out = {"spec": asdict(spec), "floor_tokens_per_s": round(floor_tps, 1), "stages": rows,
+    out = {"spec": asdict(spec), "floor_seconds": round(floor_seconds, 3), "floor_tokens_per_s": round(floor_tps, 1), "stages": rows,
            "torch_threads": spec.threads, "cpu_count": os.cpu_count()}
     if spec.model == "llama7b-width":
         out["projection_32_layers"] = {
@@ -268,7 +271,8 @@ def markdown(summary: dict) -> str:
         "",
         f"{spec['samples']} x {spec['seq_len']} calibration tokens, batch {spec['batch_size']}, "
         f"{summary['torch_threads']} torch threads on {summary['cpu_count']} CPUs. Floor: one dense forward "
-        f"over those tokens, {summary['floor_tokens_per_s']} tokens/s. Made by `python scripts/bench_stages.py "
+        f"over those tokens, timed first and last (`floor`, `floor_end`); ratios are to their mean, "
+        f"{summary['floor_seconds']:.2f} s ({summary['floor_tokens_per_s']} tokens/s). Made by `python scripts/bench_stages.py "
         f"{spec['name']}`.",
         "",
         "| stage | seconds | x floor | tokens/s | share of raw | peak RSS MB | RSS after load MB | file MB |",
@@ -292,14 +296,14 @@ def markdown(summary: dict) -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("preset", choices=sorted(PRESETS))
-    parser.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset (floor always runs)")
+    parser.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset (the floor always runs, first and last)")
     parser.add_argument("--out", default=str(REPO / "results" / "bench"))
     parser.add_argument("--layers", type=int, help="decoder layers of a built-in-code model")
     args = parser.parse_args(argv)
     spec = PRESETS[args.preset]
     if args.layers:
         spec = BenchSpec(**{**asdict(spec), "layers": args.layers})
-    stages = ["floor"] + [s for s in args.stages.split(",") if s and s != "floor"]
+    stages = ["floor"] + [s for s in args.stages.split(",") if s and s not in ("floor", "floor_end")] + ["floor_end"]
     unknown = sorted(set(stages) - set(STAGES))
     if unknown:
         parser.error(f"unknown stages {unknown}; known: {list(STAGES)}")

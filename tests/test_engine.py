@@ -34,6 +34,14 @@ def test_ridge_toward_known_answers():
     assert ridge_toward(w0, refit, damp=1e9).abs().max() < 1e-6  # strong damping stays at W0
 
 
+@pytest.mark.parametrize("d", [3, 511, 512, 577, 1536])
+def test_gram_from_upper_strips_is_the_full_product(d):
+    from structprune.reconstruction import gram
+
+    x = torch.randn(64, d, dtype=torch.float64, generator=torch.Generator().manual_seed(d))
+    torch.testing.assert_close(gram(x), x.T @ x, rtol=1e-12, atol=1e-10)
+
+
 def test_float32_batch_products_match_float64_ones_to_float32_accuracy():
     """The default product precision (float32 per batch, float64 sums) against exact products,
     with a massive activation channel as in real models."""
@@ -60,10 +68,10 @@ def test_shared_input_refit_recovers_planted_maps_and_keeps_weights_when_inputs_
     linears = [torch.nn.Linear(5, 3, bias=False).double(), torch.nn.Linear(5, 2, bias=False).double()]
     refit = LinearRefit(product_dtype=torch.float64)
     refit.add(x, torch.cat([x @ w.T for w in planted], -1))
-    errors = refit_shared_input(linears, refit, damp=0.0)
-    for linear, w, (before, after) in zip(linears, planted, errors):
+    reports = refit_shared_input(linears, refit, damp=0.0)
+    for linear, w, report in zip(linears, planted, reports):
         torch.testing.assert_close(linear.weight.data, w)
-        assert after < 1e-10 * before
+        assert report["relative"] < 1e-12  # rounding of the normal equations only
     # X^ = X and Y = W0 X: the damped refit returns W0 exactly
     w0 = torch.randn(3, 5, dtype=torch.float64)
     same = torch.nn.Linear(5, 3, bias=False).double()
@@ -74,9 +82,10 @@ def test_shared_input_refit_recovers_planted_maps_and_keeps_weights_when_inputs_
     torch.testing.assert_close(same.weight.data, w0)
 
 
-def test_reported_error_after_a_damped_refit_equals_the_direct_error():
+def test_reported_error_after_a_damped_refit_equals_the_direct_error_and_beats_the_old_weights():
     """refit_shared_input reads the error of its solution from the normal equations (no
-    out x in x in product); it must be LinearRefit.error of that solution."""
+    out x in x in product); it must be LinearRefit.error of that solution, and never above the
+    error of the weights it replaced (the damped objective is no larger at its minimum)."""
     torch.manual_seed(1)
     x = torch.randn(400, 6, dtype=torch.float64)
     x[:, 2] *= 50.0
@@ -85,12 +94,13 @@ def test_reported_error_after_a_damped_refit_equals_the_direct_error():
     w0 = [linear.weight.data.clone() for linear in linears]
     refit = LinearRefit(product_dtype=torch.float64)
     refit.add(x, y)
-    errors = refit_shared_input(linears, refit, damp=0.5)
+    reports = refit_shared_input(linears, refit, damp=0.5)
     start = 0
-    for linear, weight0, (before, after) in zip(linears, w0, errors):
+    for linear, weight0, report in zip(linears, w0, reports):
         part = refit.rows(start, start + linear.out_features)
-        assert before == pytest.approx(part.error(weight0), rel=1e-12)
-        assert after == pytest.approx(part.error(linear.weight.data), rel=1e-9)
+        assert report["mse"] == pytest.approx(part.error(linear.weight.data), rel=1e-9)
+        assert report["relative"] == pytest.approx(report["mse"] * part.count / float(part.yy.sum()), rel=1e-12)
+        assert report["mse"] < part.error(weight0)
         torch.testing.assert_close(linear.weight.data, ridge_toward(weight0, part, 0.5))  # rows are independent problems
         start += linear.out_features
 
@@ -197,15 +207,16 @@ def test_refits_at_sparsity_zero_keep_the_dense_model(model, input_ids, reconstr
 
 
 @pytest.mark.parametrize("reconstruct", ["refit", "paper"])
-def test_refits_never_increase_their_least_squares_error(model, input_ids, reconstruct):
+def test_refits_report_their_least_squares_error_per_map(model, input_ids, reconstruct):
     recipe = Recipe("l1", flow="sequential", reconstruct=reconstruct, damp=0.01)
     result = prune_with_recipe(model, recipe, 0.4, samples=input_ids, batch_size=3, progress=False)
-    refit_keys = [k for r in result.reports for k in r if k.endswith("_mse")]
-    assert refit_keys
-    for report in result.reports:
-        for key, value in report.items():
-            if key.endswith("_mse"):
-                assert value[1] <= value[0] * (1 + 1e-9) + 1e-12, (report["layer"], key, value)
+    maps = {"refit": {"o_proj", "down_proj"}, "paper": {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}}
+    refitted = [r for r in result.reports if "o_proj" in r]
+    assert refitted
+    for report in refitted:
+        assert maps[reconstruct] <= set(report), report
+        for name in maps[reconstruct]:
+            assert report[name]["mse"] >= 0 and 0 <= report[name]["relative"] < 1, (report["layer"], name)
 
 
 @pytest.mark.parametrize("reconstruct", ["refit", "paper"])
@@ -279,21 +290,29 @@ def test_option_names_read_from_source_match_the_registry():
 
 
 @pytest.mark.parametrize(("reconstruct", "passes"), [
-    ("refit", {"layer": 2, "self_attn": 2, "mlp": 3}),
-    ("paper", {"layer": 1, "self_attn": 2, "mlp": 2}),
+    ("refit", {"layer": 2, "self_attn": 2, "gate_proj": 3, "down_proj": 3}),
+    ("paper", {"layer": 1, "self_attn": 2, "gate_proj": 2, "down_proj": 2}),
 ])
 def test_the_dense_layer_runs_once_per_layer(model, input_ids, reconstruct, passes):
     """Refit: one dense pass (its taps serve both refits), one pruned layer pass, then the pruned
-    MLP half alone; the pruned stream advances from kept tensors. Paper: one dense layer pass, then the pruned attention half
-    alone (o_proj's inputs are kept) and the pruned MLP half alone."""
+    MLP half alone up to down_proj's input; the pruned stream advances from kept tensors (one
+    down_proj call). Paper: one dense layer pass, then the pruned attention half alone (o_proj's
+    inputs are kept) and the pruned MLP half alone up to down_proj's input."""
     model = copy.deepcopy(model)
     calls = {}
     layer = model.model.layers[1]
-    for name, module in {"layer": layer, "self_attn": layer.self_attn, "mlp": layer.mlp}.items():
+    for name, module in {"layer": layer, "self_attn": layer.self_attn}.items():
         module.register_forward_pre_hook(lambda *_, name=name: calls.__setitem__(name, calls.get(name, 0) + 1))
+
+    def count_projections(module, _args):  # the layer's gate/down as they are at call time (pruning replaces them)
+        for name in ("gate_proj", "down_proj"):
+            if module is getattr(layer.mlp, name):
+                calls[name] = calls.get(name, 0) + 1
+
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(count_projections)
     recipe = Recipe("distribution", flow="sequential", reconstruct=reconstruct, layers=[1, 2])
     prune_with_recipe(model, recipe, 0.3, samples=input_ids, batch_size=input_ids.shape[0], progress=False)
-    assert calls == passes  # the pruned layer; batch_size = all samples: one call per pass
+    print(calls); assert calls == passes  # the pruned layer; batch_size = all samples: one call per pass
 
 
 def test_the_sequential_flow_collects_only_what_its_score_reads_and_prunes_the_same(model, input_ids, monkeypatch):
@@ -315,6 +334,28 @@ def test_the_sequential_flow_collects_only_what_its_score_reads_and_prunes_the_s
     for (name, a), b in zip(lean.state_dict().items(), full.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     assert original is not None
+
+
+def test_the_paper_recovery_reads_full_moments_from_its_refits_gram_matrices(model, input_ids, monkeypatch):
+    """o_proj_in's and mlp_in's full second moments come from the o_proj and gate/up refits'
+    X^X^^T: the same numbers as accumulating them again in the statistics hooks."""
+    from structprune import statistics
+
+    recipe = Recipe("distribution", flow="sequential", reconstruct="paper", layers=[0, 2])
+    shared = prune_with_recipe(copy.deepcopy(model), recipe, 0.3, samples=input_ids, batch_size=3, progress=False)
+    requested = []
+
+    def own_moments(cls, needs):
+        requested.append(needs.full_sites)
+        return cls(full_sites=statistics.FULL_SITES, attention_js=needs.attention_js)  # every site keeps its own
+
+    monkeypatch.setattr(statistics.LayerStatistics, "for_needs", classmethod(own_moments))
+    own = prune_with_recipe(copy.deepcopy(model), recipe, 0.3, samples=input_ids, batch_size=3, progress=False)
+    # the default score needs both in full: the attention pass leaves o_proj_in's to its refit, the MLP pass mlp_in's
+    assert requested == [frozenset({"mlp_in"}), frozenset({"o_proj_in"})] * 2
+    assert shared.plan == own.plan
+    for (name, a), b in zip(shared.model.state_dict().items(), own.model.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7, msg=name)
 
 
 def test_attention_statistics_restricted_to_kept_heads_equal_a_pass_through_the_pruned_attention(model, input_ids):
@@ -385,7 +426,7 @@ def test_first_level_refit_through_the_dense_weights_equals_the_direct_one(model
                 setattr(layer.mlp, name.split(".")[1], new)
         taps = [{("post_attention_layernorm", "out"): xd, **{(n, "out"): layer.get_submodule(n)(xd).detach() for n in names}}
                 for xd in dense_inputs]
-        report = _refit_first_level(layer, names, inputs, 0.1, taps)
+        report, _ = _refit_first_level(layer, names, inputs, 0.1, taps)
         results.append(([layer.get_submodule(n).weight.data.clone() for n in names], report))
     (mapped, mapped_report), (direct, direct_report) = results
     for a, b in zip(mapped, direct):

@@ -33,6 +33,15 @@ def test_js_divergence_matches_the_direct_formula():
             torch.testing.assert_close(js[i, j], direct.to(torch.float64), atol=1e-6, rtol=1e-6)
 
 
+def test_js_divergence_of_causal_maps_skips_only_zeros():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 6, 6).masked_fill(torch.ones(6, 6, dtype=torch.bool).triu(1), float("-inf"))
+    p = logits.softmax(-1)
+    torch.testing.assert_close(pairwise_js_divergence(p, causal=True), pairwise_js_divergence(p), atol=1e-12, rtol=1e-12)
+    full = torch.rand(1, 3, 4, 4).softmax(-1)  # not causal: the upper triangle counts
+    assert not torch.allclose(pairwise_js_divergence(full, causal=True), pairwise_js_divergence(full))
+
+
 def test_algorithm2_candidates_on_a_hand_written_matrix():
     d = torch.tensor([
         [0.0, 0.1, 0.5, 0.5],
@@ -82,6 +91,24 @@ def test_attention_probabilities_match_the_models_own_eager_attention(model, inp
     model(input_ids)
     handle.remove()
     torch.testing.assert_close(seen["p"], out.attentions[1], atol=1e-5, rtol=1e-4)
+
+
+def test_layer_statistics_read_q_and_k_from_the_modules_own_projections(model, input_ids):
+    """The divergence hook reuses the q/k projections of the forward it observes."""
+    from structprune.statistics import LayerStatistics
+
+    layer = model.model.layers[1]
+    seen, stats = {}, LayerStatistics()
+    handles = stats.attach(layer) + [layer.self_attn.register_forward_hook(
+        lambda m, args, kwargs, _o: seen.update(p=attention_probabilities(m, args[0] if args else kwargs["hidden_states"], kwargs["position_embeddings"])),
+        with_kwargs=True,
+    )]
+    with torch.no_grad():
+        model(input_ids)
+    for handle in handles:
+        handle.remove()
+    expected = pairwise_js_divergence(seen["p"]) / (seen["p"].shape[0] * seen["p"].shape[-2])
+    torch.testing.assert_close(stats.moments()["attn_js.divergence"], expected, atol=1e-10, rtol=1e-8)
 
 
 def test_distribution_defaults_are_the_papers(model, input_ids):

@@ -97,3 +97,8 @@ def test_head_scores_read_attention_statistics_only(model, input_ids, method, op
     scorer = score_method(method).make(**options)
     placeholders = with_placeholder_mlp_moments(attention_only, weights.geometry.hidden_size, INTERMEDIATE)
     torch.testing.assert_close(scorer(weights, placeholders).heads, scorer(weights, layer).heads, rtol=0, atol=0)
+    # as the recovery calls it: an empty MLP and empty stand-ins, so no neuron score is computed
+    empty = with_placeholder_mlp_moments(attention_only, weights.geometry.hidden_size, 0)
+    heads_only = scorer(weights.without_neurons(), empty)
+    assert heads_only.neurons.numel() == 0
+    torch.testing.assert_close(heads_only.heads, scorer(weights, layer).heads, rtol=0, atol=0)

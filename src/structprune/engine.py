@@ -17,7 +17,7 @@ A `Recipe` (recipe.py) picks a score, a unit, an allocation, a flow and a recons
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -138,23 +138,32 @@ def _stream_prune(model, recipe, budgets, layer_range, ratio, scores, samples, b
     return EngineResult(with_plan_widths(model, plan), plan, budgets, layer_range, ratio, reports)
 
 
-def _stream_statistics(ctx: _Context) -> LayerStatistics:
+def _stream_statistics(ctx: _Context, from_refits: frozenset = frozenset()) -> tuple[LayerStatistics, set]:
     """Accumulators for the pruned stream: what the score reads in a sequential flow (no full
-    moments or attention maps it does not use), else the means bias compensation needs."""
+    moments or attention maps it does not use), else the means bias compensation needs; and
+    which of `from_refits` (sites whose Gram matrix a refit accumulates anyway) the score
+    needs in full, to be read from that refit (`LayerStatistics.moments(grams=...)`)."""
     needs = statistics_needs(ctx.recipe.score, ctx.recipe.options) if ctx.recipe.flow == "sequential" else StatisticsNeeds()
-    return LayerStatistics.for_needs(needs)
+    shared = set(needs.full_sites) & set(from_refits)
+    return LayerStatistics.for_needs(replace(needs, full_sites=frozenset(needs.full_sites - shared))), shared
 
 
-def _layer_scores(ctx: _Context, index: int, layer: nn.Module, moments: dict | None) -> UnitScores:
-    """Sequential flow: score on the pruned stream's statistics (`moments`); dense flow: the score file."""
+def _layer_scores(ctx: _Context, index: int, layer: nn.Module, moments: dict | None, heads_only: bool = False) -> UnitScores:
+    """Sequential flow: score on the pruned stream's statistics (`moments`); dense flow: the score
+    file. `heads_only`: the layer's heads from attention statistics alone (an empty MLP is
+    scored, so no neuron score is computed)."""
     if ctx.recipe.flow == "sequential":
-        return ctx.scorer(LayerWeights.from_layer(index, layer, ctx.head_dim), moments)
+        weights = LayerWeights.from_layer(index, layer, ctx.head_dim)
+        if heads_only:
+            weights = weights.without_neurons()
+            moments = with_placeholder_mlp_moments(moments, weights.geometry.hidden_size, 0)
+        return ctx.scorer(weights, moments)
     return UnitScores(ctx.scores[f"layers.{index}.heads"], ctx.scores[f"layers.{index}.neurons"])
 
 
 def _sequential_layer(ctx, index, layer, geometry, budget) -> tuple[LayerPlan, dict]:
     """No refit (Wanda-sp's flow, FLAP's with compensation): score on X^, slice, advance X^."""
-    stats = _stream_statistics(ctx)
+    stats, _ = _stream_statistics(ctx)
     if ctx.recipe.flow == "sequential" or ctx.recipe.reconstruct == "bias":
         paired_pass(layer, ctx.pruned, {}, lambda seen: None, [stats.attach])
     scores = _layer_scores(ctx, index, layer, stats.moments() if ctx.recipe.flow == "sequential" else None)
@@ -229,7 +238,7 @@ def _refit_layer(ctx, index, layer, geometry, budget) -> tuple[LayerPlan, dict]:
     recipe = ctx.recipe
     # the layer is not yet changed: its dense taps are taken before anything is cut or refitted
     dense_taps = dense_pass(layer, ctx.dense, _dense_sites(["self_attn.o_proj", "mlp.down_proj"], recipe.target))
-    stats, kept = _stream_statistics(ctx), []
+    (stats, _), kept = _stream_statistics(ctx), []
     o_refit = _collect(ctx, layer, "self_attn.o_proj", recipe.target, dense_taps, [stats.attach], keep=kept)
     scores = _layer_scores(ctx, index, layer, stats.moments() if ctx.recipe.flow == "sequential" else None)
     lp = select_units(scores.heads, scores.neurons, geometry, budget, recipe.heads)
@@ -237,12 +246,12 @@ def _refit_layer(ctx, index, layer, geometry, budget) -> tuple[LayerPlan, dict]:
     prune_mlp(layer, lp.keep_neurons)
     channels = unit_channels(lp.keep_heads, ctx.head_dim)
     report = {"layer": index, "heads": len(lp.keep_heads), "neurons": len(lp.keep_neurons)}
-    report["o_proj_mse"] = refit_linear(layer.self_attn.o_proj, o_refit.restricted(channels), recipe.damp)
+    report["o_proj"] = refit_linear(layer.self_attn.o_proj, o_refit.restricted(channels), recipe.damp)
     with torch.no_grad():
         mids = [residual + layer.self_attn.o_proj(z[..., channels]) for z, residual in kept]
     del kept
     d_refit, hs = _mlp_pass(layer, mids, dense_taps, None, recipe.target)
-    report["down_proj_mse"] = refit_linear(layer.mlp.down_proj, d_refit, recipe.damp)
+    report["down_proj"] = refit_linear(layer.mlp.down_proj, d_refit, recipe.damp)
     with torch.no_grad():
         for batch, mid, h in zip(ctx.pruned, mids, hs, strict=True):
             batch.hidden = mid + layer.mlp.down_proj(h)
@@ -252,7 +261,8 @@ def _refit_layer(ctx, index, layer, geometry, budget) -> tuple[LayerPlan, dict]:
 FIRST_LEVEL_INPUT = {"self_attn": "input_layernorm", "mlp": "post_attention_layernorm"}  # the norm each first level reads
 
 
-def _refit_first_level(layer, names: list[str], inputs: list[torch.Tensor], damp: float, dense_taps: list[dict]) -> dict:
+def _refit_first_level(layer, names: list[str], inputs: list[torch.Tensor], damp: float,
+                       dense_taps: list[dict]) -> tuple[dict, LinearRefit]:
     """Refit the linear maps `names` that read one input (q, k, v; gate, up) from the pruned
     stream's input of them (`inputs`, one tensor per batch) to the dense layer's outputs of the
     same maps (the module's first level); no layer pass is needed.
@@ -260,64 +270,77 @@ def _refit_first_level(layer, names: list[str], inputs: list[torch.Tensor], damp
     The dense targets are Y = W X (W: the maps' dense weights, stacked; X: the dense stream's
     norm output), so Y X^^T = W (X X^^T): the (in x in) cross product replaces the
     (out x in) one, about five times less work for gate and up together. Maps with a bias
-    accumulate Y X^^T directly."""
+    accumulate Y X^^T directly. Returns the errors and the normal equations (their X^X^^T is the
+    input's Gram matrix, which the statistics of the same input reuse)."""
     linears = [layer.get_submodule(n) for n in names]
     norm = FIRST_LEVEL_INPUT[names[0].split(".")[0]]
     mapped = all(linear.bias is None for linear in linears)
     sums, yy = LinearRefit(), 0.0
     for x, taps in zip(inputs, dense_taps, strict=True):
-        y = torch.cat([taps[(n, "out")] for n in names], -1)
         if mapped:
             sums.add(x, taps[(norm, "out")])  # X^X^^T and X X^^T
-            yy = yy + y.reshape(-1, y.shape[-1]).pow(2).sum(0, dtype=torch.float64)
+            yy = yy + torch.cat([_row_energy(taps[(n, "out")]) for n in names])
         else:
-            sums.add(x, y)
+            sums.add(x, torch.cat([taps[(n, "out")] for n in names], -1))
     if mapped:
         weight = torch.cat([linear.weight.detach().to(sums.xx.device, torch.float64) for linear in linears])
         sums = LinearRefit(sums.xx, weight @ sums.yx, yy, sums.count, sums.product_dtype)
     errors = refit_shared_input(linears, sums, damp)
-    return {f"{n.rsplit('.', 1)[1]}_mse": e for n, e in zip(names, errors)}
+    return {n.rsplit('.', 1)[1]: e for n, e in zip(names, errors)}, sums
+
+
+def _row_energy(y: torch.Tensor) -> torch.Tensor:
+    """||Y||^2 per output channel, summed over tokens in float64."""
+    return y.reshape(-1, y.shape[-1]).pow(2).sum(0, dtype=torch.float64)
 
 
 def _attention_pass(layer, batches: list[LayerBatch], dense_taps: list[dict], stats: LayerStatistics) -> tuple[LinearRefit, list]:
     """Run only the attention half of `layer` on the pruned stream (statistics hooks on): the
     normal equations of refitting o_proj to the dense module output, and per batch the heads'
     output z (o_proj's input) with the residual stream it is added to. The MLP half, three
-    quarters of a layer's work, is not run: its input depends on the o_proj refit."""
+    quarters of a layer's work, is not run: its input depends on the o_proj refit; nor is
+    o_proj, whose weights change next (an identity stands in for it during the pass)."""
     refit, kept = LinearRefit(), []
-    handles = stats.attach(layer)
+    attn = layer.self_attn
+    o_proj, attn.o_proj, handles = attn.o_proj, nn.Identity(), []
     try:
-        with tapped({"z": (layer.self_attn.o_proj, "in")}) as seen, torch.no_grad():
+        handles = stats.attach(layer)
+        with tapped({"z": (attn.o_proj, "in")}) as seen, torch.no_grad():
             for batch, taps in zip(batches, dense_taps, strict=True):
-                layer.self_attn(hidden_states=layer.input_layernorm(batch.hidden), **batch.kwargs)
+                attn(hidden_states=layer.input_layernorm(batch.hidden), **batch.kwargs)
                 refit.add(seen["z"], taps[("self_attn.o_proj", "out")])
                 kept.append((seen["z"], batch.hidden))
     finally:
         for handle in handles:
             handle.remove()
+        attn.o_proj = o_proj
     return refit, kept
 
 
+def mlp_hidden(mlp: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """h = act(gate x) * (up x): the gated MLP's down_proj input, without down_proj itself."""
+    return mlp.act_fn(mlp.gate_proj(x)) * mlp.up_proj(x)
+
+
 def _mlp_pass(layer, mids: list[torch.Tensor], dense_taps: list[dict], stats: LayerStatistics | None,
-              target: str = "module") -> tuple[LinearRefit, list]:
-    """Run only the MLP half of `layer` on the residual streams `mids` (statistics hooks on, if
+              target: str = "module", normed: list[torch.Tensor] | None = None) -> tuple[LinearRefit, list]:
+    """The MLP half of `layer` on the residual streams `mids` (their post-attention norm
+    outputs: `normed`, if already computed) up to down_proj's input h (statistics added, if
     given): the normal equations of refitting down_proj toward `target` (see `_pairs`: the
     dense module output, or for "block" that plus the dense minus the pruned residual), and
-    down_proj's inputs."""
+    the h per batch. down_proj itself is not run: its weights change next."""
     refit, inputs = LinearRefit(), []
-    handles = stats.attach(layer) if stats is not None else []
-    try:
-        with tapped({"h": (layer.mlp.down_proj, "in")}) as seen, torch.no_grad():
-            for mid, taps in zip(mids, dense_taps, strict=True):
-                layer.mlp(layer.post_attention_layernorm(mid))
-                y = taps[("mlp.down_proj", "out")]
-                if target == "block":
-                    y = y + taps[(RESIDUAL_OF["mlp.down_proj"], "in")] - mid
-                refit.add(seen["h"], y)
-                inputs.append(seen["h"])
-    finally:
-        for handle in handles:
-            handle.remove()
+    with torch.no_grad():
+        for i, (mid, taps) in enumerate(zip(mids, dense_taps, strict=True)):
+            x = normed[i] if normed is not None else layer.post_attention_layernorm(mid)
+            h = mlp_hidden(layer.mlp, x)
+            if stats is not None:
+                stats.add_mlp(x, h)
+            y = taps[("mlp.down_proj", "out")]
+            if target == "block":
+                y = y + taps[(RESIDUAL_OF["mlp.down_proj"], "in")] - mid
+            refit.add(h, y)
+            inputs.append(h)
     return refit, inputs
 
 
@@ -342,25 +365,29 @@ def _paper_layer(ctx, index, layer, geometry, budget) -> tuple[LayerPlan, dict]:
     # attention: q, k, v from X^; o on the refitted heads' output z (kept with the residual)
     with torch.no_grad():
         normed = [layer.input_layernorm(batch.hidden) for batch in ctx.pruned]
-    report |= _refit_first_level(layer, first[:3], normed, recipe.damp, dense_taps)
+    report |= _refit_first_level(layer, first[:3], normed, recipe.damp, dense_taps)[0]
     del normed
-    attn_stats = _stream_statistics(ctx)
+    attn_stats, o_gram = _stream_statistics(ctx, frozenset({"o_proj_in"}))
     o_refit, kept = _attention_pass(layer, ctx.pruned, dense_taps, attn_stats)
-    report["o_proj_mse"] = refit_linear(layer.self_attn.o_proj, o_refit, recipe.damp)
-    attn_moments = attn_stats.moments()
-    head_moments = with_placeholder_mlp_moments(attn_moments, geometry.hidden_size, geometry.intermediate_size)
-    keep_heads, keep_kv = select_heads(_layer_scores(ctx, index, layer, head_moments).heads, geometry, budget.heads, recipe.heads)
+    report["o_proj"] = refit_linear(layer.self_attn.o_proj, o_refit, recipe.damp)
+    attn_moments = attn_stats.moments(grams={site: (o_refit.xx, o_refit.count) for site in o_gram})
+    head_scores = _layer_scores(ctx, index, layer, attn_moments, heads_only=True).heads
+    keep_heads, keep_kv = select_heads(head_scores, geometry, budget.heads, recipe.heads)
     prune_attention(layer, keep_heads, keep_kv, ctx.head_dim)
     channels = unit_channels(keep_heads, ctx.head_dim)
     with torch.no_grad():
         mids = [residual + layer.self_attn.o_proj(z[..., channels]) for z, residual in kept]
         del kept
-        # MLP: gate, up from the pruned attention's stream; down on the refitted neurons' output
-        report |= _refit_first_level(layer, first[3:], [layer.post_attention_layernorm(m) for m in mids], recipe.damp, dense_taps)
-    mlp_stats = _stream_statistics(ctx)
-    d_refit, hs = _mlp_pass(layer, mids, dense_taps, mlp_stats)
-    report["down_proj_mse"] = refit_linear(layer.mlp.down_proj, d_refit, recipe.damp)
-    moments = {**restrict_to_heads(attn_moments, keep_heads, ctx.head_dim), **mlp_stats.moments()}
+        normed = [layer.post_attention_layernorm(m) for m in mids]
+    # MLP: gate, up from the pruned attention's stream; down on the refitted neurons' output
+    first_report, mlp_in = _refit_first_level(layer, first[3:], normed, recipe.damp, dense_taps)
+    report |= first_report
+    mlp_stats, mlp_gram = _stream_statistics(ctx, frozenset({"mlp_in"}))
+    d_refit, hs = _mlp_pass(layer, mids, dense_taps, mlp_stats, normed=normed)
+    del normed
+    report["down_proj"] = refit_linear(layer.mlp.down_proj, d_refit, recipe.damp)
+    mlp_moments = mlp_stats.moments(grams={site: (mlp_in.xx, mlp_in.count) for site in mlp_gram})
+    moments = {**restrict_to_heads(attn_moments, keep_heads, ctx.head_dim), **mlp_moments}
     lp = LayerPlan(keep_heads, keep_kv, select_neurons(_layer_scores(ctx, index, layer, moments).neurons, geometry, budget.neurons))
     prune_mlp(layer, lp.keep_neurons)
     report |= {"heads": len(keep_heads), "neurons": len(lp.keep_neurons)}

@@ -24,7 +24,8 @@ def slice_linear(linear: nn.Linear, rows: torch.Tensor | None = None, cols: torc
         bias = bias[rows] if bias is not None else None
     if cols is not None:
         weight = weight[:, cols]
-    out = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, dtype=weight.dtype, device=weight.device)
+    out = torch.nn.utils.skip_init(  # no random initialisation: every entry is overwritten next
+        nn.Linear, weight.shape[1], weight.shape[0], bias=bias is not None, dtype=weight.dtype, device=weight.device)
     out.weight.data.copy_(weight)
     if bias is not None:
         out.bias.data.copy_(bias)

@@ -41,6 +41,7 @@ from structprune.streams import capture_layer_inputs, propagate
 from structprune.models import decoder_layers
 from structprune.prune import unit_channels
 from structprune.recipe import FULL_SITE_NAMES
+from structprune.reconstruction import gram
 
 FULL_SITES = FULL_SITE_NAMES  # the sites a full second moment can be kept at
 DIAGONAL_SITES = ("block_in", "down_proj_in")
@@ -71,7 +72,7 @@ class MomentAccumulator:
         squares = (wide * wide).sum(0)
         if self.full:  # the diagonal exact, as a diagonal-only accumulator has it
             narrow = x.to(self.product_dtype)
-            product = (narrow.T @ narrow).to(torch.float64)
+            product = gram(narrow).to(torch.float64)
             product.diagonal().copy_(squares)
             self.outer += product
         else:
@@ -91,46 +92,61 @@ def attention_probabilities(attn: nn.Module, hidden: torch.Tensor, position_embe
     same map whatever attention kernel (sdpa, eager) the model runs; calibration samples
     carry no padding, so the mask is the causal one.
     """
+    return probabilities_from_projections(attn, attn.q_proj(hidden), attn.k_proj(hidden), position_embeddings)
+
+
+def probabilities_from_projections(attn: nn.Module, q: torch.Tensor, k: torch.Tensor, position_embeddings) -> torch.Tensor:
+    """`attention_probabilities` from the q/k projections' outputs (batch, seq, heads * head_dim),
+    as a hook on them sees them during the module's own forward (no second projection)."""
     from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-    batch, seq, _ = hidden.shape
+    batch, seq, _ = q.shape
     head_dim = attn.head_dim
-    q = attn.q_proj(hidden).view(batch, seq, -1, head_dim).transpose(1, 2)
-    k = attn.k_proj(hidden).view(batch, seq, -1, head_dim).transpose(1, 2)
+    q = q.view(batch, seq, -1, head_dim).transpose(1, 2)
+    k = k.view(batch, seq, -1, head_dim).transpose(1, 2)
     cos, sin = position_embeddings
     q, k = apply_rotary_pos_emb(q, k, cos, sin)
     k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
     logits = (q.float() @ k.float().transpose(-1, -2)) * attn.scaling
-    causal = torch.ones(seq, seq, dtype=torch.bool, device=hidden.device).triu(1)
+    causal = torch.ones(seq, seq, dtype=torch.bool, device=q.device).triu(1)
     return logits.masked_fill(causal, float("-inf")).softmax(-1)
 
 
-def pairwise_js_divergence(probs: torch.Tensor) -> torch.Tensor:
+def pairwise_js_divergence(probs: torch.Tensor, causal: bool = False) -> torch.Tensor:
     """Sum over rows of JS(p_i || p_j) for every pair of heads: (heads, heads), float64.
 
     `probs` is (..., heads, rows, keys); JS(p, q) = H(m) - (H(p) + H(q)) / 2 with m the
-    average of p and q and H the entropy in nats, so 0 <= JS <= ln 2.
+    average of p and q and H the entropy in nats, so 0 <= JS <= ln 2. Only the sum over rows
+    is needed, so every term is summed over all (row, key) entries at once; `causal` (square
+    maps, zero above the diagonal) skips the upper triangle, whose zeros add nothing: half
+    the work. Each entry's p log p is computed in float32 (the probabilities' own precision)
+    and summed in float64: about 1e-7 of the entropies, far below any threshold tau.
     """
-    p = probs.to(torch.float64)
-    neg_entropy = torch.special.xlogy(p, p).sum(-1)  # (..., heads, rows)
-    heads = p.shape[-3]
+    heads, rows, keys = probs.shape[-3:]
+    if causal and rows == keys:
+        row, key = torch.tril_indices(rows, keys, device=probs.device)
+        entries = probs[..., row, key]
+    else:
+        entries = probs.flatten(-2)
+    p = entries.float().reshape(-1, heads, entries.shape[-1])  # (maps, heads, entries)
+    neg_entropy = torch.special.xlogy(p, p).sum(-1, dtype=torch.float64)  # (maps, heads), summed over rows
     out = torch.zeros(heads, heads, dtype=torch.float64, device=p.device)
     for i in range(heads - 1):  # JS is symmetric: each pair once, against the heads after i
-        m = 0.5 * (p[..., i : i + 1, :, :] + p[..., i + 1 :, :, :])
-        js = 0.5 * (neg_entropy[..., i : i + 1, :] + neg_entropy[..., i + 1 :, :]) - torch.special.xlogy(m, m).sum(-1)
-        out[i, i + 1 :] = js.clamp_min(0).reshape(-1, heads - i - 1, js.shape[-1]).sum((0, 2))
+        m = 0.5 * (p[:, i : i + 1] + p[:, i + 1 :])
+        js = 0.5 * (neg_entropy[:, i : i + 1] + neg_entropy[:, i + 1 :]) - torch.special.xlogy(m, m).sum(-1, dtype=torch.float64)
+        out[i, i + 1 :] = js.sum(0).clamp_min(0)
     return out + out.T
 
 
 @dataclass
 class DivergenceAccumulator:
-    """Mean pairwise Jensen-Shannon divergence of heads' attention rows (Eq. 1 of the paper)."""
+    """Mean pairwise Jensen-Shannon divergence of heads' causal attention rows (Eq. 1 of the paper)."""
 
     total: torch.Tensor | None = None
     rows: int = 0
 
     def add(self, probs: torch.Tensor) -> None:
-        js = pairwise_js_divergence(probs.detach())
+        js = pairwise_js_divergence(probs.detach(), causal=True)
         self.total = js if self.total is None else self.total + js
         self.rows += probs.shape[0] * probs.shape[-2]
 
@@ -160,10 +176,13 @@ class LayerStatistics:
         """Only what a score reads (a `recipe.StatisticsNeeds`), with every mean and diagonal."""
         return cls(full_sites=tuple(sorted(needs.full_sites)), attention_js=needs.attention_js)
 
-    def moments(self) -> dict[str, torch.Tensor]:
+    def moments(self, grams: dict | None = None) -> dict[str, torch.Tensor]:
         """``{site}.{mean|second_moment|second_moment_diag}`` and ``attn_js.divergence`` of the
         sites that saw activations (a pass through only the attention or only the MLP fills
-        only that half's sites)."""
+        only that half's sites). `grams` maps a site to (X^T X, rows) summed over
+        the same activations elsewhere (a refit's normal equations, float32 products in
+        float64 sums as here): a diagonal-only site's full second moment is read from it, with
+        the exact diagonal, instead of being computed twice."""
         if not any(accumulator.count for accumulator in self.sites.values()):
             raise ValueError("no activations were accumulated")
         out = {
@@ -171,9 +190,22 @@ class LayerStatistics:
             for site, accumulator in self.sites.items() if accumulator.count
             for name, tensor in accumulator.moments().items()
         }
+        for site, (gram, rows) in (grams or {}).items():
+            if self.sites[site].full:
+                continue  # it kept its own
+            if rows != self.sites[site].count:
+                raise ValueError(f"{site}: a Gram matrix of {rows} rows cannot stand for the {self.sites[site].count} rows seen")
+            second = gram / rows
+            second.diagonal().copy_(out.pop(f"{site}.second_moment_diag"))
+            out[f"{site}.second_moment"] = second
         if self.attention_maps.rows:
             out["attn_js.divergence"] = self.attention_maps.moments()["divergence"]
         return out
+
+    def add_mlp(self, mlp_in: torch.Tensor, down_proj_in: torch.Tensor) -> None:
+        """The MLP sites of a pass that computes the MLP's arithmetic itself, without hooks."""
+        self.sites["mlp_in"].add(mlp_in)
+        self.sites["down_proj_in"].add(down_proj_in)
 
     def attach(self, layer: nn.Module) -> list:
         def on_input(site):
@@ -182,13 +214,22 @@ class LayerStatistics:
         def on_output(site):
             return lambda _m, _args, out: self.sites[site].add(out)
 
+        projections: dict[str, torch.Tensor] = {}
+
+        def on_projection(name):
+            return lambda _m, _args, out: projections.__setitem__(name, out.detach())
+
         def on_attention(module, args, kwargs, _out):
-            hidden = args[0] if args else kwargs["hidden_states"]
             with torch.no_grad():
-                self.attention_maps.add(attention_probabilities(module, hidden, kwargs["position_embeddings"]))
+                probs = probabilities_from_projections(module, projections.pop("q"), projections.pop("k"), kwargs["position_embeddings"])
+                self.attention_maps.add(probs)
 
         attn, mlp = layer.self_attn, layer.mlp
-        attention = [attn.register_forward_hook(on_attention, with_kwargs=True)] if self.attention_js else []
+        attention = [  # q and k as the module projects them, not projected a second time
+            attn.q_proj.register_forward_hook(on_projection("q")),
+            attn.k_proj.register_forward_hook(on_projection("k")),
+            attn.register_forward_hook(on_attention, with_kwargs=True),
+        ] if self.attention_js else []
         return attention + [
             layer.input_layernorm.register_forward_pre_hook(on_input("block_in")),
             layer.input_layernorm.register_forward_hook(on_output("attn_in")),

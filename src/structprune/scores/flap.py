@@ -54,7 +54,10 @@ def fluctuation_metric(weight: torch.Tensor, mean: torch.Tensor, second_moment_d
 
 
 def standardize(values: torch.Tensor) -> torch.Tensor:
-    """(x - mean) / std with the unbiased std; a constant vector maps to zeros."""
+    """(x - mean) / std with the unbiased std; a constant vector (or fewer than two values)
+    maps to zeros."""
+    if values.numel() < 2:
+        return torch.zeros_like(values)
     std = values.std()
     if not torch.isfinite(std) or std == 0:
         return torch.zeros_like(values)

@@ -12,7 +12,7 @@ k/v rows) + columns h of o_proj; MLP neuron i = row i of gate_proj and up_proj
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
@@ -42,6 +42,12 @@ class LayerWeights:
             w(attn.q_proj), w(attn.k_proj), w(attn.v_proj), w(attn.o_proj),
             w(mlp.gate_proj), w(mlp.up_proj), w(mlp.down_proj),
         )
+
+    def without_neurons(self) -> "LayerWeights":
+        """The same layer with an empty MLP: for scoring its heads only (the neuron scores,
+        then empty, cost nothing; every score's head scores read no MLP weight or site)."""
+        return replace(self, geometry=replace(self.geometry, intermediate_size=0),
+                       gate=self.gate[:0], up=self.up[:0], down=self.down[:, :0])
 
 
 @dataclass(frozen=True)
