@@ -241,6 +241,21 @@ def measure(spec: BenchSpec, stages: list[str]) -> list[dict]:
     return rows
 
 
+def seven_b_layer_mb() -> float:
+    """One LLaMA-7B decoder layer's float32 weights (q, k, v, o; gate, up, down; two norms)."""
+    h, i = SEVEN_B["hidden_size"], SEVEN_B["intermediate_size"]
+    return (4 * h * h + 3 * h * i + 2 * h) * 4 / 2**20
+
+
+def projected_peak_mb(row: dict, layers: int) -> float:
+    """A stage's peak RSS with 32 layers: the measured peak plus the weights of the layers not
+    built; calibration also keeps every layer's statistics until it writes them. The working
+    set of the layer being processed does not grow with depth (layers run one at a time)."""
+    missing = SEVEN_B["layers"] - layers
+    stats = row.get("stats_mb", 0) / layers * missing if row["stage"] == "calibrate" else 0
+    return row["peak_rss_mb"] + missing * seven_b_layer_mb() + stats
+
+
 def summarise(spec: BenchSpec, rows: list[dict]) -> dict:
     """Ratios to the floor, throughputs, and the per-layer extrapolation of the 7B-width stack."""
     floors = [r for r in rows if r["stage"] in ("floor", "floor_end")]
@@ -251,12 +266,18 @@ def summarise(spec: BenchSpec, rows: list[dict]) -> dict:
         if "tokens" in row and row["seconds"] > 0:
             row["tokens_per_s"] = round(row["tokens"] / row["seconds"], 1)
             row["share_of_raw_throughput"] = round(row["tokens_per_s"] / floor_tps, 3)
-    out = {"spec": asdict(spec), "floor_seconds": round(floor_seconds, 3), "floor_tokens_per_s": round(floor_tps, 1), "stages": rows,
+    recorded_spec = asdict(spec)
+    for key in ("checkpoint", "task_dir"):  # from resources/ on: the record names no machine's folders
+        parts = Path(recorded_spec[key]).parts
+        if "resources" in parts:
+            recorded_spec[key] = str(Path(*parts[parts.index("resources"):]))
+    out = {"spec": recorded_spec, "command": f"python scripts/bench_stages.py {spec.name}", "floor_seconds": round(floor_seconds, 3), "floor_tokens_per_s": round(floor_tps, 1), "stages": rows,
            "torch_threads": spec.threads, "cpu_count": os.cpu_count()}
     if spec.model == "llama7b-width":
         out["projection_32_layers"] = {
             row["stage"]: {"seconds_per_layer": round(row["seconds"] / spec.layers, 2),
                            "seconds_32_layers": round(row["seconds"] / spec.layers * SEVEN_B["layers"], 1),
+                           "peak_rss_mb_32_layers": round(projected_peak_mb(row, spec.layers)),
                            **({"stats_mb_32_layers": round(row["stats_mb"] / spec.layers * SEVEN_B["layers"])}
                               if "stats_mb" in row else {})}
             for row in rows
@@ -272,8 +293,7 @@ def markdown(summary: dict) -> str:
         f"{spec['samples']} x {spec['seq_len']} calibration tokens, batch {spec['batch_size']}, "
         f"{summary['torch_threads']} torch threads on {summary['cpu_count']} CPUs. Floor: one dense forward "
         f"over those tokens, timed first and last (`floor`, `floor_end`); ratios are to their mean, "
-        f"{summary['floor_seconds']:.2f} s ({summary['floor_tokens_per_s']} tokens/s). Made by `python scripts/bench_stages.py "
-        f"{spec['name']}`.",
+        f"{summary['floor_seconds']:.2f} s ({summary['floor_tokens_per_s']} tokens/s). Made by `{summary['command']}`.",
         "",
         "| stage | seconds | x floor | tokens/s | share of raw | peak RSS MB | RSS after load MB | file MB |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -287,9 +307,11 @@ def markdown(summary: dict) -> str:
         )
     if "projection_32_layers" in summary:
         lines += ["", f"Per decoder layer, extrapolated to LLaMA-7B's 32 layers ({spec['layers']} measured):", "",
-                  "| stage | s / layer | s, 32 layers | statistics MB, 32 layers |", "|---|---:|---:|---:|"]
+                  "| stage | s / layer | s, 32 layers | peak RSS MB, 32 layers (float32) | statistics MB, 32 layers |",
+                  "|---|---:|---:|---:|---:|"]
         for stage, p in summary["projection_32_layers"].items():
-            lines.append(f"| {stage} | {p['seconds_per_layer']} | {p['seconds_32_layers']} | {p.get('stats_mb_32_layers', '')} |")
+            lines.append(f"| {stage} | {p['seconds_per_layer']} | {p['seconds_32_layers']} | {p['peak_rss_mb_32_layers']} | "
+                         f"{p.get('stats_mb_32_layers', '')} |")
     return "\n".join(lines) + "\n"
 
 
@@ -299,10 +321,20 @@ def main(argv=None) -> None:
     parser.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset (the floor always runs, first and last)")
     parser.add_argument("--out", default=str(REPO / "results" / "bench"))
     parser.add_argument("--layers", type=int, help="decoder layers of a built-in-code model")
+    parser.add_argument("--samples", type=int, help="calibration samples (the memory a stage holds per token shows "
+                        "as the difference between two runs); the files are named <preset>-<samples>x<seq_len>")
+    parser.add_argument("--from-json", help="rebuild <out>/<name>.{json,md} from this file's recorded rows, measuring nothing")
     args = parser.parse_args(argv)
+    if args.from_json:
+        recorded = json.loads(Path(args.from_json).read_text())
+        summary = summarise(BenchSpec(**recorded["spec"]), recorded["stages"])
+        write({**summary, "command": recorded.get("command", summary["command"])}, Path(args.out))
+        return
     spec = PRESETS[args.preset]
     if args.layers:
         spec = BenchSpec(**{**asdict(spec), "layers": args.layers})
+    if args.samples:
+        spec = BenchSpec(**{**asdict(spec), "samples": args.samples, "name": f"{spec.name}-{args.samples}x{spec.seq_len}"})
     stages = ["floor"] + [s for s in args.stages.split(",") if s and s not in ("floor", "floor_end")] + ["floor_end"]
     unknown = sorted(set(stages) - set(STAGES))
     if unknown:
@@ -310,10 +342,15 @@ def main(argv=None) -> None:
     if spec.model != "embedded" or not Path(spec.task_dir).is_dir() or spec.task_limit == 0:
         stages = [s for s in stages if s != "zero_shot"]  # tasks need a tokenizer and the task files
     summary = summarise(spec, measure(spec, stages))
-    out = Path(args.out)
+    options = [a for a, flag in zip(argv or sys.argv[1:], [None, *(argv or sys.argv[1:])]) if a != "--out" and flag != "--out"]
+    write({**summary, "command": "python scripts/bench_stages.py " + " ".join(options)}, Path(args.out))
+
+
+def write(summary: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{spec.name}.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out / f"{spec.name}.md").write_text(markdown(summary))
+    name = summary["spec"]["name"]
+    (out / f"{name}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / f"{name}.md").write_text(markdown(summary))
     print(markdown(summary))
 
 

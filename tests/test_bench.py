@@ -36,6 +36,10 @@ def test_seven_b_projection_scales_per_layer():
     rows = [{"stage": "floor", "seconds": 2.0, "tokens": 8, "peak_rss_mb": 1, "rss_after_load_mb": 1},
             {"stage": "calibrate", "seconds": 6.0, "stats_mb": 100.0, "peak_rss_mb": 1, "rss_after_load_mb": 1}]
     summary = bench.summarise(spec, rows)
+    layer_mb = (4 * 4096 * 4096 + 3 * 4096 * 11008 + 2 * 4096) * 4 / 2**20  # one float32 LLaMA-7B layer: 772 MB
     assert summary["projection_32_layers"]["calibrate"] == {
-        "seconds_per_layer": 3.0, "seconds_32_layers": 96.0, "stats_mb_32_layers": 1600}
+        "seconds_per_layer": 3.0, "seconds_32_layers": 96.0, "stats_mb_32_layers": 1600,
+        # the peak, 30 more layers' weights, and 30 more layers' statistics held until written
+        "peak_rss_mb_32_layers": round(1 + 30 * layer_mb + 30 * 50.0)}
+    assert summary["projection_32_layers"]["floor"]["peak_rss_mb_32_layers"] == round(1 + 30 * layer_mb)
     assert rows[1]["ratio_to_floor"] == 3.0

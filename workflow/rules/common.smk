@@ -21,6 +21,7 @@ from structprune.configcheck import (
     validate_config,
 )
 from structprune.recipe import StatisticsNeeds, recipe_problems, statistics_needs
+from structprune.resources import memory_mb as job_memory_mb, runtime_minutes as job_runtime_minutes
 
 REPO = Path(workflow.basedir)
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
@@ -148,17 +149,10 @@ def method_cfg(wildcards):
 
 # ---------------------------------------------------------------- compute and resources
 
-# Per stage: host memory in multiples of the model's weights (loaded copies, a dense copy of a
-# layer, saved output), and minutes per billion parameters on a GPU; a CPU takes CPU_SLOWDOWN x.
-# Rough upper bounds measured on SmolLM2-135M (2 CPU cores) and scaled; a profile's
-# set-resources or a model's mem_mb/runtime override them.
-STAGE_COST = {
-    "model": (3.0, 5), "data_calib": (2.0, 10), "calibrate": (2.0, 10), "gradients": (5.0, 20),
-    "score": (2.0, 2), "prune": (2.0, 30), "select": (3.0, 240), "evaluate": (2.0, 60), "export": (3.0, 5),
-}
-GPU_STAGES = {"data_calib", "calibrate", "gradients", "prune", "select", "evaluate"}
-CPU_SLOWDOWN = 20
-DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+# Requests per stage come from structprune.resources: host memory from the stage benchmark
+# (results/bench/llama7b-width*.json) where it runs the stage, else from the embedded model's
+# Snakemake benchmarks; a profile's set-resources or a model's mem_mb/runtime override them.
+GPU_STAGES = {"data_calib", "calibrate", "gradients", "prune", "select", "evaluate", "speed"}
 
 
 def model_compute(model):
@@ -181,29 +175,43 @@ def parameter_count(model):
     return float(value[:-1] if scale != 1 else value) * scale
 
 
-def _weights_mb(model):
+def _weights_dtype(model):
     device, dtype = model_compute(model)
     if dtype == "auto":
         dtype = "bfloat16" if device == "cuda" else "float32"  # auto device: count float32 (safe)
-    return parameter_count(model) * DTYPE_BYTES[dtype] / 2**20
+    return dtype
+
+
+def job_tokens(stage, wildcards):
+    """Calibration tokens a job streams through the layers: the set its samples come from (a
+    recovery's remedy set, a select's samples), else its calibration set's; 0 without one."""
+    name = getattr(wildcards, "calib", None)
+    method = config["methods"].get(getattr(wildcards, "method", None) or "")
+    if method and stage == "prune":
+        name = stage_calib(method, wildcards.stage)
+    elif method and stage == "select":
+        name = select_samples(method)
+    c = config["calibration"].get(name or "")
+    return int(c["n_samples"]) * int(c["seq_len"]) if c else 0
 
 
 def stage_resources(stage):
     """mem_mb, runtime (minutes) and gpu of a stage's jobs, scaled with the model they run on."""
-    host_factor, minutes_per_billion = STAGE_COST[stage]
 
     def mem_mb(wildcards, attempt):
         m = config["models"][wildcards.model]
         if m["mem_mb"] or not m["n_params"]:
             return (m["mem_mb"] or 8000) * attempt
-        return int(2000 + host_factor * _weights_mb(wildcards.model)) * attempt
+        on_gpu = model_compute(wildcards.model)[0] == "cuda"
+        return job_memory_mb(stage, parameter_count(wildcards.model), _weights_dtype(wildcards.model),
+                             tokens=job_tokens(stage, wildcards), on_gpu=on_gpu) * attempt
 
     def runtime(wildcards, attempt):
         m = config["models"][wildcards.model]
         if m["runtime"] or not m["n_params"]:
             return (m["runtime"] or 120) * attempt
-        slowdown = 1 if model_compute(wildcards.model)[0] == "cuda" else CPU_SLOWDOWN
-        return int(15 + minutes_per_billion * parameter_count(wildcards.model) / 1e9 * slowdown) * attempt
+        on_gpu = model_compute(wildcards.model)[0] == "cuda"
+        return job_runtime_minutes(stage, parameter_count(wildcards.model), on_gpu) * attempt
 
     def gpu(wildcards):
         return int(stage in GPU_STAGES and model_compute(wildcards.model)[0] == "cuda")

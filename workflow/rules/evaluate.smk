@@ -81,7 +81,7 @@ rule speed:
         "benchmarks/speed/{model}/{calib}/{method}/s{sparsity}/{stage}.tsv"
     threads: config["evaluation"]["speed"]["threads"]
     resources:
-        **stage_resources("evaluate"),
+        **stage_resources("speed"),
     shell:
         "python -m structprune --threads {threads} {params.compute} speed --model {input.model} --dense {input.dense}"
         " {params.protocol} {params.gguf} --out {output.result} > {log} 2>&1"
