@@ -57,6 +57,8 @@ CASES = {
     "sparsity 0": (setter("sparsities", value=[0, 20]), "sparsities.0: 0 is less than the minimum of 1"),
     "sparsity 100": (setter("sparsities", value=[100]), "sparsities.0: 100 is greater than the maximum of 90"),
     "no sparsities": (setter("sparsities", value=[]), "sparsities: [] should be non-empty"),
+    "round_to 0": (setter("prune", "round_to", value=0), "prune.round_to: 0 is less than the minimum of 1"),
+    "a method's round_to as a string": (setter(M, "l1", "round_to", value="8"), "methods.l1.round_to: '8' is not of type 'integer'"),
     "a sparsity that is not a list": (setter("sparsities", value=20), "sparsities: 20 is not of type 'array'"),
     "a repeated sparsity": (setter("sparsities", value=[20, 20]), "sparsities: [20, 20] has non-unique elements"),
     "zero calibration samples": (setter(C, "wikitext2", "n_samples", value=0), "calibration.wikitext2.n_samples: 0 is less than the minimum of 1"),
@@ -120,6 +122,20 @@ def test_the_committed_configs_are_valid():
 
 def test_there_are_at_least_forty_bad_configs():
     assert len(CASES) >= 40
+
+
+def test_round_to_reaches_each_stage_recipe_from_the_prune_section_or_the_method():
+    from structprune.configcheck import stage_recipe
+
+    cfg = copy.deepcopy(BASE)
+    cfg["prune"]["round_to"] = 8
+    cfg[M]["l1"]["round_to"] = 16
+    validate_config(cfg)
+    assert stage_recipe(cfg, cfg[M]["l1"], "pruned").round_to == 16
+    assert stage_recipe(cfg, cfg[M]["flap"], "pruned").round_to == 8
+    default = copy.deepcopy(BASE)
+    validate_config(default)
+    assert stage_recipe(default, default[M]["flap"], "pruned").round_to == 1  # exact budgets unless asked
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from structprune.allocation import default_layer_range, global_budgets, layer_ratio, uniform_budgets
+from structprune.allocation import default_layer_range, global_budgets, layer_ratio, round_kept_neurons, uniform_budgets
 from structprune.engine import prune_with_recipe
 from structprune.models import LayerGeometry, model_geometries
 from structprune.plan import plan_global, plan_uniform
@@ -151,6 +151,31 @@ def test_mlp_only_budget_keeps_every_head_and_moves_the_target_to_neurons():
     assert uniform_budgets([smol, smol], 0.25, (1, 2), "within_kv_groups", "mlp_only") == [LayerBudget(0, 0), LayerBudget(0, 512)]
     with pytest.raises(ValueError, match="would remove every MLP neuron"):
         uniform_budgets([smol], 0.9, (0, 1), "within_kv_groups", "mlp_only")
+
+
+def test_round_kept_neurons_keeps_the_nearest_multiple_and_spares_whole_layers():
+    smol = LayerGeometry(num_heads=9, num_kv_heads=3, head_dim=64, hidden_size=576, intermediate_size=1536)
+    budgets = [LayerBudget(0, 0), LayerBudget(1, 341), LayerBudget(0, 513), LayerBudget(0, 1530), LayerBudget(0, 3)]
+    # kept 1195 -> 1192 (149.4 x 8), 1023 -> 1024 (127.9 x 8), 6 -> 8, 1533 -> 1536 (the layer stays whole)
+    assert round_kept_neurons(budgets, [smol] * 5, 8) == [
+        LayerBudget(0, 0), LayerBudget(1, 344), LayerBudget(0, 512), LayerBudget(0, 1528), LayerBudget(0, 0)]
+    assert round_kept_neurons(budgets, [smol] * 5, 1) == budgets
+    odd = LayerGeometry(num_heads=9, num_kv_heads=3, head_dim=64, hidden_size=576, intermediate_size=1539)
+    assert round_kept_neurons([LayerBudget(0, 1)], [odd], 8) == [LayerBudget(0, 3)]  # kept 1538 -> 1536
+    assert round_kept_neurons([LayerBudget(0, 1)], [odd], 1024) == [LayerBudget(0, 0)]  # 1538 -> 2048, capped at the width
+    with pytest.raises(ValueError, match="round_to must be >= 1"):
+        round_kept_neurons(budgets, [smol] * 5, 0)
+
+
+def test_round_to_reaches_the_pruned_widths_through_the_engine(model):
+    scores = score_model(model, "l2")
+    recipe = Recipe("l2", layers=[1, 2], heads="kv_groups", round_to=8)
+    pruned = prune_with_recipe(copy.deepcopy(model), recipe, 0.3, scores=scores, progress=False)
+    exact = prune_with_recipe(copy.deepcopy(model), Recipe("l2", layers=[1, 2], heads="kv_groups"), 0.3, scores=scores, progress=False)
+    kept, exact_kept = len(pruned.plan.layers[1].keep_neurons), len(exact.plan.layers[1].keep_neurons)
+    assert kept % 8 == 0 and abs(kept - exact_kept) <= 4 and kept != exact_kept  # the tiny model's exact width is no multiple of 8
+    assert len(pruned.plan.layers[0].keep_neurons) == model.config.intermediate_size  # outside the range: whole
+    assert any("round_to" in p for p in recipe_problems(Recipe("l2", round_to=0)))
 
 
 def test_global_budgets_reproduce_flap_threshold_plan(model, input_ids):

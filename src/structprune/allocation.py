@@ -18,6 +18,12 @@ Strategies (`ALLOCATIONS`):
   3 kv groups of 3 heads, where one head per group is a third of the attention).
 - ``global``: FLAP's adaptive structure (AL-AM): one threshold over the standardised scores
   of every unit in the pruned layers (`global_budgets`).
+
+After either, `round_kept_neurons` (ours, ``round_to``; Torch-Pruning's option of that name
+does the same for channel counts) can make every pruned layer keep a multiple of N MLP
+neurons: llama.cpp's tiled f16/f32 matrix kernels need the inner dimension (down_proj's
+input, the MLP width) to be a multiple of 8 and fall back to a slower path otherwise
+(results/bench/llamacpp-widths.md).
 """
 
 from __future__ import annotations
@@ -183,3 +189,22 @@ def global_budgets(
         LayerBudget(min(removed[0][i], g.num_kv_heads - 1), min(removed[1][i], g.intermediate_size - 1))
         for i, g in enumerate(geometries)
     ]
+
+
+def round_kept_neurons(budgets: list[LayerBudget], geometries: list[LayerGeometry], round_to: int) -> list[LayerBudget]:
+    """Each pruned layer keeps the multiple of `round_to` MLP neurons nearest to what its budget
+    keeps (halves up; at least `round_to`, at most the layer's width); layers that lose no
+    neuron stay whole. The sparsity moves by less than `round_to` / 2 neurons per layer."""
+    if round_to < 1:
+        raise ValueError(f"round_to must be >= 1, got {round_to}")
+    if round_to == 1:
+        return list(budgets)
+    out = []
+    for budget, g in zip(budgets, geometries, strict=True):
+        if budget.neurons == 0:
+            out.append(budget)
+            continue
+        kept = round_half_up((g.intermediate_size - budget.neurons) / round_to) * round_to
+        kept = min(max(kept, round_to), g.intermediate_size)
+        out.append(LayerBudget(budget.heads, g.intermediate_size - kept))
+    return out

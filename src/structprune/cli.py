@@ -255,7 +255,7 @@ def _recipe(args):
     return Recipe(
         score=args.method, options={k: _option_value(v) for k, v in args.option}, heads=args.heads,
         allocation=args.allocation, budget=args.budget, layers=args.layers, sparsity_of=args.sparsity_of,
-        flow=args.flow, reconstruct=args.reconstruct, damp=args.damp, target=args.target,
+        flow=args.flow, reconstruct=args.reconstruct, damp=args.damp, target=args.target, round_to=args.round_to,
     )
 
 
@@ -588,6 +588,8 @@ def recipe_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--damp", type=float, default=0.01, help="per-channel ridge toward the dense weights (refits)")
     p.add_argument("--target", default="block", choices=["block", "module"],
                    help="refit target of --reconstruct refit: the dense residual stream (block) or module output")
+    p.add_argument("--round-to", type=int, default=1,
+                   help="every pruned layer keeps a multiple of this many MLP neurons (ours; 8 suits llama.cpp's kernels)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from structprune.allocation import global_budgets, layer_ratio, resolve_layer_range, uniform_budgets
+from structprune.allocation import global_budgets, layer_ratio, resolve_layer_range, round_kept_neurons, uniform_budgets
 from structprune.device import execution_device, layer_on_device
 from structprune.models import count_parameters, decoder_layers, layer_geometry, model_geometries, model_head_dim
 from structprune.plan import check_scores, plan_from_budgets
@@ -70,8 +70,10 @@ def allocate(recipe: Recipe, model: nn.Module, sparsity: float, scores) -> tuple
     ratio = layer_ratio(geometries, sparsity, layer_range, recipe.sparsity_of, total)
     if recipe.allocation == "global":
         check_scores(scores, geometries)
-        return global_budgets(scores, geometries, ratio, layer_range, recipe.heads), layer_range, ratio
-    return uniform_budgets(geometries, ratio, layer_range, recipe.heads, recipe.budget), layer_range, ratio
+        budgets = global_budgets(scores, geometries, ratio, layer_range, recipe.heads)
+    else:
+        budgets = uniform_budgets(geometries, ratio, layer_range, recipe.heads, recipe.budget)
+    return round_kept_neurons(budgets, geometries, recipe.round_to), layer_range, ratio
 
 
 def prune_with_recipe(

@@ -77,6 +77,7 @@ class Recipe:
     reconstruct: str = "none"
     damp: float = 0.01
     target: str = "block"
+    round_to: int = 1  # kept MLP neurons of a pruned layer: a multiple of this (ours; 1: exact budgets)
 
     @property
     def reads_score_file(self) -> bool:
@@ -126,6 +127,8 @@ def recipe_problems(recipe: Recipe) -> list[str]:
         problems.append(problem)
     if isinstance(recipe.damp, bool) or not isinstance(recipe.damp, (int, float)) or recipe.damp < 0:
         problems.append(f"damp: {recipe.damp!r} must be a number >= 0")
+    if isinstance(recipe.round_to, bool) or not isinstance(recipe.round_to, int) or recipe.round_to < 1:
+        problems.append(f"round_to: {recipe.round_to!r} must be an integer >= 1 (1: no rounding)")
     if problems:
         return problems
     statistics = SCORE_STATISTICS[recipe.score]

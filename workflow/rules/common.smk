@@ -288,7 +288,7 @@ def recipe_args(recipe, wildcards):
         f"--method {recipe.score} {method_options(wildcards)}",
         f"--heads {recipe.heads} --allocation {recipe.allocation} --budget {recipe.budget} --layers {layers}",
         f"--sparsity-of {recipe.sparsity_of} --flow {recipe.flow} --reconstruct {recipe.reconstruct}",
-        f"--damp {recipe.damp} --target {recipe.target} --batch-size {config['recover']['batch_size']}",
+        f"--damp {recipe.damp} --target {recipe.target} --round-to {recipe.round_to} --batch-size {config['recover']['batch_size']}",
     ]
 
 
@@ -622,6 +622,8 @@ def recipe_summary(name, stage):
     m = config["methods"][name]
     r = stage_recipe(config, m, stage)
     allocation = r.allocation if r.allocation == "global" else f"uniform/{r.budget}"
+    if r.round_to > 1:
+        allocation += f", kept neurons a multiple of {r.round_to}"
     layers = r.layers if isinstance(r.layers, str) else "[{}, {})".format(*r.layers)
     options = ",".join(f"{k}={v}" for k, v in sorted(r.options.items()))
     damp = f" damp {r.damp}" if r.reconstruct in ("refit", "paper") else ""
