@@ -31,13 +31,15 @@ def bench_rows(name: str) -> tuple[dict, dict]:
 
 
 def kb_per_token(stage: str) -> float:
-    """Memory a stage holds per calibration token: the slope between the two token counts."""
+    """Memory a stage holds per calibration token: the slope of its working set (peak minus the
+    memory after loading) between the two token counts."""
     spec_a, a = bench_rows("llama7b-width")
     spec_b, b = bench_rows("llama7b-width-32x128")
     tokens_a, tokens_b = spec_a["samples"] * spec_a["seq_len"], spec_b["samples"] * spec_b["seq_len"]
     if stage not in b:
         return 0.0
-    return max(0.0, (b[stage]["peak_rss_mb"] - a[stage]["peak_rss_mb"]) * 1024 / (tokens_b - tokens_a))
+    grown = (b[stage]["peak_rss_mb"] - b[stage]["rss_after_load_mb"]) - (a[stage]["peak_rss_mb"] - a[stage]["rss_after_load_mb"])
+    return max(0.0, grown * 1024 / (tokens_b - tokens_a))  # the working set's growth: the runs' baselines may differ
 
 
 def projected_peak_mb(stage: str, tokens: int) -> float:

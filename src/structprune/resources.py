@@ -45,14 +45,14 @@ class StageCost:
 # layers in float32, and per calibration token from its difference to
 # llama7b-width-32x128.json (tests/test_resources.py recomputes both and checks the margin).
 # Projected peaks over 2 GB, in float32 weights: calibrate 1.44 (the model + 0.48 of
-# statistics with every site's matrix) + 44 KB per token; score 1.00; prune 1.19 (the
-# paper's recovery, the largest of the flows) + 251 KB per token (the dense layer's taps of
+# statistics with every site's matrix) + 66 KB per token; score 1.00; prune 1.19 (the
+# paper's recovery, the largest of the flows) + 273 KB per token (the dense layer's taps of
 # every batch); select 3.10 (a refit beside the dense model and two pruned copies: the
-# candidate and the best so far) + 137 KB per token; evaluate 0.95.
+# candidate and the best so far) + 159 KB per token; evaluate 0.95.
 STAGE_COST = {
     "model": StageCost(3.0, 0, 5),
     "data_calib": StageCost(2.0, 0, 10),
-    "calibrate": StageCost(1.1, 0.65, 10, kb_per_token=64, source="bench: calibrate"),
+    "calibrate": StageCost(1.1, 0.65, 10, kb_per_token=80, source="bench: calibrate"),
     "gradients": StageCost(5.0, 0, 20),
     "score": StageCost(1.1, 0.15, 2, source="bench: score"),
     "prune": StageCost(1.1, 0.4, 30, kb_per_token=320, source="bench: prune_dense, sequential, refit, recovery"),
