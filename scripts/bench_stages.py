@@ -256,8 +256,9 @@ def projected_peak_mb(row: dict, layers: int) -> float:
     return row["peak_rss_mb"] + missing * seven_b_layer_mb() + stats
 
 
-def summarise(spec: BenchSpec, rows: list[dict]) -> dict:
-    """Ratios to the floor, throughputs, and the per-layer extrapolation of the 7B-width stack."""
+def summarise(spec: BenchSpec, rows: list[dict], command: str | None = None) -> dict:
+    """Ratios to the floor, throughputs, and the per-layer extrapolation of the 7B-width stack;
+    `command` is what made the rows (default: the preset alone)."""
     floors = [r for r in rows if r["stage"] in ("floor", "floor_end")]
     floor_seconds = sum(r["seconds"] for r in floors) / len(floors)
     floor_tps = floors[0]["tokens"] / floor_seconds
@@ -271,7 +272,7 @@ def summarise(spec: BenchSpec, rows: list[dict]) -> dict:
         parts = Path(recorded_spec[key]).parts
         if "resources" in parts:
             recorded_spec[key] = str(Path(*parts[parts.index("resources"):]))
-    out = {"spec": recorded_spec, "command": f"python scripts/bench_stages.py {spec.name}", "floor_seconds": round(floor_seconds, 3), "floor_tokens_per_s": round(floor_tps, 1), "stages": rows,
+    out = {"spec": recorded_spec, "command": command or f"python scripts/bench_stages.py {spec.name}", "floor_seconds": round(floor_seconds, 3), "floor_tokens_per_s": round(floor_tps, 1), "stages": rows,
            "torch_threads": spec.threads, "cpu_count": os.cpu_count()}
     if spec.model == "llama7b-width":
         out["projection_32_layers"] = {
@@ -327,8 +328,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.from_json:
         recorded = json.loads(Path(args.from_json).read_text())
-        summary = summarise(BenchSpec(**recorded["spec"]), recorded["stages"])
-        write({**summary, "command": recorded.get("command", summary["command"])}, Path(args.out))
+        write(summarise(BenchSpec(**recorded["spec"]), recorded["stages"], recorded.get("command")), Path(args.out))
         return
     spec = PRESETS[args.preset]
     if args.layers:
@@ -341,9 +341,10 @@ def main(argv=None) -> None:
         parser.error(f"unknown stages {unknown}; known: {list(STAGES)}")
     if spec.model != "embedded" or not Path(spec.task_dir).is_dir() or spec.task_limit == 0:
         stages = [s for s in stages if s != "zero_shot"]  # tasks need a tokenizer and the task files
-    summary = summarise(spec, measure(spec, stages))
-    options = [a for a, flag in zip(argv or sys.argv[1:], [None, *(argv or sys.argv[1:])]) if a != "--out" and flag != "--out"]
-    write({**summary, "command": "python scripts/bench_stages.py " + " ".join(options)}, Path(args.out))
+    options = [args.preset] + [f"--{name} {value}" for name, value in
+                                (("samples", args.samples), ("layers", args.layers), ("stages", args.stages))
+                                if value and not (name == "stages" and value == parser.get_default("stages"))]
+    write(summarise(spec, measure(spec, stages), "python scripts/bench_stages.py " + " ".join(options)), Path(args.out))
 
 
 def write(summary: dict, out: Path) -> None:

@@ -34,8 +34,7 @@ def main(argv=None) -> None:
     from structprune.llamacpp import LlamaCppProtocol, measure_speed
     from structprune.models import load_checkpoint, resolve_model_source
 
-    resolved = resolve_model_source(args.source)
-    source_gguf = str(Path(resolved.location) / resolved.gguf_file) if resolved.gguf_file else None
+    source_gguf = resolve_model_source(args.source).gguf_path
     model, tokenizer = load_checkpoint(REPO / args.checkpoint if not Path(args.checkpoint).is_absolute() else args.checkpoint)
     protocol = LlamaCppProtocol(repeats=args.repeats)
     with tempfile.TemporaryDirectory() as folder:

@@ -65,8 +65,7 @@ def main(argv=None) -> None:
     from structprune.models import load_checkpoint, resolve_model_source
 
     torch.set_num_threads(args.threads)
-    resolved = resolve_model_source(args.source)
-    source_gguf = str(Path(resolved.location) / resolved.gguf_file) if resolved.gguf_file else None
+    source_gguf = resolve_model_source(args.source).gguf_path
     checkpoint = Path(args.checkpoint) if Path(args.checkpoint).is_absolute() else REPO / args.checkpoint
     if not (checkpoint / "config.json").is_file():
         raise SystemExit(f"{checkpoint} is missing: build it with `snakemake --cores 2 resources/models/smollm2-135m` first")

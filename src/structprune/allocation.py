@@ -197,8 +197,6 @@ def round_kept_neurons(budgets: list[LayerBudget], geometries: list[LayerGeometr
     neuron stay whole. The sparsity moves by less than `round_to` / 2 neurons per layer."""
     if round_to < 1:
         raise ValueError(f"round_to must be >= 1, got {round_to}")
-    if round_to == 1:
-        return list(budgets)
     out = []
     for budget, g in zip(budgets, geometries, strict=True):
         if budget.neurons == 0:

@@ -444,7 +444,7 @@ def cmd_export(args) -> None:
 
     require_llama_cpp()  # before the export: the file is only done once llama.cpp has run it
     resolved = resolve_model_source(args.source) if args.source else None
-    source_gguf = str(Path(resolved.location) / resolved.gguf_file) if resolved and resolved.gguf_file else None
+    source_gguf = resolved.gguf_path if resolved else None
     model, tokenizer = _load(args, args.model, "host")
     model = model.to(torch.float32)
     timer = Timer()

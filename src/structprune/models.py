@@ -29,6 +29,11 @@ class ResolvedSource:
     location: str  # folder or Hub id passed to from_pretrained
     gguf_file: str | None = None
 
+    @property
+    def gguf_path(self) -> str | None:
+        """The GGUF file itself (its tokenizer is copied into exports), when the source is one."""
+        return str(Path(self.location) / self.gguf_file) if self.gguf_file else None
+
 
 def resolve_model_source(source: str) -> ResolvedSource:
     """Turn a config string into something `from_pretrained` can load, or explain why not."""

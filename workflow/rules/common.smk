@@ -175,6 +175,10 @@ def parameter_count(model):
     return float(value[:-1] if scale != 1 else value) * scale
 
 
+def _on_gpu(model):
+    return model_compute(model)[0] == "cuda"
+
+
 def _weights_dtype(model):
     device, dtype = model_compute(model)
     if dtype == "auto":
@@ -202,19 +206,17 @@ def stage_resources(stage):
         m = config["models"][wildcards.model]
         if m["mem_mb"] or not m["n_params"]:
             return (m["mem_mb"] or 8000) * attempt
-        on_gpu = model_compute(wildcards.model)[0] == "cuda"
         return job_memory_mb(stage, parameter_count(wildcards.model), _weights_dtype(wildcards.model),
-                             tokens=job_tokens(stage, wildcards), on_gpu=on_gpu) * attempt
+                             tokens=job_tokens(stage, wildcards), on_gpu=_on_gpu(wildcards.model)) * attempt
 
     def runtime(wildcards, attempt):
         m = config["models"][wildcards.model]
         if m["runtime"] or not m["n_params"]:
             return (m["runtime"] or 120) * attempt
-        on_gpu = model_compute(wildcards.model)[0] == "cuda"
-        return job_runtime_minutes(stage, parameter_count(wildcards.model), on_gpu) * attempt
+        return job_runtime_minutes(stage, parameter_count(wildcards.model), _on_gpu(wildcards.model)) * attempt
 
     def gpu(wildcards):
-        return int(stage in GPU_STAGES and model_compute(wildcards.model)[0] == "cuda")
+        return int(stage in GPU_STAGES and _on_gpu(wildcards.model))
 
     return {"mem_mb": mem_mb, "runtime": runtime, "gpu": gpu}
 
