@@ -135,7 +135,7 @@ def _prune(spec, model, recipe, workdir, **inputs):
     from structprune.engine import prune_with_recipe
 
     result = prune_with_recipe(model, recipe, 0.2, batch_size=spec.batch_size, progress=False, **inputs)
-    out = {}
+    out = {"dense": "cached" if inputs.get("dense_stream") else "live"} if recipe.reconstruct in ("refit", "paper") else {}
     if spec.model != "tiny":
         started = time.time()
         folder = Path(workdir) / f"ckpt-{recipe.flow}-{recipe.reconstruct}"
@@ -170,17 +170,45 @@ def stage_sequential(spec, model, tokenizer, ids, workdir):
                                       flow="sequential"), workdir, samples=ids)
 
 
+def stage_dense_stream(spec, model, tokenizer, ids, workdir):
+    """The dense stream recorded once per calibration set (recover.dense_cache), which the
+    refit and recovery stages then read, as every refit job of the workflow does."""
+    from structprune.densestream import record_dense_stream
+
+    folder = _dense_folder(workdir)
+    record_dense_stream(model, ids, spec.batch_size, folder, {"stage": "bench"}, progress=False)
+    return {"stream_mb": sum(p.stat().st_size for p in folder.iterdir()) / 2**20}
+
+
+def _dense_folder(workdir) -> Path:
+    return Path(workdir) / "dense"
+
+
+def _cached(workdir) -> dict:
+    """The recorded dense stream, if the dense_stream stage ran before (else the refit runs it)."""
+    folder = _dense_folder(workdir)
+    return {"dense_stream": str(folder)} if folder.is_dir() else {}
+
+
 def stage_refit(spec, model, tokenizer, ids, workdir):
     """Ours-best: sequential flow with the post-cut block refit."""
     from structprune.recipe import Recipe
 
     recipe = Recipe("distribution", options={"mlp": "output", "redundancy": "none"}, flow="sequential",
                     reconstruct="refit", damp=1.0)
-    return _prune(spec, model, recipe, workdir, samples=ids)
+    return _prune(spec, model, recipe, workdir, samples=ids, **_cached(workdir))
 
 
 def stage_recovery(spec, model, tokenizer, ids, workdir):
     """The paper's pre-pruning recovery ("w/ remedy"), sequential flow."""
+    from structprune.recipe import Recipe
+
+    return _prune(spec, model, Recipe("distribution", flow="sequential", reconstruct="paper"), workdir, samples=ids,
+                  **_cached(workdir))
+
+
+def stage_recovery_live(spec, model, tokenizer, ids, workdir):
+    """The same recovery running the dense layers itself (recover.dense_cache: false)."""
     from structprune.recipe import Recipe
 
     return _prune(spec, model, Recipe("distribution", flow="sequential", reconstruct="paper"), workdir, samples=ids)
@@ -205,7 +233,8 @@ def stage_zero_shot(spec, model, tokenizer, ids, workdir):
 
 STAGES = {
     "floor": stage_floor, "floor_end": stage_floor, "calibrate": stage_calibrate, "score": stage_score, "prune_dense": stage_prune_dense,
-    "sequential": stage_sequential, "refit": stage_refit, "recovery": stage_recovery,
+    "sequential": stage_sequential, "dense_stream": stage_dense_stream, "refit": stage_refit, "recovery": stage_recovery,
+    "recovery_live": stage_recovery_live,
     "perplexity": stage_perplexity, "zero_shot": stage_zero_shot,
 }
 
@@ -300,9 +329,10 @@ def markdown(summary: dict) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in summary["stages"]:
-        size = r.get("stats_mb", r.get("checkpoint_mb"))
+        size = r.get("stats_mb", r.get("checkpoint_mb", r.get("stream_mb")))
+        stage = f"{r['stage']} ({r['dense']} dense stream)" if "dense" in r else r["stage"]
         lines.append(
-            f"| {r['stage']} | {r['seconds']:.2f} | {r['ratio_to_floor']:.2f} | {r.get('tokens_per_s', '')} | "
+            f"| {stage} | {r['seconds']:.2f} | {r['ratio_to_floor']:.2f} | {r.get('tokens_per_s', '')} | "
             f"{r.get('share_of_raw_throughput', '')} | {r['peak_rss_mb']:.0f} | {r['rss_after_load_mb']:.0f} | "
             f"{'' if size is None else f'{size:.1f}'} |"
         )

@@ -16,10 +16,10 @@ def load_bench():
 
 def test_tiny_benchmark_writes_ratios_to_the_floor(tmp_path):
     bench = load_bench()
-    bench.main(["tiny", "--stages", "calibrate,refit,perplexity", "--out", str(tmp_path)])
+    bench.main(["tiny", "--stages", "calibrate,dense_stream,refit,recovery_live,perplexity", "--out", str(tmp_path)])
     summary = json.loads((tmp_path / "tiny.json").read_text())
     rows = {row["stage"]: row for row in summary["stages"]}
-    assert list(rows) == ["floor", "calibrate", "refit", "perplexity", "floor_end"]
+    assert list(rows) == ["floor", "calibrate", "dense_stream", "refit", "recovery_live", "perplexity", "floor_end"]
     floor = (rows["floor"]["seconds"] + rows["floor_end"]["seconds"]) / 2
     assert summary["floor_seconds"] == round(floor, 3)
     for row in rows.values():
@@ -27,7 +27,9 @@ def test_tiny_benchmark_writes_ratios_to_the_floor(tmp_path):
         assert row["ratio_to_floor"] == round(row["seconds"] / floor, 2)
     assert rows["calibrate"]["stats_mb"] > 0
     assert rows["perplexity"]["tokens"] == 8 * 32
-    assert "| refit |" in (tmp_path / "tiny.md").read_text()
+    assert rows["dense_stream"]["stream_mb"] > 0
+    assert rows["refit"]["dense"] == "cached" and rows["recovery_live"]["dense"] == "live"  # refit reads the recorded stream
+    assert "| refit (cached dense stream) |" in (tmp_path / "tiny.md").read_text()
 
 
 def test_seven_b_projection_scales_per_layer():

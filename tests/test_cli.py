@@ -70,3 +70,31 @@ def test_model_limits_stop_a_stage_before_its_work(tmp_path, caplog):
                  str(too_long), "--out", str(tmp_path / "b.safetensors")]) == 2
     assert f"{too_long}-token samples exceed the model's" in caplog.text
     assert not (tmp_path / "a.safetensors").exists() and not (tmp_path / "b.safetensors").exists()
+
+
+def test_prune_reads_a_dense_stream_cache_of_its_own_model_and_samples_only(tmp_path, caplog):
+    from safetensors.torch import load_file
+
+    from structprune.checkpoint import save_tensors
+
+    model = save_tiny_checkpoint(tmp_path / "model")
+    calib, other = tmp_path / "calib.safetensors", tmp_path / "other.safetensors"
+    ids = torch.randint(3, 60, (5, 16), generator=torch.Generator().manual_seed(0))
+    save_tensors({"input_ids": ids}, calib, {})
+    save_tensors({"input_ids": ids.flip(0)}, other, {})
+    dense = tmp_path / "dense"
+    assert main(["dense-stream", "--model", str(model), "--data", str(calib), "--batch-size", "2", "--out", str(dense)]) == 0
+    recipe = ["prune", "--model", str(model), "--method", "distribution", "--flow", "sequential", "--reconstruct", "paper",
+              "--layers", "all", "--sparsity", "0.3", "--batch-size", "2"]
+    assert main([*recipe, "--data", str(calib), "--out", str(tmp_path / "live")]) == 0
+    assert main([*recipe, "--data", str(calib), "--dense-stream", str(dense), "--out", str(tmp_path / "cached")]) == 0
+    live, cached = (load_file(str(tmp_path / name / "model.safetensors")) for name in ("live", "cached"))
+    assert live.keys() == cached.keys() and all(torch.equal(live[k], cached[k]) for k in live)
+    manifest = __import__("json").loads((tmp_path / "cached" / "manifest.json").read_text())
+    assert manifest["inputs"]["dense_stream"]["sha256"]
+    # another sample set, or another batch size: refused before the model is loaded, with the fix
+    assert main([*recipe, "--data", str(other), "--dense-stream", str(dense), "--out", str(tmp_path / "x")]) == 2
+    assert "recorded on another data than" in caplog.text and "Rebuild it with `python -m structprune dense-stream" in caplog.text
+    assert main([*recipe[:-1], "4", "--data", str(calib), "--dense-stream", str(dense), "--out", str(tmp_path / "y")]) == 2
+    assert "recorded in batches of 2, this job runs batches of 4" in caplog.text
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()

@@ -351,9 +351,9 @@ def test_the_sequential_flow_collects_only_what_its_score_reads_and_prunes_the_s
     collected = []
     original = statistics.LayerStatistics.for_needs.__func__
 
-    def everything(cls, needs):
+    def everything(cls, needs, kept_sites=None):
         collected.append(needs)
-        return cls()  # every full moment and the attention divergences, as before
+        return cls()  # every site, full moment and the attention divergences, as before
 
     monkeypatch.setattr(statistics.LayerStatistics, "for_needs", classmethod(everything))
     full = prune_with_recipe(copy.deepcopy(model), recipe, 0.3, samples=input_ids, batch_size=3, progress=False).model
@@ -372,9 +372,9 @@ def test_the_paper_recovery_reads_full_moments_from_its_refits_gram_matrices(mod
     shared = prune_with_recipe(copy.deepcopy(model), recipe, 0.3, samples=input_ids, batch_size=3, progress=False)
     requested = []
 
-    def own_moments(cls, needs):
+    def own_moments(cls, needs, kept_sites=statistics.SITES):
         requested.append(needs.full_sites)
-        return cls(full_sites=statistics.FULL_SITES, attention_js=needs.attention_js)  # every site keeps its own
+        return cls(full_sites=statistics.FULL_SITES, attention_js=needs.attention_js, kept_sites=kept_sites)  # every site keeps its own
 
     monkeypatch.setattr(statistics.LayerStatistics, "for_needs", classmethod(own_moments))
     own = prune_with_recipe(copy.deepcopy(model), recipe, 0.3, samples=input_ids, batch_size=3, progress=False)
@@ -432,31 +432,48 @@ def test_statistics_of_one_half_of_a_layer_keep_only_that_halfs_sites(model, inp
         LayerStatistics().moments()
 
 
-def test_first_level_refit_through_the_dense_weights_equals_the_direct_one(model):
-    """The paper's first-level refit accumulates X X^^T and forms Y X^^T = W (X X^^T); with a
-    bias it accumulates Y X^^T directly. Both must give the same refitted weights."""
+def test_first_level_refit_fits_the_dense_maps_output_less_its_bias(model):
+    """The paper's first-level refit fits each map's weight to W X (the dense output less its
+    bias, which stays) from X^X^^T and Y X^^T = W (X X^^T): the same weights as a direct least
+    squares fit of W X on X^, whatever the bias; the reported energy is ||W X||^2."""
+    from structprune.densestream import output_energy
     from structprune.engine import _refit_first_level
+    from structprune.reconstruction import LinearRefit, ridge_toward
 
     names = ["mlp.gate_proj", "mlp.up_proj"]
     g = torch.Generator().manual_seed(0)
     hidden = model.config.hidden_size
     inputs = [torch.randn(2, 7, hidden, generator=g) for _ in range(3)]
     dense_inputs = [x + 0.3 * torch.randn(x.shape, generator=g) for x in inputs]
+    dense_weights = [model.model.layers[0].get_submodule(n).weight.data.clone() for n in names]
     results = []
     for bias in (False, True):
         layer = copy.deepcopy(model.model.layers[0])
-        if bias:  # a zero bias: same targets, but the direct Y X^^T path
+        if bias:
             for name in names:
                 old = layer.get_submodule(name)
                 new = torch.nn.Linear(old.in_features, old.out_features, bias=True)
-                new.weight.data, new.bias.data = old.weight.data.clone(), torch.zeros(old.out_features)
+                new.weight.data, new.bias.data = old.weight.data.clone(), torch.randn(old.out_features, generator=g)
                 setattr(layer.mlp, name.split(".")[1], new)
-        taps = [{("post_attention_layernorm", "out"): xd, **{(n, "out"): layer.get_submodule(n)(xd).detach() for n in names}}
-                for xd in dense_inputs]
+        biases = [None if layer.get_submodule(n).bias is None else layer.get_submodule(n).bias.data.clone() for n in names]
+        with torch.no_grad():
+            taps = [{("post_attention_layernorm", "out"): xd,
+                     **{(n, "energy"): output_energy(layer.get_submodule(n), layer.get_submodule(n)(xd)) for n in names}}
+                    for xd in dense_inputs]
         report, _ = _refit_first_level(layer, names, inputs, 0.1, taps)
         results.append(([layer.get_submodule(n).weight.data.clone() for n in names], report))
-    (mapped, mapped_report), (direct, direct_report) = results
-    for a, b in zip(mapped, direct):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
-    for key in mapped_report:
-        assert mapped_report[key] == pytest.approx(direct_report[key], rel=1e-4)
+        for name, b in zip(names, biases):
+            if b is not None:
+                assert torch.equal(layer.get_submodule(name).bias.data, b)  # the bias stays
+    (plain, plain_report), (biased, biased_report) = results
+    for a, b in zip(plain, biased):
+        assert torch.equal(a, b)
+    for key, errors in plain_report.items():  # the biased energy is taken from the output less the bias
+        assert errors == pytest.approx(biased_report[key], rel=1e-5)
+    for name, w0, w in zip(names, dense_weights, plain):  # a direct fit of each map, in float64
+        direct = LinearRefit(product_dtype=torch.float64)
+        for x, xd in zip(inputs, dense_inputs):
+            direct.add(x.double(), xd.double() @ w0.double().T)
+        torch.testing.assert_close(w, ridge_toward(w0, direct, 0.1), rtol=1e-4, atol=1e-6)
+        energy = float(direct.yy.sum()) / direct.count
+        assert plain_report[name.rsplit(".", 1)[1]]["relative"] == pytest.approx(direct.error(w.double()) / energy, rel=1e-3)

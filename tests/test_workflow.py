@@ -55,7 +55,7 @@ def test_adding_a_sparsity_adds_only_its_jobs(finished_run):
     workdir, config = finished_run
     jobs = jobs_after_change(workdir, config, ["sparsities"], [20, 40])
     rules = sorted(rule for rule, _ in jobs)
-    assert rules == ["evaluate"] * 9 + ["prune"] * 8 + ["report", "select"] + ["speed"] * 9
+    assert rules == ["evaluate"] * 9 + ["prune"] * 8 + ["report", "select"] + ["speed"] * 9  # the dense streams are reused
     assert all("sparsity=40" in wc for rule, wc in jobs if rule != "report")
 
 
@@ -128,7 +128,8 @@ def test_changing_the_calibration_set_reruns_only_methods_that_use_it(finished_r
     workdir, config = finished_run
     jobs = jobs_after_change(workdir, config, ["calibration", "selfgen", "n_samples"], 5)
     rules = sorted(rule for rule, _ in jobs)
-    assert rules == ["data_calib", "evaluate", "prune", "report", "speed"]  # selfgen only feeds the remedy of `ours`
+    # selfgen only feeds the remedy of `ours` (and its dense stream)
+    assert rules == ["data_calib", "dense_stream", "evaluate", "prune", "report", "speed"]
     assert all("stage=recovered" in wc for rule, wc in jobs if rule in ("evaluate", "prune", "speed"))
 
 
@@ -183,8 +184,8 @@ def test_changing_the_calibration_sample_count_spares_the_data_free_methods(fini
     jobs = jobs_after_change(workdir, config, ["calibration", "wikitext2", "n_samples"], 5)
     rules = sorted(rule for rule, _ in jobs)
     # FLAP scores and compensates from the statistics; Wanda-sp prunes sequentially from the samples
-    assert rules == ["calibrate", "data_calib", "data_heldout", "evaluate", "evaluate", "evaluate", "prune", "prune",
-                     "report", "score", "select", "speed", "speed", "speed"]  # best: its held-out windows avoid the new fit windows
+    assert rules == ["calibrate", "data_calib", "data_heldout", "dense_stream", "evaluate", "evaluate", "evaluate", "prune",
+                     "prune", "report", "score", "select", "speed", "speed", "speed"]  # best: its held-out windows avoid the new fit windows
     assert not any(f"method={m}" in wc for _, wc in jobs for m in ("random", "l1", "l2", "ours", "llmp"))
 
 

@@ -238,6 +238,40 @@ def cmd_score(args) -> None:
     log.info("%s scores -> %s", args.method, args.out)
 
 
+def _dense_stream(args, refits: bool) -> str | None:
+    """--dense-stream, checked against --model and --data (a cache of another model or sample
+    set would silently give wrong targets); None when not given or when nothing refits."""
+    if not args.dense_stream or not refits:
+        return None
+    from structprune.densestream import cache_problem
+
+    if not args.data:
+        raise ValueError("--dense-stream needs the samples it was recorded on: pass --data")
+    problem = cache_problem(args.dense_stream, args.model, args.data, args.batch_size)
+    if problem:
+        raise ValueError(f"--dense-stream {args.dense_stream}: {problem}. Rebuild it with `python -m structprune "
+                         f"dense-stream --model {args.model} --data {args.data} --batch-size {args.batch_size} "
+                         f"--out {args.dense_stream}`, or drop --dense-stream")
+    return args.dense_stream
+
+
+def cmd_dense_stream(args) -> None:
+    """The dense model's residual updates per layer on calibration samples (densestream.py)."""
+    import torch
+
+    from structprune.artifacts import build_manifest
+    from structprune.checkpoint import load_tensors
+    from structprune.densestream import record_dense_stream
+
+    torch.manual_seed(0)
+    started = time.time()
+    samples = load_tensors(args.data)["input_ids"]
+    model, _ = _load(args, args.model, "layerwise")
+    manifest = build_manifest("dense-stream", {"model": args.model, "data": args.data}, {"batch_size": args.batch_size})
+    record_dense_stream(model, samples, args.batch_size, args.out, manifest)
+    log.info("dense stream over %s samples -> %s (%.1f s)", tuple(samples.shape), args.out, time.time() - started)
+
+
 def _layers_arg(text: str):
     """--layers: protocol ([4, L-2)), all, or START:END."""
     if text in ("protocol", "all"):
@@ -272,13 +306,14 @@ def cmd_prune(args) -> None:
     recipe = _recipe(args)
     score_method(recipe.score).make(**recipe.options)  # a bad option fails here, before any loading
     check_recipe(recipe, args.scores or None, args.stats or None, args.data or None)
+    dense_stream = _dense_stream(args, recipe.reconstruct in ("refit", "paper"))  # a mismatched cache fails before loading
     model, tokenizer = _load(args, args.model, "layerwise" if recipe.needs_samples else "host")
     scores = load_tensors(args.scores) if args.scores else None
     stats = load_tensors(args.stats) if args.stats else None
     samples = load_tensors(args.data)["input_ids"] if args.data else None
     before = count_parameters(model)
     result = prune_with_recipe(model, recipe, args.sparsity, scores=scores, stats=stats, samples=samples,
-                               batch_size=args.batch_size)
+                               batch_size=args.batch_size, dense_stream=dense_stream)
     model = result.model
     after = count_parameters(model)
     achieved = 1 - after["decoder_blocks"] / before["decoder_blocks"]
@@ -289,7 +324,8 @@ def cmd_prune(args) -> None:
         args.sparsity, recipe.sparsity_of, *result.layer_range, result.ratio, achieved,
         before["decoder_blocks"], after["decoder_blocks"], achieved_total, before["total"], after["total"],
     )
-    inputs = {k: v for k, v in {"model": args.model, "scores": args.scores, "stats": args.stats, "data": args.data}.items() if v}
+    inputs = {k: v for k, v in {"model": args.model, "scores": args.scores, "stats": args.stats, "data": args.data,
+                                "dense_stream": dense_stream}.items() if v}
     manifest = build_manifest(
         "prune", inputs, {"sparsity": args.sparsity, "recipe": recipe.to_json(), "batch_size": args.batch_size},
         {
@@ -319,18 +355,20 @@ def cmd_select(args) -> None:
         grid, chosen_at = chosen_grid(args.chosen_in, base, grid)
     if not Path(args.heldout).is_file():
         raise FileNotFoundError(f"held-out samples {args.heldout!r} not found: run data-calib for the held-out set first")
+    dense_stream = _dense_stream(args, True)
     model, tokenizer = _load(args, args.model, "layerwise")
     stats = load_tensors(args.stats) if args.stats else None
     samples = load_tensors(args.data)["input_ids"] if args.data else None
     heldout = load_tensors(args.heldout)["input_ids"]
     before = count_parameters(model)
     result, chosen_index, candidates = select_recipe(model, base, grid, args.sparsity, heldout=heldout,
-                                                     samples=samples, stats=stats, batch_size=args.batch_size)
+                                                     samples=samples, stats=stats, batch_size=args.batch_size,
+                                                     dense_stream=dense_stream)
     chosen = candidates[chosen_index].recipe
     after = count_parameters(result.model)
     log.info("chosen: %s (held-out loss %.4f)", candidates[chosen_index].overrides, candidates[chosen_index].heldout_loss)
     inputs = {k: v for k, v in {"model": args.model, "stats": args.stats, "data": args.data, "heldout": args.heldout,
-                                "chosen_in": args.chosen_in}.items() if v}
+                                "chosen_in": args.chosen_in, "dense_stream": dense_stream}.items() if v}
     manifest = build_manifest(
         "select", inputs, {"sparsity": args.sparsity, "base_recipe": base.to_json(),
                            "grid": full_grid, "chosen_at": chosen_at},
@@ -671,11 +709,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_gradients)
 
+    p = sub.add_parser("dense-stream", help="the dense model's per-layer outputs on calibration samples (read by every refit on them)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True, help="calibration samples (data-calib output)")
+    p.add_argument("--batch-size", type=int, default=8, help="the batch size of the prune jobs that will read it")
+    p.add_argument("--out", required=True, help="a folder")
+    p.set_defaults(func=cmd_dense_stream)
+
     p = sub.add_parser("prune", help="prune with one method recipe: score x unit x allocation x flow x reconstruction")
     recipe_arguments(p)
     p.add_argument("--scores", default=None, help="dense scores (score stage)")
     p.add_argument("--stats", default=None, help="dense calibration statistics (bias compensation, dense flow)")
     p.add_argument("--data", default=None, help="calibration samples (sequential flow or refits)")
+    p.add_argument("--dense-stream", default=None, help="a dense-stream folder of --model on --data: refits read it instead of running the dense layers")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_prune)
@@ -684,6 +730,7 @@ def build_parser() -> argparse.ArgumentParser:
     recipe_arguments(p)
     p.add_argument("--stats", default=None, help="dense calibration statistics (dense scores, bias compensation)")
     p.add_argument("--data", default=None, help="calibration samples (sequential flow or refits)")
+    p.add_argument("--dense-stream", default=None, help="a dense-stream folder of --model on --data: refits read it instead of running the dense layers")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--grid", type=_key_value, action="append", default=[], metavar="CHOICE=V1,V2",
                    help="alternatives for a recipe choice (or options.NAME); every combination is a candidate")

@@ -11,7 +11,8 @@ A `Recipe` (recipe.py) picks a score, a unit, an allocation, a flow and a recons
    the pruned stream X^ (and, when a refit needs targets, the dense stream X) is run through
    the layer with hooks: statistics for scoring (sequential flow), pairs for least squares
    (reconstruction), then the layer is sliced and both streams advance, the dense one through
-   a copy of the dense layer. Memory: one layer's statistics plus the streams' hidden states.
+   the dense layer before it is changed, or read from a cache of it (`densestream.py`).
+   Memory: one layer's statistics plus the streams' hidden states.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from structprune.allocation import global_budgets, layer_ratio, resolve_layer_range, round_kept_neurons, uniform_budgets
+from structprune.densestream import FIRST_LEVEL, CachedDenseStream, LiveDenseStream
 from structprune.device import execution_device, layer_on_device
 from structprune.models import count_parameters, decoder_layers, layer_geometry, model_geometries, model_head_dim
 from structprune.plan import check_scores, plan_from_budgets
@@ -31,8 +33,8 @@ from structprune.prune import add_output_bias, compensation_bias, prune_attentio
 from structprune.recipe import Recipe, StatisticsNeeds, recipe_problems, statistics_needs
 from structprune.reconstruction import LinearRefit, refit_linear, refit_shared_input
 from structprune.scores import LayerWeights, UnitScores, score_method
-from structprune.statistics import LayerStatistics, restrict_to_heads, with_placeholder_mlp_moments
-from structprune.streams import LayerBatch, capture_layer_inputs, dense_pass, paired_pass, propagate, tapped
+from structprune.statistics import SCORED_SITES, LayerStatistics, restrict_to_heads, with_placeholder_mlp_moments
+from structprune.streams import LayerBatch, capture_layer_inputs, paired_pass, propagate, tapped
 from structprune.units import LayerBudget, LayerPlan, PrunePlan, select_heads, select_neurons, select_units
 
 log = logging.getLogger(__name__)
@@ -79,8 +81,11 @@ def allocate(recipe: Recipe, model: nn.Module, sparsity: float, scores) -> tuple
 def prune_with_recipe(
     model: nn.Module, recipe: Recipe, sparsity: float, *, scores: dict | None = None, stats: dict | None = None,
     samples: torch.Tensor | None = None, batch_size: int = 8, progress: bool = True,
+    dense_stream: str | None = None,
 ) -> EngineResult:
-    """Prune `model` (in place where possible) as `recipe` says; see the module docstring."""
+    """Prune `model` (in place where possible) as `recipe` says; see the module docstring.
+    `dense_stream`: a `densestream.record_dense_stream` folder of the same model and samples,
+    read instead of running the dense layers (refits only; the same numbers, bitwise)."""
     check_recipe(recipe, scores, stats, samples)
     if scores is not None:
         check_scores(scores, model_geometries(model))
@@ -89,7 +94,7 @@ def prune_with_recipe(
         plan = plan_from_budgets(scores, model_geometries(model), budgets, recipe.heads)
         means = stats if recipe.reconstruct == "bias" else None
         return EngineResult(prune_model(model, plan, means), plan, budgets, layer_range, ratio)
-    return _stream_prune(model, recipe, budgets, layer_range, ratio, scores, samples, batch_size, progress)
+    return _stream_prune(model, recipe, budgets, layer_range, ratio, scores, samples, batch_size, progress, dense_stream)
 
 
 # --------------------------------------------------------------------------- the layer loop
@@ -100,17 +105,17 @@ class _Context:
     scorer: object
     head_dim: int
     scores: dict | None
-    dense: list[LayerBatch] | None
+    dense: LiveDenseStream | CachedDenseStream | None  # the dense stream a refit compares with
     pruned: list[LayerBatch]
 
 
-def _stream_prune(model, recipe, budgets, layer_range, ratio, scores, samples, batch_size, progress) -> EngineResult:
+def _stream_prune(model, recipe, budgets, layer_range, ratio, scores, samples, batch_size, progress, dense_stream) -> EngineResult:
     refits = recipe.reconstruct in ("refit", "paper")
     pruned = capture_layer_inputs(model, samples, batch_size)
-    ctx = _Context(
-        recipe, score_method(recipe.score).make(**recipe.options), model_head_dim(model.config), scores,
-        [LayerBatch(b.hidden.clone(), b.kwargs) for b in pruned] if refits else None, pruned,
-    )
+    dense = None
+    if refits:
+        dense = CachedDenseStream(dense_stream, pruned, len(decoder_layers(model))) if dense_stream else LiveDenseStream(pruned)
+    ctx = _Context(recipe, score_method(recipe.score).make(**recipe.options), model_head_dim(model.config), scores, dense, pruned)
     device = execution_device(model)
     plans, reports = [], []
     diverged = False  # until a layer is pruned, the pruned stream is the dense one
@@ -122,10 +127,10 @@ def _stream_prune(model, recipe, budgets, layer_range, ratio, scores, samples, b
             if not diverged and budget == LayerBudget(0, 0):
                 lp = select_units(torch.zeros(geometry.num_heads), torch.zeros(geometry.intermediate_size), geometry, budget, recipe.heads)
                 report = {"layer": index, "kept": "dense (nothing pruned yet)"}
-                propagate(layer, ctx.pruned)
                 if ctx.dense is not None:
-                    for d, p in zip(ctx.dense, ctx.pruned):
-                        d.hidden = p.hidden
+                    ctx.dense.advance_shared(index, layer, ctx.pruned)
+                else:
+                    propagate(layer, ctx.pruned)
             elif recipe.reconstruct == "paper":
                 lp, report = _paper_layer(ctx, index, layer, geometry, budget)
             elif recipe.reconstruct == "refit":
@@ -142,12 +147,12 @@ def _stream_prune(model, recipe, budgets, layer_range, ratio, scores, samples, b
 
 def _stream_statistics(ctx: _Context, from_refits: frozenset = frozenset()) -> tuple[LayerStatistics, set]:
     """Accumulators for the pruned stream: what the score reads in a sequential flow (no full
-    moments or attention maps it does not use), else the means bias compensation needs; and
+    moments, attention maps or sites it does not use), else the means bias compensation needs; and
     which of `from_refits` (sites whose Gram matrix a refit accumulates anyway) the score
     needs in full, to be read from that refit (`LayerStatistics.moments(grams=...)`)."""
     needs = statistics_needs(ctx.recipe.score, ctx.recipe.options) if ctx.recipe.flow == "sequential" else StatisticsNeeds()
     shared = set(needs.full_sites) & set(from_refits)
-    return LayerStatistics.for_needs(replace(needs, full_sites=frozenset(needs.full_sites - shared))), shared
+    return LayerStatistics.for_needs(replace(needs, full_sites=frozenset(needs.full_sites - shared)), SCORED_SITES), shared
 
 
 def _layer_scores(ctx: _Context, index: int, layer: nn.Module, moments: dict | None, heads_only: bool = False) -> UnitScores:
@@ -231,15 +236,16 @@ def _collect(ctx, layer, module: str, target: str, dense_taps: list[dict], extra
 def _refit_layer(ctx, index, layer, geometry, budget) -> tuple[LayerPlan, dict]:
     """Ours: score (sequential: on X^), slice, then refit o_proj and down_proj after the cut.
 
-    Two layer passes and one MLP pass instead of six layer passes: the dense layer runs once
-    (its tapped outputs serve both refits, and the dense stream advances); the pruned layer
+    Two layer passes and one MLP pass instead of six layer passes (one, with a cached dense
+    stream): the dense layer runs once, or is read (its outputs serve both refits, and the
+    dense stream advances); the pruned layer
     once (statistics and the o_proj system; o_proj's inputs z are kept with the residual);
     after the cut and the o_proj refit the stream after the attention is residual +
     o_proj(z of the kept heads), so only the MLP half runs again (the down_proj system); the
     pruned stream then advances as that + down_proj(h), the layer's own last step."""
     recipe = ctx.recipe
     # the layer is not yet changed: its dense taps are taken before anything is cut or refitted
-    dense_taps = dense_pass(layer, ctx.dense, _dense_sites(["self_attn.o_proj", "mlp.down_proj"], recipe.target))
+    dense_taps = ctx.dense.taps(index, layer, _dense_sites(["self_attn.o_proj", "mlp.down_proj"], recipe.target))
     (stats, _), kept = _stream_statistics(ctx), []
     o_refit = _collect(ctx, layer, "self_attn.o_proj", recipe.target, dense_taps, [stats.attach], keep=kept)
     scores = _layer_scores(ctx, index, layer, stats.moments() if ctx.recipe.flow == "sequential" else None)
@@ -269,31 +275,23 @@ def _refit_first_level(layer, names: list[str], inputs: list[torch.Tensor], damp
     stream's input of them (`inputs`, one tensor per batch) to the dense layer's outputs of the
     same maps (the module's first level); no layer pass is needed.
 
-    The dense targets are Y = W X (W: the maps' dense weights, stacked; X: the dense stream's
-    norm output), so Y X^^T = W (X X^^T): the (in x in) cross product replaces the
-    (out x in) one, about five times less work for gate and up together. Maps with a bias
-    accumulate Y X^^T directly. Returns the errors and the normal equations (their X^X^^T is the
-    input's Gram matrix, which the statistics of the same input reuse)."""
+    A map's weight is fitted to W X (W: the maps' dense weights, stacked; X: the dense
+    stream's norm output), its dense output less its bias, which stays: so Y X^^T =
+    W (X X^^T), an (in x in) cross product instead of the (out x in) one (about five times
+    less work for gate and up together). The dense side is read as the norm output and each
+    map's output energy ||W x||^2 per channel (`densestream.output_energy`, for the error
+    report), never the maps' outputs themselves. Returns the errors and the normal equations
+    (their X^X^^T is the input's Gram matrix, which the statistics of the same input reuse)."""
     linears = [layer.get_submodule(n) for n in names]
     norm = FIRST_LEVEL_INPUT[names[0].split(".")[0]]
-    mapped = all(linear.bias is None for linear in linears)
     sums, yy = LinearRefit(), 0.0
     for x, taps in zip(inputs, dense_taps, strict=True):
-        if mapped:
-            sums.add(x, taps[(norm, "out")])  # X^X^^T and X X^^T
-            yy = yy + torch.cat([_row_energy(taps[(n, "out")]) for n in names])
-        else:
-            sums.add(x, torch.cat([taps[(n, "out")] for n in names], -1))
-    if mapped:
-        weight = torch.cat([linear.weight.detach().to(sums.xx.device, torch.float64) for linear in linears])
-        sums = LinearRefit(sums.xx, weight @ sums.yx, yy, sums.count, sums.product_dtype)
+        sums.add(x, taps[(norm, "out")])  # X^X^^T and X X^^T
+        yy = yy + torch.cat([taps[(n, "energy")] for n in names])
+    weight = torch.cat([linear.weight.detach().to(sums.xx.device, torch.float64) for linear in linears])
+    sums = LinearRefit(sums.xx, weight @ sums.yx, yy, sums.count, sums.product_dtype)
     errors = refit_shared_input(linears, sums, damp)
     return {n.rsplit('.', 1)[1]: e for n, e in zip(names, errors)}, sums
-
-
-def _row_energy(y: torch.Tensor) -> torch.Tensor:
-    """||Y||^2 per output channel, summed over tokens in float64."""
-    return y.reshape(-1, y.shape[-1]).pow(2).sum(0, dtype=torch.float64)
 
 
 def _attention_pass(layer, batches: list[LayerBatch], dense_taps: list[dict], stats: LayerStatistics) -> tuple[LinearRefit, list]:
@@ -352,17 +350,18 @@ def _paper_layer(ctx, index, layer, geometry, budget) -> tuple[LayerPlan, dict]:
     refitted first level produces; score on the updated statistics; prune (no refit after).
 
     One dense layer pass, one pruned attention pass and one pruned MLP pass instead of six
-    layer passes, the same arithmetic: the dense layer runs once (its taps serve all seven
+    layer passes, the same arithmetic: the dense layer runs once, or is read from the cache (its taps serve all seven
     refits); the first levels read the input norms directly; the attention half alone, with
     the refitted q, k, v, gives o_proj's inputs z, which are kept, so the stream after the
     pruned attention is residual + o_proj(z of the kept heads) (a kept head's z does not
     depend on the removed ones) and only the MLP half runs next; the stream then advances as
     that + down_proj(h of the kept neurons), the layer's own last step."""
     recipe = ctx.recipe
-    first = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "mlp.gate_proj", "mlp.up_proj"]
-    # the layer is not yet changed: the dense layer runs once, before anything is refitted
-    sites = _dense_sites(first + ["self_attn.o_proj", "mlp.down_proj"], "module") | {(n, "out") for n in FIRST_LEVEL_INPUT.values()}
-    dense_taps = dense_pass(layer, ctx.dense, sites)
+    first = list(FIRST_LEVEL)
+    # the layer is not yet changed: the dense side is taken before anything is refitted
+    sites = (_dense_sites(["self_attn.o_proj", "mlp.down_proj"], "module") | {(n, "out") for n in FIRST_LEVEL_INPUT.values()}
+             | {(n, "energy") for n in first})
+    dense_taps = ctx.dense.taps(index, layer, sites)
     report: dict = {"layer": index}
     # attention: q, k, v from X^; o on the refitted heads' output z (kept with the residual)
     with torch.no_grad():

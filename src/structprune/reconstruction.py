@@ -42,6 +42,15 @@ def gram(x: torch.Tensor, blocks: int = 4) -> torch.Tensor:
     return out
 
 
+def add_gram(total: torch.Tensor | None, x: torch.Tensor, product_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """`total` (float64, or None for zeros) plus x^T x of the rows of x, the product in
+    `product_dtype` (see `LinearRefit`). The product is widened before it is added: the same
+    float64 sums as adding the float32 matrix itself (widening is exact), twice as fast."""
+    x = x.reshape(-1, x.shape[-1]).to(product_dtype)
+    product = gram(x).to(torch.float64)
+    return product if total is None else total.add_(product)
+
+
 @dataclass
 class LinearRefit:
     """Normal equations of one linear map, accumulated in float64: X^X^^T, Y X^^T and ||Y||^2.
@@ -62,11 +71,10 @@ class LinearRefit:
         x_hat = x_hat.reshape(-1, x_hat.shape[-1]).to(self.product_dtype)
         y = y.reshape(-1, y.shape[-1]).to(self.product_dtype)
         if self.xx is None:
-            self.xx = torch.zeros(x_hat.shape[1], x_hat.shape[1], dtype=torch.float64, device=x_hat.device)
             self.yx = torch.zeros(y.shape[1], x_hat.shape[1], dtype=torch.float64, device=x_hat.device)
             self.yy = torch.zeros(y.shape[1], dtype=torch.float64, device=x_hat.device)
-        self.xx.add_(gram(x_hat))  # float32 products into float64 sums, without a float64 copy
-        self.yx.add_(y.T @ x_hat)
+        self.xx = add_gram(self.xx, x_hat, self.product_dtype)
+        self.yx.add_((y.T @ x_hat).to(torch.float64))
         self.yy += y.pow(2).sum(0, dtype=torch.float64)
         self.count += x_hat.shape[0]
 
@@ -90,7 +98,9 @@ def _damped_system(refit: LinearRefit, damp: float) -> tuple[torch.Tensor, torch
     """(X^X^^T + diag(lambda), lambda) with lambda_j = damp * (X^X^^T)_jj (see `ridge_toward`)."""
     diag = refit.xx.diagonal()
     lam = damp * diag + 1e-12 * diag.max().clamp_min(1e-30)  # floor keeps dead channels solvable
-    return refit.xx + torch.diag(lam), lam
+    lhs = refit.xx.clone()
+    lhs.diagonal().add_(lam)  # = xx + diag(lam), without an (in x in) diagonal matrix
+    return lhs, lam
 
 
 def _solve_spd(lhs: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:

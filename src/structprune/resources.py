@@ -55,6 +55,7 @@ STAGE_COST = {
     "calibrate": StageCost(1.1, 0.65, 10, kb_per_token=80, source="bench: calibrate"),
     "gradients": StageCost(5.0, 0, 20),
     "score": StageCost(1.1, 0.15, 2, source="bench: score"),
+    "dense_stream": StageCost(1.1, 0.0, 5, kb_per_token=100, source="bench: dense_stream"),
     "prune": StageCost(1.1, 0.4, 30, kb_per_token=320, source="bench: prune_dense, sequential, refit, recovery"),
     "select": StageCost(3.1, 0.4, 240, kb_per_token=180, source="bench: refit, with two pruned copies"),
     "evaluate": StageCost(1.25, 0, 60, source="bench: perplexity"),

@@ -55,12 +55,14 @@ def heldout_loss(model: nn.Module, input_ids: torch.Tensor, batch_size: int = 8)
 def select_recipe(
     model: nn.Module, base: Recipe, grid: dict[str, list], sparsity: float, *, heldout: torch.Tensor,
     samples: torch.Tensor | None = None, stats: dict | None = None, batch_size: int = 8, progress: bool = True,
+    dense_stream: str | None = None,
 ) -> tuple[EngineResult, int, list[CandidateResult]]:
     """Prune a copy of `model` with every runnable candidate and keep the one with the lowest
     held-out loss; returns its result, its index in the candidate list, and every candidate.
     Dense scores, where a candidate needs them, are computed from `stats` (the dense model's
     calibration moments; data-free scores need none). A candidate that cannot run at this
-    sparsity, or whose loss is not finite, is recorded as skipped with the reason."""
+    sparsity, or whose loss is not finite, is recorded as skipped with the reason. Candidates
+    that refit read the dense stream from `dense_stream` (a cache folder), if given."""
     results: list[CandidateResult] = []
     best: tuple[float, EngineResult, int] | None = None
     score_cache: dict[str, dict] = {}
@@ -78,7 +80,8 @@ def select_recipe(
             scores = score_cache[key]
         try:
             result = prune_with_recipe(copy.deepcopy(model), recipe, sparsity, scores=scores, stats=stats,
-                                       samples=samples, batch_size=batch_size, progress=progress)
+                                       samples=samples, batch_size=batch_size, progress=progress,
+                                       dense_stream=dense_stream if recipe.reconstruct in ("refit", "paper") else None)
         except ValueError as error:  # e.g. a budget rule that cannot reach this sparsity
             results.append(CandidateResult(overrides, recipe, None, str(error)))
             log.warning("candidate %s cannot run: %s", overrides, error)

@@ -46,6 +46,9 @@ from structprune.reconstruction import gram
 FULL_SITES = FULL_SITE_NAMES  # the sites a full second moment can be kept at
 DIAGONAL_SITES = ("block_in", "down_proj_in")
 SITES = FULL_SITES + DIAGONAL_SITES
+# The sites any score (scores/) or FLAP's bias compensation reads: block_in and attn_in are
+# kept in the calibration file for completeness, but a pass that only scores skips them.
+SCORED_SITES = ("o_proj_in", "mlp_in", "down_proj_in")
 
 
 @dataclass
@@ -132,8 +135,9 @@ def pairwise_js_divergence(probs: torch.Tensor, causal: bool = False) -> torch.T
     neg_entropy = torch.special.xlogy(p, p).sum(-1, dtype=torch.float64)  # (maps, heads), summed over rows
     out = torch.zeros(heads, heads, dtype=torch.float64, device=p.device)
     for i in range(heads - 1):  # JS is symmetric: each pair once, against the heads after i
-        m = 0.5 * (p[:, i : i + 1] + p[:, i + 1 :])
-        js = 0.5 * (neg_entropy[:, i : i + 1] + neg_entropy[:, i + 1 :]) - torch.special.xlogy(m, m).sum(-1, dtype=torch.float64)
+        m = (p[:, i : i + 1] + p[:, i + 1 :]).mul_(0.5)
+        m_log_m = torch.special.xlogy(m, m, out=m)  # in place: one buffer per pair, not three
+        js = 0.5 * (neg_entropy[:, i : i + 1] + neg_entropy[:, i + 1 :]) - m_log_m.sum(-1, dtype=torch.float64)
         out[i, i + 1 :] = js.sum(0).clamp_min(0)
     return out + out.T
 
@@ -165,6 +169,7 @@ class LayerStatistics:
 
     full_sites: tuple = FULL_SITES
     attention_js: bool = True
+    kept_sites: tuple = SITES  # the sites accumulated at all
     sites: dict[str, MomentAccumulator] = field(init=False)
     attention_maps: DivergenceAccumulator = field(default_factory=DivergenceAccumulator)
 
@@ -172,9 +177,10 @@ class LayerStatistics:
         self.sites = {site: MomentAccumulator(full=site in self.full_sites) for site in SITES}
 
     @classmethod
-    def for_needs(cls, needs) -> "LayerStatistics":
-        """Only what a score reads (a `recipe.StatisticsNeeds`), with every mean and diagonal."""
-        return cls(full_sites=tuple(sorted(needs.full_sites)), attention_js=needs.attention_js)
+    def for_needs(cls, needs, kept_sites: tuple = SITES) -> "LayerStatistics":
+        """Only what a score reads (a `recipe.StatisticsNeeds`), with the mean and diagonal of
+        every site in `kept_sites` (a pass that only scores: `SCORED_SITES`)."""
+        return cls(full_sites=tuple(sorted(needs.full_sites)), attention_js=needs.attention_js, kept_sites=tuple(kept_sites))
 
     def moments(self, grams: dict | None = None) -> dict[str, torch.Tensor]:
         """``{site}.{mean|second_moment|second_moment_diag}`` and ``attn_js.divergence`` of the
@@ -204,8 +210,9 @@ class LayerStatistics:
 
     def add_mlp(self, mlp_in: torch.Tensor, down_proj_in: torch.Tensor) -> None:
         """The MLP sites of a pass that computes the MLP's arithmetic itself, without hooks."""
-        self.sites["mlp_in"].add(mlp_in)
-        self.sites["down_proj_in"].add(down_proj_in)
+        for site, x in (("mlp_in", mlp_in), ("down_proj_in", down_proj_in)):
+            if site in self.kept_sites:
+                self.sites[site].add(x)
 
     def attach(self, layer: nn.Module) -> list:
         def on_input(site):
@@ -213,6 +220,10 @@ class LayerStatistics:
 
         def on_output(site):
             return lambda _m, _args, out: self.sites[site].add(out)
+
+        def hook(site, module, kind):
+            return [(module.register_forward_pre_hook if kind == "in" else module.register_forward_hook)(
+                on_input(site) if kind == "in" else on_output(site))] if site in self.kept_sites else []
 
         projections: dict[str, torch.Tensor] = {}
 
@@ -231,11 +242,11 @@ class LayerStatistics:
             attn.register_forward_hook(on_attention, with_kwargs=True),
         ] if self.attention_js else []
         return attention + [
-            layer.input_layernorm.register_forward_pre_hook(on_input("block_in")),
-            layer.input_layernorm.register_forward_hook(on_output("attn_in")),
-            attn.o_proj.register_forward_pre_hook(on_input("o_proj_in")),
-            layer.post_attention_layernorm.register_forward_hook(on_output("mlp_in")),
-            mlp.down_proj.register_forward_pre_hook(on_input("down_proj_in")),
+            *hook("block_in", layer.input_layernorm, "in"),
+            *hook("attn_in", layer.input_layernorm, "out"),
+            *hook("o_proj_in", attn.o_proj, "in"),
+            *hook("mlp_in", layer.post_attention_layernorm, "out"),
+            *hook("down_proj_in", mlp.down_proj, "in"),
         ]
 
 

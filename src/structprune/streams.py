@@ -86,30 +86,17 @@ def tapped(taps: dict[str, tuple[nn.Module, str]]):
             handle.remove()
 
 
-def dense_pass(dense_layer: nn.Module, dense: list[LayerBatch], sites: set[tuple[str, str]]) -> list[dict]:
-    """Advance the dense stream through `dense_layer` once and keep, per batch, the tensors at
-    `sites` ((submodule path, "in"|"out")): the dense side of every refit of this layer, so the
-    dense layer runs once per layer however many modules are refitted."""
-    modules = {site: (dense_layer.get_submodule(site[0]), site[1]) for site in sites}
-    kept = []
-    with tapped(modules) as seen:
-        for batch in dense:
-            batch.hidden = apply_layer(dense_layer, batch)
-            kept.append(dict(seen))
-    return kept
-
-
 def paired_pass(
     layer: nn.Module, pruned: list[LayerBatch], taps: dict[str, tuple[str, str, str]], consume,
     extra_hooks=(), dense_taps: list[dict] | None = None,
 ) -> None:
     """Run the pruned stream once through `layer` (not advancing it) and hand each batch's
     tapped tensors to `consume`. `taps` maps key -> (stream "dense"|"pruned", submodule path,
-    "in"|"out"); the dense side is read from `dense_taps` (kept by `dense_pass`, so the dense
-    layer never reruns); `extra_hooks` are callables attaching more hooks to `layer` (statistics)."""
+    "in"|"out"); the dense side is read from `dense_taps` (`densestream`'s `taps`, so the
+    dense layer never reruns); `extra_hooks` are callables attaching more hooks to `layer` (statistics)."""
     dense_keys = {key: (path, where) for key, (stream, path, where) in taps.items() if stream == "dense"}
     if dense_keys and dense_taps is None:
-        raise ValueError(f"taps {sorted(dense_keys)} read the dense stream: pass the dense_taps of dense_pass")
+        raise ValueError(f"taps {sorted(dense_keys)} read the dense stream: pass the dense stream's taps")
     modules = {key: (layer.get_submodule(path), where) for key, (stream, path, where) in taps.items() if stream == "pruned"}
     handles = [handle for attach in extra_hooks for handle in attach(layer)]
     try:

@@ -152,7 +152,7 @@ def method_cfg(wildcards):
 # Requests per stage come from structprune.resources: host memory from the stage benchmark
 # (results/bench/llama7b-width*.json) where it runs the stage, else from the embedded model's
 # Snakemake benchmarks; a profile's set-resources or a model's mem_mb/runtime override them.
-GPU_STAGES = {"data_calib", "calibrate", "gradients", "prune", "select", "evaluate", "speed"}
+GPU_STAGES = {"data_calib", "calibrate", "dense_stream", "gradients", "prune", "select", "evaluate", "speed"}
 
 
 def model_compute(model):
@@ -280,7 +280,19 @@ def prune_inputs(wildcards):
         inputs["stats"] = f"results/{model}/calib/{m['calib']}/stats.safetensors"
     if recipe.needs_samples:
         inputs["samples"] = f"resources/data/{model}/calib/{stage_calib(m, wildcards.stage)}.safetensors"
+    if refits_read_dense_stream([recipe]):
+        inputs["dense"] = dense_stream_dir(model, stage_calib(m, wildcards.stage))
     return inputs
+
+
+def dense_stream_dir(model, calib):
+    return f"results/{model}/calib/{calib}/dense"
+
+
+def refits_read_dense_stream(recipes):
+    """Whether jobs running `recipes` read the cached dense stream (recover.dense_cache) rather
+    than run the dense layers themselves: any of them refits."""
+    return config["recover"]["dense_cache"] and any(r.reconstruct in ("refit", "paper") for r in recipes)
 
 
 def recipe_args(recipe, wildcards):
@@ -302,6 +314,8 @@ def prune_args(wildcards, input):
             args.append(f"--{key} {input[key]}")
     if "samples" in input.keys():
         args.append(f"--data {input.samples}")
+    if "dense" in input.keys():
+        args.append(f"--dense-stream {input.dense}")
     return " ".join(a.strip() for a in args)
 
 
@@ -336,6 +350,8 @@ def select_inputs(wildcards):
         inputs["stats"] = statistics_file(model, m["calib"], m["score"])
     if any(r.needs_samples for r in recipes):
         inputs["samples"] = f"resources/data/{model}/calib/{select_samples(m)}.safetensors"
+    if refits_read_dense_stream(recipes):
+        inputs["dense"] = dense_stream_dir(model, select_samples(m))
     at = m["select"].get("at")
     if at is not None and int(wildcards.sparsity) != at:  # run the candidate chosen at `at`
         inputs["chosen_in"] = f"results/{model}/{m['calib']}/{wildcards.method}/s{at}/pruned"
@@ -354,6 +370,8 @@ def select_args(wildcards, input):
         args.append(f"--data {input.samples}")
     if "chosen_in" in input.keys():
         args.append(f"--chosen-in {input.chosen_in}")
+    if "dense" in input.keys():
+        args.append(f"--dense-stream {input.dense}")
     return " ".join(a.strip() for a in args)
 
 

@@ -26,6 +26,33 @@ rule score:
         " --method {params.score} {params.options} --out {output.scores} > {log} 2>&1"
 
 
+rule dense_stream:
+    """The dense model's per-layer outputs on a calibration set, recorded once for every refit
+    on it (recover.dense_cache; densestream.py). Not temp(): a job that brought a deleted
+    stream back would make every finished refit on the set rerun."""
+    input:
+        model="resources/models/{model}",
+        samples="resources/data/{model}/calib/{calib}.safetensors",
+    output:
+        dense=directory("results/{model}/calib/{calib}/dense"),
+    params:
+        compute=compute_args,
+        code=code_version("dense-stream"),
+        batch_size=config["recover"]["batch_size"],
+    conda:
+        "../../envs/structprune.yaml"
+    log:
+        "logs/dense_stream/{model}/{calib}.log",
+    benchmark:
+        "benchmarks/dense_stream/{model}/{calib}.tsv"
+    threads: config["compute"]["threads"]
+    resources:
+        **stage_resources("dense_stream"),
+    shell:
+        "python -m structprune --threads {threads} {params.compute} dense-stream --model {input.model}"
+        " --data {input.samples} --batch-size {params.batch_size} --out {output.dense} > {log} 2>&1"
+
+
 rule prune:
     """One rule for every method and stage: the engine runs the stage's recipe (score x unit x
     allocation x flow x reconstruction; workflow/rules/common.smk `stage_recipe`)."""
