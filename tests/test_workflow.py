@@ -45,7 +45,9 @@ def test_whole_dag_produces_the_comparison_table(finished_run):
     manifest = yaml.safe_load((workdir / "results/tiny/rand/ours/s20/recovered/manifest.json").read_text())
     assert manifest["parameters"]["recipe"]["reconstruct"] == "paper" and manifest["parameters"]["recipe"]["flow"] == "sequential"
     assert manifest["inputs"]["data"]["path"].endswith("calib/selfgen.safetensors")
-    for rule in ("model", "data", "calibrate", "gradients", "score", "prune", "select", "evaluate", "report"):
+    assert manifest["inputs"]["dense_stream"]["path"] == "results/tiny/calib/selfgen/dense"  # recorded once, read
+    assert "dense_stream " in (workdir / "results/tables/tiny.md").read_text()  # its time counts in the header
+    for rule in ("model", "data", "calibrate", "dense_stream", "gradients", "score", "prune", "select", "evaluate", "report"):
         assert list((workdir / "logs" / rule).rglob("*.log")), rule
         assert list((workdir / "benchmarks" / rule).rglob("*.tsv")), rule
     assert planned_jobs(workdir) == set()  # nothing left to do

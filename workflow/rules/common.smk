@@ -594,10 +594,14 @@ def model_benchmarks(wildcards):
     files = [f"benchmarks/model/{model}.tsv", f"benchmarks/evaluate/{model}/dense.tsv"]
     if config["export"]["enabled"]:
         files += [f"benchmarks/export/{model}/dense.tsv", f"benchmarks/evaluate_gguf/{model}/dense.tsv"]
-    calibs, measured = [], speed_sparsities()
+    calibs, dense_sets, measured = [], [], speed_sparsities()
     for calib, method, sparsity, stage in method_rows(model):
         m = config["methods"][method]
         recipe = stage_recipe(config, m, stage)
+        if m.get("select") and refits_read_dense_stream([r for _, r in select_candidates(config, m)]):
+            dense_sets.append(select_samples(m))
+        elif not m.get("select") and refits_read_dense_stream([recipe]):
+            dense_sets.append(stage_calib(m, stage))
         if recipe.reads_score_file and not m.get("select"):  # select scores every candidate itself
             files.append(f"benchmarks/score/{model}/{calib}/{method}.tsv")
         if m["score"] in GRADIENT_SCORES:
@@ -621,6 +625,7 @@ def model_benchmarks(wildcards):
         if any(config["methods"][n]["calib"] == calib and config["methods"][n]["score"] not in GRADIENT_SCORES
                for n in config["methods"]):
             files.append(f"benchmarks/calibrate/{model}/{calib}.tsv")
+    files += [f"benchmarks/dense_stream/{model}/{calib}.tsv" for calib in dict.fromkeys(dense_sets)]
     return sorted(set(files), key=files.index)
 
 
