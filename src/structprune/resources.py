@@ -45,18 +45,20 @@ class StageCost:
 # layers in float32, and per calibration token from its difference to
 # llama7b-width-32x128.json (tests/test_resources.py recomputes both and checks the margin).
 # Projected peaks over 2 GB, in float32 weights: calibrate 1.44 (the model + 0.48 of
-# statistics with every site's matrix) + 66 KB per token; score 1.00; prune 1.19 (the
-# paper's recovery, the largest of the flows) + 273 KB per token (the dense layer's taps of
-# every batch); select 3.10 (a refit beside the dense model and two pruned copies: the
-# candidate and the best so far) + 159 KB per token; evaluate 0.95.
+# statistics with every site's matrix) + 28 KB per token (66 KB in the run before); score
+# 1.00; dense_stream 1.03 + 150 KB per token (every token's two residual updates of one
+# layer); prune 1.19 (the paper's recovery, the largest of the flows) + 254 KB per token (the
+# dense layer's taps of every batch, read from the dense stream; 103 KB running it); select
+# 3.10 (a refit beside the dense model and two pruned copies: the candidate and the best so
+# far) + 176 KB per token; evaluate 0.95.
 STAGE_COST = {
     "model": StageCost(3.0, 0, 5),
     "data_calib": StageCost(2.0, 0, 10),
     "calibrate": StageCost(1.1, 0.65, 10, kb_per_token=80, source="bench: calibrate"),
     "gradients": StageCost(5.0, 0, 20),
     "score": StageCost(1.1, 0.15, 2, source="bench: score"),
-    "dense_stream": StageCost(1.1, 0.0, 5, kb_per_token=100, source="bench: dense_stream"),
-    "prune": StageCost(1.1, 0.4, 30, kb_per_token=320, source="bench: prune_dense, sequential, refit, recovery"),
+    "dense_stream": StageCost(1.1, 0.0, 5, kb_per_token=180, source="bench: dense_stream"),
+    "prune": StageCost(1.1, 0.4, 30, kb_per_token=320, source="bench: prune_dense, sequential, refit, recovery, recovery_live"),
     "select": StageCost(3.1, 0.4, 240, kb_per_token=180, source="bench: refit, with two pruned copies"),
     "evaluate": StageCost(1.25, 0, 60, source="bench: perplexity"),
     "export": StageCost(3.0, 0, 5),
