@@ -135,7 +135,7 @@ def _prune(spec, model, recipe, workdir, **inputs):
     from structprune.engine import prune_with_recipe
 
     result = prune_with_recipe(model, recipe, 0.2, batch_size=spec.batch_size, progress=False, **inputs)
-    out = {"dense": "cached" if inputs.get("dense_stream") else "live"} if recipe.reconstruct in ("refit", "paper") else {}
+    out = {"dense": "cached" if inputs.get("dense_stream") else "live"} if recipe.refits else {}
     if spec.model != "tiny":
         started = time.time()
         folder = Path(workdir) / f"ckpt-{recipe.flow}-{recipe.reconstruct}"

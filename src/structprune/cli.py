@@ -306,7 +306,7 @@ def cmd_prune(args) -> None:
     recipe = _recipe(args)
     score_method(recipe.score).make(**recipe.options)  # a bad option fails here, before any loading
     check_recipe(recipe, args.scores or None, args.stats or None, args.data or None)
-    dense_stream = _dense_stream(args, recipe.reconstruct in ("refit", "paper"))  # a mismatched cache fails before loading
+    dense_stream = _dense_stream(args, recipe.refits)  # a mismatched cache fails before loading
     model, tokenizer = _load(args, args.model, "layerwise" if recipe.needs_samples else "host")
     scores = load_tensors(args.scores) if args.scores else None
     stats = load_tensors(args.stats) if args.stats else None

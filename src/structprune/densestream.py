@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from structprune.artifacts import atomic_dir, write_json
 from structprune.device import execution_device, layer_on_device
 from structprune.models import decoder_layers
-from structprune.streams import LayerBatch, apply_layer, capture_layer_inputs, tapped
+from structprune.streams import LayerBatch, apply_layer, capture_layer_inputs, propagate, tapped
 
 FORMAT = "structprune-dense-stream-1"
 FIRST_LEVEL = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "mlp.gate_proj", "mlp.up_proj")
@@ -118,8 +118,8 @@ class LiveDenseStream:
 
     def advance_shared(self, index: int, layer: nn.Module, pruned: list[LayerBatch]) -> None:
         """Before any layer is pruned both streams are one: run the layer once, share the result."""
+        propagate(layer, pruned)
         for d, p in zip(self.batches, pruned, strict=True):
-            p.hidden = apply_layer(layer, p)
             d.hidden = p.hidden
 
 

@@ -110,10 +110,9 @@ class _Context:
 
 
 def _stream_prune(model, recipe, budgets, layer_range, ratio, scores, samples, batch_size, progress, dense_stream) -> EngineResult:
-    refits = recipe.reconstruct in ("refit", "paper")
     pruned = capture_layer_inputs(model, samples, batch_size)
     dense = None
-    if refits:
+    if recipe.refits:
         dense = CachedDenseStream(dense_stream, pruned, len(decoder_layers(model))) if dense_stream else LiveDenseStream(pruned)
     ctx = _Context(recipe, score_method(recipe.score).make(**recipe.options), model_head_dim(model.config), scores, dense, pruned)
     device = execution_device(model)

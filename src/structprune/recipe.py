@@ -86,9 +86,14 @@ class Recipe:
         return self.flow == "dense" or self.allocation == "global"
 
     @property
+    def refits(self) -> bool:
+        """Least squares against the dense stream (ours after the cut, or the paper's before)."""
+        return self.reconstruct in ("refit", "paper")
+
+    @property
     def needs_samples(self) -> bool:
         """Calibration samples flow through the layers (sequential flow or a refit)."""
-        return self.flow == "sequential" or self.reconstruct in ("refit", "paper")
+        return self.flow == "sequential" or self.refits
 
     @property
     def needs_dense_moments(self) -> bool:

@@ -80,8 +80,7 @@ def select_recipe(
             scores = score_cache[key]
         try:
             result = prune_with_recipe(copy.deepcopy(model), recipe, sparsity, scores=scores, stats=stats,
-                                       samples=samples, batch_size=batch_size, progress=progress,
-                                       dense_stream=dense_stream if recipe.reconstruct in ("refit", "paper") else None)
+                                       samples=samples, batch_size=batch_size, progress=progress, dense_stream=dense_stream)
         except ValueError as error:  # e.g. a budget rule that cannot reach this sparsity
             results.append(CandidateResult(overrides, recipe, None, str(error)))
             log.warning("candidate %s cannot run: %s", overrides, error)

@@ -292,7 +292,7 @@ def dense_stream_dir(model, calib):
 def refits_read_dense_stream(recipes):
     """Whether jobs running `recipes` read the cached dense stream (recover.dense_cache) rather
     than run the dense layers themselves: any of them refits."""
-    return config["recover"]["dense_cache"] and any(r.reconstruct in ("refit", "paper") for r in recipes)
+    return config["recover"]["dense_cache"] and any(r.refits for r in recipes)
 
 
 def recipe_args(recipe, wildcards):
@@ -651,7 +651,7 @@ def recipe_summary(name, stage):
         allocation += f", kept neurons a multiple of {r.round_to}"
     layers = r.layers if isinstance(r.layers, str) else "[{}, {})".format(*r.layers)
     options = ",".join(f"{k}={v}" for k, v in sorted(r.options.items()))
-    damp = f" damp {r.damp}" if r.reconstruct in ("refit", "paper") else ""
+    damp = f" damp {r.damp}" if r.refits else ""
     target = f" target {r.target}" if r.reconstruct == "refit" else ""
     summary = (f"{method_label(name, stage)}: {r.score}{'(' + options + ')' if options else ''}; {r.heads}; {allocation}; "
                f"{layers}; {r.flow}; {r.reconstruct}{damp}{target}; {stage_calib(m, stage)}")
