@@ -191,6 +191,41 @@ def test_global_budgets_reproduce_flap_threshold_plan(model, input_ids):
     assert only_last[0] == LayerBudget(0, 0) and only_last[1] != LayerBudget(0, 0)
 
 
+def test_global_mlp_only_ranks_neurons_alone_across_layers():
+    """Ours: FLAP's threshold over neurons only. Two layers of 144 block parameters (attention
+    48, eight neurons of 12); at a 25 % layer ratio the neurons keep 0.75 * 288 - 96 = 120,
+    ten neurons; the cumulative weight meets 120 at the tenth, which FLAP's rule drops too."""
+    tiny = LayerGeometry(num_heads=2, num_kv_heads=1, head_dim=2, hidden_size=4, intermediate_size=8)
+    scores = {
+        "layers.0.heads": torch.tensor([-1e9, -1e9]),  # the lowest scores, yet no head is ranked
+        "layers.0.neurons": torch.tensor([1.0, 3, 5, 7, 9, 11, 13, 15]),
+        "layers.1.heads": torch.tensor([-1e9, -1e9]),
+        "layers.1.neurons": torch.tensor([2.0, 4, 6, 8, 10, 12, 14, 16]),
+    }
+    budgets = global_budgets(scores, [tiny, tiny], 0.25, (0, 2), "within_kv_groups", "mlp_only")
+    # kept: 16 15 14 13 12 11 10 9 8 (five of layer 1, four of layer 0)
+    assert budgets == [LayerBudget(0, 4), LayerBudget(0, 3)]
+    with pytest.raises(ValueError, match="remove every MLP neuron"):
+        global_budgets(scores, [tiny, tiny], 0.7, (0, 2), "within_kv_groups", "mlp_only")
+    with pytest.raises(ValueError, match="per_module"):
+        global_budgets(scores, [tiny, tiny], 0.25, (0, 2), "kv_groups", "per_module")
+
+
+def test_global_mlp_only_keeps_attention_and_removes_the_block_target(model, input_ids):
+    recipe = Recipe("distribution", options={"mlp": "output", "redundancy": "none"}, allocation="global", budget="mlp_only")
+    assert recipe_problems(recipe) == []
+    stats, _ = collect_statistics(model, input_ids, progress=False)
+    geometries = model_geometries(model)
+    dense_blocks = sum(g.block_params for g in geometries)
+    result = prune_with_recipe(copy.deepcopy(model), recipe, 0.2, scores=score_model(model, "distribution", stats, recipe.options),
+                               progress=False)
+    assert all(b.heads == 0 for b in result.budgets)
+    assert len({b.neurons for b in result.budgets}) > 1  # the layers lose different counts
+    removed = sum(b.neurons for b in result.budgets) * 3 * geometries[0].hidden_size
+    assert abs(removed - 0.2 * dense_blocks) <= 2 * 3 * geometries[0].hidden_size  # within a neuron or two
+    assert torch.isfinite(result.model(input_ids).logits).all()
+
+
 def test_select_units_takes_the_lowest_in_every_group():
     heads = torch.tensor([5.0, 1.0, 3.0, 0.5, 9.0, 2.0])
     lp = select_units(heads, torch.arange(64.0), GQA, LayerBudget(1, 10), "within_kv_groups")
@@ -205,6 +240,8 @@ def test_select_units_takes_the_lowest_in_every_group():
 def test_recipe_validation_names_the_reason():
     assert recipe_problems(Recipe("distribution", flow="sequential", reconstruct="paper")) == []
     assert any("set heads: kv_groups" in p for p in recipe_problems(Recipe("flap", allocation="global")))
+    assert recipe_problems(Recipe("flap", allocation="global", budget="mlp_only")) == []  # neurons alone: any head unit
+    assert any("'per_module' applies to the uniform" in p for p in recipe_problems(Recipe("flap", heads="kv_groups", allocation="global", budget="per_module")))
     assert any("cannot be recomputed on a pruned stream" in p for p in recipe_problems(Recipe("taylor", flow="sequential")))
     assert any("'protocol', 'all'" in p for p in recipe_problems(Recipe("l2", layers=[5, 2])))
     assert any("unknown" in p for p in recipe_problems(Recipe("nope")))

@@ -17,7 +17,8 @@ Strategies (`ALLOCATIONS`):
   target (grouped-query attention leaves few, coarse head units in small models: SmolLM2's
   3 kv groups of 3 heads, where one head per group is a third of the attention).
 - ``global``: FLAP's adaptive structure (AL-AM): one threshold over the standardised scores
-  of every unit in the pruned layers (`global_budgets`).
+  of every unit in the pruned layers (`global_budgets`). With ``budget="mlp_only"`` (ours)
+  the threshold runs over MLP neurons alone and attention stays whole.
 
 After either, `round_kept_neurons` (ours, ``round_to``; Torch-Pruning's option of that name
 does the same for channel counts) can make every pruned layer keep a multiple of N MLP
@@ -151,7 +152,7 @@ def uniform_budgets(
 
 def global_budgets(
     scores: dict[str, torch.Tensor], geometries: list[LayerGeometry], ratio: float,
-    layer_range: tuple[int, int], mode: str = "kv_groups",
+    layer_range: tuple[int, int], mode: str = "kv_groups", budget: str = "matched",
 ) -> list[LayerBudget]:
     """FLAP's adaptive structure (AL-AM) over the pruned layers.
 
@@ -166,8 +167,15 @@ def global_budgets(
     scored by the mean of its heads' scores (FLAP averages a head's channel scores). Only
     layers in `layer_range` take part (the paper runs FLAP on blocks 4..30 of LLaMA-7B).
     One kv group and one neuron per layer are always kept (the reference has no floor).
+
+    ``budget="mlp_only"`` (ours): only MLP neurons enter the ranking, attention stays whole,
+    and the kept weight is (1 - ratio) of the pruned layers' block weight less their whole
+    attention, so the layers still lose the target fraction of block parameters.
     """
-    if mode != "kv_groups":
+    if budget not in ("matched", "mlp_only"):
+        raise ValueError(f"the global allocation takes budget 'matched' (kv groups and neurons) or 'mlp_only', got {budget!r}")
+    heads_too = budget == "matched"
+    if heads_too and mode != "kv_groups":
         raise ValueError(
             "the global allocation removes whole kv groups (a query head alone would leave uneven "
             "groups): set the method's heads to kv_groups"
@@ -176,12 +184,24 @@ def global_budgets(
     units = []  # (score, weight, layer, kind, index)
     for layer in range(start, end):
         g = geometries[layer]
-        group_scores = scores[f"layers.{layer}.heads"].to(torch.float64).reshape(g.num_kv_heads, g.heads_per_kv).mean(1)
-        units += [(float(s), head_unit_params(g, "kv_groups"), layer, 0, kv) for kv, s in enumerate(group_scores)]
+        if heads_too:
+            group_scores = scores[f"layers.{layer}.heads"].to(torch.float64).reshape(g.num_kv_heads, g.heads_per_kv).mean(1)
+            units += [(float(s), head_unit_params(g, "kv_groups"), layer, 0, kv) for kv, s in enumerate(group_scores)]
         units += [(float(s), neuron_params(g), layer, 1, i) for i, s in enumerate(scores[f"layers.{layer}.neurons"].to(torch.float64))]
     units.sort(key=lambda u: (-u[0], u[2], u[3], u[4]))  # deterministic order for ties
     cumulative = torch.tensor([u[1] for u in units], dtype=torch.float64).cumsum(0)
-    keep_count = len(units) if ratio == 0.0 else int(torch.argmin((cumulative - (1.0 - ratio) * float(cumulative[-1])).abs()))
+    ranked_weight = float(cumulative[-1])
+    if heads_too:
+        keep_weight = (1.0 - ratio) * ranked_weight
+    else:  # the whole attention stays, so the neurons keep what is left of (1 - ratio) of the blocks
+        block_weight = sum(geometries[i].block_params for i in range(start, end))
+        keep_weight = (1.0 - ratio) * block_weight - (block_weight - ranked_weight)
+    if keep_weight <= 0:
+        raise ValueError(
+            f"budget 'mlp_only' at a layer ratio of {ratio:.0%} would remove every MLP neuron; use budget "
+            "'matched' (kv groups too) or a lower sparsity"
+        )
+    keep_count = len(units) if ratio == 0.0 else int(torch.argmin((cumulative - keep_weight).abs()))
     removed = [0] * len(geometries), [0] * len(geometries)
     for _, _, layer, kind, _ in units[keep_count:]:
         removed[kind][layer] += 1

@@ -614,7 +614,8 @@ def recipe_arguments(p: argparse.ArgumentParser) -> None:
                    help="uniform: same ratio per pruned layer; global: FLAP's one threshold over the pruned layers")
     p.add_argument("--budget", default="matched", choices=["matched", "per_module", "mlp_only"],
                    help="uniform allocation: matched (ours: MLP takes the remainder), per_module (LLM-Pruner) "
-                        "or mlp_only (ours: heads kept)")
+                        "or mlp_only (ours: heads kept); global allocation: matched (kv groups and neurons) "
+                        "or mlp_only (neurons alone)")
     p.add_argument("--layers", type=_layers_arg, default="all",
                    help="pruned blocks: protocol ([4, L-2), the paper's), all, or START:END")
     p.add_argument("--sparsity-of", default="blocks", choices=["blocks", "total"],

@@ -72,7 +72,7 @@ def allocate(recipe: Recipe, model: nn.Module, sparsity: float, scores) -> tuple
     ratio = layer_ratio(geometries, sparsity, layer_range, recipe.sparsity_of, total)
     if recipe.allocation == "global":
         check_scores(scores, geometries)
-        budgets = global_budgets(scores, geometries, ratio, layer_range, recipe.heads)
+        budgets = global_budgets(scores, geometries, ratio, layer_range, recipe.heads, recipe.budget)
     else:
         budgets = uniform_budgets(geometries, ratio, layer_range, recipe.heads, recipe.budget)
     return round_kept_neurons(budgets, geometries, recipe.round_to), layer_range, ratio

@@ -5,7 +5,8 @@ score x unit x allocation x flow x reconstruction (docs/method.md §3):
 - score: a registered scorer (`scores/`), with its options;
 - unit (`heads`): query heads within kv groups, or whole kv groups (`units.py`);
 - allocation: uniform per pruned layer, or FLAP's global threshold, over a block range,
-  with a per-layer budget rule (`allocation.py`);
+  with a budget rule (uniform: how a layer's target splits between heads and neurons;
+  global: kv groups and neurons, or neurons alone) (`allocation.py`);
 - flow: ``dense`` (scores from the dense model's statistics, computed once) or
   ``sequential`` (each layer scored on the pruned model's activations);
 - reconstruction: none, bias compensation, our post-slice refit, the paper's pre-pruning
@@ -137,10 +138,12 @@ def recipe_problems(recipe: Recipe) -> list[str]:
     if problems:
         return problems
     statistics = SCORE_STATISTICS[recipe.score]
-    if recipe.allocation == "global" and recipe.heads != "kv_groups":
-        problems.append("allocation 'global' removes whole kv groups (a lone query head would leave uneven groups): set heads: kv_groups")
-    if recipe.allocation == "global" and recipe.budget != "matched":
-        problems.append("budget applies to the uniform allocation only; the global threshold sets every layer's budget")
+    if recipe.allocation == "global" and recipe.budget == "matched" and recipe.heads != "kv_groups":
+        problems.append("allocation 'global' removes whole kv groups (a lone query head would leave uneven groups): set heads: kv_groups, "
+                        "or budget: mlp_only (neurons alone)")
+    if recipe.allocation == "global" and recipe.budget == "per_module":
+        problems.append("budget 'per_module' applies to the uniform allocation only; the global threshold sets every layer's "
+                        "budget over kv groups and neurons (budget: matched) or neurons alone (budget: mlp_only)")
     if statistics == "gradients" and (recipe.flow == "sequential" or recipe.reconstruct == "paper"):
         problems.append(
             f"score {recipe.score!r} reads backprop saliencies of the dense model, taken once: it cannot be "

@@ -646,7 +646,7 @@ def protocol_layers():
 def recipe_summary(name, stage):
     m = config["methods"][name]
     r = stage_recipe(config, m, stage)
-    allocation = r.allocation if r.allocation == "global" else f"uniform/{r.budget}"
+    allocation = "global" if (r.allocation, r.budget) == ("global", "matched") else f"{r.allocation}/{r.budget}"
     if r.round_to > 1:
         allocation += f", kept neurons a multiple of {r.round_to}"
     layers = r.layers if isinstance(r.layers, str) else "[{}, {})".format(*r.layers)
