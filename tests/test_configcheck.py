@@ -108,6 +108,7 @@ CASES = {
     "task sparsities the run lacks": (setter(E, "task_sparsities", value=[10]), "evaluation.task_sparsities: [10] are not in sparsities [20, 35, 50]"),
     "speed sparsities the run lacks": (setter(E, "speed", value={"sparsities": [60]}), "evaluation.speed.sparsities: [60] are not in sparsities [20, 35, 50]"),
     "select at a sparsity the run lacks": (setter(M, "ours-best-c", "select", "at", value=10), "methods.ours-best-c: select.at: 10 is not one of sparsities [20, 35, 50]"),
+    "rechoose a key the grid lacks": (setter(M, "ours-best-c", "select", "rechoose", value=["heads"]), "methods.ours-best-c: select.rechoose: 'heads' is not a key of select.grid"),
     "evaluation on calibration text": (setter(E, "perplexity", "splits", "wikitext2", value="validation"), "evaluation.perplexity.splits.wikitext2: 'validation' is the split calibration set"),
     # GGUF export
     "an export check on a dataset not evaluated": (setter("export", "perplexity", value=["c4"]), "export.perplexity: ['c4'] are not in evaluation.perplexity.datasets"),

@@ -81,6 +81,14 @@ def test_select_from_the_command_line_records_every_candidate(tmp_path):
     assert [c["overrides"] for c in reused["candidates"]] == [chosen] and reused["candidates"][0]["chosen"]
     assert reused["parameters"]["chosen_at"] == 0.3 and reused["parameters"]["grid"] == manifest["parameters"]["grid"]
     assert reused["inputs"]["chosen_in"]["sha256"]
+    # --rechoose: damp as chosen at 30 %, reconstruct chosen again here among both values
+    assert main(["select", *at40, "--rechoose", "reconstruct", "--out", str(tmp_path / "re40")]) == 0
+    again = json.loads((tmp_path / "re40" / "manifest.json").read_text())
+    assert [c["overrides"] for c in again["candidates"]] == [{"reconstruct": r, "damp": chosen["damp"]} for r in ("none", "refit")]
+    assert again["parameters"]["rechoose"] == ["reconstruct"] and sum(c["chosen"] for c in again["candidates"]) == 1
+    assert main(["select", *at40, "--rechoose", "colour", "--out", str(tmp_path / "bad")]) == 2  # not a grid key
+    assert main(["select", *at40[:-2], "--rechoose", "damp", "--out", str(tmp_path / "bad")]) == 2  # without --chosen-in
+    assert not (tmp_path / "bad").exists()
     # a choice made for another grid is refused, naming the checkpoint
     other = [a if a != "damp=0.01,1" else "damp=0.01,3" for a in at40]
     assert main(["select", *other, "--out", str(tmp_path / "other")]) == 2

@@ -80,6 +80,11 @@ def test_selection_table_lists_every_candidate_and_marks_the_kept_one(tmp_path):
                                                       "candidates": [candidates[1]]}))
     table = selection_table([("best:20", folder), ("best:40", reused)], {"best:pruned": "Ours-best"})
     assert table["Chosen at (%)"].tolist() == [20, 20, 20, 20] and table["Sparsity (%)"].tolist()[-1] == 40
+    assert table["Chosen here"].tolist() == ["", "", "", ""]
+    (reused / "manifest.json").write_text(json.dumps({"parameters": {"sparsity": 0.4, "chosen_at": 0.2, "rechoose": ["damp"]},
+                                                      "candidates": candidates[:2]}))
+    table = selection_table([("best:40", reused)], {"best:pruned": "Ours-best"})
+    assert table["Chosen here"].tolist() == ["damp", "damp"] and table["Chosen"].tolist() == ["", "yes"]
 
 
 def eval_with_items(path, method, stage, sparsity, scores, window_nll):

@@ -352,7 +352,9 @@ def cmd_select(args) -> None:
     grid = {key: [_grid_value(v) for v in values.split(",")] for key, values in args.grid}
     full_grid, chosen_at = grid, args.sparsity
     if args.chosen_in:
-        grid, chosen_at = chosen_grid(args.chosen_in, base, grid)
+        grid, chosen_at = chosen_grid(args.chosen_in, base, grid, args.rechoose)
+    elif args.rechoose:
+        raise ValueError("--rechoose needs --chosen-in (the checkpoint whose other choices it keeps)")
     if not Path(args.heldout).is_file():
         raise FileNotFoundError(f"held-out samples {args.heldout!r} not found: run data-calib for the held-out set first")
     dense_stream = _dense_stream(args, True)
@@ -371,7 +373,7 @@ def cmd_select(args) -> None:
                                 "chosen_in": args.chosen_in, "dense_stream": dense_stream}.items() if v}
     manifest = build_manifest(
         "select", inputs, {"sparsity": args.sparsity, "base_recipe": base.to_json(),
-                           "grid": full_grid, "chosen_at": chosen_at},
+                           "grid": full_grid, "chosen_at": chosen_at, **({"rechoose": args.rechoose} if args.chosen_in else {})},
         {
             "dense_parameters": before, "achieved_block_sparsity": 1 - after["decoder_blocks"] / before["decoder_blocks"],
             "achieved_total_sparsity": 1 - after["total"] / before["total"], "recipe": chosen.to_json(),
@@ -382,10 +384,14 @@ def cmd_select(args) -> None:
     save_checkpoint(result.model.cpu(), tokenizer, args.out, manifest)
 
 
-def chosen_grid(checkpoint: str, base, grid: dict) -> tuple[dict, float]:
-    """The one-candidate grid of the choice a select checkpoint made (`select.at`), and the
-    sparsity it was made at: its base recipe and grid must be this job's, else the choice
-    answers another question."""
+def chosen_grid(checkpoint: str, base, grid: dict, rechoose: list[str] = ()) -> tuple[dict, float]:
+    """The grid of the choice a select checkpoint made (`select.at`): one value per key, the
+    value chosen there, except the keys in `rechoose`, which keep all their alternatives and
+    are chosen again here; and the sparsity it was made at. Its base recipe and grid must be
+    this job's, else the choice answers another question."""
+    unknown = [key for key in rechoose if key not in grid]
+    if unknown:
+        raise ValueError(f"--rechoose {unknown}: not keys of the grid {sorted(grid)}")
     from structprune.artifacts import read_json
 
     path = Path(checkpoint) / "manifest.json"
@@ -402,7 +408,7 @@ def chosen_grid(checkpoint: str, base, grid: dict) -> tuple[dict, float]:
     chosen = [c for c in manifest["candidates"] if c["chosen"]]
     if len(chosen) != 1:
         raise ValueError(f"--chosen-in {checkpoint}: the manifest records {len(chosen)} chosen candidates, not one")
-    return {key: [value] for key, value in chosen[0]["overrides"].items()}, params["sparsity"]
+    return {key: (list(grid[key]) if key in rechoose else [value]) for key, value in chosen[0]["overrides"].items()}, params["sparsity"]
 
 
 def _grid_value(value: str):
@@ -738,6 +744,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heldout", required=True, help="held-out calibration samples (never evaluation data)")
     p.add_argument("--chosen-in", default=None, metavar="CHECKPOINT",
                    help="a select checkpoint of the same method at another sparsity: run only the candidate chosen there")
+    p.add_argument("--rechoose", action="append", default=[], metavar="KEY",
+                   help="with --chosen-in: a grid key chosen again here among all its values (repeatable)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_select)
 

@@ -129,6 +129,11 @@ def select_problems(cfg, method):
         problems.append(f"select.samples: {samples!r} is not a key of calibration (known: {sorted(cfg.get('calibration', {}))})")
     if sel.get("at") is not None and sel["at"] not in cfg["sparsities"]:
         problems.append(f"select.at: {sel['at']} is not one of sparsities {cfg['sparsities']}; choose at a sparsity the run has")
+    for key in sel.get("rechoose", []):
+        if key not in sel["grid"]:
+            problems.append(f"select.rechoose: {key!r} is not a key of select.grid ({sorted(sel['grid'])}); only grid choices can be chosen again")
+    if sel.get("rechoose") and sel.get("at") is None:
+        problems.append("select.rechoose: needs select.at (without it every sparsity chooses the whole grid already)")
     for key, values in sel["grid"].items():
         if key.startswith("options."):
             problems += option_problems(method["score"], f"select.grid.{key}", key[len("options."):], values)

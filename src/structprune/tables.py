@@ -264,9 +264,10 @@ def selection_table(checkpoints: list[tuple[str, str | os.PathLike]], labels: di
                 "Candidate": overrides, "Held-out loss": candidate["heldout_loss"],
                 "Held-out PPL": candidate["heldout_ppl"], "Chosen": "yes" if candidate["chosen"] else "",
                 "Not run": candidate["skipped"] or "", "Chosen at (%)": _chosen_at(manifest, sparsity),
+                "Chosen here": ", ".join(manifest.get("parameters", {}).get("rechoose", [])),
             })
     return pd.DataFrame(rows, columns=["Method", "Sparsity (%)", "Candidate", "Held-out loss", "Held-out PPL", "Chosen",
-                                       "Chosen at (%)", "Not run"])
+                                       "Chosen at (%)", "Chosen here", "Not run"])
 
 
 def _chosen_at(manifest: dict, sparsity: str) -> int:

@@ -370,6 +370,7 @@ def select_args(wildcards, input):
         args.append(f"--data {input.samples}")
     if "chosen_in" in input.keys():
         args.append(f"--chosen-in {input.chosen_in}")
+        args += [f"--rechoose {key}" for key in method_cfg(wildcards)["select"].get("rechoose", [])]
     if "dense" in input.keys():
         args.append(f"--dense-stream {input.dense}")
     return " ".join(a.strip() for a in args)
@@ -380,7 +381,7 @@ def select_settings(wildcards):
     m = method_cfg(wildcards)
     return (str(sorted(stage_recipe(config, m, "pruned").to_json().items()))
             + f" grid={sorted(m['select']['grid'].items())} heldout={m['select']['heldout']} samples={select_samples(m)}"
-            + f" at={m['select'].get('at')}")
+            + f" at={m['select'].get('at')} rechoose={m['select'].get('rechoose', [])}")
 
 
 def heldout_cfg(wildcards):
