@@ -660,6 +660,8 @@ def recipe_summary(name, stage):
         sel = m["select"]
         grid = ", ".join(f"{k} in {{{', '.join(str(v) for v in vs)}}}" for k, vs in sel["grid"].items())
         when = "per sparsity" if sel.get("at") is None else f"once at {sel['at']} % and used at every sparsity"
+        if sel.get("at") is not None and sel.get("rechoose"):
+            when += f", {', '.join(sel['rechoose'])} chosen again at each"
         summary += (f" (base recipe; {grid} chosen {when} by the loss on held-out set {sel['heldout']}, "
                     f"samples {select_samples(m)}: see the selection table)")
     return summary
