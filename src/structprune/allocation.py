@@ -126,14 +126,19 @@ def per_module_budget(geometry: LayerGeometry, ratio: float, mode: str) -> Layer
     return LayerBudget(heads, neurons)
 
 
+def mlp_only_exhausted(ratio: float) -> ValueError:
+    """The error of a budget 'mlp_only' whose neurons cannot carry the layers' target."""
+    return ValueError(
+        f"budget 'mlp_only' at a layer ratio of {ratio:.0%} would remove every MLP neuron; use budget "
+        "'matched' (heads too) or a lower sparsity"
+    )
+
+
 def mlp_only_budget(geometry: LayerGeometry, ratio: float, mode: str) -> LayerBudget:
     """No head removed; neurons take the layer's whole target, rounded half up (ours)."""
     neurons = round_half_up(ratio * geometry.block_params / neuron_params(geometry))
     if neurons >= geometry.intermediate_size:
-        raise ValueError(
-            f"budget 'mlp_only' at a layer ratio of {ratio:.0%} would remove every MLP neuron; use budget "
-            "'matched' (heads too) or a lower sparsity"
-        )
+        raise mlp_only_exhausted(ratio)
     return LayerBudget(0, neurons)
 
 
@@ -196,11 +201,8 @@ def global_budgets(
     else:  # the whole attention stays, so the neurons keep what is left of (1 - ratio) of the blocks
         block_weight = sum(geometries[i].block_params for i in range(start, end))
         keep_weight = (1.0 - ratio) * block_weight - (block_weight - ranked_weight)
-    if keep_weight <= 0:
-        raise ValueError(
-            f"budget 'mlp_only' at a layer ratio of {ratio:.0%} would remove every MLP neuron; use budget "
-            "'matched' (kv groups too) or a lower sparsity"
-        )
+    if keep_weight <= 0:  # only without heads: layer_ratio caps the ratio below 1
+        raise mlp_only_exhausted(ratio)
     keep_count = len(units) if ratio == 0.0 else int(torch.argmin((cumulative - keep_weight).abs()))
     removed = [0] * len(geometries), [0] * len(geometries)
     for _, _, layer, kind, _ in units[keep_count:]:

@@ -280,8 +280,8 @@ def prune_inputs(wildcards):
         inputs["stats"] = f"results/{model}/calib/{m['calib']}/stats.safetensors"
     if recipe.needs_samples:
         inputs["samples"] = f"resources/data/{model}/calib/{stage_calib(m, wildcards.stage)}.safetensors"
-    if refits_read_dense_stream([recipe]):
-        inputs["dense"] = dense_stream_dir(model, stage_calib(m, wildcards.stage))
+    if (dense := dense_stream_set(m, wildcards.stage)) is not None:
+        inputs["dense"] = dense_stream_dir(model, dense)
     return inputs
 
 
@@ -293,6 +293,14 @@ def refits_read_dense_stream(recipes):
     """Whether jobs running `recipes` read the cached dense stream (recover.dense_cache) rather
     than run the dense layers themselves: any of them refits."""
     return config["recover"]["dense_cache"] and any(r.refits for r in recipes)
+
+
+def dense_stream_set(m, stage):
+    """The calibration set whose recorded dense stream the prune or select job of method `m`
+    at `stage` reads, or None: the set its samples come from, when a recipe it runs refits."""
+    if m.get("select"):
+        return select_samples(m) if refits_read_dense_stream(runnable_candidates(m)) else None
+    return stage_calib(m, stage) if refits_read_dense_stream([stage_recipe(config, m, stage)]) else None
 
 
 def recipe_args(recipe, wildcards):
@@ -340,18 +348,22 @@ def select_samples(method):
     return method["select"].get("samples") or method["calib"]
 
 
+def runnable_candidates(m):
+    """The recipes of a select grid that the engine can run (the others are listed as skipped)."""
+    return [r for _, r in select_candidates(config, m) if not recipe_problems(r)]
+
+
 def select_inputs(wildcards):
     """The dense statistics (scores of every candidate, bias compensation), the samples
     candidates run through the layers, and the held-out set."""
     m, model = method_cfg(wildcards), wildcards.model
-    recipes = [r for _, r in select_candidates(config, m) if not recipe_problems(r)]
     inputs = {"model": f"resources/models/{model}", "heldout": f"resources/data/{model}/heldout/{m['select']['heldout']}.safetensors"}
     if m["calib"] != "none":
         inputs["stats"] = statistics_file(model, m["calib"], m["score"])
-    if any(r.needs_samples for r in recipes):
+    if any(r.needs_samples for r in runnable_candidates(m)):
         inputs["samples"] = f"resources/data/{model}/calib/{select_samples(m)}.safetensors"
-    if refits_read_dense_stream(recipes):
-        inputs["dense"] = dense_stream_dir(model, select_samples(m))
+    if (dense := dense_stream_set(m, "pruned")) is not None:
+        inputs["dense"] = dense_stream_dir(model, dense)
     at = m["select"].get("at")
     if at is not None and int(wildcards.sparsity) != at:  # run the candidate chosen at `at`
         inputs["chosen_in"] = f"results/{model}/{m['calib']}/{wildcards.method}/s{at}/pruned"
@@ -359,9 +371,9 @@ def select_inputs(wildcards):
 
 
 def select_args(wildcards, input):
-    grid = method_cfg(wildcards)["select"]["grid"]
+    sel = method_cfg(wildcards)["select"]
     args = recipe_args(stage_recipe(config, method_cfg(wildcards), "pruned"), wildcards) + [
-        " ".join(f"--grid {key}={','.join(str(v) for v in values)}" for key, values in grid.items()),
+        " ".join(f"--grid {key}={','.join(str(v) for v in values)}" for key, values in sel["grid"].items()),
         f"--heldout {input.heldout}",
     ]
     if "stats" in input.keys():
@@ -370,7 +382,7 @@ def select_args(wildcards, input):
         args.append(f"--data {input.samples}")
     if "chosen_in" in input.keys():
         args.append(f"--chosen-in {input.chosen_in}")
-        args += [f"--rechoose {key}" for key in method_cfg(wildcards)["select"].get("rechoose", [])]
+        args += [f"--rechoose {key}" for key in sel.get("rechoose", [])]
     if "dense" in input.keys():
         args.append(f"--dense-stream {input.dense}")
     return " ".join(a.strip() for a in args)
@@ -599,10 +611,8 @@ def model_benchmarks(wildcards):
     for calib, method, sparsity, stage in method_rows(model):
         m = config["methods"][method]
         recipe = stage_recipe(config, m, stage)
-        if m.get("select") and refits_read_dense_stream([r for _, r in select_candidates(config, m)]):
-            dense_sets.append(select_samples(m))
-        elif not m.get("select") and refits_read_dense_stream([recipe]):
-            dense_sets.append(stage_calib(m, stage))
+        if (dense := dense_stream_set(m, stage)) is not None:
+            dense_sets.append(dense)
         if recipe.reads_score_file and not m.get("select"):  # select scores every candidate itself
             files.append(f"benchmarks/score/{model}/{calib}/{method}.tsv")
         if m["score"] in GRADIENT_SCORES:
@@ -660,7 +670,7 @@ def recipe_summary(name, stage):
         sel = m["select"]
         grid = ", ".join(f"{k} in {{{', '.join(str(v) for v in vs)}}}" for k, vs in sel["grid"].items())
         when = "per sparsity" if sel.get("at") is None else f"once at {sel['at']} % and used at every sparsity"
-        if sel.get("at") is not None and sel.get("rechoose"):
+        if sel.get("rechoose"):  # config validation: only with `at`
             when += f", {', '.join(sel['rechoose'])} chosen again at each"
         summary += (f" (base recipe; {grid} chosen {when} by the loss on held-out set {sel['heldout']}, "
                     f"samples {select_samples(m)}: see the selection table)")
