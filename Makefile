@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.structprune-installed
 # Rules call `python -m structprune`: put the virtualenv first on PATH.
 SNAKEMAKE := PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake
 
-.PHONY: run test setup dry-run report clean-results bench llama-cpp
+.PHONY: run test setup dry-run report clean-results bench llama-cpp check-config
 
 # llama.cpp (the GGUF export's check and timing): llama-cpp-python built from source with
 # explicit x86-64 flags. GGML_NATIVE=ON (-march=native) builds crashed at the first generation
@@ -37,16 +37,25 @@ $(LLAMA_STAMP): $(STAMP)
 
 llama-cpp: $(LLAMA_STAMP)
 
+# Your own config: `make run CONFIG=my.yaml` (it replaces config.yaml). check-config reads the
+# file first and names the file and line of any problem (a YAML slip, a key written twice, an
+# empty file), which Snakemake's own --configfile reading does not.
+CONFIG ?=
+CONFIG_ARGS := $(if $(CONFIG),--configfile '$(CONFIG)')
+
+check-config: $(STAMP)
+	$(BIN)/python -m structprune check-config '$(or $(CONFIG),config.yaml)'
+
 # profiles/default is Snakemake's default workflow profile: plain `snakemake` reads it too.
-run: $(STAMP) $(LLAMA_STAMP)
-	$(SNAKEMAKE) --cores $(CORES)
+run: check-config $(LLAMA_STAMP)
+	$(SNAKEMAKE) --cores $(CORES) $(CONFIG_ARGS)
 
 # One self-contained HTML page: comparison tables, perplexity plots, per-job runtimes.
-report: $(STAMP) $(LLAMA_STAMP)
-	$(SNAKEMAKE) --cores $(CORES) --report results/report.html
+report: check-config $(LLAMA_STAMP)
+	$(SNAKEMAKE) --cores $(CORES) --report results/report.html $(CONFIG_ARGS)
 
-dry-run: $(STAMP)
-	$(SNAKEMAKE) --cores $(CORES) --dry-run
+dry-run: check-config
+	$(SNAKEMAKE) --cores $(CORES) --dry-run $(CONFIG_ARGS)
 
 test: $(STAMP) $(LLAMA_STAMP)
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q tests

@@ -1,6 +1,7 @@
 # structprune: one-shot structured pruning of LLaMA-style models, benchmarked side by side.
 # Thin entry point: the rules live in workflow/rules/, one concern per file.
 import os
+import sys
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
@@ -11,17 +12,18 @@ min_version("9.0")
 # A --configfile replaces the embedded default instead of extending it: config.yaml is read only
 # when no config file is named on the command line (so `--configfile config/paper.yaml` plans
 # LLaMA-7B's jobs alone). --config KEY=VALUE still overrides single keys of either.
-if not workflow.overwrite_configfiles:
-    import yaml
+# Each config file is first read strictly (configfile.py): a key written twice, an empty file or
+# a YAML slip is an error naming the file and line (Snakemake's own messages name neither).
+sys.path.insert(0, os.path.join(workflow.basedir, "src"))
+from structprune.configfile import ConfigFileError, read_config_file
 
-    try:  # name the file, line and column of a YAML slip (Snakemake's own message names neither)
-        if os.path.exists("config.yaml"):
-            with open("config.yaml") as handle:
-                yaml.safe_load(handle)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise WorkflowError(f"config.yaml is not valid YAML at{where}: {getattr(error, 'problem', error)}")
+try:
+    for path in workflow.overwrite_configfiles or (["config.yaml"] if os.path.exists("config.yaml") else []):
+        read_config_file(path)
+except ConfigFileError as error:
+    raise WorkflowError(str(error)) from None
+
+if not workflow.overwrite_configfiles:
 
     configfile: "config.yaml"
 

@@ -19,8 +19,8 @@ def test_stages_run_from_the_command_line(tmp_path):
     scores = tmp_path / "scores.safetensors"
     assert main(["score", "--model", str(model), "--method", "random", "--option", "seed=3", "--out", str(scores)]) == 0
     pruned = tmp_path / "pruned"
-    assert main(["prune", "--model", str(model), "--method", "random", "--scores", str(scores), "--sparsity", "0.3",
-                 "--out", str(pruned)]) == 0
+    assert main(["prune", "--model", str(model), "--method", "random", "--option", "seed=3", "--scores", str(scores),
+                 "--sparsity", "0.3", "--out", str(pruned)]) == 0
     manifest = __import__("json").loads((pruned / "manifest.json").read_text())
     assert abs(manifest["achieved_block_sparsity"] - 0.3) < 0.03
     assert manifest["inputs"]["scores"]["sha256"]

@@ -73,7 +73,7 @@ def test_a_yaml_slip_in_config_yaml_names_its_line_and_column(tmp_path):
     result = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory",
                              str(tmp_path), "--cores", "1", "--dry-run"], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
-    assert "config.yaml is not valid YAML at line 3, column 8" in result.stdout + result.stderr
+    assert "config file config.yaml, line 3, column 8" in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("config", ["config/paper.yaml", "config/sweep.yaml"])
@@ -95,3 +95,41 @@ def test_plain_snakemake_in_the_repository_root_reads_the_default_profile_and_on
     if config == "config/paper.yaml":
         planned = jobs(result.stdout)
         assert {j["wildcards"].get("model") for j in planned if j["rule"] not in ("all", "data_task")} == {"llama-7b"}
+
+
+def readme_job_counts() -> dict[str, int]:
+    """{config: jobs} from the README's "Full benchmarks" table (its `snakemake -n` column)."""
+    text = (REPO / "README.md").read_text()
+    rows = re.findall(r"^\| `([^`]+\.yaml)` \|.*\| (\d+) \|$", text, re.M)
+    return {config: int(count) for config, count in rows}
+
+
+def test_the_readme_states_the_job_counts_snakemake_plans(tmp_path):
+    stated = readme_job_counts()
+    assert set(stated) == {"config.yaml", "config/ablations.yaml", "config/paper.yaml", "config/sweep.yaml"}
+    for config, count in stated.items():
+        (workdir := tmp_path / config.replace("/", "-")).mkdir()
+        planned = sum(job_counts(dry_run(config, workdir)).values())
+        assert planned == count, f"README says {config} plans {count} jobs; snakemake -n plans {planned}"
+
+
+def test_a_changed_recover_damp_changes_only_the_commands_of_jobs_that_refit_with_it(tmp_path):
+    """Every recipe used to carry the damping, so a new recover.damp reran every prune and
+    select (19 jobs instead of the 1 whose refit reads it: issue #26)."""
+    import yaml
+
+    from tiny import tiny_mirror
+    from workflow_helpers import tiny_config
+
+    commands = []
+    for damp in (0.01, 0.5):
+        cfg = tiny_config(tmp_path)
+        cfg["data"]["mirror"] = str(tiny_mirror(tmp_path / "mirror"))
+        cfg["recover"] = {"damp": damp}
+        (workdir := tmp_path / f"damp-{damp}").mkdir()
+        (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
+        out = snakemake(workdir, "--dry-run", "--printshellcmds", "--forceall").stdout
+        commands.append({line for line in out.splitlines() if line.startswith("Shell command: ")})
+    changed = {re.search(r" (prune|select|report) .*--(?:out|csv) (\S+)", line).groups() for line in commands[0] ^ commands[1]}
+    # the one refit that reads recover.damp, and the report, whose recipe text names the damping
+    assert changed == {("prune", "results/tiny/rand/ours/s20/recovered"), ("report", "results/tables/tiny.csv")}, changed

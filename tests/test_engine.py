@@ -162,7 +162,9 @@ def test_round_kept_neurons_keeps_the_nearest_multiple_and_spares_whole_layers()
     assert round_kept_neurons(budgets, [smol] * 5, 1) == budgets
     odd = LayerGeometry(num_heads=9, num_kv_heads=3, head_dim=64, hidden_size=576, intermediate_size=1539)
     assert round_kept_neurons([LayerBudget(0, 1)], [odd], 8) == [LayerBudget(0, 3)]  # kept 1538 -> 1536
-    assert round_kept_neurons([LayerBudget(0, 1)], [odd], 1024) == [LayerBudget(0, 0)]  # 1538 -> 2048, capped at the width
+    assert round_kept_neurons([LayerBudget(0, 1)], [odd], 512) == [LayerBudget(0, 3)]  # 1538 -> 1536
+    with pytest.raises(ValueError, match="round_to 1024 is more than half the pruned layers' 1539 MLP neurons"):
+        round_kept_neurons([LayerBudget(0, 1)], [odd], 1024)  # a "20 %" row would remove nothing (issue #26)
     with pytest.raises(ValueError, match="round_to must be >= 1"):
         round_kept_neurons(budgets, [smol] * 5, 0)
 

@@ -117,3 +117,82 @@ def test_a_killed_writers_temporaries_are_removed_by_the_next_write(tmp_path):
     with atomic_dir(tmp_path / "ckpt") as tmp:
         (tmp / "f").write_text("x")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "stats.json", "stats.safetensors"]
+
+
+def test_a_tensor_file_whose_hash_record_is_gone_is_damaged_not_unchecked(tmp_path):
+    path = tmp_path / "resources" / "data" / "m" / "calib" / "w.safetensors"
+    write_stats(path)
+    path.with_suffix(".json").unlink()  # before #26 this turned the hash check off for good
+    flip_last_byte(path)
+    with pytest.raises(DamagedArtifactError, match="its hash record w.json is missing"):
+        load_tensors(path)
+    assert [(p.name, why) for p, why in damaged_artifacts(tmp_path)] == [("w.safetensors", "its hash record w.json is missing")]
+
+
+def test_an_edited_evaluation_is_damaged_and_never_reaches_a_table(tmp_path):
+    from structprune.artifacts import write_stage_json
+    from structprune.integrity import read_stage_json
+
+    path = tmp_path / "results" / "m" / "c" / "x" / "s20" / "eval" / "pruned.json"
+    write_stage_json(path, {"perplexity": {"wikitext2": {"ppl": 68.17}}}, "evaluate")
+    assert read_stage_json(path)["perplexity"]["wikitext2"]["ppl"] == 68.17 and damaged_artifacts(tmp_path) == []
+    path.write_text(path.read_text().replace("68.17", "58.17"))  # a better number, by hand
+    with pytest.raises(DamagedArtifactError, match="its content differs from what its stage wrote"):
+        read_stage_json(path)
+    assert [p.name for p, _ in damaged_artifacts(tmp_path)] == ["pruned.json"]
+    path.write_text(json.dumps({"perplexity": {"wikitext2": {"ppl": 58.17}}}))  # no seal at all
+    assert "no content_sha256" in damaged_artifacts(tmp_path)[0][1]
+
+
+def test_a_dense_stream_file_changed_after_recording_is_refused_and_found(tmp_path, model, tokenizer):
+    from structprune.densestream import CachedDenseStream, record_dense_stream
+    from structprune.streams import capture_layer_inputs
+
+    samples = torch.randint(3, len(tokenizer), (4, 12), generator=torch.Generator().manual_seed(0))
+    folder = tmp_path / "results" / "m" / "calib" / "w" / "dense"
+    record_dense_stream(model, samples, 2, folder, {"stage": "dense-stream"}, progress=False)
+    (folder / ".snakemake_timestamp").write_text("")  # Snakemake touches it after the job: not an edit
+    assert damaged_artifacts(tmp_path) == []
+    flip_last_byte(folder / "layer_001.safetensors")
+    assert [(p.name, "layer_001.safetensors: its sha256 differs" in why) for p, why in damaged_artifacts(tmp_path)] == [("dense", True)]
+    stream = CachedDenseStream(folder, capture_layer_inputs(model, samples, 2), len(model.model.layers))
+    stream.advance_shared(0, model.model.layers[0], capture_layer_inputs(model, samples, 2))
+    with pytest.raises(DamagedArtifactError, match="layer_001.safetensors is damaged: its sha256 differs"):
+        stream.taps(1, model.model.layers[1], {("mlp.down_proj", "out")})
+    data = (folder / "inputs.safetensors").read_bytes()
+    (folder / "inputs.safetensors").write_bytes(data[: len(data) // 2])  # truncated: found without any hashing
+    assert any("inputs.safetensors" in why and "truncated" in why for _, why in damaged_artifacts(tmp_path))
+
+
+def test_the_scan_before_planning_hashes_only_what_changed_since_it_was_written(tmp_path, model, tokenizer, monkeypatch):
+    import structprune.integrity as integrity
+    from structprune.artifacts import build_manifest
+    from structprune.checkpoint import save_checkpoint
+
+    folder = tmp_path / "results" / "m" / "c" / "x" / "s20" / "pruned"
+    save_checkpoint(model, tokenizer, folder, build_manifest("prune", {}, {}))
+    write_stats(tmp_path / "results" / "m" / "calib" / "w" / "stats.safetensors")
+    (folder / ".snakemake_timestamp").write_text("")  # always newer than the manifest
+    hashed = []
+    monkeypatch.setattr(integrity, "sha256_path", lambda p: hashed.append(p) or "x")
+    assert damaged_artifacts(tmp_path) == [] and hashed == []
+
+
+def test_a_gguf_export_and_task_items_that_differ_from_their_records_are_refused(tmp_path, caplog):
+    from structprune.artifacts import sha256_path, write_stage_json
+    from structprune.cli import main
+
+    gguf = tmp_path / "results" / "m" / "c" / "x" / "s20" / "gguf" / "pruned.gguf"
+    gguf.parent.mkdir(parents=True)
+    gguf.write_bytes(b"GGUF" + bytes(range(64)))
+    write_stage_json(gguf.with_suffix(".json"), {"sha256": sha256_path(gguf), "architecture": "llama"}, "export")
+    tasks = tmp_path / "resources" / "data" / "tasks" / "piqa.jsonl"
+    tasks.parent.mkdir(parents=True)
+    tasks.write_text('{"goal": "a"}\n')
+    (tasks.with_suffix(".json")).write_text(json.dumps({"sha256": sha256_path(tasks)}))
+    assert damaged_artifacts(tmp_path) == []
+    flip_last_byte(gguf)
+    tasks.write_text('{"goal": "b"}\n')
+    assert sorted(p.name for p, _ in damaged_artifacts(tmp_path)) == ["piqa.jsonl", "pruned.gguf"]
+    assert main(["evaluate-gguf", "--gguf", str(gguf), "--out", str(tmp_path / "e.json")]) == 2
+    assert "pruned.gguf is damaged: its sha256 differs from the one pruned.json recorded" in caplog.text

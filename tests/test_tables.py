@@ -6,8 +6,15 @@ import pytest
 from structprune.tables import comparison_table, compute_time_summary, plot_perplexity, to_markdown
 
 
+def sealed(payload) -> str:
+    """A stage JSON as its stage writes it (sealed: the report refuses edited or unsealed ones)."""
+    from structprune.artifacts import seal
+
+    return json.dumps(seal(payload))
+
+
 def fake_eval(path, method, stage, sparsity, blocks, ppl, accs):
-    path.write_text(json.dumps({
+    path.write_text(sealed({
         "method": method, "calib": "none", "stage": stage, "sparsity": sparsity,
         "parameters": {"total": blocks + 100, "decoder_blocks": blocks},
         "perplexity": {"wikitext2": {"ppl": ppl}, "ptb": {"ppl": 2 * ppl}},
@@ -68,7 +75,7 @@ def test_selection_table_lists_every_candidate_and_marks_the_kept_one(tmp_path):
         {"overrides": {"damp": 1.0}, "heldout_loss": 3.5, "heldout_ppl": 33.1, "skipped": None, "chosen": True},
         {"overrides": {"damp": -1}, "heldout_loss": None, "heldout_ppl": None, "skipped": "damp: -1 must be >= 0", "chosen": False},
     ]
-    (folder / "manifest.json").write_text(json.dumps({"candidates": candidates}))
+    (folder / "manifest.json").write_text(sealed({"candidates": candidates}))
     table = selection_table([("best:20", folder)], {"best:pruned": "Ours-best"})
     assert list(table["Candidate"]) == ["damp=0.1", "damp=1.0", "damp=-1"]
     assert list(table["Chosen"]) == ["", "yes", ""] and set(table["Method"]) == {"Ours-best"}
@@ -76,12 +83,12 @@ def test_selection_table_lists_every_candidate_and_marks_the_kept_one(tmp_path):
     assert table["Chosen at (%)"].tolist() == [20, 20, 20]
     reused = tmp_path / "ckpt40"  # select.at: the choice made at 20 % prunes at 40 %
     reused.mkdir()
-    (reused / "manifest.json").write_text(json.dumps({"parameters": {"sparsity": 0.4, "chosen_at": 0.2},
+    (reused / "manifest.json").write_text(sealed({"parameters": {"sparsity": 0.4, "chosen_at": 0.2},
                                                       "candidates": [candidates[1]]}))
     table = selection_table([("best:20", folder), ("best:40", reused)], {"best:pruned": "Ours-best"})
     assert table["Chosen at (%)"].tolist() == [20, 20, 20, 20] and table["Sparsity (%)"].tolist()[-1] == 40
     assert table["Chosen here"].tolist() == ["", "", "", ""]
-    (reused / "manifest.json").write_text(json.dumps({"parameters": {"sparsity": 0.4, "chosen_at": 0.2, "rechoose": ["damp"]},
+    (reused / "manifest.json").write_text(sealed({"parameters": {"sparsity": 0.4, "chosen_at": 0.2, "rechoose": ["damp"]},
                                                       "candidates": candidates[:2]}))
     table = selection_table([("best:40", reused)], {"best:pruned": "Ours-best"})
     assert table["Chosen here"].tolist() == ["damp", "damp"] and table["Chosen"].tolist() == ["", "yes"]
@@ -89,7 +96,7 @@ def test_selection_table_lists_every_candidate_and_marks_the_kept_one(tmp_path):
 
 def eval_with_items(path, method, stage, sparsity, scores, window_nll):
     """An evaluation JSON that kept per-item scores (one task) and per-window NLL."""
-    path.write_text(json.dumps({
+    path.write_text(sealed({
         "method": method, "calib": "none", "stage": stage, "sparsity": sparsity,
         "parameters": {"total": 1100, "decoder_blocks": 1000 if stage == "dense" else 800},
         "perplexity": {"wikitext2": {"ppl": float(np.exp(np.mean(window_nll))), "window_nll": list(window_nll)}},
@@ -137,7 +144,7 @@ def test_speed_columns_are_ratios_to_dense_matched_by_checkpoint(tmp_path):
     pruned = fake_eval(tmp_path / "p.json", "l1", "pruned", 20, 800, 50.0, (0.5, 0.6))
     payload = json.loads(pruned.read_text())
     payload["checkpoint"] = "results/m/none/l1/s20/pruned"
-    pruned.write_text(json.dumps(payload))
+    pruned.write_text(sealed(payload))
 
     def figures(weights, prefill, decode1, decode8, peak):
         return {"weight_bytes": weights, "prefill_tokens_per_s": prefill,
@@ -148,7 +155,7 @@ def test_speed_columns_are_ratios_to_dense_matched_by_checkpoint(tmp_path):
                                "decode_tokens_per_s_batch8": 1.25, "peak_generation_bytes": 0.5}
     base["ratio_to_dense"] = {k: 1.0 for k in small["ratio_to_dense"]}
     speed = tmp_path / "s.json"
-    speed.write_text(json.dumps({"checkpoint": "results/m/none/l1/s20/pruned", "timing": {"dense": base, "checkpoint": small}}))
+    speed.write_text(sealed({"checkpoint": "results/m/none/l1/s20/pruned", "timing": {"dense": base, "checkpoint": small}}))
     table = comparison_table([dense, pruned], speed_paths=[speed]).set_index("Method")
     assert table.loc["l1", "Decode x b1"] == 1.2 and table.loc["l1", "Peak mem x"] == 0.5
     assert table.loc["dense", "Prefill x"] == 1.0 and table.loc["l1", "Weights (MB)"] == 0.5
@@ -169,7 +176,7 @@ def test_llama_cpp_columns_and_the_gguf_table(tmp_path):
     for path, checkpoint in ((dense, "resources/models/m"), (pruned, "results/m/none/l1/s20/pruned")):
         payload = json.loads(path.read_text())
         payload["checkpoint"] = checkpoint
-        path.write_text(json.dumps(payload))
+        path.write_text(sealed(payload))
     figures = {"weight_bytes": 1, "prefill_tokens_per_s": 1.0, "decode_tokens_per_s": {"1": 1.0},
                "peak_generation_bytes": 1, "ratio_to_dense": {"prefill_tokens_per_s": 1.0, "decode_tokens_per_s_batch1": 1.0,
                                                               "peak_generation_bytes": 1.0}}
@@ -177,19 +184,19 @@ def test_llama_cpp_columns_and_the_gguf_table(tmp_path):
                            "checkpoint": {"prefill_tokens_per_s": 500.0, "decode_tokens_per_s": 58.0}},
                 "ratio_to_dense": {"prefill_tokens_per_s": 1.25, "decode_tokens_per_s": 1.16}}
     speed = tmp_path / "s.json"
-    speed.write_text(json.dumps({"checkpoint": "results/m/none/l1/s20/pruned", "timing": {"dense": figures, "checkpoint": figures},
+    speed.write_text(sealed({"checkpoint": "results/m/none/l1/s20/pruned", "timing": {"dense": figures, "checkpoint": figures},
                                  "llamacpp": llamacpp}))
     table = comparison_table([dense, pruned], speed_paths=[speed]).set_index("Method")
     assert table.loc["l1", "llama.cpp decode x"] == 1.16 and table.loc["l1", "llama.cpp prefill x"] == 1.25
     assert table.loc["dense", "llama.cpp decode x"] == 1.0 and table.loc["dense", "Dense llama.cpp decode (tok/s)"] == 50.0
 
     export = tmp_path / "e.json"
-    export.write_text(json.dumps({"checkpoint": "results/m/none/l1/s20/pruned", "architecture": "deci", "tensor_type": "f16",
+    export.write_text(sealed({"checkpoint": "results/m/none/l1/s20/pruned", "architecture": "deci", "tensor_type": "f16",
                                   "bytes": 3 * 2**20, "greedy_tokens_agree": True}))
     gguf_eval = tmp_path / "g.json"
-    gguf_eval.write_text(json.dumps({"gguf": str(tmp_path / "e.gguf"), "perplexity": {"wikitext2": {"ppl": 50.5}}}))
+    gguf_eval.write_text(sealed({"gguf": str(tmp_path / "e.gguf"), "perplexity": {"wikitext2": {"ppl": 50.5}}}))
     dense_export = tmp_path / "de.json"
-    dense_export.write_text(json.dumps({"checkpoint": "resources/models/m", "architecture": "llama", "tensor_type": "f16",
+    dense_export.write_text(sealed({"checkpoint": "resources/models/m", "architecture": "llama", "tensor_type": "f16",
                                         "bytes": 2**20, "greedy_tokens_agree": False}))
     exports = gguf_table([dense_export, export], [gguf_eval], [dense, pruned]).set_index("Method")
     assert exports.loc["l1", "Architecture"] == "deci" and exports.loc["l1", "GGUF (MB)"] == 3.0

@@ -219,6 +219,10 @@ def round_kept_neurons(budgets: list[LayerBudget], geometries: list[LayerGeometr
     neuron stay whole. The sparsity moves by less than `round_to` / 2 neurons per layer."""
     if round_to < 1:
         raise ValueError(f"round_to must be >= 1, got {round_to}")
+    widest = max((g.intermediate_size for b, g in zip(budgets, geometries) if b.neurons), default=0)
+    if widest and round_to > widest // 2:
+        raise ValueError(f"round_to {round_to} is more than half the pruned layers' {widest} MLP neurons: every layer would "
+                         "keep all of them or lose half; use a small multiple such as 8")
     out = []
     for budget, g in zip(budgets, geometries, strict=True):
         if budget.neurons == 0:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import platform
 import shutil
@@ -69,6 +70,42 @@ def atomic_file(target: str | os.PathLike) -> Iterator[Path]:
 def write_json(path: str | os.PathLike, payload: Any) -> None:
     with atomic_file(path) as tmp:
         tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+
+
+SEAL = "content_sha256"
+
+
+def seal(payload: dict) -> dict:
+    """`payload` with the sha256 of its canonical JSON (sorted keys) under SEAL, so that a later
+    job can tell an edited digit from what the stage wrote (integrity.read_stage_json)."""
+    body = {k: v for k, v in payload.items() if k != SEAL}
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return {**body, SEAL: digest}
+
+
+class NonFiniteOutputError(ValueError):
+    """A stage computed NaN or infinity: its output is not written (exit code 2, not a NaN table)."""
+
+
+def nonfinite_keys(value: Any, key: str = "") -> list[str]:
+    """The keys of a JSON-like value that hold NaN or infinity."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return [key or "(value)"]
+    if isinstance(value, dict):
+        return [k for name, v in value.items() for k in nonfinite_keys(v, f"{key}.{name}" if key else str(name))]
+    if isinstance(value, (list, tuple)):
+        return [k for i, v in enumerate(value) for k in nonfinite_keys(v, f"{key}[{i}]")]
+    return []
+
+
+def write_stage_json(path: str | os.PathLike, payload: dict, stage: str) -> None:
+    """A stage's JSON result (evaluation, speed, export record, manifest), sealed and written
+    atomically; refused when it holds NaN or infinity, naming the stage and the keys."""
+    bad = nonfinite_keys(payload)
+    if bad:
+        raise NonFiniteOutputError(f"{stage} produced NaN or infinity at {', '.join(bad[:5])}"
+                                   f"{' ...' if len(bad) > 5 else ''}; {path} was not written")
+    write_json(path, seal(payload))
 
 
 def read_json(path: str | os.PathLike) -> Any:

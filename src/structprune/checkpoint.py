@@ -11,18 +11,27 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from structprune.artifacts import atomic_dir, atomic_file, sha256_path, write_json
-from structprune.integrity import safetensors_problem, tensors_hash_problem
+from structprune.artifacts import NonFiniteOutputError, atomic_dir, atomic_file, sha256_path, write_json, write_stage_json
+from structprune.integrity import REBUILD_HINT, DamagedArtifactError, safetensors_problem, tensors_hash_problem  # noqa: F401
 from structprune.models import count_parameters
 
 
-class DamagedArtifactError(ValueError):
-    """An input file or folder is not whole (truncated, unparsable); the message names it."""
+
+
+def check_finite(tensors, stage: str, where: str | os.PathLike) -> None:
+    """Refuse to write NaN or infinity (a damp of .inf, a diverged solve): the job fails naming
+    the stage and the tensors, instead of writing a model whose perplexity is nan."""
+    bad = [name for name, t in tensors if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise NonFiniteOutputError(f"{stage} produced NaN or infinity in {', '.join(bad[:5])}"
+                                   f"{' ...' if len(bad) > 5 else ''}; {where} was not written")
 
 
 def save_checkpoint(model, tokenizer, out_dir: str | os.PathLike, manifest: dict[str, Any]) -> None:
     """A Hugging Face folder (safetensors) loadable with `AutoModelForCausalLM.from_pretrained`
-    (with ``trust_remote_code=True`` when the layers have different widths)."""
+    (with ``trust_remote_code=True`` when the layers have different widths); its manifest
+    records each file's sha256 and is sealed."""
+    check_finite(model.state_dict().items(), manifest.get("stage", "this stage"), out_dir)
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         if getattr(model.config, "auto_map", None):  # per-layer widths: ship the model code too
@@ -31,7 +40,8 @@ def save_checkpoint(model, tokenizer, out_dir: str | os.PathLike, manifest: dict
             shutil.copy(varwidth.__file__, tmp / f"{varwidth.MODULE_NAME}.py")
         tokenizer.save_pretrained(tmp)
         files = {p.name: sha256_path(p) for p in sorted(tmp.iterdir()) if p.is_file()}
-        write_json(tmp / "manifest.json", {**manifest, "parameters_count": count_parameters(model), "files": files})
+        write_stage_json(tmp / "manifest.json", {**manifest, "parameters_count": count_parameters(model), "files": files},
+                         manifest.get("stage", "this stage"))
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, Any],
@@ -40,6 +50,7 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike, meta
     sidecar, `timing` into the sidecar only (under "timing"), so identical runs write identical
     tensor files."""
     path = Path(path)
+    check_finite(tensors.items(), metadata.get("stage") or Path(path).stem, path)
     header = {"structprune": json.dumps(metadata, sort_keys=True)}
     with atomic_file(path) as tmp:
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=header)
@@ -53,8 +64,5 @@ def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise FileNotFoundError(f"{path} does not exist: run the stage that produces it first")
     problem = safetensors_problem(path) or tensors_hash_problem(path)
     if problem:
-        raise DamagedArtifactError(
-            f"{path} is damaged: {problem}. Rerun the workflow (`snakemake`): before it plans, it rebuilds "
-            f"every damaged file its jobs write and what depends on it; or `snakemake --forcerun {path}`"
-        )
+        raise DamagedArtifactError(f"{path} is damaged: {problem}. " + REBUILD_HINT.format(path=path))
     return load_file(str(path))

@@ -14,16 +14,13 @@ import sys
 import time
 from pathlib import Path
 
+from structprune.argtypes import (
+    key_path, key_value, nonnegative_float, nonnegative_int, positive_float, positive_int, probability, seed, sparsity,
+)
+
 log = logging.getLogger("structprune")
 
 MIRROR_ENV = "STRUCTPRUNE_DATA_MIRROR"
-
-
-def _key_value(text: str) -> tuple[str, str]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
-    return key, value
 
 
 def _option_value(value: str):
@@ -194,12 +191,14 @@ def cmd_data_heldout(args) -> None:
 
 
 def cmd_data_task(args) -> None:
-    from structprune.artifacts import atomic_file
+    from structprune.artifacts import atomic_file, sha256_path, write_json
     from structprune.tasks import read_task_records, write_jsonl
 
     records = read_task_records(args.task, _mirror(args))
     with atomic_file(args.out) as tmp:
         write_jsonl(records, tmp)
+        digest = sha256_path(tmp)
+    write_json(Path(args.out).with_suffix(".json"), {"task": args.task, "records": len(records), "sha256": digest})
     log.info("task %s: %d records -> %s", args.task, len(records), args.out)
 
 
@@ -230,9 +229,9 @@ def cmd_score(args) -> None:
     from structprune.checkpoint import load_tensors, save_tensors
     from structprune.scores import score_model
 
+    options = _options(args.method, args.option)
     model, _ = _load(args, args.model, "host")
     stats = load_tensors(args.stats) if args.stats else None
-    options = {k: _option_value(v) for k, v in args.option}
     scores = score_model(model, args.method, stats, options)
     save_tensors(scores, args.out, {"method": args.method, "options": options, "stats": args.stats})
     log.info("%s scores -> %s", args.method, args.out)
@@ -283,11 +282,44 @@ def _layers_arg(text: str):
         raise argparse.ArgumentTypeError(f"--layers takes protocol, all or START:END, got {text!r}") from None
 
 
+def _options(score: str, pairs: list[tuple[str, str]]) -> dict:
+    """--option NAME=VALUE pairs as a score's options, each checked against the score maker's
+    signature (`seed=abc` for an integer seed is an error, not a default)."""
+    from structprune.optionnames import option_value_problem, score_option_specs
+
+    options = {k: _option_value(v) for k, v in pairs}
+    specs = score_option_specs().get(score)
+    if specs is None:
+        raise ValueError(f"--method {score!r}: unknown score; known: {sorted(score_option_specs())}")
+    problems = [f"--option {k}: score {score!r} has no such option (known: {sorted(specs) or 'none'})" if k not in specs
+                else f"--option {k}={v!r}: {problem}" for k, v in options.items()
+                if k not in specs or (problem := option_value_problem(specs[k], v))]
+    if problems:
+        raise ValueError("; ".join(problems))
+    return options
+
+
+def _check_scores_file(path: str | None, score: str, options: dict) -> None:
+    """--scores must be the scores of this job's method and options (another method's file
+    would prune by the wrong ranking without a word)."""
+    if not path:
+        return
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--scores {path} does not exist: run the score stage first")
+    from safetensors import safe_open
+
+    with safe_open(path, "pt") as handle:
+        meta = json.loads((handle.metadata() or {}).get("structprune", "{}"))
+    if meta.get("method") != score or meta.get("options", {}) != json.loads(json.dumps(options)):
+        raise ValueError(f"--scores {path} holds scores of method {meta.get('method')!r} with options "
+                         f"{meta.get('options')}, not this job's {score!r} with {options}: pass the matching scores file")
+
+
 def _recipe(args):
     from structprune.recipe import Recipe
 
     return Recipe(
-        score=args.method, options={k: _option_value(v) for k, v in args.option}, heads=args.heads,
+        score=args.method, options=_options(args.method, args.option), heads=args.heads,
         allocation=args.allocation, budget=args.budget, layers=args.layers, sparsity_of=args.sparsity_of,
         flow=args.flow, reconstruct=args.reconstruct, damp=args.damp, target=args.target, round_to=args.round_to,
     )
@@ -306,6 +338,7 @@ def cmd_prune(args) -> None:
     recipe = _recipe(args)
     score_method(recipe.score).make(**recipe.options)  # a bad option fails here, before any loading
     check_recipe(recipe, args.scores or None, args.stats or None, args.data or None)
+    _check_scores_file(args.scores, recipe.score, recipe.options)
     dense_stream = _dense_stream(args, recipe.refits)  # a mismatched cache fails before loading
     model, tokenizer = _load(args, args.model, "layerwise" if recipe.needs_samples else "host")
     scores = load_tensors(args.scores) if args.scores else None
@@ -350,6 +383,10 @@ def cmd_select(args) -> None:
     torch.manual_seed(0)
     base = _recipe(args)
     grid = {key: [_grid_value(v) for v in values.split(",")] for key, values in args.grid}
+    from structprune.configcheck import grid_problems
+
+    if problems := grid_problems(base.score, grid):
+        raise ValueError("--" + "; --".join(problems))
     full_grid, chosen_at = grid, args.sparsity
     if args.chosen_in:
         grid, chosen_at = chosen_grid(args.chosen_in, base, grid, args.rechoose)
@@ -392,12 +429,12 @@ def chosen_grid(checkpoint: str, base, grid: dict, rechoose: list[str] = ()) -> 
     unknown = [key for key in rechoose if key not in grid]
     if unknown:
         raise ValueError(f"--rechoose {unknown}: not keys of the grid {sorted(grid)}")
-    from structprune.artifacts import read_json
+    from structprune.integrity import read_stage_json
 
     path = Path(checkpoint) / "manifest.json"
     if not path.is_file():
         raise FileNotFoundError(f"--chosen-in {checkpoint}: no manifest.json; run the select job at that sparsity first")
-    manifest = read_json(path)
+    manifest = read_stage_json(path)
     params = manifest.get("parameters", {})
     if manifest.get("stage") != "select" or "base_recipe" not in params:
         raise ValueError(f"--chosen-in {checkpoint}: not a select checkpoint (its manifest has no base recipe)")
@@ -436,7 +473,7 @@ def cmd_gradients(args) -> None:
 def cmd_evaluate(args) -> None:
     import torch
 
-    from structprune.artifacts import write_json
+    from structprune.artifacts import write_stage_json
     from structprune.checkpoint import load_tensors
     from structprune.evaluate import Timer, perplexity, zero_shot
     from structprune.models import count_parameters
@@ -444,6 +481,11 @@ def cmd_evaluate(args) -> None:
     missing = [path for _, path in args.ppl + args.task if not Path(path).is_file()]
     if missing:
         raise FileNotFoundError(f"evaluation data missing: {missing}; run the data stage first")
+    from structprune.integrity import REBUILD_HINT, DamagedArtifactError, tensors_hash_problem
+
+    for _, path in args.task:  # the token streams are checked as they load
+        if problem := tensors_hash_problem(path):
+            raise DamagedArtifactError(f"{path} is damaged: {problem}. " + REBUILD_HINT.format(path=path))
     torch.manual_seed(0)
     model, tokenizer = _load(args, args.model, "whole")
     _check_model_limits(model.config, args.seq_len)
@@ -473,14 +515,14 @@ def cmd_evaluate(args) -> None:
         result["timing"]["zero_shot_tokens_per_s"] = round(forwarded / max(timer.elapsed(), 1e-9), 1)
     for name, metrics in result["zero_shot"].items():
         log.info("%s acc %.4f acc_norm %s", name, metrics["acc"], metrics["acc_norm"])
-    write_json(args.out, result)
+    write_stage_json(args.out, result, "evaluate")
 
 
 def cmd_export(args) -> None:
     """A checkpoint as a GGUF file for llama.cpp, checked by loading it there and generating."""
     import torch
 
-    from structprune.artifacts import write_json
+    from structprune.artifacts import sha256_path, write_stage_json
     from structprune.evaluate import Timer
     from structprune.gguf_export import export_gguf
     from structprune.llamacpp import greedy_tokens, require_llama_cpp
@@ -499,23 +541,24 @@ def cmd_export(args) -> None:
     with torch.no_grad():
         reference = model.generate(torch.tensor([prompt]), max_new_tokens=args.new_tokens, do_sample=False,
                                    pad_token_id=tokenizer.eos_token_id)[0, len(prompt):].tolist()
-    summary |= {"checkpoint": args.model, "prompt": args.prompt, "llama_cpp_greedy": tokenizer.decode(generated),
+    summary |= {"sha256": sha256_path(args.out), "checkpoint": args.model, "prompt": args.prompt, "llama_cpp_greedy": tokenizer.decode(generated),
                 "transformers_greedy": tokenizer.decode(reference), "greedy_tokens_agree": generated == reference,
                 "tokenizer": "copied from " + source_gguf if source_gguf else f"built from the checkpoint's ({args.tokenizer_pre})"}
     log.info("%s: %s, %.1f MB; llama.cpp continues %r with %r (transformers: %r)", args.out, summary["architecture"],
              summary["bytes"] / 2**20, args.prompt, summary["llama_cpp_greedy"], summary["transformers_greedy"])
-    write_json(args.out_json, {**summary, "timing": {"export_s": timer.elapsed()}})
+    write_stage_json(args.out_json, {**summary, "timing": {"export_s": timer.elapsed()}}, "export")
 
 
 def cmd_evaluate_gguf(args) -> None:
     """Perplexity of a GGUF export in llama.cpp, on the evaluate stage's protocol."""
     import torch
 
-    from structprune.artifacts import write_json
+    from structprune.artifacts import write_stage_json
     from structprune.checkpoint import load_tensors
     from structprune.evaluate import Timer
     from structprune.llamacpp import perplexity
 
+    _check_gguf(args.gguf)
     timer = Timer()
     result = {"gguf": args.gguf, "checkpoint_eval": args.checkpoint_eval, "protocol": {"seq_len": args.seq_len, "max_tokens": args.max_tokens},
               "perplexity": {}}
@@ -523,14 +566,24 @@ def cmd_evaluate_gguf(args) -> None:
         result["perplexity"][name] = perplexity(args.gguf, load_tensors(path)["input_ids"], args.seq_len, args.max_tokens,
                                                 threads=torch.get_num_threads())
         log.info("%s perplexity in llama.cpp %.3f", name, result["perplexity"][name]["ppl"])
-    write_json(args.out, {**result, "timing": {"perplexity_s": timer.elapsed()}})
+    write_stage_json(args.out, {**result, "timing": {"perplexity_s": timer.elapsed()}}, "evaluate-gguf")
+
+
+def _check_gguf(path: str) -> None:
+    """A GGUF export must hash to what its export record (the `.json` beside it) says."""
+    from structprune.integrity import REBUILD_HINT, DamagedArtifactError, tensors_hash_problem
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path} does not exist: run the export stage first")
+    if problem := tensors_hash_problem(path):
+        raise DamagedArtifactError(f"{path} is damaged: {problem}. " + REBUILD_HINT.format(path=path))
 
 
 def cmd_speed(args) -> None:
     """Prefill/decode throughput and memory of a checkpoint beside the dense model."""
     import torch
 
-    from structprune.artifacts import write_json
+    from structprune.artifacts import write_stage_json
     from structprune.speed import SpeedProtocol, measure_pair, speed_report
 
     torch.manual_seed(0)
@@ -542,6 +595,9 @@ def cmd_speed(args) -> None:
     if args.gguf:
         from structprune.llamacpp import LlamaCppProtocol, measure_speed
 
+        _check_gguf(args.gguf)
+        _check_gguf(args.dense_gguf)
+
         cpp_protocol = LlamaCppProtocol(new_tokens=args.llamacpp_new_tokens, repeats=args.llamacpp_repeats)
         measured = measure_speed({"dense": args.dense_gguf, "checkpoint": args.gguf}, cpp_protocol, torch.get_num_threads())
         llamacpp = {"protocol": cpp_protocol.to_json(), "dense_gguf": args.dense_gguf, "gguf": args.gguf, "timing": measured,
@@ -551,8 +607,9 @@ def cmd_speed(args) -> None:
         log.info("%s: prefill %.0f tok/s, decode %s tok/s, peak %.0f MB, ratios %s", name,
                  figures["prefill_tokens_per_s"], figures["decode_tokens_per_s"],
                  figures["peak_generation_bytes"] / 2**20, {k: round(v, 3) for k, v in figures["ratio_to_dense"].items()})
-    write_json(args.out, {"checkpoint": args.model, "dense": args.dense, "protocol": protocol.to_json(),
-                          "threads": torch.get_num_threads(), "timing": report, **({"llamacpp": llamacpp} if llamacpp else {})})
+    write_stage_json(args.out, {"checkpoint": args.model, "dense": args.dense, "protocol": protocol.to_json(),
+                                "threads": torch.get_num_threads(), "timing": report,
+                                **({"llamacpp": llamacpp} if llamacpp else {})}, "speed")
 
 
 def cmd_report(args) -> None:
@@ -606,14 +663,40 @@ def cmd_report(args) -> None:
     log.info("table with %d rows -> %s, %s", len(table), args.csv, args.md)
 
 
+def cmd_check_config(args) -> None:
+    """Read config files as the workflow would (later files update earlier ones) and validate
+    them: every problem named with its file, line or key, without Snakemake."""
+    from structprune.configcheck import ConfigError, validate_config
+    from structprune.configfile import read_config_file
+
+    merged: dict = {}
+    for path in args.files:
+        _deep_update(merged, read_config_file(path))
+    try:
+        validate_config(merged)
+    except ConfigError as error:
+        raise ValueError(f"{', '.join(args.files)}: {error}") from None
+    log.info("%s: valid (%d models, %d methods, sparsities %s)", ", ".join(args.files), len(merged["models"]),
+             len(merged["methods"]), merged["sparsities"])
+
+
+def _deep_update(base: dict, update: dict) -> None:
+    """Snakemake's merge of config files: mappings merge key by key, anything else replaces."""
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_update(base[key], value)
+        else:
+            base[key] = value
+
+
 # --------------------------------------------------------------------------- parser
 
 def recipe_arguments(p: argparse.ArgumentParser) -> None:
     """The model, sparsity and the five recipe choices (shared by prune and select)."""
     p.add_argument("--model", required=True)
-    p.add_argument("--sparsity", type=float, required=True, help="fraction of parameters removed (see --sparsity-of)")
+    p.add_argument("--sparsity", type=sparsity, required=True, help="fraction of parameters removed (see --sparsity-of)")
     p.add_argument("--method", required=True, help="scoring method (a registered score)")
-    p.add_argument("--option", type=_key_value, action="append", default=[], metavar="NAME=VALUE")
+    p.add_argument("--option", type=key_value, action="append", default=[], metavar="NAME=VALUE")
     p.add_argument("--heads", default="within_kv_groups", choices=["within_kv_groups", "kv_groups"],
                    help="head unit: query heads within every kv group, or whole kv groups")
     p.add_argument("--allocation", default="uniform", choices=["uniform", "global"],
@@ -630,10 +713,10 @@ def recipe_arguments(p: argparse.ArgumentParser) -> None:
                    help="dense: scores from --scores; sequential: each layer scored on the pruned model's activations")
     p.add_argument("--reconstruct", default="none", choices=["none", "bias", "refit", "paper"],
                    help="none, bias (FLAP), refit (ours, after the cut), paper (pre-pruning refit, Algorithms 1, 3, 4)")
-    p.add_argument("--damp", type=float, default=0.01, help="per-channel ridge toward the dense weights (refits)")
+    p.add_argument("--damp", type=nonnegative_float, default=0.01, help="per-channel ridge toward the dense weights (refits)")
     p.add_argument("--target", default="block", choices=["block", "module"],
                    help="refit target of --reconstruct refit: the dense residual stream (block) or module output")
-    p.add_argument("--round-to", type=int, default=1,
+    p.add_argument("--round-to", type=positive_int, default=1,
                    help="every pruned layer keeps a multiple of this many MLP neurons (ours; 8 suits llama.cpp's kernels)")
 
 
@@ -641,11 +724,15 @@ def build_parser() -> argparse.ArgumentParser:
     from structprune.recipe import FULL_SITE_NAMES  # standard library only: the parser stays light
 
     parser = argparse.ArgumentParser(prog="structprune", description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch intra-op threads")
     parser.add_argument("--device", default="auto", help="auto (a GPU if torch sees one), cpu or cuda[:N]")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                         help="weight precision (auto: float32 on CPU, bfloat16 on GPU); statistics stay float64")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("check-config", help="validate workflow config files (file and line of each problem), without Snakemake")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.set_defaults(func=cmd_check_config)
 
     p = sub.add_parser("model", help="materialise a model source as a safetensors checkpoint")
     p.add_argument("--source", required=True)
@@ -665,12 +752,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_data_eval)
 
     def sample_args(p):
-        p.add_argument("--n-samples", type=int, required=True)
-        p.add_argument("--seq-len", type=int, required=True)
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--temperature", type=float, default=1.0, help="selfgen only")
-        p.add_argument("--top-p", type=float, default=1.0, help="selfgen only")
-        p.add_argument("--start-token", type=int, default=None, help="selfgen only (default: BOS)")
+        p.add_argument("--n-samples", type=positive_int, required=True)
+        p.add_argument("--seq-len", type=positive_int, required=True)
+        p.add_argument("--seed", type=seed, default=0)
+        p.add_argument("--temperature", type=positive_float, default=1.0, help="selfgen only")
+        p.add_argument("--top-p", type=probability, default=1.0, help="selfgen only")
+        p.add_argument("--start-token", type=nonnegative_int, default=None, help="selfgen only (default: BOS)")
         p.add_argument("--drop-start", action="store_true",
                        help="selfgen only: the start token conditions the generation but is not part of the sample")
 
@@ -694,7 +781,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("calibrate", help="per-layer activation statistics (float64)")
     p.add_argument("--model", required=True)
     p.add_argument("--data", required=True)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--full-sites", nargs="*", default=None, choices=FULL_SITE_NAMES,
                    help="sites whose full second moment is kept (default: all three; the others keep the diagonal)")
     p.add_argument("--no-attention-js", dest="attention_js", action="store_false",
@@ -706,7 +793,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--method", required=True)
     p.add_argument("--stats", default=None)
-    p.add_argument("--option", type=_key_value, action="append", default=[], metavar="NAME=VALUE")
+    p.add_argument("--option", type=key_value, action="append", default=[], metavar="NAME=VALUE")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_score)
 
@@ -719,7 +806,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("dense-stream", help="the dense model's per-layer outputs on calibration samples (read by every refit on them)")
     p.add_argument("--model", required=True)
     p.add_argument("--data", required=True, help="calibration samples (data-calib output)")
-    p.add_argument("--batch-size", type=int, default=8, help="the batch size of the prune jobs that will read it")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="the batch size of the prune jobs that will read it")
     p.add_argument("--out", required=True, help="a folder")
     p.set_defaults(func=cmd_dense_stream)
 
@@ -729,7 +816,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stats", default=None, help="dense calibration statistics (bias compensation, dense flow)")
     p.add_argument("--data", default=None, help="calibration samples (sequential flow or refits)")
     p.add_argument("--dense-stream", default=None, help="a dense-stream folder of --model on --data: refits read it instead of running the dense layers")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_prune)
 
@@ -738,8 +825,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stats", default=None, help="dense calibration statistics (dense scores, bias compensation)")
     p.add_argument("--data", default=None, help="calibration samples (sequential flow or refits)")
     p.add_argument("--dense-stream", default=None, help="a dense-stream folder of --model on --data: refits read it instead of running the dense layers")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--grid", type=_key_value, action="append", default=[], metavar="CHOICE=V1,V2",
+    p.add_argument("--batch-size", type=positive_int, default=8)
+    p.add_argument("--grid", type=key_value, action="append", default=[], metavar="CHOICE=V1,V2",
                    help="alternatives for a recipe choice (or options.NAME); every combination is a candidate")
     p.add_argument("--heldout", required=True, help="held-out calibration samples (never evaluation data)")
     p.add_argument("--chosen-in", default=None, metavar="CHECKPOINT",
@@ -751,16 +838,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="perplexity and zero-shot accuracy of a checkpoint")
     p.add_argument("--model", required=True)
-    p.add_argument("--ppl", type=_key_value, action="append", default=[], metavar="DATASET=TOKENS")
-    p.add_argument("--task", type=_key_value, action="append", default=[], metavar="TASK=JSONL")
-    p.add_argument("--seq-len", type=int, default=128)
-    p.add_argument("--max-tokens", type=int, default=None)
-    p.add_argument("--limit", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--ppl", type=key_path, action="append", default=[], metavar="DATASET=TOKENS")
+    p.add_argument("--task", type=key_path, action="append", default=[], metavar="TASK=JSONL")
+    p.add_argument("--seq-len", type=positive_int, default=128)
+    p.add_argument("--max-tokens", type=positive_int, default=None)
+    p.add_argument("--limit", type=positive_int, default=None)
+    p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--model-name", required=True)
     p.add_argument("--method", default="dense")
     p.add_argument("--calib", default="none")
-    p.add_argument("--sparsity", type=int, default=0)
+    p.add_argument("--sparsity", type=nonnegative_int, default=0)
     p.add_argument("--stage", default="dense", choices=["dense", "pruned", "recovered"])
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_evaluate)
@@ -768,14 +855,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("speed", help="prefill/decode throughput and memory of a checkpoint beside the dense model")
     p.add_argument("--model", required=True, help="the checkpoint folder")
     p.add_argument("--dense", required=True, help="the dense model's checkpoint folder")
-    p.add_argument("--repeats", type=int, default=2)
-    p.add_argument("--new-tokens", type=int, default=16)
-    p.add_argument("--prefill", type=int, nargs=2, default=[4, 128], metavar=("BATCH", "LENGTH"))
-    p.add_argument("--decode-batches", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--repeats", type=positive_int, default=2)
+    p.add_argument("--new-tokens", type=positive_int, default=16)
+    p.add_argument("--prefill", type=positive_int, nargs=2, default=[4, 128], metavar=("BATCH", "LENGTH"))
+    p.add_argument("--decode-batches", type=positive_int, nargs="+", default=[1, 8])
     p.add_argument("--gguf", default=None, help="also time the checkpoint's GGUF export in llama.cpp beside --dense-gguf")
     p.add_argument("--dense-gguf", default=None)
-    p.add_argument("--llamacpp-new-tokens", type=int, default=64)
-    p.add_argument("--llamacpp-repeats", type=int, default=9)
+    p.add_argument("--llamacpp-new-tokens", type=positive_int, default=64)
+    p.add_argument("--llamacpp-repeats", type=positive_int, default=9)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_speed)
 
@@ -787,15 +874,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", default=None, help="the model's source in config: a GGUF source's tokenizer is copied")
     p.add_argument("--tokenizer-pre", default=None, help="llama.cpp pre-tokenizer name when the source is not GGUF")
     p.add_argument("--prompt", default="The capital of France is")
-    p.add_argument("--new-tokens", type=int, default=8)
+    p.add_argument("--new-tokens", type=positive_int, default=8)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("evaluate-gguf", help="perplexity of a GGUF export in llama.cpp (the evaluate protocol)")
     p.add_argument("--gguf", required=True)
     p.add_argument("--checkpoint-eval", default=None, help="the checkpoint's own eval JSON, recorded for the comparison")
-    p.add_argument("--ppl", type=_key_value, action="append", default=[], metavar="DATASET=TOKENS")
-    p.add_argument("--seq-len", type=int, default=128)
-    p.add_argument("--max-tokens", type=int, default=None)
+    p.add_argument("--ppl", type=key_path, action="append", default=[], metavar="DATASET=TOKENS")
+    p.add_argument("--seq-len", type=positive_int, default=128)
+    p.add_argument("--max-tokens", type=positive_int, default=None)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_evaluate_gguf)
 
@@ -816,11 +903,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--title", default="structprune comparison")
     p.add_argument("--note", default="")
     p.add_argument("--benchmarks", nargs="*", default=[], help="Snakemake benchmark TSVs to summarise")
-    p.add_argument("--selection", type=_key_value, action="append", default=[], metavar="METHOD:SPARSITY=CHECKPOINT",
+    p.add_argument("--selection", type=key_value, action="append", default=[], metavar="METHOD:SPARSITY=CHECKPOINT",
                    help="a select checkpoint whose candidates go into the selection table")
     p.add_argument("--selection-csv", default=None)
     p.add_argument("--selection-md", default=None)
-    p.add_argument("--label", type=_key_value, action="append", default=[], metavar="METHOD:STAGE=LABEL",
+    p.add_argument("--label", type=key_value, action="append", default=[], metavar="METHOD:STAGE=LABEL",
                    help="the row name of a method's stage in the table")
     p.add_argument("--run-record", default=None, help="also write what the run used (config, commit, versions) here")
     p.add_argument("--run-config", default="{}", help="the run's configuration as JSON (for --run-record)")
@@ -842,7 +929,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except (ValueError, FileNotFoundError, NotImplementedError, ImportError) as error:
-        log.error("%s", error)
+        log.error("%s failed: %s", args.command, error)
         return 2
     log.info("%s done in %.1f s", args.command, time.time() - started)
     return 0

@@ -10,13 +10,16 @@ names the key, the value and the fix. Standard library, jsonschema and yaml only
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import jsonschema
 import yaml
 
 from structprune.optionnames import option_value_problem, score_option_specs
-from structprune.recipe import SCORE_STATISTICS, Recipe, candidate_recipes, layers_problem, recipe_problems
+from structprune.recipe import (
+    CHOICES, SCORE_STATISTICS, Recipe, candidate_recipes, damp_problem, layers_problem, recipe_problems,
+)
 
 SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 DATA_FREE_SCORES = {s for s, kind in SCORE_STATISTICS.items() if kind == "none"}  # no calibration statistics
@@ -30,8 +33,13 @@ class ConfigError(ValueError):
     """A configuration that cannot run; the message lists every problem found."""
 
 
+MAX_SAMPLE_TOKENS = 2**24  # samples x seq_len of one calibration or held-out set (the paper's largest: 1024 x 128)
+
+
 def _validator_filling_defaults():
-    """A JSON-schema validator that also writes each property's default into the config."""
+    """A JSON-schema validator that also writes each property's default into the config, and
+    whose types are strict: an integer is no float (`n_samples: 4.0` is rejected, where JSON
+    schema would take it) and a number is finite (NaN and infinity are no setting)."""
     base = jsonschema.Draft202012Validator
     validate_properties = base.VALIDATORS["properties"]
 
@@ -42,7 +50,24 @@ def _validator_filling_defaults():
                     instance[name] = yaml.safe_load(yaml.safe_dump(sub["default"]))
         yield from validate_properties(validator, props, instance, schema)
 
-    return jsonschema.validators.extend(base, {"properties": properties})
+    types = base.TYPE_CHECKER.redefine_many({
+        "integer": lambda _, value: isinstance(value, int) and not isinstance(value, bool),
+        "number": lambda _, value: (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                    and math.isfinite(value)),
+    })
+    return jsonschema.validators.extend(base, {"properties": properties}, type_checker=types)
+
+
+def nonfinite_problems(value, key: str = "") -> list[str]:
+    """Every NaN or infinity in a config (YAML's .nan / .inf), by key: no setting takes one,
+    and the schema's own message ("nan is not of type 'number'") does not say why."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return [f"  {key or '(top level)'}: {value} is not a finite number; write a number"]
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in nonfinite_problems(v, f"{key}.{k}" if key else str(k))]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in nonfinite_problems(v, f"{key}[{i}]")]
+    return []
 
 
 def stage_recipe(cfg, method, stage):
@@ -68,6 +93,57 @@ def stage_calib(method, stage):
     if stage == "recovered":
         return method["remedy"].get("calib") or method["calib"]
     return method["calib"]
+
+
+def row_label(cfg, name, stage):
+    """A method stage's row name in the table: its label (default: the key), the recovered
+    stage's remedy label (default: '<label> w/ remedy')."""
+    m = cfg["methods"][name]
+    label = m.get("label") or name
+    if stage == "recovered":
+        return m["remedy"].get("label") or f"{label} w/ remedy"
+    return label
+
+
+def label_problems(cfg) -> list[str]:
+    """Two rows of one name: the table would show two rows no reader can tell apart."""
+    seen, problems = {}, []
+    for name, m in cfg["methods"].items():
+        for stage in STAGES if m["recover"] else STAGES[:1]:
+            label = row_label(cfg, name, stage)
+            if label in seen:
+                problems.append(f"  methods.{name}: row name {label!r} is also {seen[label]}'s; give each method "
+                                "(and remedy) its own label")
+            seen.setdefault(label, f"methods.{name}" + (" (recovered)" if stage == "recovered" else ""))
+    return problems
+
+
+def sample_size_problems(cfg) -> list[str]:
+    """Calibration and held-out sets too large to be a calibration set (tokens)."""
+    sets = [(f"calibration.{n}", c) for n, c in cfg.get("calibration", {}).items()]
+    sets += [(f"heldout.{n}", h) for n, h in cfg.get("heldout", {}).items()]
+    return [f"  {key}: {c['n_samples']} x {c['seq_len']} = {c['n_samples'] * c['seq_len']:,} tokens is more than "
+            f"{MAX_SAMPLE_TOKENS:,} (the paper's largest set is 1024 x 128); lower n_samples"
+            for key, c in sets if c["n_samples"] * c["seq_len"] > MAX_SAMPLE_TOKENS]
+
+
+def text_size_problems(cfg, mirror: str | None) -> list[str]:
+    """Sets that ask for more tokens than their text holds (a byte-level tokenizer's token
+    covers at least one byte, so the file's bytes bound its tokens): the windows would repeat
+    the text. Checked against the mirror's files before planning; the job checks exactly."""
+    if not mirror:
+        return []
+    problems, calibration = [], cfg.get("calibration", {})
+    sets = [(f"calibration.{n}", c, c) for n, c in calibration.items()]
+    sets += [(f"heldout.{n}", h, calibration.get(h["fit"][0], {})) for n, h in cfg.get("heldout", {}).items()]
+    for key, size, source in sets:
+        if source.get("dataset") in (None, "selfgen", "random"):
+            continue
+        path = Path(mirror) / "text" / source["dataset"] / f"{source['split']}.txt"
+        if path.is_file() and size["n_samples"] * size["seq_len"] > path.stat().st_size:
+            problems.append(f"  {key}: {size['n_samples']} x {size['seq_len']} tokens is more than {source['dataset']} "
+                            f"{source['split']} holds ({path.stat().st_size:,} bytes, fewer tokens); lower n_samples")
+    return problems
 
 
 def method_problems(cfg, name, method):
@@ -117,6 +193,24 @@ def select_candidates(cfg, method):
     return candidate_recipes(stage_recipe(cfg, method, "pruned"), method["select"]["grid"])
 
 
+def grid_problems(score: str, grid: dict) -> list[str]:
+    """Why a select grid's keys or values are not choices (a typo such as `refitt` would
+    otherwise only drop its candidates); config validation and the `select` command share it."""
+    problems = []
+    for key, values in grid.items():
+        if key.startswith("options."):
+            problems += option_problems(score, f"grid.{key}", key[len("options."):], values)
+        elif key not in SELECT_CHOICES:
+            problems.append(f"grid.{key}: not a recipe choice; use one of {list(SELECT_CHOICES)} or options.<name>")
+        elif key == "damp":
+            problems += [f"grid.damp: {p.removeprefix('damp: ')}" for v in values if (p := damp_problem(v))]
+        else:
+            problems += [f"grid.{key}: {v!r} is not one of {list(CHOICES[key])}" for v in values if v not in CHOICES[key]]
+        if len(set(map(repr, values))) < len(values):
+            problems.append(f"grid.{key}: {values} lists a value twice")
+    return problems
+
+
 def select_problems(cfg, method):
     """Why a method's select section cannot run."""
     sel, problems = method["select"], []
@@ -134,11 +228,7 @@ def select_problems(cfg, method):
             problems.append(f"select.rechoose: {key!r} is not a key of select.grid ({sorted(sel['grid'])}); only grid choices can be chosen again")
     if sel.get("rechoose") and sel.get("at") is None:
         problems.append("select.rechoose: needs select.at (without it every sparsity chooses the whole grid already)")
-    for key, values in sel["grid"].items():
-        if key.startswith("options."):
-            problems += option_problems(method["score"], f"select.grid.{key}", key[len("options."):], values)
-        elif key not in SELECT_CHOICES:
-            problems.append(f"select.grid.{key}: not a recipe choice; use one of {list(SELECT_CHOICES)} or options.<name>")
+    problems += [f"select.{p}" for p in grid_problems(method["score"], sel["grid"])]
     if problems:
         return problems
     held = cfg["heldout"][sel["heldout"]]
@@ -206,10 +296,14 @@ def validate_config(cfg, schema_path: Path = SCHEMA):
     """Fill the schema's defaults into `cfg` and raise ConfigError naming every problem: the
     schema first (types, enums, ranges), then the combinations the schema cannot express."""
     schema = yaml.safe_load(Path(schema_path).read_text())
-    errors = sorted(_validator_filling_defaults()(schema).iter_errors(cfg), key=lambda e: list(e.path))
-    problems = [f"  {'.'.join(str(p) for p in e.path) or '(top level)'}: {_schema_message(e)}" for e in errors]
-    if not errors:
-        problems += heldout_problems(cfg) + evaluation_split_problems(cfg)
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"invalid configuration: the config is {type(cfg).__name__} {cfg!r}, not a mapping of "
+                          "keys (models, methods, sparsities, ...); see config.yaml")
+    problems = nonfinite_problems(cfg)
+    errors = [] if problems else sorted(_validator_filling_defaults()(schema).iter_errors(cfg), key=lambda e: list(e.path))
+    problems += [f"  {'.'.join(str(p) for p in e.path) or '(top level)'}: {_schema_message(e)}" for e in errors]
+    if not problems:
+        problems += heldout_problems(cfg) + evaluation_split_problems(cfg) + label_problems(cfg) + sample_size_problems(cfg)
         bad_layers = layers_problem(cfg["prune"]["layers"])
         if bad_layers:
             problems.append(f"  prune.{bad_layers}")
@@ -266,6 +360,13 @@ def model_limit_problems(cfg, root=Path(".")):
             if positions and length > positions:
                 problems.append(f"  {key}: {length}-token windows exceed model {model}'s {positions} positions; "
                                 f"use at most {positions}")
+        width = mc.get("intermediate_size")
+        roundings = [("prune.round_to", cfg["prune"]["round_to"])] + [
+            (f"methods.{n}.round_to", m["round_to"]) for n, m in cfg["methods"].items() if m.get("round_to") is not None]
+        for key, round_to in roundings:
+            if width and round_to > width // 2:
+                problems.append(f"  {key}: {round_to} is more than half model {model}'s {width} MLP neurons: every layer "
+                                f"would keep all of them or lose half; use a small multiple such as 8")
         ranges = [("prune.layers", cfg["prune"]["layers"])] + [
             (f"methods.{n}.layers", m["layers"]) for n, m in cfg["methods"].items() if m.get("layers") is not None]
         for key, layers in ranges:

@@ -102,6 +102,9 @@ def sample_windows(stream: torch.Tensor, n_samples: int, seq_len: int, seed: int
         raise ValueError(
             f"calibration text has {stream.numel()} tokens, fewer than one window of {seq_len}"
         )
+    if n_samples * seq_len > stream.numel():
+        raise ValueError(f"{n_samples} x {seq_len} tokens is more than the calibration text's {stream.numel()}: the "
+                         "windows would repeat the text; lower n_samples or seq_len")
     generator = torch.Generator().manual_seed(seed)
     starts = torch.randint(0, stream.numel() - seq_len, (n_samples,), generator=generator)
     return torch.stack([stream[s : s + seq_len] for s in starts.tolist()])

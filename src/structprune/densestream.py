@@ -26,21 +26,22 @@ switches it on (the default config) or off (config/paper.yaml: 7B).
 
 from __future__ import annotations
 
-import json
+import hashlib
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import load, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from structprune.artifacts import atomic_dir, write_json
+from structprune.artifacts import atomic_dir, sha256_path, write_stage_json
+from structprune.checkpoint import check_finite
+from structprune.integrity import REBUILD_HINT, DamagedArtifactError, read_stage_json
 from structprune.device import execution_device, layer_on_device
 from structprune.models import decoder_layers
 from structprune.streams import LayerBatch, apply_layer, capture_layer_inputs, propagate, tapped
 
-FORMAT = "structprune-dense-stream-1"
+FORMAT = "structprune-dense-stream-2"  # 2: per-file sha256 in a sealed manifest
 FIRST_LEVEL = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "mlp.gate_proj", "mlp.up_proj")
 # The submodule tensors a cached stream can give: (path, "in"|"out"|"energy") -> how it is derived.
 CACHED_SITES = {
@@ -75,7 +76,7 @@ def record_dense_stream(model: nn.Module, samples: torch.Tensor, batch_size: int
     device = execution_device(model)
     layers = decoder_layers(model)
     with atomic_dir(out) as tmp:
-        save_file({"hidden": torch.cat([b.hidden for b in batches]).cpu().contiguous()}, str(tmp / "inputs.safetensors"))
+        _save({"hidden": torch.cat([b.hidden for b in batches]).cpu().contiguous()}, tmp / "inputs.safetensors")
         for index, layer in enumerate(tqdm(layers, desc="dense stream", disable=not progress)):
             attn, mlp, energies = [], [], {path: [] for path in FIRST_LEVEL}
             sites = {"attn": (layer.self_attn.o_proj, "out"), "mlp": (layer.mlp.down_proj, "out"),
@@ -87,14 +88,20 @@ def record_dense_stream(model: nn.Module, samples: torch.Tensor, batch_size: int
                     mlp.append(seen["mlp"].cpu())
                     for path in FIRST_LEVEL:
                         energies[path].append(output_energy(sites[path][0], seen[path]).cpu())
-            save_file({"attn_out": torch.cat(attn).contiguous(), "mlp_out": torch.cat(mlp).contiguous(),
-                       **{f"energy.{path}": torch.stack(rows) for path, rows in energies.items()}},
-                      str(_layer_file(tmp, index)))
+            _save({"attn_out": torch.cat(attn).contiguous(), "mlp_out": torch.cat(mlp).contiguous(),
+                   **{f"energy.{path}": torch.stack(rows) for path, rows in energies.items()}}, _layer_file(tmp, index))
         first = batches[0].hidden
-        write_json(tmp / "manifest.json", {
+        files = {p.name: sha256_path(p) for p in sorted(tmp.glob("*.safetensors"))}
+        write_stage_json(tmp / "manifest.json", {
             **manifest, "format": FORMAT, "batch_size": batch_size, "layers": len(layers),
             "samples": list(samples.shape), "hidden_size": int(first.shape[-1]), "dtype": str(first.dtype),
-        })
+            "files": files,
+        }, "dense-stream")
+
+
+def _save(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    check_finite(tensors.items(), "dense-stream", path)
+    save_file(tensors, str(path))
 
 
 class LiveDenseStream:
@@ -136,7 +143,7 @@ class CachedDenseStream:
         elif any(size != self.meta["batch_size"] for size in sizes[:-1]) or sizes[-1] > self.meta["batch_size"]:
             problem = f"it was recorded in batches of {self.meta['batch_size']}, this job runs batches of {sizes[0]}"
         if problem is None:
-            inputs = _read(self.folder / "inputs.safetensors", ["hidden"])["hidden"]
+            inputs = self._read("inputs.safetensors", ["hidden"])["hidden"]
             captured = torch.cat([b.hidden for b in pruned]).cpu()
             if inputs.shape != captured.shape or inputs.dtype != captured.dtype or not torch.equal(inputs, captured):
                 problem = (f"its layer-0 inputs {tuple(inputs.shape)} {inputs.dtype} are not this job's "
@@ -151,10 +158,13 @@ class CachedDenseStream:
         self.hidden = [b.hidden for b in pruned]  # the dense stream entering layer `self.next`
         self.next = 0
 
+    def _read(self, name: str, keys: list[str]) -> dict[str, torch.Tensor]:
+        return _read(self.folder / name, keys, self.meta["files"].get(name, "(not recorded)"))
+
     def _layer(self, index: int, device, energies: tuple = ()) -> tuple[list, list, dict]:
         if index != self.next:
             raise RuntimeError(f"dense stream read out of order: layer {index}, expected {self.next}")
-        tensors = _read(_layer_file(self.folder, index), ["attn_out", "mlp_out", *energies])
+        tensors = self._read(_layer_file(self.folder, index).name, ["attn_out", "mlp_out", *energies])
         bounds = list(zip(self.edges[:-1], self.edges[1:]))
         self.next += 1
         attn_outs, mlp_outs = ([tensors[key][a:b].to(device) for a, b in bounds] for key in ("attn_out", "mlp_out"))
@@ -189,12 +199,18 @@ class CachedDenseStream:
                 batch.hidden = self.hidden[i]
 
 
-def _read(path: Path, keys: list[str]) -> dict[str, torch.Tensor]:
+def _read(path: Path, keys: list[str], recorded: str) -> dict[str, torch.Tensor]:
+    """`keys` of one cache file, whose bytes must hash to the manifest's `recorded` sha256 (a
+    flipped byte in a layer file would otherwise reach every refit on the set)."""
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: the dense stream cache is incomplete; rebuild it "
                                 f"(`python -m structprune dense-stream`, or rerun the workflow)")
-    with safe_open(str(path), framework="pt") as handle:
-        return {key: handle.get_tensor(key) for key in keys}
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != recorded:
+        raise DamagedArtifactError(f"{path} is damaged: its sha256 differs from the one manifest.json recorded. "
+                                   + REBUILD_HINT.format(path=path.parent))
+    tensors = load(data)
+    return {key: tensors[key] for key in keys}
 
 
 def cache_problem(folder: str | Path, model: str | Path, data: str | Path, batch_size: int) -> str | None:
@@ -220,7 +236,7 @@ def read_cache_manifest(folder: str | Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{folder} is not a dense stream cache (no manifest.json): build it with "
                                 f"`python -m structprune dense-stream --model ... --data ... --out {folder}`")
-    meta = json.loads(path.read_text())
-    if meta.get("format") != FORMAT:
+    meta = read_stage_json(path)
+    if meta.get("format") != FORMAT or "files" not in meta:
         raise ValueError(f"{folder}: format {meta.get('format')!r}, expected {FORMAT!r}: rebuild the dense stream cache")
     return meta

@@ -14,9 +14,17 @@ import os
 import struct
 from pathlib import Path
 
-from structprune.artifacts import sha256_path
+from structprune.artifacts import SEAL, seal, sha256_path
 
 HEADER_LIMIT = 100 * 2**20  # safetensors' own cap on the header size
+
+
+class DamagedArtifactError(ValueError):
+    """An input file or folder is not whole (truncated, unparsable, edited); the message names it."""
+
+
+REBUILD_HINT = ("Rerun the workflow (`snakemake`): before it plans, it rebuilds every damaged file its jobs write "
+                "and what depends on it; or `snakemake --forcerun {path}`")
 
 
 def safetensors_problem(path: str | os.PathLike) -> str | None:
@@ -60,28 +68,35 @@ def json_problem(path: str | os.PathLike) -> str | None:
 
 
 def tensors_hash_problem(path: str | os.PathLike) -> str | None:
-    """A tensor file whose bytes differ from the sha256 its `.json` sidecar recorded when it was
-    written (a flipped bit, a hand edit, a copy from elsewhere); None when they match or when
-    no hash was recorded."""
+    """A tensor file (or task items, or a GGUF export) whose bytes differ from the sha256 its `.json` sidecar recorded when it was
+    written (a flipped bit, a hand edit, a copy from elsewhere), or whose sidecar is gone or
+    holds no hash (nothing could then tell a damaged file from a whole one); None when they match."""
     path = Path(path)
     sidecar = path.with_suffix(".json")
+    if not sidecar.is_file():
+        return f"its hash record {sidecar.name} is missing"
     try:
         recorded = json.loads(sidecar.read_text()).get("sha256")
     except (OSError, ValueError, AttributeError):
-        return None
-    if recorded and sha256_path(path) != recorded:
+        return f"its hash record {sidecar.name} is not readable JSON"
+    if not recorded:
+        return f"its hash record {sidecar.name} holds no sha256"
+    if sha256_path(path) != recorded:
         return f"its sha256 differs from the one {sidecar.name} recorded when it was written"
     return None
 
 
 def manifest_hash_problem(folder: str | os.PathLike) -> str | None:
-    """A checkpoint file whose bytes differ from the sha256 the folder's manifest.json recorded
-    (None when all match, or for folders written before manifests recorded them)."""
+    """A file of a folder artifact (checkpoint, dense stream) whose bytes differ from the
+    sha256 the folder's manifest.json recorded, or a manifest that records none (None when
+    all match)."""
     folder = Path(folder)
     try:
         files = json.loads((folder / "manifest.json").read_text()).get("files") or {}
     except (OSError, ValueError, AttributeError):
-        return None
+        return "manifest.json is missing or not JSON"
+    if not files:
+        return "manifest.json records no file hashes (written by an older version: rebuild it)"
     for name, recorded in files.items():
         path = folder / name
         if not path.is_file():
@@ -91,11 +106,15 @@ def manifest_hash_problem(folder: str | os.PathLike) -> str | None:
     return None
 
 
-def checkpoint_problem(folder: str | os.PathLike, verify_hashes: bool = False) -> str | None:
+def checkpoint_problem(folder: str | os.PathLike, verify_hashes: bool = False, ours: bool = False) -> str | None:
     """Why a checkpoint folder is not whole: config.json parses and every weight file is whole;
-    with `verify_hashes`, every file also matches the sha256 in manifest.json (a full read:
-    what a stage does before it loads; the workflow's scan before planning skips it)."""
+    its manifest.json, where there is one, is sealed; with `verify_hashes`, every file also
+    matches the sha256 in manifest.json (a full read: what a stage does before it loads; the
+    workflow's scan before planning does it for folders edited since). `ours`: a folder the
+    workflow wrote, which must have a manifest (a user's own Hugging Face folder has none)."""
     folder = Path(folder)
+    if not ours and not (folder / "manifest.json").exists():
+        verify_hashes = False
     if not (folder / "config.json").is_file():
         return "no config.json"
     problem = json_problem(folder / "config.json")
@@ -108,12 +127,20 @@ def checkpoint_problem(folder: str | os.PathLike, verify_hashes: bool = False) -
         problem = safetensors_problem(path)
         if problem:
             return f"{path.name}: {problem}"
+    if ours or (folder / "manifest.json").exists():
+        problem = sealed_json_problem(folder / "manifest.json")
+        if problem:
+            return f"manifest.json: {problem}"
     return manifest_hash_problem(folder) if verify_hashes else None
 
 
 def _edited_since(path: Path, record: Path) -> bool:
     """Was `path` written after the `record` (manifest or sidecar) that hashed it? Only then does
-    the scan before planning read it whole to compare hashes: cheap for untouched gigabytes."""
+    the scan before planning read it whole to compare hashes: cheap for untouched gigabytes.
+    Hidden files (Snakemake's `.snakemake_timestamp`, touched after every folder job) are not
+    artifacts and never count."""
+    if path.name.startswith("."):
+        return False
     try:
         return path.stat().st_mtime > record.stat().st_mtime
     except OSError:
@@ -135,23 +162,73 @@ def damaged_artifacts(root: str | os.PathLike) -> list[tuple[Path, str]]:
         if not base.is_dir():
             continue
         for path in filter(finished, sorted(base.rglob("*.safetensors"))):
-            if (path.parent / "config.json").is_file():
-                continue  # a checkpoint's weights: checked with its folder
+            if (path.parent / "config.json").is_file() or (path.parent / "manifest.json").is_file():
+                continue  # a checkpoint's weights or a dense stream's layers: checked with their folder
             if path.name.startswith("model") and (path.parent / "tokenizer_config.json").is_file():
                 if (path.parent, "no config.json") not in found:
                     found.append((path.parent, "no config.json"))  # a checkpoint folder that lost its config
                 continue
-            problem = safetensors_problem(path) or (tensors_hash_problem(path) if _edited_since(path, path.with_suffix(".json")) else None)
+            sidecar = path.with_suffix(".json")
+            problem = safetensors_problem(path) or (tensors_hash_problem(path) if not sidecar.is_file()
+                                                    or _edited_since(path, sidecar) else None)
             if problem:
                 found.append((path, problem))
         for config in filter(finished, sorted(base.rglob("config.json"))):
             folder = config.parent
             edited = any(_edited_since(p, folder / "manifest.json") for p in folder.iterdir() if p.name != "manifest.json")
-            problem = checkpoint_problem(folder, verify_hashes=edited)
+            problem = checkpoint_problem(folder, verify_hashes=edited, ours=True)
             if problem:
                 found.append((config.parent, problem))
-        for path in filter(finished, sorted(base.rglob("eval*.json")) + sorted(base.rglob("eval/*.json"))):
-            problem = json_problem(path)
+        for path in filter(finished, sorted(base.rglob("*.jsonl")) + sorted(base.rglob("*.gguf"))):  # sidecar-hashed too
+            sidecar = path.with_suffix(".json")
+            if problem := (tensors_hash_problem(path) if not sidecar.is_file() or _edited_since(path, sidecar) else None):
+                found.append((path, problem))
+        for manifest in filter(finished, sorted(base.rglob("manifest.json"))):
+            folder = manifest.parent
+            if (folder / "config.json").is_file():
+                continue  # a checkpoint: above
+            edited = any(_edited_since(p, manifest) for p in folder.iterdir() if p.name != "manifest.json")
+            problem = sealed_json_problem(manifest) or next(
+                (f"{p.name}: {q}" for p in sorted(folder.glob("*.safetensors")) if (q := safetensors_problem(p))), None)
+            problem = problem or (manifest_hash_problem(folder) if edited else None)
+            if problem:
+                found.append((folder, problem))
+        for path in filter(finished, sorted(set(base.rglob("*.json")) - set(base.rglob("manifest.json")))):
+            if sealed_json_kind(path) is None:
+                continue
+            problem = sealed_json_problem(path)
             if problem and (path, problem) not in found:
                 found.append((path, problem))
     return found
+
+
+def sealed_json_kind(path: Path) -> str | None:
+    """The kind of stage JSON a later job reads (its tables), sealed with its content's hash:
+    evaluations (eval.json, eval/*.json), speed measurements (speed/*.json) and GGUF export
+    records (gguf/*.json); None for any other JSON (sidecars, manifests, configs)."""
+    if path.parent.name in ("eval", "speed", "gguf"):
+        return path.parent.name
+    return "eval" if path.name == "eval.json" else None
+
+
+def sealed_json_problem(path: str | os.PathLike) -> str | None:
+    """Why a sealed stage JSON is not what its stage wrote: unparsable, no seal, or content
+    that no longer hashes to its seal (an edited digit)."""
+    problem = json_problem(path)
+    if problem:
+        return problem
+    payload = json.loads(Path(path).read_text())
+    if not isinstance(payload, dict) or SEAL not in payload:
+        return f"no {SEAL} (written by an older version, or by hand)"
+    if seal(payload)[SEAL] != payload[SEAL]:
+        return f"its content differs from what its stage wrote ({SEAL} does not match)"
+    return None
+
+
+def read_stage_json(path: str | os.PathLike) -> dict:
+    """A sealed stage JSON (evaluation, speed, export record), refused when it is not what its
+    stage wrote: a table must not show a hand-edited number."""
+    problem = sealed_json_problem(path)
+    if problem:
+        raise DamagedArtifactError(f"{path} is damaged: {problem}. " + REBUILD_HINT.format(path=path))
+    return json.loads(Path(path).read_text())

@@ -10,6 +10,7 @@ against the imported registry.
 from __future__ import annotations
 
 import ast
+import math
 from pathlib import Path
 
 SCORES = Path(__file__).resolve().parent / "scores"
@@ -70,7 +71,7 @@ def score_option_specs(scores_dir: Path = SCORES) -> dict[str, dict[str, dict]]:
 
 TYPE_CHECKS = {
     "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
     "str": lambda v: isinstance(v, str),
     "bool": lambda v: isinstance(v, bool),
     "None": lambda v: v is None,

@@ -19,6 +19,7 @@ that cannot work is rejected before any job starts, with the reason.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import asdict, dataclass, field, replace
 
 # What each registered score reads (the registry checks it agrees: tests/test_engine.py).
@@ -63,6 +64,16 @@ SPARSITY_OF = ("blocks", "total")
 FLOWS = ("dense", "sequential")
 RECONSTRUCTIONS = ("none", "bias", "refit", "paper")
 TARGETS = ("block", "module")
+# The recipe fields that take one of a list of words, and that list (config, CLI and select grids).
+CHOICES = {"heads": HEAD_MODES, "allocation": ALLOCATIONS, "budget": BUDGETS, "sparsity_of": SPARSITY_OF,
+           "flow": FLOWS, "reconstruct": RECONSTRUCTIONS, "target": TARGETS}
+
+
+def damp_problem(damp) -> str | None:
+    """Why a ridge strength is not one: a finite number >= 0 (NaN or infinity would write a NaN model)."""
+    if isinstance(damp, bool) or not isinstance(damp, (int, float)) or not math.isfinite(damp) or damp < 0:
+        return f"damp: {damp!r} must be a finite number >= 0"
+    return None
 
 
 @dataclass(frozen=True)
@@ -106,6 +117,13 @@ class Recipe:
         out["layers"] = list(self.layers) if isinstance(self.layers, (list, tuple)) else self.layers
         return out
 
+    def settings(self) -> dict:
+        """The fields that change what this recipe computes: the damping only when it refits,
+        the refit target only with reconstruct refit, so that a changed recover.damp reruns
+        the refitting jobs alone."""
+        return {k: v for k, v in self.to_json().items()
+                if not (k == "damp" and not self.refits) and not (k == "target" and self.reconstruct != "refit")}
+
 
 def layers_problem(layers) -> str | None:
     """Why a pruned-block range is malformed, or None."""
@@ -118,21 +136,15 @@ def layers_problem(layers) -> str | None:
 def recipe_problems(recipe: Recipe) -> list[str]:
     """Why this combination cannot run (empty when it can)."""
     problems = []
-    choices = {
-        "heads": (recipe.heads, HEAD_MODES), "allocation": (recipe.allocation, ALLOCATIONS),
-        "budget": (recipe.budget, BUDGETS), "sparsity_of": (recipe.sparsity_of, SPARSITY_OF),
-        "flow": (recipe.flow, FLOWS), "reconstruct": (recipe.reconstruct, RECONSTRUCTIONS),
-        "target": (recipe.target, TARGETS),
-    }
-    for key, (value, allowed) in choices.items():
-        if value not in allowed:
-            problems.append(f"{key}: {value!r} is not one of {list(allowed)}")
+    for key, allowed in CHOICES.items():
+        if getattr(recipe, key) not in allowed:
+            problems.append(f"{key}: {getattr(recipe, key)!r} is not one of {list(allowed)}")
     if recipe.score not in SCORE_STATISTICS:
         problems.append(f"score: unknown {recipe.score!r}; known: {sorted(SCORE_STATISTICS)}")
     if problem := layers_problem(recipe.layers):
         problems.append(problem)
-    if isinstance(recipe.damp, bool) or not isinstance(recipe.damp, (int, float)) or recipe.damp < 0:
-        problems.append(f"damp: {recipe.damp!r} must be a number >= 0")
+    if problem := damp_problem(recipe.damp):
+        problems.append(problem)
     if isinstance(recipe.round_to, bool) or not isinstance(recipe.round_to, int) or recipe.round_to < 1:
         problems.append(f"round_to: {recipe.round_to!r} must be an integer >= 1 (1: no rounding)")
     if problems:

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from structprune.artifacts import atomic_file, read_json
+from structprune.integrity import read_stage_json
 from structprune.evaluate import main_accuracy
 from structprune.uncertainty import (
     average_stderr, mean_stderr, paired_accuracy_difference, paired_perplexity_difference, perplexity_interval,
@@ -50,7 +51,7 @@ def comparison_table(eval_paths: list[str | os.PathLike], labels: dict | None = 
                      speed_paths: list[str | os.PathLike] = ()) -> pd.DataFrame:
     """One row per evaluation JSON, in the order given (dense first by convention); `labels`
     maps "method:stage" to the row's name; `speed_paths` add the measured speed columns."""
-    results = [read_json(path) for path in eval_paths]
+    results = [read_stage_json(path) for path in eval_paths]
     table = pd.DataFrame([row_from_eval(result, labels) for result in results])
     dense = table["Stage"] == "dense"
     table.insert(5, "Block params removed (%)", 0.0)
@@ -60,7 +61,7 @@ def comparison_table(eval_paths: list[str | os.PathLike], labels: dict | None = 
         dense_total = table.loc[dense, "Params"].iloc[0]
         table["Block params removed (%)"] = 100.0 * (1 - table["Block params"] / dense_blocks)
         table["All params removed (%)"] = 100.0 * (1 - table["Params"] / dense_total)
-    return add_speed(add_uncertainty(table, results), results, [read_json(path) for path in speed_paths])
+    return add_speed(add_uncertainty(table, results), results, [read_stage_json(path) for path in speed_paths])
 
 
 SPEED_NOTE = (
@@ -128,11 +129,11 @@ def gguf_table(export_paths: list[str | os.PathLike], gguf_eval_paths: list[str 
     """One row per GGUF export: architecture, size, whether llama.cpp's greedy continuation
     equals transformers', and (where measured) each perplexity in llama.cpp beside the
     checkpoint's own and their difference in %."""
-    evals = {str(Path(r["checkpoint"])): r for r in map(read_json, eval_paths)}
-    gguf_evals = {str(Path(r["gguf"])): r for r in map(read_json, gguf_eval_paths)}
+    evals = {str(Path(r["checkpoint"])): r for r in map(read_stage_json, eval_paths)}
+    gguf_evals = {str(Path(r["gguf"])): r for r in map(read_stage_json, gguf_eval_paths)}
     rows = []
     for path in export_paths:
-        info = read_json(path)
+        info = read_stage_json(path)
         result = evals.get(str(Path(info["checkpoint"])))
         key = f"{result['method']}:{result['stage']}" if result else ""
         row = {"Method": (labels or {}).get(key, result["method"] if result else info["checkpoint"]),
@@ -256,7 +257,7 @@ def selection_table(checkpoints: list[tuple[str, str | os.PathLike]], labels: di
     rows = []
     for key, folder in checkpoints:
         method, _, sparsity = key.rpartition(":")
-        manifest = read_json(Path(folder) / "manifest.json")
+        manifest = read_stage_json(Path(folder) / "manifest.json")
         for candidate in manifest["candidates"]:
             overrides = ", ".join(f"{k}={v}" for k, v in candidate["overrides"].items())
             rows.append({

@@ -2,12 +2,14 @@
 import json
 import os
 import re
+import shlex
 from pathlib import Path
 
 import sys
 
 from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
+from snakemake.utils import update_config
 
 # Jobs run this checkout's library (`python -m structprune` resolves to src/ first), so the code
 # fingerprints below describe the code that actually runs, and a conda env (--sdm conda) needs
@@ -17,9 +19,10 @@ os.environ["PYTHONPATH"] = os.pathsep.join([str(SRC), *filter(None, [os.environ.
 sys.path.insert(0, str(SRC))  # the stdlib-only fingerprint module, importable without installing
 from structprune.codeversion import stage_code_version
 from structprune.configcheck import (
-    GRADIENT_SCORES, STAGES, ConfigError, model_limit_problems, select_candidates, stage_calib, stage_recipe,
-    validate_config,
+    GRADIENT_SCORES, STAGES, ConfigError, model_limit_problems, row_label, select_candidates, stage_calib, stage_recipe,
+    text_size_problems, validate_config,
 )
+from structprune.configfile import ConfigFileError, typed_overrides
 from structprune.recipe import StatisticsNeeds, recipe_problems, statistics_needs
 from structprune.resources import memory_mb as job_memory_mb, runtime_minutes as job_runtime_minutes
 
@@ -28,9 +31,10 @@ SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 MIRROR_ENV = "STRUCTPRUNE_DATA_MIRROR"
 
 
-try:
+try:  # --config's numbers inside lists and mappings arrive as strings: read them as a file would
+    update_config(config, typed_overrides(workflow.config_settings.overwrite_config or {}))
     validate_config(config, SCHEMA)
-except ConfigError as error:
+except (ConfigError, ConfigFileError) as error:
     raise WorkflowError(str(error)) from None
 _limits = model_limit_problems(config)
 if _limits:
@@ -71,10 +75,12 @@ def config_artifacts():
         found.update(f"resources/data/{model}/heldout/{h}.safetensors" for h in config["heldout"])
         found.update(f"results/{model}/calib/{c}/{kind}.safetensors" for c in config["calibration"]
                      for kind in ("stats", "gradients"))
+        found.update(dense_stream_dir(model, c) for c in config["calibration"])
+        found.update(f"resources/data/tasks/{t}.jsonl" for t in config["evaluation"]["tasks"])
         for calib, method, sparsity, stage in method_rows(model):
             found.add(f"results/{model}/{calib}/{method}/scores.safetensors")
             found.add(f"results/{model}/{calib}/{method}/s{sparsity}/{stage}")
-        found.update(model_evals(model))
+        found.update(model_evals(model), model_speeds(model), model_exports(model), model_gguf_evals(model))
     return found
 
 
@@ -124,14 +130,26 @@ def force_rerun(paths):
     workflow._prepare_dag = prepare_rebuilding_damaged
 
 
+def sh(*words):
+    """Words as one shell-quoted string (shlex, as Snakemake's `:q`): every config string reaches
+    a command line through here, so `$(...)`, quotes and spaces stay one literal argument.
+    Paths built from names need none: names match NAME_PATTERN (schema and wildcards)."""
+    return shlex.join(str(w) for w in words)
+
+
 MIRROR = data_mirror()
-MIRROR_ARG = f"--mirror {MIRROR}" if MIRROR else ""
+MIRROR_WORDS = ["--mirror", MIRROR] if MIRROR else []
+MIRROR_ARG = sh(*MIRROR_WORDS)
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"  # the schema's: no leading dot or dash, no shell character
+_sizes = text_size_problems(config, MIRROR)
+if _sizes:
+    raise WorkflowError("invalid configuration (fix config.yaml or the --configfile/--config you passed):\n" + "\n".join(_sizes))
 
 
 wildcard_constraints:
-    model=r"[A-Za-z0-9_.-]+",
-    calib=r"[A-Za-z0-9_.-]+",
-    method=r"[A-Za-z0-9_.-]+",
+    model=NAME_PATTERN,
+    calib=NAME_PATTERN,
+    method=NAME_PATTERN,
     sparsity=r"\d+",
     dataset=r"[A-Za-z0-9_]+",
     task=r"[A-Za-z0-9_]+",
@@ -163,7 +181,7 @@ def model_compute(model):
 
 def compute_args(wildcards):
     device, dtype = model_compute(wildcards.model)
-    return f"--device {device} --dtype {dtype}"
+    return sh("--device", device, "--dtype", dtype)
 
 
 def parameter_count(model):
@@ -233,8 +251,11 @@ def sparsity_fraction(wildcards):
 
 def method_options(wildcards):
     """--option NAME=VALUE for each method option, so params triggers see every change."""
-    options = method_cfg(wildcards)["options"]
-    return " ".join(f"--option {key}={value}" for key, value in sorted(options.items()))
+    return sh(*method_option_words(method_cfg(wildcards)["options"]))
+
+
+def method_option_words(options):
+    return [w for key, value in sorted(options.items()) for w in ("--option", f"{key}={value}")]
 
 
 def statistics_file(model, calib, score):
@@ -254,8 +275,7 @@ def calib_statistics_args(calib):
         recipes = [r for _, r in select_candidates(config, m)] if m.get("select") else [stage_recipe(config, m, "pruned")]
         for recipe in recipes:
             needs = needs.union(statistics_needs(recipe.score, recipe.options))
-    return (f"--full-sites {' '.join(sorted(needs.full_sites))}".rstrip()
-            + ("" if needs.attention_js else " --no-attention-js"))
+    return sh("--full-sites", *sorted(needs.full_sites), *([] if needs.attention_js else ["--no-attention-js"]))
 
 
 def score_inputs(wildcards):
@@ -303,34 +323,34 @@ def dense_stream_set(m, stage):
     return stage_calib(m, stage) if refits_read_dense_stream([stage_recipe(config, m, stage)]) else None
 
 
-def recipe_args(recipe, wildcards):
-    """A recipe as command-line options of `prune` and `select`."""
+def recipe_words(recipe, settings):
+    """A recipe as command-line words of `prune` and `select`: the fields in `settings` (the
+    damping and refit target only where they change what runs: Recipe.settings)."""
     layers = recipe.layers if isinstance(recipe.layers, str) else "{}:{}".format(*recipe.layers)
-    return [
-        f"--method {recipe.score} {method_options(wildcards)}",
-        f"--heads {recipe.heads} --allocation {recipe.allocation} --budget {recipe.budget} --layers {layers}",
-        f"--sparsity-of {recipe.sparsity_of} --flow {recipe.flow} --reconstruct {recipe.reconstruct}",
-        f"--damp {recipe.damp} --target {recipe.target} --round-to {recipe.round_to} --batch-size {config['recover']['batch_size']}",
-    ]
+    words = ["--method", recipe.score, *method_option_words(recipe.options),
+             "--heads", recipe.heads, "--allocation", recipe.allocation, "--budget", recipe.budget, "--layers", layers,
+             "--sparsity-of", recipe.sparsity_of, "--flow", recipe.flow, "--reconstruct", recipe.reconstruct]
+    words += ["--damp", recipe.damp] if "damp" in settings else []
+    words += ["--target", recipe.target] if "target" in settings else []
+    return words + ["--round-to", recipe.round_to, "--batch-size", config["recover"]["batch_size"]]
+
+
+def input_words(input, flags):
+    """`--flag path` for each input key present ({key: flag})."""
+    return [w for key, flag in flags.items() if key in input.keys() for w in (flag, input[key])]
 
 
 def prune_args(wildcards, input):
     """The prune command's recipe and input arguments (every choice visible to rerun checks)."""
-    args = recipe_args(wildcard_recipe(wildcards), wildcards)
-    for key in ("scores", "stats"):
-        if key in input.keys():
-            args.append(f"--{key} {input[key]}")
-    if "samples" in input.keys():
-        args.append(f"--data {input.samples}")
-    if "dense" in input.keys():
-        args.append(f"--dense-stream {input.dense}")
-    return " ".join(a.strip() for a in args)
+    recipe = wildcard_recipe(wildcards)
+    return sh(*recipe_words(recipe, recipe.settings()),
+              *input_words(input, {"scores": "--scores", "stats": "--stats", "samples": "--data", "dense": "--dense-stream"}))
 
 
 def prune_settings(wildcards):
     """Every setting of a prune job as text: a params entry that needs no `input`, so that
     Snakemake's params-change check sees a changed recipe (issue #14)."""
-    return str(sorted(wildcard_recipe(wildcards).to_json().items())) + f" calib={stage_calib(method_cfg(wildcards), wildcards.stage)}"
+    return str(sorted(wildcard_recipe(wildcards).settings().items())) + f" calib={stage_calib(method_cfg(wildcards), wildcards.stage)}"
 
 
 def select_methods():
@@ -370,28 +390,34 @@ def select_inputs(wildcards):
     return inputs
 
 
+def select_base_settings(m):
+    """The base recipe's fields that some runnable candidate reads: its damping and refit target
+    only when a candidate refits and the grid does not set them itself."""
+    base, grid, runnable = stage_recipe(config, m, "pruned"), m["select"]["grid"], runnable_candidates(m)
+    settings = base.to_json()
+    if "damp" in grid or not any(r.refits for r in runnable):
+        settings.pop("damp")
+    if "target" in grid or not any(r.reconstruct == "refit" for r in runnable):
+        settings.pop("target")
+    return settings
+
+
 def select_args(wildcards, input):
-    sel = method_cfg(wildcards)["select"]
-    args = recipe_args(stage_recipe(config, method_cfg(wildcards), "pruned"), wildcards) + [
-        " ".join(f"--grid {key}={','.join(str(v) for v in values)}" for key, values in sel["grid"].items()),
-        f"--heldout {input.heldout}",
-    ]
-    if "stats" in input.keys():
-        args.append(f"--stats {input.stats}")
-    if "samples" in input.keys():
-        args.append(f"--data {input.samples}")
+    m = method_cfg(wildcards)
+    sel = m["select"]
+    words = recipe_words(stage_recipe(config, m, "pruned"), select_base_settings(m))
+    words += [w for key, values in sel["grid"].items() for w in ("--grid", f"{key}={','.join(str(v) for v in values)}")]
+    words += ["--heldout", input.heldout]
+    words += input_words(input, {"stats": "--stats", "samples": "--data", "chosen_in": "--chosen-in"})
     if "chosen_in" in input.keys():
-        args.append(f"--chosen-in {input.chosen_in}")
-        args += [f"--rechoose {key}" for key in sel.get("rechoose", [])]
-    if "dense" in input.keys():
-        args.append(f"--dense-stream {input.dense}")
-    return " ".join(a.strip() for a in args)
+        words += [w for key in sel.get("rechoose", []) for w in ("--rechoose", key)]
+    return sh(*words, *input_words(input, {"dense": "--dense-stream"}))
 
 
 def select_settings(wildcards):
     """The base recipe, the grid and the data of a select job as text, for the params check."""
     m = method_cfg(wildcards)
-    return (str(sorted(stage_recipe(config, m, "pruned").to_json().items()))
+    return (str(sorted(select_base_settings(m).items()))
             + f" grid={sorted(m['select']['grid'].items())} heldout={m['select']['heldout']} samples={select_samples(m)}"
             + f" at={m['select'].get('at')} rechoose={m['select'].get('rechoose', [])}")
 
@@ -411,22 +437,22 @@ def heldout_source_args(wildcards):
     h = heldout_cfg(wildcards)
     c = config["calibration"][h["fit"][0]]
     if c["dataset"] == "selfgen":
-        start = f" --start-token {c['start_token']}" if c["start_token"] is not None else ""
-        drop = " --drop-start" if c["drop_start"] else ""
-        return f"--dataset selfgen --temperature {c['temperature']} --top-p {c['top_p']}{start}{drop}"
-    return f"--dataset {c['dataset']} --split {c['split']} {MIRROR_ARG}".strip()
+        return sh("--dataset", "selfgen", *selfgen_words(c))
+    return sh("--dataset", c["dataset"], "--split", c["split"], *MIRROR_WORDS)
+
+
+def selfgen_words(c):
+    """The sampling settings of a self-generated set."""
+    start = ["--start-token", c["start_token"]] if c["start_token"] is not None else []
+    return ["--temperature", c["temperature"], "--top-p", c["top_p"], *start, *(["--drop-start"] if c["drop_start"] else [])]
 
 
 def method_label(name, stage):
-    m = config["methods"][name]
-    label = m.get("label") or name
-    if stage == "recovered":
-        return m["remedy"].get("label") or f"{label} w/ remedy"
-    return label
+    return row_label(config, name, stage)
 
 
 def label_args(model):
-    return " ".join(f"--label {name}:{stage}={method_label(name, stage)!r}" for _, name, _, stage in method_rows(model))
+    return sh(*[w for _, name, _, stage in method_rows(model) for w in ("--label", f"{name}:{stage}={method_label(name, stage)}")])
 
 
 def eval_split(dataset):
@@ -446,14 +472,12 @@ def calib_source_args(wildcards):
     if c["dataset"] == "random":
         return ""
     if c["dataset"] == "selfgen":
-        start = f" --start-token {c['start_token']}" if c["start_token"] is not None else ""
-        drop = " --drop-start" if c["drop_start"] else ""
-        return f"--temperature {c['temperature']} --top-p {c['top_p']}{start}{drop}"
-    return f"--split {c['split']} {MIRROR_ARG}".strip()
+        return sh(*selfgen_words(c))
+    return sh("--split", c["split"], *MIRROR_WORDS)
 
 
 def stats_arg(wildcards, input):
-    return f"--stats {input.stats}" if "stats" in input.keys() else ""
+    return sh(*input_words(input, {"stats": "--stats"}))
 
 
 def eval_tasks(wildcards):
@@ -477,17 +501,13 @@ def eval_inputs(wildcards):
 def eval_args(wildcards, input):
     """The data-dependent part of an evaluate command line (the tasks are inputs, so a changed
     task list reruns through the input trigger)."""
-    ppl = " ".join(f"--ppl {d}={input['ppl_' + d]}" for d in config["evaluation"]["perplexity"]["datasets"])
-    tasks = " ".join(f"--task {t}={input['task_' + t]}" for t in eval_tasks(wildcards))
-    return f"{ppl} {tasks}"
+    ppl = [w for d in config["evaluation"]["perplexity"]["datasets"] for w in ("--ppl", f"{d}={input['ppl_' + d]}")]
+    return sh(*ppl, *[w for t in eval_tasks(wildcards) for w in ("--task", f"{t}={input['task_' + t]}")])
 
 
 def eval_protocol_args():
     ev = config["evaluation"]
-    args = f"{ppl_protocol_args()} --batch-size {ev['batch_size']}"
-    if ev["limit"]:
-        args += f" --limit {ev['limit']}"
-    return args
+    return sh(*ppl_protocol_words(), "--batch-size", ev["batch_size"], *(["--limit", ev["limit"]] if ev["limit"] else []))
 
 
 def gguf_ppl_inputs(wildcards):
@@ -496,22 +516,24 @@ def gguf_ppl_inputs(wildcards):
 
 
 def gguf_ppl_args(wildcards, input):
-    return " ".join(f"--ppl {d}={input['ppl_' + d]}" for d in config["export"]["perplexity"])
+    return sh(*[w for d in config["export"]["perplexity"] for w in ("--ppl", f"{d}={input['ppl_' + d]}")])
+
+
+def ppl_protocol_words():
+    ppl = config["evaluation"]["perplexity"]
+    return ["--seq-len", ppl["seq_len"], *(["--max-tokens", ppl["max_tokens"]] if ppl["max_tokens"] else [])]
 
 
 def ppl_protocol_args():
-    ppl = config["evaluation"]["perplexity"]
-    return f"--seq-len {ppl['seq_len']}" + (f" --max-tokens {ppl['max_tokens']}" if ppl["max_tokens"] else "")
+    return sh(*ppl_protocol_words())
 
 
 def export_args(wildcards):
     """Tensor type and tokenizer source of a model's GGUF exports: a GGUF source's tokenizer is
     copied; other sources need the model's `gguf_tokenizer_pre` (llama.cpp's pre-tokenizer)."""
     m = config["models"][wildcards.model]
-    args = f"--type {config['export']['type']} --source {m['source']!r}"
-    if m["gguf_tokenizer_pre"]:  # configcheck requires it for a source that is not GGUF
-        args += f" --tokenizer-pre {m['gguf_tokenizer_pre']}"
-    return args
+    pre = ["--tokenizer-pre", m["gguf_tokenizer_pre"]] if m["gguf_tokenizer_pre"] else []  # configcheck requires it for a source that is not GGUF
+    return sh("--type", config["export"]["type"], "--source", m["source"], *pre)
 
 
 def speed_gguf_inputs(wildcards):
@@ -523,14 +545,14 @@ def speed_gguf_inputs(wildcards):
 
 
 def speed_gguf_args(wildcards, input):
-    return f"--gguf {input.gguf} --dense-gguf {input.dense_gguf}" if "gguf" in input.keys() else ""
+    return sh(*input_words(input, {"gguf": "--gguf", "dense_gguf": "--dense-gguf"}))
 
 
 def speed_protocol_args():
     sp = config["evaluation"]["speed"]
-    return (f"--repeats {sp['repeats']} --new-tokens {sp['new_tokens']} --prefill {sp['prefill'][0]} {sp['prefill'][1]}"
-            f" --decode-batches {' '.join(map(str, sp['decode_batches']))}"
-            f" --llamacpp-new-tokens {sp['llamacpp_new_tokens']} --llamacpp-repeats {sp['llamacpp_repeats']}")
+    return sh("--repeats", sp["repeats"], "--new-tokens", sp["new_tokens"], "--prefill", *sp["prefill"],
+              "--decode-batches", *sp["decode_batches"], "--llamacpp-new-tokens", sp["llamacpp_new_tokens"],
+              "--llamacpp-repeats", sp["llamacpp_repeats"])
 
 
 # --------------------------------------------------------------------------- targets
@@ -650,7 +672,8 @@ def all_targets():
 def protocol_layers():
     layers = config["prune"]["layers"]
     if layers == "protocol":
-        return "[4, L-2) (the first 4 and the last 2 stay dense, as the paper and LLM-Pruner)"
+        return ("[4, L-2) (the first 4 and the last 2 stay dense, as the paper and LLM-Pruner; a model of fewer than "
+                "12 layers: [round(L/8), L - round(L/16)))")
     return "all" if layers == "all" else "[{}, {})".format(*layers)
 
 

@@ -8,7 +8,7 @@ rule data_eval:
         tokens="resources/data/{model}/eval/{dataset}.safetensors",
     params:
         code=code_version("data-eval"),
-        split=lambda wc: eval_split(wc.dataset),
+        split=lambda wc: sh(eval_split(wc.dataset)),
         mirror=MIRROR_ARG,
     conda:
         "../../envs/structprune.yaml"

@@ -48,14 +48,14 @@ rule report:
         ),
     params:
         code=code_version("report"),
-        benchmarks=lambda wc: " ".join(model_benchmarks(wc)),
+        benchmarks=lambda wc: sh(*model_benchmarks(wc)),
         note=lambda wc: table_note(wc.model),
         labels=lambda wc: label_args(wc.model),
-        selection=lambda wc: " ".join(f"--selection {m}:{s}={path}" for m, s, path in selection_rows(wc.model)),
+        selection=lambda wc: sh(*[w for m, s, path in selection_rows(wc.model) for w in ("--selection", f"{m}:{s}={path}")]),
         run_config=lambda wc: json.dumps(config, sort_keys=True, default=str),
-        config_files=" ".join(map(str, workflow.overwrite_configfiles or ["config.yaml"])),
-        gguf=lambda wc, input, output: (f"--exports {' '.join(input.exports)} --gguf-evals {' '.join(input.gguf_evals)}"
-                                        f" --gguf-csv {output.gguf_csv} --gguf-md {output.gguf_md}"),
+        config_files=sh(*(workflow.overwrite_configfiles or ["config.yaml"])),
+        gguf=lambda wc, input, output: sh("--exports", *input.exports, "--gguf-evals", *input.gguf_evals,
+                                          "--gguf-csv", output.gguf_csv, "--gguf-md", output.gguf_md),
     conda:
         "../../envs/structprune.yaml"
     log:
