@@ -374,3 +374,26 @@ def model_limit_problems(cfg, root=Path(".")):
                 problems.append(f"  {key}: [{layers[0]}, {layers[1]}) goes past model {model}'s {depth} layers; "
                                 f"end at most {depth}")
     return problems
+
+
+def model_family_problems(cfg, root=Path(".")):
+    """Models of a family structprune does not compute correctly (families.py), and exports
+    that would compute something else, before any job: from the built model's config.json,
+    else from what the source names (a local folder's config.json, a GGUF file's architecture)."""
+    from structprune.families import export_problem, family_problem, source_family_problem
+
+    problems = []
+    for model, m in cfg["models"].items():
+        where = f"models.{model}"
+        path = root / "resources" / "models" / model / "config.json"
+        try:
+            built = json.loads(path.read_text())
+        except (OSError, ValueError):
+            built = None
+        problem = family_problem(built, where) if isinstance(built, dict) else source_family_problem(m["source"], where)
+        if not problem and isinstance(built, dict) and cfg["export"]["enabled"]:
+            problem = export_problem(built, where)
+        if problem:
+            problems.append(f"  {problem}")
+    return problems
+

