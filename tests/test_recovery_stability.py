@@ -30,7 +30,8 @@ CONFIG = Path(__file__).parents[1] / "config.yaml"
 # The weights may move twice as far as the dense activations they are fitted to: a damped
 # refit's gain on a residual is at most 1 / (2 sqrt(damp)) per direction of the correlation
 # matrix (0.5 at damp 1), and a layer chains two levels. The old damping (0.01) moved them
-# 5-7 times as far on these models (and 60 times on SmolLM2-135M, docs/method.md).
+# 5-7 times as far on these models (on SmolLM2-135M: 3e-5 to 1e-4 against a stream drift of
+# 5e-7 to 9e-6, docs/method.md).
 WEIGHT_FACTOR = 2.0
 
 
