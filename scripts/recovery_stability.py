@@ -209,7 +209,8 @@ def summarize(paths: list[str]) -> str:
             ppl = "; ".join(f"{name} {base:.2f} -> {pert['ppl'][name]:.2f} ({pert['ppl'][name] / base - 1:+.1e})"
                             for name, base in run["base"]["ppl"].items())
             first = "none" if pert["first_plan_divergence"] is None else f"layer {pert['first_plan_divergence']}"
-            lines.append(f"| {Path(path).stem} | {run['damp']} | {run['perturb']} (eps {run['eps']:g}) | {pert['seed']} | {first} "
+            kind = "products (float64)" if run["perturb"] == "products" else f"{run['perturb']} (eps {run['eps']:g})"
+            lines.append(f"| {Path(path).stem} | {run['damp']} | {kind} | {pert['seed']} | {first} "
                          f"| {hidden:.1e} | {weight:.1e} | {ppl} |")
     return "\n".join(lines) + "\n"
 
