@@ -202,3 +202,15 @@ def test_llama_cpp_columns_and_the_gguf_table(tmp_path):
     assert exports.loc["l1", "Architecture"] == "deci" and exports.loc["l1", "GGUF (MB)"] == 3.0
     assert exports.loc["l1", "WikiText2 llama.cpp"] == 50.5 and exports.loc["l1", "WikiText2 diff (%)"] == pytest.approx(1.0)
     assert exports.loc["dense", "Greedy agrees"] == "no" and np.isnan(exports.loc["dense", "WikiText2 diff (%)"])
+
+
+def test_the_recovery_rounding_note_goes_with_rows_of_the_paper_s_recovery_only(tmp_path):
+    from structprune.artifacts import write_stage_json
+    from structprune.tables import uses_paper_recovery
+
+    paths = []
+    for name, stage, reconstruct in (("a", "pruned", "none"), ("b", "recovered", "refit"), ("c", "recovered", "paper")):
+        write_stage_json(tmp_path / name / "manifest.json", {"parameters": {"recipe": {"reconstruct": reconstruct}}}, "prune")
+        write_stage_json(tmp_path / f"{name}.json", {"stage": stage, "checkpoint": str(tmp_path / name)}, "evaluate")
+        paths.append(str(tmp_path / f"{name}.json"))
+    assert not uses_paper_recovery(paths[:2]) and uses_paper_recovery(paths)

@@ -614,7 +614,8 @@ def cmd_speed(args) -> None:
 
 def cmd_report(args) -> None:
     from structprune.tables import (
-        SIGNIFICANCE_NOTE, SPEED_NOTE, comparison_table, compute_time_summary, plot_perplexity, write_table,
+        RECOVERY_NOTE, SIGNIFICANCE_NOTE, SPEED_NOTE, comparison_table, compute_time_summary, plot_perplexity,
+        uses_paper_recovery, write_table,
     )
 
     table = comparison_table(args.evals, dict(args.label), args.speeds)
@@ -623,6 +624,8 @@ def cmd_report(args) -> None:
         header += "\n\n" + SIGNIFICANCE_NOTE
     if "Prefill x" in table:
         header += "\n\n" + SPEED_NOTE
+    if uses_paper_recovery(args.evals):
+        header += "\n\n" + RECOVERY_NOTE
     if "llama.cpp decode x" in table:
         from structprune.tables import LLAMACPP_NOTE
 
@@ -713,7 +716,8 @@ def recipe_arguments(p: argparse.ArgumentParser) -> None:
                    help="dense: scores from --scores; sequential: each layer scored on the pruned model's activations")
     p.add_argument("--reconstruct", default="none", choices=["none", "bias", "refit", "paper"],
                    help="none, bias (FLAP), refit (ours, after the cut), paper (pre-pruning refit, Algorithms 1, 3, 4)")
-    p.add_argument("--damp", type=nonnegative_float, default=0.01, help="per-channel ridge toward the dense weights (refits)")
+    p.add_argument("--damp", type=nonnegative_float, default=1.0,
+                   help="per-channel ridge toward the dense weights (refits); 1.0 keeps them from amplifying rounding")
     p.add_argument("--target", default="block", choices=["block", "module"],
                    help="refit target of --reconstruct refit: the dense residual stream (block) or module output")
     p.add_argument("--round-to", type=positive_int, default=1,
