@@ -120,3 +120,11 @@ def test_a_stage_refuses_to_write_nan_or_infinity_and_names_itself(tmp_path):
     with pytest.raises(NonFiniteOutputError, match=r"evaluate produced NaN or infinity at perplexity.wikitext2.ppl"):
         write_stage_json(tmp_path / "eval.json", {"perplexity": {"wikitext2": {"ppl": float("nan")}}}, "evaluate")
     assert not list(tmp_path.iterdir())
+
+
+def test_an_option_word_that_is_one_of_its_choices_stays_that_word():
+    from structprune.cli import _options
+
+    # the default run's ours-best rows pass redundancy=none: a choice of the score, not None
+    assert _options("distribution", [("redundancy", "none"), ("mlp", "output"), ("tau", "0.2")]) == {
+        "redundancy": "none", "mlp": "output", "tau": 0.2}

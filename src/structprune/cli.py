@@ -287,10 +287,11 @@ def _options(score: str, pairs: list[tuple[str, str]]) -> dict:
     signature (`seed=abc` for an integer seed is an error, not a default)."""
     from structprune.optionnames import option_value_problem, score_option_specs
 
-    options = {k: _option_value(v) for k, v in pairs}
     specs = score_option_specs().get(score)
     if specs is None:
         raise ValueError(f"--method {score!r}: unknown score; known: {sorted(score_option_specs())}")
+    # a word the option lists as a choice stays that word (redundancy=none is "none", not None)
+    options = {k: v if v in ((specs.get(k) or {}).get("choices") or ()) else _option_value(v) for k, v in pairs}
     problems = [f"--option {k}: score {score!r} has no such option (known: {sorted(specs) or 'none'})" if k not in specs
                 else f"--option {k}={v!r}: {problem}" for k, v in options.items()
                 if k not in specs or (problem := option_value_problem(specs[k], v))]
