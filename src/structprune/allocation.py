@@ -36,7 +36,7 @@ import torch
 from structprune.models import LayerGeometry
 from structprune.units import LayerBudget, effective_head_mode, head_unit_params, neuron_params
 
-from structprune.recipe import ALLOCATIONS, BUDGETS, SPARSITY_OF  # noqa: F401  (one list of names, in recipe.py)
+from structprune.recipe import ALLOCATIONS, BUDGETS, SPARSITY_OF, round_to_problem  # noqa: F401  (one list of names, in recipe.py)
 
 
 def round_half_up(x: float) -> int:
@@ -220,9 +220,8 @@ def round_kept_neurons(budgets: list[LayerBudget], geometries: list[LayerGeometr
     if round_to < 1:
         raise ValueError(f"round_to must be >= 1, got {round_to}")
     widest = max((g.intermediate_size for b, g in zip(budgets, geometries) if b.neurons), default=0)
-    if widest and round_to > widest // 2:
-        raise ValueError(f"round_to {round_to} is more than half the pruned layers' {widest} MLP neurons: every layer would "
-                         "keep all of them or lose half; use a small multiple such as 8")
+    if problem := round_to_problem(round_to, widest, "the pruned layers'"):
+        raise ValueError(f"round_to {problem}")
     out = []
     for budget, g in zip(budgets, geometries, strict=True):
         if budget.neurons == 0:

@@ -87,24 +87,29 @@ class NonFiniteOutputError(ValueError):
     """A stage computed NaN or infinity: its output is not written (exit code 2, not a NaN table)."""
 
 
-def nonfinite_keys(value: Any, key: str = "") -> list[str]:
-    """The keys of a JSON-like value that hold NaN or infinity."""
+def nonfinite_values(value: Any, key: str = "") -> list[tuple[str, float]]:
+    """(key, value) of every NaN or infinity in a JSON-like value (a config, a stage's result)."""
     if isinstance(value, float) and not math.isfinite(value):
-        return [key or "(value)"]
+        return [(key or "(value)", value)]
     if isinstance(value, dict):
-        return [k for name, v in value.items() for k in nonfinite_keys(v, f"{key}.{name}" if key else str(name))]
+        return [kv for name, v in value.items() for kv in nonfinite_values(v, f"{key}.{name}" if key else str(name))]
     if isinstance(value, (list, tuple)):
-        return [k for i, v in enumerate(value) for k in nonfinite_keys(v, f"{key}[{i}]")]
+        return [kv for i, v in enumerate(value) for kv in nonfinite_values(v, f"{key}[{i}]")]
     return []
+
+
+def nonfinite_output(stage: str, place: str, names: list[str], where: str | os.PathLike) -> NonFiniteOutputError:
+    """The error of a stage whose output holds NaN or infinity `place` ("in" tensors, "at" keys) `names`."""
+    more = " ..." if len(names) > 5 else ""
+    return NonFiniteOutputError(f"{stage} produced NaN or infinity {place} {', '.join(names[:5])}{more}; {where} was not written")
 
 
 def write_stage_json(path: str | os.PathLike, payload: dict, stage: str) -> None:
     """A stage's JSON result (evaluation, speed, export record, manifest), sealed and written
     atomically; refused when it holds NaN or infinity, naming the stage and the keys."""
-    bad = nonfinite_keys(payload)
+    bad = [key for key, _ in nonfinite_values(payload)]
     if bad:
-        raise NonFiniteOutputError(f"{stage} produced NaN or infinity at {', '.join(bad[:5])}"
-                                   f"{' ...' if len(bad) > 5 else ''}; {path} was not written")
+        raise nonfinite_output(stage, "at", bad, path)
     write_json(path, seal(payload))
 
 

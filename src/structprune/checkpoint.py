@@ -11,10 +11,9 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from structprune.artifacts import NonFiniteOutputError, atomic_dir, atomic_file, sha256_path, write_json, write_stage_json
-from structprune.integrity import REBUILD_HINT, DamagedArtifactError, safetensors_problem, tensors_hash_problem  # noqa: F401
+from structprune.artifacts import atomic_dir, atomic_file, nonfinite_output, sha256_path, write_json, write_stage_json
+from structprune.integrity import DamagedArtifactError, damaged, safetensors_problem, tensors_hash_problem  # noqa: F401
 from structprune.models import count_parameters
-
 
 
 
@@ -23,8 +22,7 @@ def check_finite(tensors, stage: str, where: str | os.PathLike) -> None:
     the stage and the tensors, instead of writing a model whose perplexity is nan."""
     bad = [name for name, t in tensors if t.is_floating_point() and not bool(torch.isfinite(t).all())]
     if bad:
-        raise NonFiniteOutputError(f"{stage} produced NaN or infinity in {', '.join(bad[:5])}"
-                                   f"{' ...' if len(bad) > 5 else ''}; {where} was not written")
+        raise nonfinite_output(stage, "in", bad, where)
 
 
 def save_checkpoint(model, tokenizer, out_dir: str | os.PathLike, manifest: dict[str, Any]) -> None:
@@ -64,5 +62,5 @@ def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise FileNotFoundError(f"{path} does not exist: run the stage that produces it first")
     problem = safetensors_problem(path) or tensors_hash_problem(path)
     if problem:
-        raise DamagedArtifactError(f"{path} is damaged: {problem}. " + REBUILD_HINT.format(path=path))
+        raise damaged(path, problem)
     return load_file(str(path))

@@ -482,11 +482,10 @@ def cmd_evaluate(args) -> None:
     missing = [path for _, path in args.ppl + args.task if not Path(path).is_file()]
     if missing:
         raise FileNotFoundError(f"evaluation data missing: {missing}; run the data stage first")
-    from structprune.integrity import REBUILD_HINT, DamagedArtifactError, tensors_hash_problem
+    from structprune.integrity import require_recorded_hash
 
     for _, path in args.task:  # the token streams are checked as they load
-        if problem := tensors_hash_problem(path):
-            raise DamagedArtifactError(f"{path} is damaged: {problem}. " + REBUILD_HINT.format(path=path))
+        require_recorded_hash(path)
     torch.manual_seed(0)
     model, tokenizer = _load(args, args.model, "whole")
     _check_model_limits(model.config, args.seq_len)
@@ -572,12 +571,11 @@ def cmd_evaluate_gguf(args) -> None:
 
 def _check_gguf(path: str) -> None:
     """A GGUF export must hash to what its export record (the `.json` beside it) says."""
-    from structprune.integrity import REBUILD_HINT, DamagedArtifactError, tensors_hash_problem
+    from structprune.integrity import require_recorded_hash
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path} does not exist: run the export stage first")
-    if problem := tensors_hash_problem(path):
-        raise DamagedArtifactError(f"{path} is damaged: {problem}. " + REBUILD_HINT.format(path=path))
+    require_recorded_hash(path)
 
 
 def cmd_speed(args) -> None:

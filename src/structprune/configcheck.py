@@ -16,9 +16,10 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from structprune.artifacts import nonfinite_values
 from structprune.optionnames import option_value_problem, score_option_specs
 from structprune.recipe import (
-    CHOICES, SCORE_STATISTICS, Recipe, candidate_recipes, damp_problem, layers_problem, recipe_problems,
+    CHOICES, SCORE_STATISTICS, Recipe, candidate_recipes, damp_problem, layers_problem, recipe_problems, round_to_problem,
 )
 
 SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
@@ -58,16 +59,10 @@ def _validator_filling_defaults():
     return jsonschema.validators.extend(base, {"properties": properties}, type_checker=types)
 
 
-def nonfinite_problems(value, key: str = "") -> list[str]:
+def nonfinite_problems(cfg) -> list[str]:
     """Every NaN or infinity in a config (YAML's .nan / .inf), by key: no setting takes one,
     and the schema's own message ("nan is not of type 'number'") does not say why."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return [f"  {key or '(top level)'}: {value} is not a finite number; write a number"]
-    if isinstance(value, dict):
-        return [p for k, v in value.items() for p in nonfinite_problems(v, f"{key}.{k}" if key else str(k))]
-    if isinstance(value, list):
-        return [p for i, v in enumerate(value) for p in nonfinite_problems(v, f"{key}[{i}]")]
-    return []
+    return [f"  {key}: {value} is not a finite number; write a number" for key, value in nonfinite_values(cfg)]
 
 
 def stage_recipe(cfg, method, stage):
@@ -363,10 +358,8 @@ def model_limit_problems(cfg, root=Path(".")):
         width = mc.get("intermediate_size")
         roundings = [("prune.round_to", cfg["prune"]["round_to"])] + [
             (f"methods.{n}.round_to", m["round_to"]) for n, m in cfg["methods"].items() if m.get("round_to") is not None]
-        for key, round_to in roundings:
-            if width and round_to > width // 2:
-                problems.append(f"  {key}: {round_to} is more than half model {model}'s {width} MLP neurons: every layer "
-                                f"would keep all of them or lose half; use a small multiple such as 8")
+        problems += [f"  {key}: {problem}" for key, round_to in roundings
+                     if (problem := round_to_problem(round_to, width, f"model {model}'s"))]
         ranges = [("prune.layers", cfg["prune"]["layers"])] + [
             (f"methods.{n}.layers", m["layers"]) for n, m in cfg["methods"].items() if m.get("layers") is not None]
         for key, layers in ranges:

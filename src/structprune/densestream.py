@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from structprune.artifacts import atomic_dir, sha256_path, write_stage_json
 from structprune.checkpoint import check_finite
-from structprune.integrity import REBUILD_HINT, DamagedArtifactError, read_stage_json
+from structprune.integrity import damaged, read_stage_json
 from structprune.device import execution_device, layer_on_device
 from structprune.models import decoder_layers
 from structprune.streams import LayerBatch, apply_layer, capture_layer_inputs, propagate, tapped
@@ -207,8 +207,7 @@ def _read(path: Path, keys: list[str], recorded: str) -> dict[str, torch.Tensor]
                                 f"(`python -m structprune dense-stream`, or rerun the workflow)")
     data = path.read_bytes()
     if hashlib.sha256(data).hexdigest() != recorded:
-        raise DamagedArtifactError(f"{path} is damaged: its sha256 differs from the one manifest.json recorded. "
-                                   + REBUILD_HINT.format(path=path.parent))
+        raise damaged(path, "its sha256 differs from the one manifest.json recorded", rebuild=path.parent)
     tensors = load(data)
     return {key: tensors[key] for key in keys}
 

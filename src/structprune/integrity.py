@@ -147,9 +147,22 @@ def _edited_since(path: Path, record: Path) -> bool:
         return False
 
 
+def _folder_edited(folder: Path) -> bool:
+    """A file of a folder artifact written after the manifest that hashed it."""
+    return any(_edited_since(p, folder / "manifest.json") for p in folder.iterdir() if p.name != "manifest.json")
+
+
+def _sidecar_problem(path: Path) -> str | None:
+    """A sidecar-hashed file (tensors, task items, GGUF export): hashed when its record is gone
+    or older than the file."""
+    sidecar = path.with_suffix(".json")
+    return tensors_hash_problem(path) if not sidecar.is_file() or _edited_since(path, sidecar) else None
+
+
 def damaged_artifacts(root: str | os.PathLike) -> list[tuple[Path, str]]:
-    """(path, problem) of every damaged artifact under a workflow's folder: tensor files and
-    checkpoint folders in resources/ and results/, and evaluation JSONs."""
+    """(path, problem) of every damaged artifact under a workflow's folder: tensor files, task
+    items, GGUF exports, checkpoint and dense-stream folders in resources/ and results/, and
+    the stage JSONs; one walk of each tree."""
     root = Path(root)
     found = []
 
@@ -157,78 +170,81 @@ def damaged_artifacts(root: str | os.PathLike) -> list[tuple[Path, str]]:
         """Not a write in progress (".<name>.tmp-<pid>")."""
         return not any(part.startswith(".") for part in path.relative_to(root).parts)
 
+    def add(path: Path, problem: str | None) -> None:
+        if problem and (path, problem) not in found:
+            found.append((path, problem))
+
     for top in ("resources", "results"):
         base = root / top
         if not base.is_dir():
             continue
-        for path in filter(finished, sorted(base.rglob("*.safetensors"))):
+        files = [p for p in sorted(base.rglob("*")) if p.is_file() and finished(p)]
+        for path in (p for p in files if p.suffix == ".safetensors"):
             if (path.parent / "config.json").is_file() or (path.parent / "manifest.json").is_file():
                 continue  # a checkpoint's weights or a dense stream's layers: checked with their folder
             if path.name.startswith("model") and (path.parent / "tokenizer_config.json").is_file():
-                if (path.parent, "no config.json") not in found:
-                    found.append((path.parent, "no config.json"))  # a checkpoint folder that lost its config
+                add(path.parent, "no config.json")  # a checkpoint folder that lost its config
                 continue
-            sidecar = path.with_suffix(".json")
-            problem = safetensors_problem(path) or (tensors_hash_problem(path) if not sidecar.is_file()
-                                                    or _edited_since(path, sidecar) else None)
-            if problem:
-                found.append((path, problem))
-        for config in filter(finished, sorted(base.rglob("config.json"))):
-            folder = config.parent
-            edited = any(_edited_since(p, folder / "manifest.json") for p in folder.iterdir() if p.name != "manifest.json")
-            problem = checkpoint_problem(folder, verify_hashes=edited, ours=True)
-            if problem:
-                found.append((config.parent, problem))
-        for path in filter(finished, sorted(base.rglob("*.jsonl")) + sorted(base.rglob("*.gguf"))):  # sidecar-hashed too
-            sidecar = path.with_suffix(".json")
-            if problem := (tensors_hash_problem(path) if not sidecar.is_file() or _edited_since(path, sidecar) else None):
-                found.append((path, problem))
-        for manifest in filter(finished, sorted(base.rglob("manifest.json"))):
+            add(path, safetensors_problem(path) or _sidecar_problem(path))
+        for config in (p for p in files if p.name == "config.json"):
+            add(config.parent, checkpoint_problem(config.parent, verify_hashes=_folder_edited(config.parent), ours=True))
+        for path in (p for p in files if p.suffix in (".jsonl", ".gguf")):
+            add(path, _sidecar_problem(path))
+        for manifest in (p for p in files if p.name == "manifest.json"):
             folder = manifest.parent
             if (folder / "config.json").is_file():
                 continue  # a checkpoint: above
-            edited = any(_edited_since(p, manifest) for p in folder.iterdir() if p.name != "manifest.json")
             problem = sealed_json_problem(manifest) or next(
                 (f"{p.name}: {q}" for p in sorted(folder.glob("*.safetensors")) if (q := safetensors_problem(p))), None)
-            problem = problem or (manifest_hash_problem(folder) if edited else None)
-            if problem:
-                found.append((folder, problem))
-        for path in filter(finished, sorted(set(base.rglob("*.json")) - set(base.rglob("manifest.json")))):
-            if sealed_json_kind(path) is None:
-                continue
-            problem = sealed_json_problem(path)
-            if problem and (path, problem) not in found:
-                found.append((path, problem))
+            add(folder, problem or (manifest_hash_problem(folder) if _folder_edited(folder) else None))
+        for path in (p for p in files if p.suffix == ".json" and is_stage_json(p)):
+            add(path, sealed_json_problem(path))
     return found
 
 
-def sealed_json_kind(path: Path) -> str | None:
-    """The kind of stage JSON a later job reads (its tables), sealed with its content's hash:
-    evaluations (eval.json, eval/*.json), speed measurements (speed/*.json) and GGUF export
-    records (gguf/*.json); None for any other JSON (sidecars, manifests, configs)."""
-    if path.parent.name in ("eval", "speed", "gguf"):
-        return path.parent.name
-    return "eval" if path.name == "eval.json" else None
+def is_stage_json(path: Path) -> bool:
+    """A stage JSON a later job reads (its tables), sealed with its content's hash: evaluations
+    (eval.json, eval/*.json), speed measurements (speed/*.json) and GGUF export records
+    (gguf/*.json); not sidecars, manifests or configs."""
+    return path.parent.name in ("eval", "speed", "gguf") or path.name == "eval.json"
+
+
+def _sealed(path: str | os.PathLike) -> tuple[dict | None, str | None]:
+    """(payload, None) of a sealed stage JSON, or (None, why it is not what its stage wrote:
+    unparsable, no seal, or content that no longer hashes to its seal, an edited digit)."""
+    try:
+        payload = json.loads(Path(path).read_text())
+    except OSError as error:
+        return None, f"unreadable ({error})"
+    except ValueError as error:
+        return None, f"not JSON ({error})"
+    if not isinstance(payload, dict) or SEAL not in payload:
+        return None, f"no {SEAL} (written by an older version, or by hand)"
+    if seal(payload)[SEAL] != payload[SEAL]:
+        return None, f"its content differs from what its stage wrote ({SEAL} does not match)"
+    return payload, None
 
 
 def sealed_json_problem(path: str | os.PathLike) -> str | None:
-    """Why a sealed stage JSON is not what its stage wrote: unparsable, no seal, or content
-    that no longer hashes to its seal (an edited digit)."""
-    problem = json_problem(path)
-    if problem:
-        return problem
-    payload = json.loads(Path(path).read_text())
-    if not isinstance(payload, dict) or SEAL not in payload:
-        return f"no {SEAL} (written by an older version, or by hand)"
-    if seal(payload)[SEAL] != payload[SEAL]:
-        return f"its content differs from what its stage wrote ({SEAL} does not match)"
-    return None
+    """Why a sealed stage JSON is not what its stage wrote (None when it is)."""
+    return _sealed(path)[1]
+
+
+def damaged(path: str | os.PathLike, problem: str, rebuild: str | os.PathLike | None = None) -> DamagedArtifactError:
+    """The error of a damaged input, naming it and how the workflow rebuilds `rebuild` (default: it)."""
+    return DamagedArtifactError(f"{path} is damaged: {problem}. " + REBUILD_HINT.format(path=rebuild or path))
+
+
+def require_recorded_hash(path: str | os.PathLike) -> None:
+    """A sidecar-hashed input (task items, a GGUF export) must match its record before it is used."""
+    if problem := tensors_hash_problem(path):
+        raise damaged(path, problem)
 
 
 def read_stage_json(path: str | os.PathLike) -> dict:
     """A sealed stage JSON (evaluation, speed, export record), refused when it is not what its
     stage wrote: a table must not show a hand-edited number."""
-    problem = sealed_json_problem(path)
+    payload, problem = _sealed(path)
     if problem:
-        raise DamagedArtifactError(f"{path} is damaged: {problem}. " + REBUILD_HINT.format(path=path))
-    return json.loads(Path(path).read_text())
+        raise damaged(path, problem)
+    return payload

@@ -69,6 +69,16 @@ CHOICES = {"heads": HEAD_MODES, "allocation": ALLOCATIONS, "budget": BUDGETS, "s
            "flow": FLOWS, "reconstruct": RECONSTRUCTIONS, "target": TARGETS}
 
 
+def round_to_problem(round_to: int, width: int, whose: str) -> str | None:
+    """Why rounding kept MLP neurons to multiples of `round_to` cannot keep a layer of `width`
+    neurons (`whose`: "the pruned layers'") near its budget: past half the width a layer keeps
+    all of them or loses half. Config validation and the allocation share it."""
+    if width and round_to > width // 2:
+        return (f"{round_to} is more than half {whose} {width} MLP neurons: every layer would keep all of them or lose "
+                "half; use a small multiple such as 8")
+    return None
+
+
 def damp_problem(damp) -> str | None:
     """Why a ridge strength is not one: a finite number >= 0 (NaN or infinity would write a NaN model)."""
     if isinstance(damp, bool) or not isinstance(damp, (int, float)) or not math.isfinite(damp) or damp < 0:
