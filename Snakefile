@@ -15,7 +15,7 @@ min_version("9.0")
 # Each config file is first read strictly (configfile.py): a key written twice, an empty file or
 # a YAML slip is an error naming the file and line (Snakemake's own messages name neither).
 sys.path.insert(0, os.path.join(workflow.basedir, "src"))
-from structprune.configfile import ConfigFileError, read_config_file
+from structprune.spec.configfile import ConfigFileError, read_config_file
 
 try:
     for path in workflow.overwrite_configfiles or (["config.yaml"] if os.path.exists("config.yaml") else []):

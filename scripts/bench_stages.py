@@ -26,7 +26,7 @@ import resource
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,7 +64,7 @@ def build_model(spec: BenchSpec):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     if spec.model == "embedded":
-        from structprune.models import load_checkpoint
+        from structprune.model.loading import load_checkpoint
 
         if not Path(spec.checkpoint, "config.json").is_file():
             raise SystemExit(f"{spec.checkpoint} is missing: build it with `make run` or "
@@ -106,8 +106,8 @@ def stage_floor(spec, model, tokenizer, ids, workdir):
 
 
 def stage_calibrate(spec, model, tokenizer, ids, workdir):
-    from structprune.checkpoint import save_tensors
-    from structprune.statistics import collect_statistics
+    from structprune.io.checkpoint import save_tensors
+    from structprune.calibration.statistics import collect_statistics
 
     stats, tokens = collect_statistics(model, ids, spec.batch_size, progress=False)
     path = Path(workdir) / "stats.safetensors"
@@ -116,14 +116,14 @@ def stage_calibrate(spec, model, tokenizer, ids, workdir):
 
 
 def _stats(workdir):
-    from structprune.checkpoint import load_tensors
+    from structprune.io.checkpoint import load_tensors
 
     return load_tensors(Path(workdir) / "stats.safetensors")
 
 
 def stage_score(spec, model, tokenizer, ids, workdir):
-    from structprune.checkpoint import save_tensors
-    from structprune.scores import score_model
+    from structprune.io.checkpoint import save_tensors
+    from structprune.pruning.scores import score_model
 
     scores = score_model(model, "distribution", _stats(workdir), {})
     save_tensors(scores, Path(workdir) / "scores.safetensors", {})
@@ -131,8 +131,8 @@ def stage_score(spec, model, tokenizer, ids, workdir):
 
 
 def _prune(spec, model, recipe, workdir, **inputs):
-    from structprune.checkpoint import save_checkpoint
-    from structprune.engine import prune_with_recipe
+    from structprune.io.checkpoint import save_checkpoint
+    from structprune.pruning.engine import prune_with_recipe
 
     result = prune_with_recipe(model, recipe, 0.2, batch_size=spec.batch_size, progress=False, **inputs)
     out = {"dense": "cached" if inputs.get("dense_stream") else "live"} if recipe.refits else {}
@@ -155,8 +155,8 @@ def _tokenizer_for_save():
 
 def stage_prune_dense(spec, model, tokenizer, ids, workdir):
     """Plan and slice from the score file (the paper's dense flow, no reconstruction)."""
-    from structprune.checkpoint import load_tensors
-    from structprune.recipe import Recipe
+    from structprune.io.checkpoint import load_tensors
+    from structprune.spec.recipe import Recipe
 
     scores = load_tensors(Path(workdir) / "scores.safetensors")
     return _prune(spec, model, Recipe("distribution"), workdir, scores=scores)
@@ -164,7 +164,7 @@ def stage_prune_dense(spec, model, tokenizer, ids, workdir):
 
 def stage_sequential(spec, model, tokenizer, ids, workdir):
     """Scores on the pruned stream, layer by layer (Wanda-sp's flow)."""
-    from structprune.recipe import Recipe
+    from structprune.spec.recipe import Recipe
 
     return _prune(spec, model, Recipe("distribution", options={"mlp": "output", "redundancy": "none"},
                                       flow="sequential"), workdir, samples=ids)
@@ -173,7 +173,7 @@ def stage_sequential(spec, model, tokenizer, ids, workdir):
 def stage_dense_stream(spec, model, tokenizer, ids, workdir):
     """The dense stream recorded once per calibration set (recover.dense_cache), which the
     refit and recovery stages then read, as every refit job of the workflow does."""
-    from structprune.densestream import record_dense_stream
+    from structprune.calibration.densestream import record_dense_stream
 
     folder = _dense_folder(workdir)
     record_dense_stream(model, ids, spec.batch_size, folder, {"stage": "bench"}, progress=False)
@@ -192,7 +192,7 @@ def _cached(workdir) -> dict:
 
 def stage_refit(spec, model, tokenizer, ids, workdir):
     """Ours-best: sequential flow with the post-cut block refit."""
-    from structprune.recipe import Recipe
+    from structprune.spec.recipe import Recipe
 
     recipe = Recipe("distribution", options={"mlp": "output", "redundancy": "none"}, flow="sequential",
                     reconstruct="refit", damp=1.0)
@@ -201,7 +201,7 @@ def stage_refit(spec, model, tokenizer, ids, workdir):
 
 def stage_recovery(spec, model, tokenizer, ids, workdir):
     """The paper's pre-pruning recovery ("w/ remedy"), sequential flow."""
-    from structprune.recipe import Recipe
+    from structprune.spec.recipe import Recipe
 
     return _prune(spec, model, Recipe("distribution", flow="sequential", reconstruct="paper"), workdir, samples=ids,
                   **_cached(workdir))
@@ -209,21 +209,21 @@ def stage_recovery(spec, model, tokenizer, ids, workdir):
 
 def stage_recovery_live(spec, model, tokenizer, ids, workdir):
     """The same recovery running the dense layers itself (recover.dense_cache: false)."""
-    from structprune.recipe import Recipe
+    from structprune.spec.recipe import Recipe
 
     return _prune(spec, model, Recipe("distribution", flow="sequential", reconstruct="paper"), workdir, samples=ids)
 
 
 def stage_perplexity(spec, model, tokenizer, ids, workdir):
-    from structprune.evaluate import perplexity
+    from structprune.evaluation.perplexity import perplexity
 
     result = perplexity(model, ids.reshape(-1), spec.seq_len, batch_size=spec.batch_size, progress=False)
     return {"tokens": result["windows"] * spec.seq_len}
 
 
 def stage_zero_shot(spec, model, tokenizer, ids, workdir):
-    from structprune.evaluate import zero_shot
-    from structprune.tasks import TASKS
+    from structprune.evaluation.zeroshot import zero_shot
+    from structprune.data.tasks import TASKS
 
     files = {name: Path(spec.task_dir) / f"{name}.jsonl" for name in TASKS}
     files = {name: path for name, path in files.items() if path.is_file()}

@@ -1,5 +1,5 @@
 """Does llama.cpp's per-layer-width architecture (deci) cost speed? The same dense weights
-exported as `llama` and as `deci`, timed in llama.cpp alternately (structprune.llamacpp).
+exported as `llama` and as `deci`, timed in llama.cpp alternately (structprune.export.llamacpp).
 
     python scripts/llamacpp_arch_overhead.py [--threads 2] [--out results/bench/llamacpp-arch.md]
 
@@ -30,9 +30,10 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default=str(REPO / "results" / "bench" / "llamacpp-arch.md"))
     args = parser.parse_args(argv)
 
-    from structprune.gguf_export import export_gguf
-    from structprune.llamacpp import LlamaCppProtocol, measure_speed
-    from structprune.models import load_checkpoint, resolve_model_source
+    from structprune.export.gguf import export_gguf
+    from structprune.export.llamacpp import LlamaCppProtocol, measure_speed
+    from structprune.model.loading import load_checkpoint
+    from structprune.model.sources import resolve_model_source
 
     source_gguf = resolve_model_source(args.source).gguf_path
     model, tokenizer = load_checkpoint(REPO / args.checkpoint if not Path(args.checkpoint).is_absolute() else args.checkpoint)

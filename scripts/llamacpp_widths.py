@@ -5,7 +5,7 @@
 The dense model's blocks [4, L-2) are sliced to a given MLP width (the first neurons; which
 ones does not change the speed) and, for some variants, to 2 of 3 kv groups; each variant's
 GGUF export (f16) is timed in llama.cpp alternately with the dense export
-(structprune.llamacpp.measure_speed). Widths that are multiples of 8 take llama.cpp's tiled
+(structprune.export.llamacpp.measure_speed). Widths that are multiples of 8 take llama.cpp's tiled
 matrix kernels for down_proj (its inner dimension is the MLP width); other widths fall back
 to a slower path, which shows in prefill (many tokens per matrix product) and hardly in
 decode (one token). `prune.round_to: 8` makes every pruned layer keep a multiple of 8.
@@ -36,9 +36,9 @@ VARIANTS = [
 
 def sliced(dense, neurons: int, kv_groups: int):
     """The dense model with blocks [4, L-2) cut to `neurons` MLP neurons and `kv_groups` kv groups."""
-    from structprune.allocation import default_layer_range
-    from structprune.prune import prune_model
-    from structprune.units import LayerPlan, PrunePlan
+    from structprune.pruning.allocation import default_layer_range
+    from structprune.pruning.slicing import prune_model
+    from structprune.pruning.units import LayerPlan, PrunePlan
 
     config = dense.config
     heads_per_kv = config.num_attention_heads // config.num_key_value_heads
@@ -60,9 +60,10 @@ def main(argv=None) -> None:
 
     import torch
 
-    from structprune.gguf_export import export_gguf
-    from structprune.llamacpp import LlamaCppProtocol, measure_speed
-    from structprune.models import load_checkpoint, resolve_model_source
+    from structprune.export.gguf import export_gguf
+    from structprune.export.llamacpp import LlamaCppProtocol, measure_speed
+    from structprune.model.loading import load_checkpoint
+    from structprune.model.sources import resolve_model_source
 
     torch.set_num_threads(args.threads)
     source_gguf = resolve_model_source(args.source).gguf_path

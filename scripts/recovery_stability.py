@@ -33,11 +33,13 @@ sys.path.insert(0, str(REPO / "src"))
 
 import torch  # noqa: E402
 
-from structprune import engine, reconstruction, statistics  # noqa: E402
-from structprune.checkpoint import load_tensors  # noqa: E402
-from structprune.models import decoder_layers, load_checkpoint  # noqa: E402
-from structprune.recipe import Recipe  # noqa: E402
-from structprune.scores import distribution  # noqa: E402
+from structprune.pruning import engine
+from structprune.pruning import reconstruction
+from structprune.calibration import statistics  # noqa: E402
+from structprune.io.checkpoint import load_tensors  # noqa: E402
+from structprune.model.loading import load_checkpoint
+from structprune.spec.recipe import Recipe  # noqa: E402
+from structprune.pruning.scores import distribution  # noqa: E402
 
 
 ORIGINALS = (engine.capture_layer_inputs, reconstruction._ridge_solution, distribution.redundancy_candidates,
@@ -161,7 +163,7 @@ def run(args, eps: float, seed: int = 0) -> tuple[Recorder, dict]:
     result = engine.prune_with_recipe(model, recipe, args.sparsity, samples=samples, batch_size=8, progress=False)
     out = {"seconds": round(time.time() - started, 1), "ppl": {}}
     if args.ppl:
-        from structprune.evaluate import perplexity
+        from structprune.evaluation.perplexity import perplexity
 
         for name, path in args.ppl:
             out["ppl"][name] = perplexity(result.model, load_tensors(path)["input_ids"], 128, 4096, progress=False)["ppl"]

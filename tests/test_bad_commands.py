@@ -95,7 +95,7 @@ def test_there_are_over_thirty_distinct_command_line_cases():
 
 
 def test_prune_refuses_the_scores_of_another_method(tmp_path, caplog):
-    from structprune.checkpoint import save_tensors
+    from structprune.io.checkpoint import save_tensors
 
     scores = tmp_path / "scores.safetensors"
     save_tensors({"layers.0.heads": torch.zeros(2, dtype=torch.float64)}, scores, {"method": "l1", "options": {}})
@@ -104,8 +104,8 @@ def test_prune_refuses_the_scores_of_another_method(tmp_path, caplog):
 
 
 def test_a_stage_refuses_to_write_nan_or_infinity_and_names_itself(tmp_path):
-    from structprune.artifacts import NonFiniteOutputError, write_stage_json
-    from structprune.checkpoint import save_checkpoint, save_tensors
+    from structprune.io.artifacts import NonFiniteOutputError, write_stage_json
+    from structprune.io.checkpoint import save_checkpoint, save_tensors
     from tiny import tiny_llama, tiny_tokenizer
 
     tokenizer = tiny_tokenizer()
@@ -123,7 +123,7 @@ def test_a_stage_refuses_to_write_nan_or_infinity_and_names_itself(tmp_path):
 
 
 def test_an_option_word_that_is_one_of_its_choices_stays_that_word():
-    from structprune.cli import _options
+    from structprune.stages.common import parse_options as _options
 
     # the default run's ours-best rows pass redundancy=none: a choice of the score, not None
     assert _options("distribution", [("redundancy", "none"), ("mlp", "output"), ("tau", "0.2")]) == {

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from structprune.configcheck import ConfigError, model_limit_problems, text_size_problems, validate_config
-from structprune.configfile import ConfigFileError, read_config_file, typed_overrides
+from structprune.spec.configcheck import ConfigError, model_limit_problems, text_size_problems, validate_config
+from structprune.spec.configfile import ConfigFileError, read_config_file, typed_overrides
 from workflow_helpers import tiny_config
 
 NAN, INF = float("nan"), float("inf")

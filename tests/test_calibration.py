@@ -1,7 +1,7 @@
 import torch
 
-from structprune.statistics import MomentAccumulator, collect_statistics, layer_statistics
-from structprune.streams import capture_layer_inputs, propagate
+from structprune.calibration.statistics import MomentAccumulator, collect_statistics, layer_statistics
+from structprune.calibration.streams import capture_layer_inputs, propagate
 
 
 def test_moment_accumulator_known_answer():
@@ -50,7 +50,7 @@ def test_statistics_equal_a_full_forward_with_hooks(model, input_ids):
 
 
 def test_statistics_needs_name_what_each_score_reads():
-    from structprune.recipe import StatisticsNeeds, statistics_needs
+    from structprune.spec.recipe import StatisticsNeeds, statistics_needs
 
     assert statistics_needs("distribution") == StatisticsNeeds(frozenset({"o_proj_in", "mlp_in"}), True)
     assert statistics_needs("distribution", {"mlp": "output", "redundancy": "none"}) == StatisticsNeeds(frozenset({"o_proj_in"}), False)
@@ -61,8 +61,8 @@ def test_statistics_needs_name_what_each_score_reads():
 
 
 def test_only_the_needed_statistics_are_kept_and_every_score_reads_the_same_numbers(model, input_ids):
-    from structprune.recipe import StatisticsNeeds, statistics_needs
-    from structprune.scores import score_model
+    from structprune.spec.recipe import StatisticsNeeds, statistics_needs
+    from structprune.pruning.scores import score_model
 
     full, _ = collect_statistics(model, input_ids, batch_size=4, progress=False)
     lean, _ = collect_statistics(model, input_ids, batch_size=4, progress=False, needs=StatisticsNeeds())

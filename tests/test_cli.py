@@ -1,6 +1,6 @@
 import torch
 
-from structprune.checkpoint import load_tensors
+from structprune.io.checkpoint import load_tensors
 from structprune.cli import main
 from tiny import save_tiny_checkpoint, tiny_mirror
 
@@ -75,7 +75,7 @@ def test_model_limits_stop_a_stage_before_its_work(tmp_path, caplog):
 def test_prune_reads_a_dense_stream_cache_of_its_own_model_and_samples_only(tmp_path, caplog):
     from safetensors.torch import load_file
 
-    from structprune.checkpoint import save_tensors
+    from structprune.io.checkpoint import save_tensors
 
     model = save_tiny_checkpoint(tmp_path / "model")
     calib, other = tmp_path / "calib.safetensors", tmp_path / "other.safetensors"

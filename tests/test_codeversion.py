@@ -7,19 +7,24 @@ from pathlib import Path
 
 import pytest
 
-from structprune import codeversion
-from structprune.codeversion import module_closure, stage_code_version
+from structprune.spec import codeversion
+from structprune.spec.codeversion import module_closure, stage_code_version
 
-PACKAGE = Path(codeversion.__file__).resolve().parent
+PACKAGE = Path(codeversion.__file__).resolve().parents[1]
 
 
 def write_package(root: Path) -> Path:
-    root.mkdir()
-    (root / "cli.py").write_text(
-        "def _helper():\n    from structprune.b import g\n\n"
-        "def cmd_alpha(args):\n    from structprune.a import f\n    _helper()\n\n"
-        "def cmd_beta(args):\n    from structprune import c\n"
+    (root / "stages").mkdir(parents=True)
+    (root / "stages" / "common.py").write_text(
+        "def helper():\n    from structprune.b import g\n\n"
+        "def other():\n    from structprune.unused import y\n"
     )
+    (root / "stages" / "alpha.py").write_text(
+        "from structprune.stages.common import helper, other\n\n"
+        "def arguments(parser):\n    from structprune.unused import y\n\n"
+        "def run(args):\n    from structprune.a import f\n    helper()\n"
+    )
+    (root / "stages" / "beta.py").write_text("def run(args):\n    from structprune import c\n")
     (root / "a.py").write_text("from structprune.shared import x\n\ndef f():\n    return 1\n")
     (root / "b.py").write_text("def g():\n    return 2\n")
     (root / "c.py").write_text("from .shared import x\n")
@@ -45,7 +50,12 @@ def test_fingerprint_changes_with_used_modules_only(tmp_path):
     alpha, beta = stage_code_version("alpha", root), stage_code_version("beta", root)
     (root / "unused.py").write_text("y = 3\n")
     assert (stage_code_version("alpha", root), stage_code_version("beta", root)) == (alpha, beta)
-    (root / "b.py").write_text("def g():\n    return 3\n")  # reached through the CLI helper
+    (root / "stages" / "common.py").write_text(  # a shared helper alpha does not call
+        "def helper():\n    from structprune.b import g\n\n"
+        "def other():\n    from structprune.unused import y\n    return 1\n"
+    )
+    assert stage_code_version("alpha", root) == alpha
+    (root / "b.py").write_text("def g():\n    return 3\n")  # reached through the shared helper
     assert stage_code_version("alpha", root) != alpha
     assert stage_code_version("beta", root) == beta
     (root / "shared.py").write_text("x = 2\n")  # reached by both
@@ -57,7 +67,7 @@ def test_the_real_stages_have_fingerprints_that_track_their_modules(tmp_path):
     shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
     before = {c: stage_code_version(c, copy) for c in ("calibrate", "evaluate", "report", "model")}
     assert before == {c: stage_code_version(c) for c in before}  # the copy hashes like the package
-    with open(copy / "statistics.py", "a") as f:
+    with open(copy / "calibration" / "statistics.py", "a") as f:
         f.write("\nCHANGED = True\n")
     after = {c: stage_code_version(c, copy) for c in before}
     assert after["calibrate"] != before["calibrate"]

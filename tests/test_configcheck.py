@@ -1,4 +1,4 @@
-"""Config validation (structprune.configcheck) on bad configs: each fails before any job with a
+"""Config validation (structprune.spec.configcheck) on bad configs: each fails before any job with a
 message naming the key, the value and the fix. The base is the repository's config.yaml; each
 case changes one thing. No Snakemake run: the workflow calls the same function (common.smk)."""
 
@@ -9,7 +9,7 @@ import copy
 import pytest
 import yaml
 
-from structprune.configcheck import ConfigError, validate_config
+from structprune.spec.configcheck import ConfigError, validate_config
 from workflow_helpers import REPO
 
 BASE = yaml.safe_load((REPO / "config.yaml").read_text())
@@ -126,7 +126,7 @@ def test_there_are_at_least_forty_bad_configs():
 
 
 def test_round_to_reaches_each_stage_recipe_from_the_prune_section_or_the_method():
-    from structprune.configcheck import stage_recipe
+    from structprune.spec.configcheck import stage_recipe
 
     cfg = copy.deepcopy(BASE)
     cfg["prune"]["round_to"] = 8

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from structprune.data import DataSourceError, load_text, sample_windows, tokenize_text
-from structprune.tasks import read_task_records
+from structprune.data.text import DataSourceError, load_text, sample_windows, tokenize_text
+from structprune.data.tasks import read_task_records
 from tiny import tiny_mirror
 
 

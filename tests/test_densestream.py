@@ -5,10 +5,10 @@ import copy
 import pytest
 import torch
 
-from structprune.densestream import FIRST_LEVEL, CachedDenseStream, record_dense_stream
-from structprune.engine import prune_with_recipe
-from structprune.recipe import Recipe
-from structprune.streams import apply_layer, capture_layer_inputs
+from structprune.calibration.densestream import FIRST_LEVEL, CachedDenseStream, record_dense_stream
+from structprune.pruning.engine import prune_with_recipe
+from structprune.spec.recipe import Recipe
+from structprune.calibration.streams import apply_layer, capture_layer_inputs
 
 RECIPES = {
     "paper": Recipe("distribution", flow="sequential", reconstruct="paper", layers=[1, 2]),

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from structprune.statistics import collect_statistics
-from structprune.device import (
+from structprune.calibration.statistics import collect_statistics
+from structprune.model.device import (
     execution_device, layer_on_device, place_layerwise, resolve_device, resolve_dtype,
 )
-from structprune.models import decoder_layers
+from structprune.model.geometry import decoder_layers
 
 
 def test_auto_means_float32_on_cpu_and_bfloat16_on_gpu():

@@ -1,8 +1,8 @@
 import torch
 from transformers.models.llama.modeling_llama import LlamaMLP
 
-from structprune.statistics import MomentAccumulator
-from structprune.scores.distribution import head_output_gram, head_similarity, mlp_closed_form, mlp_output_power
+from structprune.calibration.statistics import MomentAccumulator
+from structprune.pruning.scores.distribution import head_output_gram, head_similarity, mlp_closed_form, mlp_output_power
 from tiny import tiny_llama
 
 
@@ -59,7 +59,7 @@ def test_head_gram_and_similarity_from_second_moments():
 
 
 def test_head_groups_and_grouped_scores():
-    from structprune.scores.distribution import grouped_head_scores, head_groups
+    from structprune.pruning.scores.distribution import grouped_head_scores, head_groups
 
     sim = torch.eye(4, dtype=torch.float64)
     sim[0, 2] = sim[2, 0] = 0.9  # heads 0 and 2 redundant

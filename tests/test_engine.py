@@ -1,21 +1,21 @@
 """The engine and its strategies: known answers on small tensors and tiny models."""
 
 import copy
-import math
 
 import pytest
 import torch
 
-from structprune.allocation import default_layer_range, global_budgets, layer_ratio, round_kept_neurons, uniform_budgets
-from structprune.engine import prune_with_recipe
-from structprune.models import LayerGeometry, model_geometries
-from structprune.plan import plan_global, plan_uniform
-from structprune.prune import prune_model
-from structprune.recipe import SCORE_STATISTICS, Recipe, recipe_problems
-from structprune.reconstruction import LinearRefit, refit_shared_input, ridge_toward
-from structprune.scores import REGISTRY, score_model
-from structprune.statistics import collect_statistics
-from structprune.units import LayerBudget, select_units
+from structprune.pruning.allocation import default_layer_range, global_budgets, layer_ratio, round_kept_neurons, uniform_budgets
+from structprune.pruning.engine import prune_with_recipe
+from structprune.model.geometry import LayerGeometry, model_geometries
+from structprune.pruning.planning import plan_global, plan_uniform
+from structprune.pruning.slicing import prune_model
+from structprune.spec.catalog import SCORE_STATISTICS
+from structprune.spec.recipe import Recipe, recipe_problems
+from structprune.pruning.reconstruction import LinearRefit, refit_shared_input, ridge_toward
+from structprune.pruning.scores import REGISTRY, score_model
+from structprune.calibration.statistics import collect_statistics
+from structprune.pruning.units import LayerBudget, select_units
 
 GQA = LayerGeometry(num_heads=6, num_kv_heads=2, head_dim=4, hidden_size=48, intermediate_size=64)
 
@@ -38,7 +38,7 @@ def test_ridge_toward_known_answers():
 
 @pytest.mark.parametrize("d", [3, 511, 512, 577, 1536])
 def test_gram_from_upper_strips_is_the_full_product(d):
-    from structprune.reconstruction import gram
+    from structprune.pruning.reconstruction import gram
 
     x = torch.randn(64, d, dtype=torch.float64, generator=torch.Generator().manual_seed(d))
     torch.testing.assert_close(gram(x), x.T @ x, rtol=1e-12, atol=1e-10)
@@ -347,7 +347,7 @@ def test_multi_head_attention_removes_whole_heads_in_either_mode():
 def test_option_names_read_from_source_match_the_registry():
     import inspect
 
-    from structprune.optionnames import score_options
+    from structprune.spec.scoreoptions import score_options
 
     names = score_options()
     assert set(names) == set(REGISTRY)
@@ -382,7 +382,7 @@ def test_the_dense_layer_runs_once_per_layer(model, input_ids, reconstruct, pass
 
 
 def test_the_sequential_flow_collects_only_what_its_score_reads_and_prunes_the_same(model, input_ids, monkeypatch):
-    from structprune import statistics
+    from structprune.calibration import statistics
 
     recipe = Recipe("distribution", options={"mlp": "output", "redundancy": "none"}, flow="sequential",
                     reconstruct="refit", layers=[0, 2])
@@ -405,7 +405,7 @@ def test_the_sequential_flow_collects_only_what_its_score_reads_and_prunes_the_s
 def test_the_paper_recovery_reads_full_moments_from_its_refits_gram_matrices(model, input_ids, monkeypatch):
     """o_proj_in's and mlp_in's full second moments come from the o_proj and gate/up refits'
     X^X^^T: the same numbers as accumulating them again in the statistics hooks."""
-    from structprune import statistics
+    from structprune.calibration import statistics
 
     recipe = Recipe("distribution", flow="sequential", reconstruct="paper", layers=[0, 2])
     shared = prune_with_recipe(copy.deepcopy(model), recipe, 0.3, samples=input_ids, batch_size=3, progress=False)
@@ -427,10 +427,10 @@ def test_the_paper_recovery_reads_full_moments_from_its_refits_gram_matrices(mod
 def test_attention_statistics_restricted_to_kept_heads_equal_a_pass_through_the_pruned_attention(model, input_ids):
     """The paper's recovery scores neurons on attention statistics restricted to the kept heads
     instead of running the pruned attention again: the two must agree."""
-    from structprune.models import model_head_dim
-    from structprune.prune import prune_attention
-    from structprune.statistics import LayerStatistics, restrict_to_heads
-    from structprune.streams import capture_layer_inputs, propagate
+    from structprune.model.geometry import model_head_dim
+    from structprune.pruning.slicing import prune_attention
+    from structprune.calibration.statistics import LayerStatistics, restrict_to_heads
+    from structprune.calibration.streams import capture_layer_inputs, propagate
 
     model = copy.deepcopy(model)
     layer, head_dim = model.model.layers[0], model_head_dim(model.config)
@@ -455,8 +455,8 @@ def test_attention_statistics_restricted_to_kept_heads_equal_a_pass_through_the_
 
 
 def test_statistics_of_one_half_of_a_layer_keep_only_that_halfs_sites(model, input_ids):
-    from structprune.statistics import LayerStatistics
-    from structprune.streams import capture_layer_inputs
+    from structprune.calibration.statistics import LayerStatistics
+    from structprune.calibration.streams import capture_layer_inputs
 
     layer = model.model.layers[0]
     hidden = capture_layer_inputs(model, input_ids, 6)[0].hidden
@@ -475,9 +475,9 @@ def test_first_level_refit_fits_the_dense_maps_output_less_its_bias(model):
     """The paper's first-level refit fits each map's weight to W X (the dense output less its
     bias, which stays) from X^X^^T and Y X^^T = W (X X^^T): the same weights as a direct least
     squares fit of W X on X^, whatever the bias; the reported energy is ||W X||^2."""
-    from structprune.densestream import output_energy
-    from structprune.engine import _refit_first_level
-    from structprune.reconstruction import LinearRefit, ridge_toward
+    from structprune.calibration.densestream import output_energy
+    from structprune.pruning.engine import _refit_first_level
+    from structprune.pruning.reconstruction import LinearRefit, ridge_toward
 
     names = ["mlp.gate_proj", "mlp.up_proj"]
     g = torch.Generator().manual_seed(0)

@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from structprune.evaluate import main_accuracy, perplexity, perplexity_windows, zero_shot
+from structprune.evaluation.perplexity import perplexity
+from structprune.evaluation.windows import perplexity_windows
+from structprune.evaluation.zeroshot import main_accuracy, zero_shot
 from tiny import TASK_RECORDS, tiny_llama
 
 

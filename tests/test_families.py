@@ -12,8 +12,8 @@ import torch
 import transformers
 
 from structprune.cli import main
-from structprune.configcheck import model_family_problems, validate_config
-from structprune.families import family_problem
+from structprune.spec.configcheck import model_family_problems, validate_config
+from structprune.model.families import family_problem
 from tiny import save_tiny_checkpoint, tiny_tokenizer
 from workflow_helpers import REPO, snakemake, tiny_config, write_config
 

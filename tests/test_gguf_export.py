@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from structprune.gguf_export import ExportError, export_gguf, export_problems, layer_widths, rope_permute
-from structprune.plan import LayerPlan, PrunePlan
-from structprune.prune import add_output_bias, prune_model
+from structprune.export.gguf import ExportError, export_gguf, export_problems, layer_widths, rope_permute
+from structprune.pruning.planning import LayerPlan, PrunePlan
+from structprune.pruning.slicing import add_output_bias, prune_model
 from tiny import INTERMEDIATE, tiny_llama, tiny_tokenizer
 
 
@@ -116,7 +116,7 @@ def test_llama_cpp_logits_match_transformers(bpe_tokenizer, tmp_path, name):
     lists: llama.cpp against transformers, to 1e-4 absolute (logits are O(1) here; ggml sums in
     another order)."""
     needs_llama_cpp()
-    from structprune.llamacpp import load, next_token_logits
+    from structprune.export.llamacpp import load, next_token_logits
 
     model = pruned_models(len(bpe_tokenizer))[name]
     path = tmp_path / f"{name}.gguf"
@@ -136,10 +136,10 @@ def test_export_evaluate_and_time_from_the_command_line(bpe_tokenizer, tmp_path)
     evaluate-gguf (our perplexity protocol in llama.cpp, equal to transformers' on an f32
     export), and speed with --gguf (llama.cpp figures, ratios to the dense export of the job)."""
     needs_llama_cpp()
-    from structprune.artifacts import build_manifest
-    from structprune.checkpoint import save_checkpoint, save_tensors
+    from structprune.io.artifacts import build_manifest
+    from structprune.io.checkpoint import save_checkpoint, save_tensors
     from structprune.cli import main
-    from structprune.evaluate import perplexity
+    from structprune.evaluation.perplexity import perplexity
 
     models = pruned_models(len(bpe_tokenizer))
     for name in ("dense", "per_layer"):

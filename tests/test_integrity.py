@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 
-from structprune.checkpoint import DamagedArtifactError, load_tensors, save_tensors
-from structprune.integrity import checkpoint_problem, damaged_artifacts, safetensors_problem
+from structprune.io.checkpoint import DamagedArtifactError, load_tensors, save_tensors
+from structprune.io.integrity import checkpoint_problem, damaged_artifacts, safetensors_problem
 
 
 def write_stats(path):
@@ -77,9 +77,10 @@ def test_a_tensor_file_that_differs_from_its_recorded_hash_is_damaged(tmp_path):
 
 
 def test_a_checkpoint_file_that_differs_from_its_manifest_is_refused_before_loading(tmp_path, model, tokenizer):
-    from structprune.artifacts import build_manifest
-    from structprune.checkpoint import save_checkpoint
-    from structprune.models import ModelSourceError, load_checkpoint
+    from structprune.io.artifacts import build_manifest
+    from structprune.io.checkpoint import save_checkpoint
+    from structprune.model.loading import load_checkpoint
+    from structprune.model.sources import ModelSourceError
 
     folder = tmp_path / "results" / "m" / "c" / "x" / "s20" / "pruned"
     save_checkpoint(model, tokenizer, folder, build_manifest("prune", {}, {}))
@@ -93,8 +94,8 @@ def test_a_checkpoint_file_that_differs_from_its_manifest_is_refused_before_load
 
 
 def test_identical_writes_give_identical_bytes_and_timing_stays_in_the_sidecar(tmp_path, model, tokenizer):
-    from structprune.artifacts import build_manifest
-    from structprune.checkpoint import save_checkpoint
+    from structprune.io.artifacts import build_manifest
+    from structprune.io.checkpoint import save_checkpoint
 
     for run, seconds in (("a", 1.0), ("b", 2.5)):
         save_tensors({"x": torch.ones(3)}, tmp_path / run / "stats.safetensors", {"k": 1}, timing={"wall_time_s": seconds})
@@ -112,7 +113,7 @@ def test_a_killed_writers_temporaries_are_removed_by_the_next_write(tmp_path):
     stale_dir = tmp_path / ".ckpt.tmp-99999"
     (stale_dir / "sub").mkdir(parents=True)
     write_stats(target)
-    from structprune.artifacts import atomic_dir
+    from structprune.io.artifacts import atomic_dir
 
     with atomic_dir(tmp_path / "ckpt") as tmp:
         (tmp / "f").write_text("x")
@@ -130,8 +131,8 @@ def test_a_tensor_file_whose_hash_record_is_gone_is_damaged_not_unchecked(tmp_pa
 
 
 def test_an_edited_evaluation_is_damaged_and_never_reaches_a_table(tmp_path):
-    from structprune.artifacts import write_stage_json
-    from structprune.integrity import read_stage_json
+    from structprune.io.artifacts import write_stage_json
+    from structprune.io.integrity import read_stage_json
 
     path = tmp_path / "results" / "m" / "c" / "x" / "s20" / "eval" / "pruned.json"
     write_stage_json(path, {"perplexity": {"wikitext2": {"ppl": 68.17}}}, "evaluate")
@@ -145,8 +146,8 @@ def test_an_edited_evaluation_is_damaged_and_never_reaches_a_table(tmp_path):
 
 
 def test_a_dense_stream_file_changed_after_recording_is_refused_and_found(tmp_path, model, tokenizer):
-    from structprune.densestream import CachedDenseStream, record_dense_stream
-    from structprune.streams import capture_layer_inputs
+    from structprune.calibration.densestream import CachedDenseStream, record_dense_stream
+    from structprune.calibration.streams import capture_layer_inputs
 
     samples = torch.randint(3, len(tokenizer), (4, 12), generator=torch.Generator().manual_seed(0))
     folder = tmp_path / "results" / "m" / "calib" / "w" / "dense"
@@ -165,9 +166,9 @@ def test_a_dense_stream_file_changed_after_recording_is_refused_and_found(tmp_pa
 
 
 def test_the_scan_before_planning_hashes_only_what_changed_since_it_was_written(tmp_path, model, tokenizer, monkeypatch):
-    import structprune.integrity as integrity
-    from structprune.artifacts import build_manifest
-    from structprune.checkpoint import save_checkpoint
+    import structprune.io.integrity as integrity
+    from structprune.io.artifacts import build_manifest
+    from structprune.io.checkpoint import save_checkpoint
 
     folder = tmp_path / "results" / "m" / "c" / "x" / "s20" / "pruned"
     save_checkpoint(model, tokenizer, folder, build_manifest("prune", {}, {}))
@@ -179,7 +180,7 @@ def test_the_scan_before_planning_hashes_only_what_changed_since_it_was_written(
 
 
 def test_a_gguf_export_and_task_items_that_differ_from_their_records_are_refused(tmp_path, caplog):
-    from structprune.artifacts import sha256_path, write_stage_json
+    from structprune.io.artifacts import sha256_path, write_stage_json
     from structprune.cli import main
 
     gguf = tmp_path / "results" / "m" / "c" / "x" / "s20" / "gguf" / "pruned.gguf"

@@ -4,9 +4,9 @@ import math
 
 import torch
 
-from structprune.scores import LayerWeights, score_method
-from structprune.scores.paper import candidates_first, depth2_metric, gated_product_scores, redundancy_candidates
-from structprune.statistics import attention_probabilities, collect_statistics, pairwise_js_divergence
+from structprune.pruning.scores import LayerWeights, score_method
+from structprune.pruning.scores.distribution_paper import candidates_first, depth2_metric, gated_product_scores, redundancy_candidates
+from structprune.calibration.statistics import attention_probabilities, collect_statistics, pairwise_js_divergence
 
 
 def test_js_divergence_is_zero_for_identical_heads_and_ln2_for_disjoint_positions():
@@ -95,7 +95,7 @@ def test_attention_probabilities_match_the_models_own_eager_attention(model, inp
 
 def test_layer_statistics_read_q_and_k_from_the_modules_own_projections(model, input_ids):
     """The divergence hook reuses the q/k projections of the forward it observes."""
-    from structprune.statistics import LayerStatistics
+    from structprune.calibration.statistics import LayerStatistics
 
     layer = model.model.layers[1]
     seen, stats = {}, LayerStatistics()
@@ -124,7 +124,7 @@ def test_distribution_defaults_are_the_papers(model, input_ids):
 
 
 def test_distribution_options_given_on_the_command_line_as_words(model, input_ids):
-    from structprune.cli import _option_value
+    from structprune.stages.common import option_value as _option_value
 
     scorer = score_method("distribution").make(redundancy=_option_value("none"), mlp=_option_value("output"))
     stats, _ = collect_statistics(model, input_ids, progress=False)

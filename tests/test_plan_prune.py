@@ -2,11 +2,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from structprune.checkpoint import save_checkpoint
-from structprune.models import count_parameters, model_geometries
-from structprune.plan import LayerPlan, PrunePlan, plan_heads, plan_uniform
-from structprune.prune import prune_model
-from structprune.scores import score_model
+from structprune.io.checkpoint import save_checkpoint
+from structprune.model.geometry import count_parameters, model_geometries
+from structprune.pruning.planning import LayerPlan, PrunePlan, plan_heads, plan_uniform
+from structprune.pruning.slicing import prune_model
+from structprune.pruning.scores import score_model
 from tiny import HEAD_DIM, HIDDEN, INTERMEDIATE
 
 
@@ -42,7 +42,7 @@ def test_pruned_logits_equal_masked_dense(model, input_ids, mode, method):
 
 
 def test_within_kv_groups_removes_lowest_head_of_each_group():
-    from structprune.models import LayerGeometry
+    from structprune.model.geometry import LayerGeometry
 
     g = LayerGeometry(num_heads=6, num_kv_heads=2, head_dim=4, hidden_size=8, intermediate_size=8)
     scores = torch.tensor([5.0, 1.0, 3.0, 0.5, 9.0, 2.0])

@@ -6,9 +6,9 @@ import pytest
 import torch
 from lm_eval.models.huggingface import HFLM
 
-from structprune.plan import LayerPlan, PrunePlan
-from structprune.prefixlm import CONTEXT, PADDING, PrefixSharingLM, context_groups, length_batches, packed_mask, packed_row
-from structprune.prune import prune_model
+from structprune.pruning.planning import LayerPlan, PrunePlan
+from structprune.evaluation.prefixlm import CONTEXT, PADDING, PrefixSharingLM, context_groups, length_batches, packed_mask, packed_row
+from structprune.pruning.slicing import prune_model
 from tiny import INTERMEDIATE, TASK_RECORDS
 
 
@@ -110,7 +110,7 @@ def test_variable_width_model_with_a_removed_kv_group(model, tokenizer):
 def test_builtin_tasks_score_the_same_items_the_same(model, tokenizer, tmp_path):
     from lm_eval import evaluator
 
-    from structprune.tasks import local_task_config, task_manager
+    from structprune.data.tasks import local_task_config, task_manager
 
     files = {}
     for task, records in TASK_RECORDS.items():

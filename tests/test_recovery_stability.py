@@ -18,11 +18,11 @@ import pytest
 import torch
 import yaml
 
-from structprune import engine
-from structprune.evaluate import perplexity
-from structprune.models import decoder_layers
-from structprune.recipe import Recipe
-from structprune.streams import capture_layer_inputs, propagate
+from structprune.pruning import engine
+from structprune.evaluation.perplexity import perplexity
+from structprune.model.geometry import decoder_layers
+from structprune.spec.recipe import Recipe
+from structprune.calibration.streams import capture_layer_inputs, propagate
 from tiny import tiny_llama
 
 EPS = 1e-7  # float32 rounding: 2^-24 = 6e-8 per operation

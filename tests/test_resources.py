@@ -2,14 +2,14 @@
 
 The committed LLaMA-7B-width benchmarks (two decoder layers, at two token counts) are
 projected to 32 layers and to the paper config's token counts; every benchmarked stage's
-request (structprune.resources) must cover that peak without asking for more than twice it.
+request (structprune.spec.resources) must cover that peak without asking for more than twice it.
 """
 
 import json
 
 import pytest
 
-from structprune.resources import STAGE_COST, memory_mb, weights_mb
+from structprune.spec.resources import STAGE_COST, memory_mb, weights_mb
 from test_bench import load_bench
 from workflow_helpers import REPO
 

@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
-from structprune.recipe import Recipe
-from structprune.selection import candidate_recipes, heldout_loss, select_recipe
-from structprune.statistics import collect_statistics
+from structprune.spec.recipe import Recipe
+from structprune.pruning.selection import candidate_recipes, heldout_loss, select_recipe
+from structprune.calibration.statistics import collect_statistics
 
 
 def test_candidate_grid_overrides_fields_and_options_in_order():
@@ -52,7 +52,7 @@ def test_selection_keeps_the_lowest_heldout_loss_and_reports_every_candidate(mod
 def test_select_from_the_command_line_records_every_candidate(tmp_path):
     import json
 
-    from structprune.checkpoint import save_tensors
+    from structprune.io.checkpoint import save_tensors
     from structprune.cli import main
     from tiny import save_tiny_checkpoint
 

@@ -1,6 +1,6 @@
 import torch
 
-from structprune.selfgen import generate_calibration
+from structprune.data.selfgen import generate_calibration
 
 
 def test_self_generated_samples_are_deterministic_under_a_seed(model):

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
-from structprune.artifacts import read_json
+from structprune.io.artifacts import read_json
 from workflow_helpers import ONE_THREAD, REPO, snakemake, write_config
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slurm]
@@ -97,7 +97,7 @@ def test_cluster_outputs_equal_the_local_run(runs):
         ours, theirs = load_file(str(cluster_dir / name)), load_file(str(local / name))
         assert ours.keys() == theirs.keys()
         assert all(ours[k].equal(theirs[k]) for k in ours), name
-    from structprune.tables import MEASURED_COLUMNS
+    from structprune.report.tables import MEASURED_COLUMNS
 
     def deterministic(frame):  # speed figures are measurements: they differ between any two runs; the best
         # peer depends on which rows a table has (this one has no peers)

@@ -3,12 +3,15 @@ import json
 import numpy as np
 import pytest
 
-from structprune.tables import comparison_table, compute_time_summary, plot_perplexity, to_markdown
+from structprune.report.formats import to_markdown
+from structprune.report.notes import compute_time_summary
+from structprune.report.plots import plot_perplexity
+from structprune.report.tables import comparison_table
 
 
 def sealed(payload) -> str:
     """A stage JSON as its stage writes it (sealed: the report refuses edited or unsealed ones)."""
-    from structprune.artifacts import seal
+    from structprune.io.artifacts import seal
 
     return json.dumps(seal(payload))
 
@@ -53,7 +56,7 @@ def test_compute_time_summary_sums_benchmarks_per_stage(tmp_path):
 def test_latex_and_html_tables_escape_and_match_the_markdown_numbers():
     import pandas as pd
 
-    from structprune.tables import to_html, to_latex
+    from structprune.report.formats import to_html, to_latex
 
     table = pd.DataFrame({"Method": ["dense", "ours_c"], "Sparsity (%)": [0, 20], "WikiText2": [12.345, 17.0]})
     tex = to_latex(table, "LLaMA 20% & more")
@@ -64,9 +67,8 @@ def test_latex_and_html_tables_escape_and_match_the_markdown_numbers():
 
 
 def test_selection_table_lists_every_candidate_and_marks_the_kept_one(tmp_path):
-    import json
 
-    from structprune.tables import selection_table
+    from structprune.report.tables import selection_table
 
     folder = tmp_path / "ckpt"
     folder.mkdir()
@@ -107,7 +109,7 @@ def eval_with_items(path, method, stage, sparsity, scores, window_nll):
 
 
 def test_the_table_marks_differences_within_noise_and_names_the_best_peer(tmp_path):
-    from structprune.tables import SIGNIFICANCE_NOTE
+    from structprune.report.notes import SIGNIFICANCE_NOTE
 
     rng = np.random.default_rng(0)
     dense_items = rng.integers(0, 2, 200).astype(float)
@@ -138,7 +140,7 @@ def test_rows_without_per_item_results_keep_empty_uncertainty_cells(tmp_path):
 
 
 def test_speed_columns_are_ratios_to_dense_matched_by_checkpoint(tmp_path):
-    from structprune.tables import comparison_table
+    from structprune.report.tables import comparison_table
 
     dense = fake_eval(tmp_path / "d.json", "dense", "dense", 0, 1000, 10.0, (0.6, 0.7))
     pruned = fake_eval(tmp_path / "p.json", "l1", "pruned", 20, 800, 50.0, (0.5, 0.6))
@@ -160,7 +162,7 @@ def test_speed_columns_are_ratios_to_dense_matched_by_checkpoint(tmp_path):
     assert table.loc["l1", "Decode x b1"] == 1.2 and table.loc["l1", "Peak mem x"] == 0.5
     assert table.loc["dense", "Prefill x"] == 1.0 and table.loc["l1", "Weights (MB)"] == 0.5
     assert table.loc["l1", "Dense decode b1 (tok/s)"] == 20.0
-    from structprune.tables import plot_accuracy, plot_tradeoff
+    from structprune.report.plots import plot_accuracy, plot_tradeoff
 
     plain = table.reset_index()
     plot_accuracy(plain, tmp_path / "a.png", "t")
@@ -169,7 +171,7 @@ def test_speed_columns_are_ratios_to_dense_matched_by_checkpoint(tmp_path):
 
 
 def test_llama_cpp_columns_and_the_gguf_table(tmp_path):
-    from structprune.tables import comparison_table, gguf_table
+    from structprune.report.tables import comparison_table, gguf_table
 
     dense = fake_eval(tmp_path / "d.json", "dense", "dense", 0, 1000, 10.0, (0.6, 0.7))
     pruned = fake_eval(tmp_path / "p.json", "l1", "pruned", 20, 800, 50.0, (0.5, 0.6))
@@ -205,8 +207,8 @@ def test_llama_cpp_columns_and_the_gguf_table(tmp_path):
 
 
 def test_the_recovery_rounding_note_goes_with_rows_of_the_paper_s_recovery_only(tmp_path):
-    from structprune.artifacts import write_stage_json
-    from structprune.tables import uses_paper_recovery
+    from structprune.io.artifacts import write_stage_json
+    from structprune.report.notes import uses_paper_recovery
 
     paths = []
     for name, stage, reconstruct in (("a", "pruned", "none"), ("b", "recovered", "refit"), ("c", "recovered", "paper")):

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from structprune.uncertainty import (
+from structprune.evaluation.uncertainty import (
     average_stderr, mean_stderr, paired_accuracy_difference, paired_perplexity_difference, perplexity_interval,
 )
 

@@ -5,11 +5,11 @@ import json
 import torch
 from transformers import AutoModelForCausalLM
 
-from structprune.checkpoint import save_checkpoint
-from structprune.evaluate import zero_shot
-from structprune.models import load_checkpoint
-from structprune.plan import LayerPlan, PrunePlan
-from structprune.prune import prune_model
+from structprune.io.checkpoint import save_checkpoint
+from structprune.evaluation.zeroshot import zero_shot
+from structprune.model.loading import load_checkpoint
+from structprune.pruning.planning import LayerPlan, PrunePlan
+from structprune.pruning.slicing import prune_model
 from tiny import HEAD_DIM, INTERMEDIATE, TASK_RECORDS
 from test_plan_prune import masked_copy
 
@@ -32,7 +32,7 @@ def test_different_widths_per_layer_save_load_and_match_the_masked_model(model, 
     out = loaded.generate(input_ids[:1, :4], max_new_tokens=3, do_sample=False, pad_token_id=2)
     assert out.shape == (1, 7)
     reloaded, _ = load_checkpoint(tmp_path / "ckpt")  # the pipeline's own loader: our class, not the folder's copy
-    assert type(reloaded).__module__ == "structprune.varwidth"
+    assert type(reloaded).__module__ == "structprune.model.varwidth"
     torch.testing.assert_close(reloaded(input_ids).logits, expected, atol=1e-5, rtol=1e-5)
     task_file = tmp_path / "piqa.jsonl"
     task_file.write_text("".join(json.dumps(r) + "\n" for r in TASK_RECORDS["piqa"]))
@@ -55,7 +55,8 @@ def test_head_count_that_does_not_divide_hidden_size_uses_the_variable_width_cla
 def test_foreign_code_in_a_checkpoint_or_source_is_refused_before_loading(model, tokenizer, tmp_path):
     import pytest
 
-    from structprune.models import ModelSourceError, load_source
+    from structprune.model.loading import load_source
+    from structprune.model.sources import ModelSourceError
 
     model.save_pretrained(tmp_path / "src")
     tokenizer.save_pretrained(tmp_path / "src")

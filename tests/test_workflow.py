@@ -242,7 +242,7 @@ def test_report_html_has_the_tables_plots_and_runtimes(finished_run, tmp_path):
 
 
 def test_a_damaged_intermediate_is_rebuilt_by_the_next_run_with_what_reads_it(finished_run, tmp_path):
-    from structprune.integrity import checkpoint_problem, safetensors_problem
+    from structprune.io.integrity import checkpoint_problem, safetensors_problem
 
     workdir, _ = finished_run
     copy = tmp_path / "run"

@@ -17,14 +17,14 @@ from snakemake.utils import update_config
 SRC = Path(workflow.basedir) / "src"
 os.environ["PYTHONPATH"] = os.pathsep.join([str(SRC), *filter(None, [os.environ.get("PYTHONPATH")])])
 sys.path.insert(0, str(SRC))  # the stdlib-only fingerprint module, importable without installing
-from structprune.codeversion import stage_code_version
-from structprune.configcheck import (
+from structprune.spec.codeversion import stage_code_version
+from structprune.spec.configcheck import (
     GRADIENT_SCORES, STAGES, ConfigError, model_family_problems, model_limit_problems, row_label, select_candidates, stage_calib, stage_recipe,
     text_size_problems, validate_config,
 )
-from structprune.configfile import ConfigFileError, typed_overrides
-from structprune.recipe import StatisticsNeeds, recipe_problems, statistics_needs
-from structprune.resources import memory_mb as job_memory_mb, runtime_minutes as job_runtime_minutes
+from structprune.spec.configfile import ConfigFileError, typed_overrides
+from structprune.spec.recipe import StatisticsNeeds, recipe_problems, statistics_needs
+from structprune.spec.resources import memory_mb as job_memory_mb, runtime_minutes as job_runtime_minutes
 
 REPO = Path(workflow.basedir)
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
@@ -90,7 +90,7 @@ def rebuild_damaged_artifacts():
     and with it everything that reads it (Snakemake 9 would not rerun a job for a damaged or
     missing intermediate whose consumers are up to date); a damaged file no job of this
     config writes is named and left alone."""
-    from structprune.integrity import damaged_artifacts
+    from structprune.io.integrity import damaged_artifacts
 
     ours = config_artifacts()
     forced = set()
@@ -167,7 +167,7 @@ def method_cfg(wildcards):
 
 # ---------------------------------------------------------------- compute and resources
 
-# Requests per stage come from structprune.resources: host memory from the stage benchmark
+# Requests per stage come from structprune.spec.resources: host memory from the stage benchmark
 # (results/bench/llama7b-width*.json) where it runs the stage, else from the embedded model's
 # Snakemake benchmarks; a profile's set-resources or a model's mem_mb/runtime override them.
 GPU_STAGES = {"data_calib", "calibrate", "dense_stream", "gradients", "prune", "select", "evaluate", "speed"}

@@ -1,0 +1,2 @@
+"""Text the pipeline reads: evaluation streams, calibration windows, held-out windows,
+self-generated samples and zero-shot task items."""

@@ -1,0 +1,2 @@
+"""Measuring a checkpoint: perplexity windows, zero-shot accuracy, speed, and how sure the
+numbers are."""

@@ -1,0 +1,1 @@
+"""Serving formats: GGUF files and running them in llama.cpp."""

@@ -1,0 +1,1 @@
+"""Artifacts on disk: atomic writes, manifests, checkpoint folders and integrity checks."""

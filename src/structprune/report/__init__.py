@@ -1,0 +1,1 @@
+"""The comparison: tables, their text formats, plots, and the notes above them."""

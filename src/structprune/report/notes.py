@@ -1,0 +1,109 @@
+"""The text above the tables: what each column means, how sure it is, and what the run cost.
+Written by the report code so it describes the table it sits above."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from structprune.io.integrity import read_stage_json
+
+SPEED_NOTE = (
+    "Speed and memory (stage `speed`, structprune.evaluation.speed), measured on the machine that ran the job, each checkpoint "
+    "beside the dense model in one process, their measurements alternating (medians of the repeats) so that machine "
+    "noise cancels in the ratios: `Prefill x` is tokens/s of one forward pass over a batch of prompts, `Decode x b1` "
+    "and `Decode x bN` new tokens/s of greedy generation with the KV cache at batch 1 and N, `Peak mem x` weights plus "
+    "the peak memory rise while generating at batch N; each as checkpoint / dense (> 1: faster or larger). "
+    "`Weights (MB)` is the bytes of parameters and buffers."
+)
+
+
+LLAMACPP_NOTE = (
+    "`llama.cpp prefill x` and `llama.cpp decode x`: the same checkpoint's GGUF export (stage `export`) timed in "
+    "llama.cpp in the same job as the dense export, alternating (medians): tokens/s of one prompt and of single decode "
+    "steps at batch 1, checkpoint / dense; `Dense llama.cpp decode (tok/s)` is the dense export's absolute figure."
+)
+
+
+GGUF_NOTE = (
+    "Every checkpoint exported to GGUF (stage `export`, structprune.export.gguf): `llama` for uniform widths, `deci` "
+    "for per-layer widths. Each file was loaded in llama.cpp (llama-cpp-python) and continued a fixed prompt greedily; "
+    "`Greedy agrees` says whether its tokens equal transformers' from the checkpoint (float16 weights may flip a "
+    "near-tie). Perplexities (first rows of the evaluation protocol, at the speed sparsities): the checkpoint's "
+    "(transformers, float32) and the export's (llama.cpp), and their difference."
+)
+
+
+RECOVERY_NOTE = (
+    "Rounding: the paper's pre-pruning recovery (`reconstruct: paper`, the w/ remedy rows) fits rounding into its "
+    "weights by least squares, and at `recover.damp` 0.01 that flipped near-tied units on a CPU with other float32 "
+    "kernels (WikiText-2 at 35 %: 592.14 against 566.97). At the damping used here (1.0, chosen on held-out "
+    "calibration text) the plans are the same and every perplexity moves by less than 1e-5 relative under another "
+    "instruction set and 1e-7 input perturbations: `results/bench/recovery_stability.md`, "
+    "`scripts/recovery_stability.py`."
+)
+
+
+def uses_paper_recovery(eval_paths: list[str]) -> bool:
+    """Whether a row of the table comes from the paper's recovery (its checkpoint's recipe)."""
+    for path in eval_paths:
+        result = read_stage_json(path)
+        manifest = Path(result.get("checkpoint", "")) / "manifest.json"
+        if result.get("stage") == "recovered" and manifest.is_file():
+            if read_stage_json(manifest).get("parameters", {}).get("recipe", {}).get("reconstruct") == "paper":
+                return True
+    return False
+
+
+SIGNIFICANCE_NOTE = (
+    "Uncertainty: `Avg se` is the standard error of the average accuracy (per-task sample standard errors, "
+    "tasks independent); `... 95% CI` are perplexity intervals from 10,000 bootstrap resamples of the evaluation "
+    "windows. `vs dense` and `vs best peer` are paired differences on the same items (accuracy, points) or windows "
+    "(perplexity, %): the best peer is the strongest non-`ours` method at the same sparsity (highest average, "
+    "lowest perplexity). A `~` marks a difference that is not significant at 95 % (its paired bootstrap interval, "
+    "10,000 resamples of items within each task or of windows, seed 0, covers zero)."
+)
+
+
+def compute_time_summary(benchmark_paths: list[str | os.PathLike]) -> str:
+    """Wall time per stage, summed over the Snakemake benchmark files that exist."""
+    totals: dict[str, float] = {}
+    for path in benchmark_paths:
+        path = Path(path)
+        if not path.is_file():
+            continue
+        parts = path.parts
+        stage = parts[parts.index("benchmarks") + 1] if "benchmarks" in parts[:-1] else path.parent.name
+        seconds = float(pd.read_csv(path, sep="\t")["s"].iloc[-1])
+        totals[stage] = totals.get(stage, 0.0) + seconds
+    if not totals:
+        return ""
+    parts = ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in totals.items())
+    return f"Compute time of the jobs behind this table (Snakemake benchmarks): {parts}; total {sum(totals.values()):.0f} s."
+
+
+
+SELECTION_NOTE = (
+    "Candidates of each method with a select section: the method's recipe with the listed overrides, "
+    "pruned on its calibration samples; the held-out loss is the mean next-token loss on held-out "
+    "calibration text (windows no fit sample covers; never evaluation data). The lowest is kept."
+)
+
+
+def table_header(title: str, note: str, table: pd.DataFrame, eval_paths: list[str], benchmark_paths: list[str]) -> str:
+    """The comparison table's header: its title, the run's note (the recipes, from the config),
+    then a note for each kind of column the table has and what the run cost."""
+    header = f"# {title}\n\n{note}" if note else f"# {title}"
+    if "Avg se" in table or any(column.endswith("95% CI") for column in table.columns):
+        header += "\n\n" + SIGNIFICANCE_NOTE
+    if "Prefill x" in table:
+        header += "\n\n" + SPEED_NOTE
+    if uses_paper_recovery(eval_paths):
+        header += "\n\n" + RECOVERY_NOTE
+    if "llama.cpp decode x" in table:
+        header += "\n\n" + LLAMACPP_NOTE
+    if benchmark_paths:
+        header += "\n\n" + compute_time_summary(benchmark_paths)
+    return header

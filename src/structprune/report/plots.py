@@ -1,0 +1,115 @@
+"""Plots of the comparison table: perplexity and accuracy per sparsity, and perplexity
+against measured speed-up."""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+
+from structprune.io.artifacts import atomic_file
+from structprune.report.tables import PPL_COLUMNS
+
+MARKERS = "osD^vP*Xh<>p"  # one per line, so lines of one colour stay apart
+
+
+def plot_perplexity(table: pd.DataFrame, path: str | os.PathLike, title: str) -> None:
+    """Perplexity against the share of decoder-block parameters each checkpoint actually removed
+    (not its target: LLM-Pruner's per-module rounding removes less than asked), one line per
+    method/stage; dense drawn as a horizontal line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = [c for c in PPL_COLUMNS.values() if c in table.columns]
+    fig, axes = plt.subplots(1, len(columns), figsize=(5 * len(columns), 4), squeeze=False)
+    for ax, column in zip(axes[0], columns):
+        dense = table[table["Stage"] == "dense"]
+        if not dense.empty:
+            ax.axhline(dense[column].iloc[0], color="black", linestyle="--", label="dense")
+        others = table[table["Stage"] != "dense"]
+        x = "Block params removed (%)" if "Block params removed (%)" in table else "Sparsity (%)"
+        for (method, calib, stage), group in others.groupby(["Method", "Calibration", "Stage"], sort=False):
+            group = group.sort_values("Sparsity (%)")
+            label = method if calib == "none" else f"{method} ({calib})"
+            label += "" if stage == "pruned" else f" {stage}"
+            ax.plot(group[x], group[column], marker=MARKERS[len(ax.lines) % len(MARKERS)], label=label)
+        ax.set_yscale("log")
+        ax.set_xlabel("decoder-block parameters removed (%)" if x != "Sparsity (%)" else "sparsity (% of decoder-block parameters)")
+        ax.set_ylabel(f"{column} perplexity (log scale)")
+        ax.grid(True, which="both", alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png", bbox_inches="tight")
+    plt.close(fig)
+
+
+def _row_label(row) -> str:
+    label = row["Method"] if row["Calibration"] == "none" else f"{row['Method']} ({row['Calibration']})"
+    return label + ("" if row["Stage"] in ("pruned", "dense") else f" {row['Stage']}")
+
+
+def plot_accuracy(table: pd.DataFrame, path: str | os.PathLike, title: str) -> None:
+    """Average zero-shot accuracy with its standard error (error bars) per row, one panel per
+    sparsity that has zero-shot results; the dense model's average as a reference line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scored = table[table["Average"].notna()] if "Average" in table else table.iloc[:0]
+    pruned = scored[scored["Stage"] != "dense"]
+    sparsities = sorted(pruned["Sparsity (%)"].unique())
+    fig, axes = plt.subplots(1, max(1, len(sparsities)), figsize=(6 * max(1, len(sparsities)), 0.3 * max(len(g) for _, g in pruned.groupby("Sparsity (%)")) + 1.5) if len(pruned) else (6, 2), squeeze=False)
+    for ax, sparsity in zip(axes[0], sparsities):
+        rows = pruned[pruned["Sparsity (%)"] == sparsity].sort_values("Average")
+        errors = rows["Avg se"] if "Avg se" in rows else None
+        ax.barh([_row_label(r) for _, r in rows.iterrows()], rows["Average"], xerr=errors, color="tab:blue", alpha=0.7,
+                error_kw={"capsize": 2, "elinewidth": 1})
+        dense = scored[scored["Stage"] == "dense"]
+        if not dense.empty:
+            ax.axvline(dense["Average"].iloc[0], color="black", linestyle="--", label="dense")
+            ax.legend(loc="lower right", fontsize=8)
+        ax.set_title(f"{sparsity} % sparsity")
+        ax.set_xlabel("average zero-shot accuracy (%), bars: 1 standard error")
+        ax.tick_params(axis="y", labelsize=8)
+        ax.grid(True, axis="x", alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png", bbox_inches="tight")
+    plt.close(fig)
+
+
+def plot_tradeoff(table: pd.DataFrame, path: str | os.PathLike, title: str, speed: str = "Decode x b1") -> None:
+    """Perplexity against measured speed-up (the trade-off a user picks from): one marker per
+    checkpoint, colour by method, dense at 1x; log perplexity."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    column = next((c for c in PPL_COLUMNS.values() if c in table.columns), None)
+    if speed in table and column is not None:
+        rows = table[table[speed].notna() & table[column].notna()]
+        for index, (label, group) in enumerate(rows.groupby(rows.apply(_row_label, axis=1), sort=False)):
+            ax.scatter(group[speed], group[column], marker=MARKERS[index % len(MARKERS)], label=label, s=36)
+            for _, r in group.iterrows():
+                ax.annotate(f"{int(r['Sparsity (%)'])}%", (r[speed], r[column]), fontsize=6, xytext=(3, 2),
+                            textcoords="offset points")
+        ax.set_yscale("log")
+    ax.set_xlabel(f"measured speed-up over dense ({speed}: decode tokens/s, pruned / dense)")
+    ax.set_ylabel(f"{column} perplexity (log scale)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False)
+    ax.set_title(title)
+    fig.tight_layout()
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png", bbox_inches="tight")
+    plt.close(fig)
+

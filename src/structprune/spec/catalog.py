@@ -1,0 +1,55 @@
+"""The vocabulary of structprune: every list of choices, written once.
+
+The score registry, the statistics each score needs, config validation, the command line's
+choices and the config schema's enums all read these lists (tests/test_catalog.py checks
+the schema and the registry against them). Standard library only: the Snakefile reads it
+at planning time.
+
+Adding a score: its module under `pruning/scores/` (a ``make_*`` function decorated with
+``@register("name", citation)``) and one entry in `SCORES`.
+"""
+
+from __future__ import annotations
+
+# What a score reads: nothing (data-free), the calibrate stage's activation moments, or the
+# gradients stage's backprop saliencies.
+STATISTICS = ("none", "moments", "gradients")
+
+# score name -> (its module under pruning/scores/, the statistics it reads)
+SCORES = {
+    "random": ("magnitude", "none"),
+    "l1": ("magnitude", "none"),
+    "l2": ("magnitude", "none"),
+    "magnitude2": ("magnitude", "none"),
+    "distribution": ("distribution", "moments"),
+    "wanda_sp": ("wanda", "moments"),
+    "flap": ("flap", "moments"),
+    "taylor": ("taylor", "gradients"),
+}
+SCORE_STATISTICS = {name: statistics for name, (_, statistics) in SCORES.items()}
+SCORE_MODULES = tuple(dict.fromkeys(module for module, _ in SCORES.values()))
+
+# The recipe's word-valued choices (docs/method.md §3).
+HEAD_MODES = ("within_kv_groups", "kv_groups")
+ALLOCATIONS = ("uniform", "global")
+BUDGETS = ("matched", "per_module", "mlp_only")
+SPARSITY_OF = ("blocks", "total")
+FLOWS = ("dense", "sequential")
+RECONSTRUCTIONS = ("none", "bias", "refit", "paper")
+TARGETS = ("block", "module")
+# The recipe fields that take one of a list of words, and that list (config, CLI and select grids).
+CHOICES = {"heads": HEAD_MODES, "allocation": ALLOCATIONS, "budget": BUDGETS, "sparsity_of": SPARSITY_OF,
+           "flow": FLOWS, "reconstruct": RECONSTRUCTIONS, "target": TARGETS}
+# What a select grid may vary: the word choices a candidate can change, the damping, and options.NAME.
+SELECT_CHOICES = ("heads", "allocation", "budget", "flow", "reconstruct", "damp", "target")
+FULL_SITE_NAMES = ("attn_in", "o_proj_in", "mlp_in")  # sites whose full second moment can be kept
+
+# Text: perplexity datasets (with their column names in the table) and calibration sources.
+PERPLEXITY_DATASETS = {"wikitext2": "WikiText2", "ptb": "PTB", "c4": "C4"}
+CALIBRATION_SOURCES = (*PERPLEXITY_DATASETS, "selfgen", "random")
+
+# Where and in which precision a stage computes, and what a GGUF export holds.
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+GGUF_TYPES = ("f32", "f16", "q8_0")
+EVALUATED_STAGES = ("dense", "pruned", "recovered")  # the checkpoint an evaluation JSON measures

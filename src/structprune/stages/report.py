@@ -1,0 +1,70 @@
+"""The report stage: comparison tables, plots and the run record from the stage JSONs."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from structprune.stages.argtypes import (
+    key_value,
+)
+
+log = logging.getLogger("structprune")
+
+HELP = "comparison table and plot from evaluation JSONs"
+
+
+def arguments(parser) -> None:
+    parser.add_argument("--evals", nargs="+", required=True)
+    parser.add_argument("--speeds", nargs="*", default=[], help="speed JSONs of the checkpoints (stage speed)")
+    parser.add_argument("--exports", nargs="*", default=[], help="export JSONs (stage export)")
+    parser.add_argument("--gguf-evals", nargs="*", default=[], help="llama.cpp perplexity JSONs (stage evaluate_gguf)")
+    parser.add_argument("--gguf-csv", default=None)
+    parser.add_argument("--gguf-md", default=None, help="write the GGUF export table here (with --gguf-csv)")
+    parser.add_argument("--plot-accuracy", default=None, help="also plot average accuracy with error bars per sparsity")
+    parser.add_argument("--plot-tradeoff", default=None, help="also plot perplexity against measured decode speed-up")
+    parser.add_argument("--csv", required=True)
+    parser.add_argument("--md", required=True)
+    parser.add_argument("--tex", default=None, help="also write the table as LaTeX (booktabs)")
+    parser.add_argument("--html", default=None, help="also write the table as a self-contained HTML page")
+    parser.add_argument("--plot", default=None)
+    parser.add_argument("--title", default="structprune comparison")
+    parser.add_argument("--note", default="")
+    parser.add_argument("--benchmarks", nargs="*", default=[], help="Snakemake benchmark TSVs to summarise")
+    parser.add_argument("--selection", type=key_value, action="append", default=[], metavar="METHOD:SPARSITY=CHECKPOINT",
+                   help="a select checkpoint whose candidates go into the selection table")
+    parser.add_argument("--selection-csv", default=None)
+    parser.add_argument("--selection-md", default=None)
+    parser.add_argument("--label", type=key_value, action="append", default=[], metavar="METHOD:STAGE=LABEL",
+                   help="the row name of a method's stage in the table")
+    parser.add_argument("--run-record", default=None, help="also write what the run used (config, commit, versions) here")
+    parser.add_argument("--run-config", default="{}", help="the run's configuration as JSON (for --run-record)")
+    parser.add_argument("--config-files", nargs="*", default=[], help="the config files the run read (for --run-record)")
+
+
+def run(args) -> None:
+    from structprune.report.formats import write_table
+    from structprune.report.notes import GGUF_NOTE, SELECTION_NOTE, table_header
+    from structprune.report.plots import plot_accuracy, plot_perplexity, plot_tradeoff
+    from structprune.report.tables import comparison_table, gguf_table, selection_table
+
+    table = comparison_table(args.evals, dict(args.label), args.speeds)
+    header = table_header(args.title, args.note, table, args.evals, args.benchmarks)
+    write_table(table, args.csv, args.md, header, args.tex, args.html)
+    if args.selection_md:
+        chosen = selection_table(args.selection, dict(args.label))
+        write_table(chosen, args.selection_csv, args.selection_md, f"# {args.title}: held-out selection\n\n{SELECTION_NOTE}")
+    if args.gguf_md:
+        exports = gguf_table(args.exports, args.gguf_evals, args.evals, dict(args.label))
+        write_table(exports, args.gguf_csv, args.gguf_md, f"# {args.title}: GGUF exports for llama.cpp\n\n{GGUF_NOTE}")
+    for path, plot in ((args.plot, plot_perplexity), (args.plot_accuracy, plot_accuracy), (args.plot_tradeoff, plot_tradeoff)):
+        if path:
+            plot(table, path, args.title)
+    if args.run_record:
+        from structprune.io.artifacts import git_commit, package_versions, write_json
+
+        write_json(args.run_record, {
+            "title": args.title, "config_files": args.config_files, "config": json.loads(args.run_config),
+            "git_commit": git_commit(), "versions": package_versions(), "evals": args.evals,
+        })
+    log.info("table with %d rows -> %s, %s", len(table), args.csv, args.md)
