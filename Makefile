@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.structprune-installed
 # Rules call `python -m structprune`: put the virtualenv first on PATH.
 SNAKEMAKE := PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake
 
-.PHONY: run test setup dry-run report clean-results bench llama-cpp check-config
+.PHONY: run test lint setup dry-run report clean-results bench llama-cpp check-config
 
 # llama.cpp (the GGUF export's check and timing): llama-cpp-python built from source with
 # explicit x86-64 flags. GGML_NATIVE=ON (-march=native) builds crashed at the first generation
@@ -57,8 +57,12 @@ report: check-config $(LLAMA_STAMP)
 dry-run: check-config
 	$(SNAKEMAKE) --cores $(CORES) --dry-run $(CONFIG_ARGS)
 
-test: $(STAMP) $(LLAMA_STAMP)
+test: $(STAMP) $(LLAMA_STAMP) lint
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python -m pytest -q tests
+
+# Lint and import order (pyproject [tool.ruff]): undefined names, unused imports, syntax.
+lint: $(STAMP)
+	$(BIN)/ruff check src tests scripts
 
 # Stage times as multiples of one dense forward, peak memory, file sizes: results/bench/
 bench: $(STAMP)

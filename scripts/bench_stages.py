@@ -106,8 +106,8 @@ def stage_floor(spec, model, tokenizer, ids, workdir):
 
 
 def stage_calibrate(spec, model, tokenizer, ids, workdir):
-    from structprune.io.checkpoint import save_tensors
     from structprune.calibration.statistics import collect_statistics
+    from structprune.io.checkpoint import save_tensors
 
     stats, tokens = collect_statistics(model, ids, spec.batch_size, progress=False)
     path = Path(workdir) / "stats.safetensors"
@@ -222,8 +222,8 @@ def stage_perplexity(spec, model, tokenizer, ids, workdir):
 
 
 def stage_zero_shot(spec, model, tokenizer, ids, workdir):
-    from structprune.evaluation.zeroshot import zero_shot
     from structprune.data.tasks import TASKS
+    from structprune.evaluation.zeroshot import zero_shot
 
     files = {name: Path(spec.task_dir) / f"{name}.jsonl" for name in TASKS}
     files = {name: path for name, path in files.items() if path.is_file()}

@@ -22,10 +22,10 @@ sys.path.insert(0, str(REPO / "src"))
 
 import torch  # noqa: E402
 
-from structprune.io.checkpoint import load_tensors  # noqa: E402
-from structprune.model.geometry import decoder_layers
-from structprune.pruning.reconstruction import LinearRefit, ridge_toward  # noqa: E402
 from structprune.calibration.streams import capture_layer_inputs, propagate, tapped  # noqa: E402
+from structprune.io.checkpoint import load_tensors  # noqa: E402
+from structprune.model.geometry import decoder_layers  # noqa: E402
+from structprune.pruning.reconstruction import LinearRefit, ridge_toward  # noqa: E402
 
 LAYERS = (2, 8, 15, 22, 28)
 DAMPS = (0.01, 1.0)

@@ -33,17 +33,15 @@ sys.path.insert(0, str(REPO / "src"))
 
 import torch  # noqa: E402
 
-from structprune.pruning import engine
-from structprune.pruning import reconstruction
 from structprune.calibration import statistics  # noqa: E402
 from structprune.io.checkpoint import load_tensors  # noqa: E402
-from structprune.model.loading import load_checkpoint
-from structprune.spec.recipe import Recipe  # noqa: E402
+from structprune.model.loading import load_checkpoint  # noqa: E402
+from structprune.pruning import engine, reconstruction  # noqa: E402
 from structprune.pruning.scores import distribution  # noqa: E402
-
+from structprune.spec.recipe import Recipe  # noqa: E402
 
 ORIGINALS = (engine.capture_layer_inputs, reconstruction._ridge_solution, distribution.redundancy_candidates,
-             engine._paper_layer)
+             engine._pre_pruning_refit_layer)
 
 
 def relative_gap(scores: torch.Tensor, remove: int) -> float | None:
@@ -138,7 +136,7 @@ class Recorder:
         engine.capture_layer_inputs = perturbed_capture
         reconstruction._ridge_solution = recorded_solve
         distribution.redundancy_candidates = recorded_candidates
-        engine._paper_layer = recorded_layer
+        engine._pre_pruning_refit_layer = recorded_layer
 
 
 def run(args, eps: float, seed: int = 0) -> tuple[Recorder, dict]:

@@ -104,9 +104,10 @@ def test_prune_refuses_the_scores_of_another_method(tmp_path, caplog):
 
 
 def test_a_stage_refuses_to_write_nan_or_infinity_and_names_itself(tmp_path):
+    from tiny import tiny_llama, tiny_tokenizer
+
     from structprune.io.artifacts import NonFiniteOutputError, write_stage_json
     from structprune.io.checkpoint import save_checkpoint, save_tensors
-    from tiny import tiny_llama, tiny_tokenizer
 
     tokenizer = tiny_tokenizer()
     model = tiny_llama(len(tokenizer))

@@ -61,8 +61,8 @@ def test_statistics_needs_name_what_each_score_reads():
 
 
 def test_only_the_needed_statistics_are_kept_and_every_score_reads_the_same_numbers(model, input_ids):
-    from structprune.spec.recipe import StatisticsNeeds, statistics_needs
     from structprune.pruning.scores import score_model
+    from structprune.spec.recipe import StatisticsNeeds, statistics_needs
 
     full, _ = collect_statistics(model, input_ids, batch_size=4, progress=False)
     lean, _ = collect_statistics(model, input_ids, batch_size=4, progress=False, needs=StatisticsNeeds())

@@ -1,8 +1,8 @@
 import torch
-
-from structprune.io.checkpoint import load_tensors
-from structprune.cli import main
 from tiny import save_tiny_checkpoint, tiny_mirror
+
+from structprune.cli import main
+from structprune.io.checkpoint import load_tensors
 
 
 def test_stages_run_from_the_command_line(tmp_path):

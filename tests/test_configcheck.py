@@ -8,9 +8,9 @@ import copy
 
 import pytest
 import yaml
+from workflow_helpers import REPO
 
 from structprune.spec.configcheck import ConfigError, validate_config
-from workflow_helpers import REPO
 
 BASE = yaml.safe_load((REPO / "config.yaml").read_text())
 

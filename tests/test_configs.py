@@ -7,8 +7,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from workflow_helpers import REPO, snakemake
+
 pytestmark = pytest.mark.workflow
 
 
@@ -117,7 +117,6 @@ def test_a_changed_recover_damp_changes_only_the_commands_of_jobs_that_refit_wit
     """Every recipe used to carry the damping, so a new recover.damp reran every prune and
     select (19 jobs instead of the 1 whose refit reads it: issue #26)."""
     import yaml
-
     from tiny import tiny_mirror
     from workflow_helpers import tiny_config
 

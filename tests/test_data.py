@@ -1,9 +1,9 @@
 import pytest
 import torch
-
-from structprune.data.text import DataSourceError, load_text, sample_windows, tokenize_text
-from structprune.data.tasks import read_task_records
 from tiny import tiny_mirror
+
+from structprune.data.tasks import read_task_records
+from structprune.data.text import DataSourceError, load_text, sample_windows, tokenize_text
 
 
 def test_sample_windows_is_seeded_and_inside_the_stream():

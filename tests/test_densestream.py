@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from structprune.calibration.densestream import FIRST_LEVEL, CachedDenseStream, record_dense_stream
+from structprune.calibration.streams import apply_layer, capture_layer_inputs
 from structprune.pruning.engine import prune_with_recipe
 from structprune.spec.recipe import Recipe
-from structprune.calibration.streams import apply_layer, capture_layer_inputs
 
 RECIPES = {
     "paper": Recipe("distribution", flow="sequential", reconstruct="paper", layers=[1, 2]),

@@ -7,7 +7,11 @@ import torch
 
 from structprune.calibration.statistics import collect_statistics
 from structprune.model.device import (
-    execution_device, layer_on_device, place_layerwise, resolve_device, resolve_dtype,
+    execution_device,
+    layer_on_device,
+    place_layerwise,
+    resolve_device,
+    resolve_dtype,
 )
 from structprune.model.geometry import decoder_layers
 

@@ -1,9 +1,9 @@
 import torch
+from tiny import tiny_llama
 from transformers.models.llama.modeling_llama import LlamaMLP
 
 from structprune.calibration.statistics import MomentAccumulator
 from structprune.pruning.scores.distribution import head_output_gram, head_similarity, mlp_closed_form, mlp_output_power
-from tiny import tiny_llama
 
 
 def orthogonal_mlp(hidden=16, intermediate=6, seed=0):

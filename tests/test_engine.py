@@ -5,17 +5,23 @@ import copy
 import pytest
 import torch
 
-from structprune.pruning.allocation import default_layer_range, global_budgets, layer_ratio, round_kept_neurons, uniform_budgets
-from structprune.pruning.engine import prune_with_recipe
+from structprune.calibration.statistics import collect_statistics
 from structprune.model.geometry import LayerGeometry, model_geometries
+from structprune.pruning.allocation import (
+    default_layer_range,
+    global_budgets,
+    layer_ratio,
+    round_kept_neurons,
+    uniform_budgets,
+)
+from structprune.pruning.engine import prune_with_recipe
 from structprune.pruning.planning import plan_global, plan_uniform
-from structprune.pruning.slicing import prune_model
-from structprune.spec.catalog import SCORE_STATISTICS
-from structprune.spec.recipe import Recipe, recipe_problems
 from structprune.pruning.reconstruction import LinearRefit, refit_shared_input, ridge_toward
 from structprune.pruning.scores import REGISTRY, score_model
-from structprune.calibration.statistics import collect_statistics
+from structprune.pruning.slicing import prune_model
 from structprune.pruning.units import LayerBudget, select_units
+from structprune.spec.catalog import SCORE_STATISTICS
+from structprune.spec.recipe import Recipe, recipe_problems
 
 GQA = LayerGeometry(num_heads=6, num_kv_heads=2, head_dim=4, hidden_size=48, intermediate_size=64)
 
@@ -377,8 +383,11 @@ def test_the_dense_layer_runs_once_per_layer(model, input_ids, reconstruct, pass
 
     handle = torch.nn.modules.module.register_module_forward_pre_hook(count_projections)
     recipe = Recipe("distribution", flow="sequential", reconstruct=reconstruct, layers=[1, 2])
-    prune_with_recipe(model, recipe, 0.3, samples=input_ids, batch_size=input_ids.shape[0], progress=False)
-    print(calls); assert calls == passes  # the pruned layer; batch_size = all samples: one call per pass
+    try:
+        prune_with_recipe(model, recipe, 0.3, samples=input_ids, batch_size=input_ids.shape[0], progress=False)
+    finally:
+        handle.remove()  # a global hook: it must not count other tests' modules
+    assert calls == passes  # the pruned layer; batch_size = all samples: one call per pass
 
 
 def test_the_sequential_flow_collects_only_what_its_score_reads_and_prunes_the_same(model, input_ids, monkeypatch):
@@ -427,10 +436,10 @@ def test_the_paper_recovery_reads_full_moments_from_its_refits_gram_matrices(mod
 def test_attention_statistics_restricted_to_kept_heads_equal_a_pass_through_the_pruned_attention(model, input_ids):
     """The paper's recovery scores neurons on attention statistics restricted to the kept heads
     instead of running the pruned attention again: the two must agree."""
-    from structprune.model.geometry import model_head_dim
-    from structprune.pruning.slicing import prune_attention
     from structprune.calibration.statistics import LayerStatistics, restrict_to_heads
     from structprune.calibration.streams import capture_layer_inputs, propagate
+    from structprune.model.geometry import model_head_dim
+    from structprune.pruning.slicing import prune_attention
 
     model = copy.deepcopy(model)
     layer, head_dim = model.model.layers[0], model_head_dim(model.config)

@@ -4,11 +4,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from tiny import TASK_RECORDS, tiny_llama
 
 from structprune.evaluation.perplexity import perplexity
 from structprune.evaluation.windows import perplexity_windows
 from structprune.evaluation.zeroshot import main_accuracy, zero_shot
-from tiny import TASK_RECORDS, tiny_llama
 
 
 def test_windows_are_consecutive_non_overlapping_and_capped():

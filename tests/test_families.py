@@ -10,12 +10,12 @@ import logging
 import pytest
 import torch
 import transformers
-
-from structprune.cli import main
-from structprune.spec.configcheck import model_family_problems, validate_config
-from structprune.model.families import family_problem
 from tiny import save_tiny_checkpoint, tiny_tokenizer
 from workflow_helpers import REPO, snakemake, tiny_config, write_config
+
+from structprune.cli import main
+from structprune.model.families import family_problem
+from structprune.spec.configcheck import model_family_problems, validate_config
 
 SMALL = dict(vocab_size=160, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, max_position_embeddings=64)

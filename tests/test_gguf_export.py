@@ -9,11 +9,11 @@ import os
 import numpy as np
 import pytest
 import torch
+from tiny import INTERMEDIATE, tiny_llama, tiny_tokenizer
 
 from structprune.export.gguf import ExportError, export_gguf, export_problems, layer_widths, rope_permute
 from structprune.pruning.planning import LayerPlan, PrunePlan
 from structprune.pruning.slicing import add_output_bias, prune_model
-from tiny import INTERMEDIATE, tiny_llama, tiny_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -136,10 +136,10 @@ def test_export_evaluate_and_time_from_the_command_line(bpe_tokenizer, tmp_path)
     evaluate-gguf (our perplexity protocol in llama.cpp, equal to transformers' on an f32
     export), and speed with --gguf (llama.cpp figures, ratios to the dense export of the job)."""
     needs_llama_cpp()
-    from structprune.io.artifacts import build_manifest
-    from structprune.io.checkpoint import save_checkpoint, save_tensors
     from structprune.cli import main
     from structprune.evaluation.perplexity import perplexity
+    from structprune.io.artifacts import build_manifest
+    from structprune.io.checkpoint import save_checkpoint, save_tensors
 
     models = pruned_models(len(bpe_tokenizer))
     for name in ("dense", "per_layer"):

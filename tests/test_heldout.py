@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from structprune.data.text import sample_windows
 from structprune.data.heldout import free_starts, heldout_windows, locate_windows
+from structprune.data.text import sample_windows
 
 
 def test_locate_windows_finds_every_place_a_passage_occurs():

@@ -180,8 +180,8 @@ def test_the_scan_before_planning_hashes_only_what_changed_since_it_was_written(
 
 
 def test_a_gguf_export_and_task_items_that_differ_from_their_records_are_refused(tmp_path, caplog):
-    from structprune.io.artifacts import sha256_path, write_stage_json
     from structprune.cli import main
+    from structprune.io.artifacts import sha256_path, write_stage_json
 
     gguf = tmp_path / "results" / "m" / "c" / "x" / "s20" / "gguf" / "pruned.gguf"
     gguf.parent.mkdir(parents=True)

@@ -4,9 +4,14 @@ import math
 
 import torch
 
-from structprune.pruning.scores import LayerWeights, score_method
-from structprune.pruning.scores.distribution_paper import candidates_first, depth2_metric, gated_product_scores, redundancy_candidates
 from structprune.calibration.statistics import attention_probabilities, collect_statistics, pairwise_js_divergence
+from structprune.pruning.scores import LayerWeights, score_method
+from structprune.pruning.scores.distribution_paper import (
+    candidates_first,
+    depth2_metric,
+    gated_product_scores,
+    redundancy_candidates,
+)
 
 
 def test_js_divergence_is_zero_for_identical_heads_and_ln2_for_disjoint_positions():

@@ -5,20 +5,20 @@ import math
 
 import pytest
 import torch
+from tiny import HEAD_DIM, INTERMEDIATE
 
 from structprune.calibration.statistics import collect_statistics, layer_statistics
 from structprune.io.checkpoint import save_checkpoint
-from structprune.pruning.scores.flap import fluctuation_metric, standardize
 from structprune.model.geometry import LayerGeometry, count_parameters, model_geometries
 from structprune.model.loading import load_checkpoint
-from structprune.pruning.planning import LayerPlan, PrunePlan, plan_global, plan_layer
-from structprune.pruning.slicing import compensation_bias, prune_model, unit_channels
 from structprune.pruning.engine import prune_with_recipe
-from structprune.spec.recipe import Recipe
+from structprune.pruning.planning import LayerPlan, PrunePlan, plan_global, plan_layer
 from structprune.pruning.scores import LayerWeights, score_method, score_model
+from structprune.pruning.scores.flap import fluctuation_metric, standardize
 from structprune.pruning.scores.taylor import channel_saliency, taylor_statistics
 from structprune.pruning.scores.wanda import wanda_channel_scores
-from tiny import HEAD_DIM, INTERMEDIATE
+from structprune.pruning.slicing import compensation_bias, prune_model, unit_channels
+from structprune.spec.recipe import Recipe
 
 W = torch.tensor([[1.0, -2.0], [3.0, 4.0]])
 

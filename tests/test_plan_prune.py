@@ -1,13 +1,13 @@
 import pytest
 import torch
+from tiny import HEAD_DIM, HIDDEN, INTERMEDIATE
 from transformers import AutoModelForCausalLM
 
 from structprune.io.checkpoint import save_checkpoint
 from structprune.model.geometry import count_parameters, model_geometries
 from structprune.pruning.planning import LayerPlan, PrunePlan, plan_heads, plan_uniform
-from structprune.pruning.slicing import prune_model
 from structprune.pruning.scores import score_model
-from tiny import HEAD_DIM, HIDDEN, INTERMEDIATE
+from structprune.pruning.slicing import prune_model
 
 
 def masked_copy(model, plan, head_dim):

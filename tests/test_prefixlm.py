@@ -5,11 +5,19 @@ import json
 import pytest
 import torch
 from lm_eval.models.huggingface import HFLM
-
-from structprune.pruning.planning import LayerPlan, PrunePlan
-from structprune.evaluation.prefixlm import CONTEXT, PADDING, PrefixSharingLM, context_groups, length_batches, packed_mask, packed_row
-from structprune.pruning.slicing import prune_model
 from tiny import INTERMEDIATE, TASK_RECORDS
+
+from structprune.evaluation.prefixlm import (
+    CONTEXT,
+    PADDING,
+    PrefixSharingLM,
+    context_groups,
+    length_batches,
+    packed_mask,
+    packed_row,
+)
+from structprune.pruning.planning import LayerPlan, PrunePlan
+from structprune.pruning.slicing import prune_model
 
 
 def requests_with_shared_contexts(vocab: int, seed: int = 0) -> list:

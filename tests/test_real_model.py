@@ -7,15 +7,15 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from structprune.io.checkpoint import save_checkpoint
 from structprune.cli import main
 from structprune.data.text import load_text, tokenize_text
 from structprune.evaluation.perplexity import perplexity
+from structprune.io.checkpoint import save_checkpoint
 from structprune.model.geometry import count_parameters, model_geometries
 from structprune.model.loading import load_checkpoint
 from structprune.pruning.planning import plan_uniform
-from structprune.pruning.slicing import prune_model
 from structprune.pruning.scores import score_model
+from structprune.pruning.slicing import prune_model
 
 MIRROR = Path(__file__).resolve().parents[2] / "shared" / "data"
 pytestmark = [

@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from tiny import tiny_llama
 
-from structprune.pruning import engine
+from structprune.calibration.streams import capture_layer_inputs, propagate
 from structprune.evaluation.perplexity import perplexity
 from structprune.model.geometry import decoder_layers
+from structprune.pruning import engine
 from structprune.spec.recipe import Recipe
-from structprune.calibration.streams import capture_layer_inputs, propagate
-from tiny import tiny_llama
 
 EPS = 1e-7  # float32 rounding: 2^-24 = 6e-8 per operation
 CONFIG = Path(__file__).parents[1] / "config.yaml"

@@ -8,10 +8,10 @@ request (structprune.spec.resources) must cover that peak without asking for mor
 import json
 
 import pytest
+from workflow_helpers import REPO
 
 from structprune.spec.resources import STAGE_COST, memory_mb, weights_mb
 from test_bench import load_bench
-from workflow_helpers import REPO
 
 BENCH = REPO / "results" / "bench"
 PARAMS_7B = 6.74e9

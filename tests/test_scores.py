@@ -1,10 +1,10 @@
 import pytest
 import torch
+from tiny import HEAD_DIM, INTERMEDIATE
 
 from structprune.model.geometry import LayerGeometry
-from tiny import HEAD_DIM, INTERMEDIATE
-from structprune.pruning.scores.magnitude import magnitude_scores
 from structprune.pruning.scores import REGISTRY, LayerWeights, score_method, score_model
+from structprune.pruning.scores.magnitude import magnitude_scores
 
 
 def hand_layer(num_heads=2, num_kv_heads=1):
@@ -87,7 +87,12 @@ def test_head_scores_read_attention_statistics_only(model, input_ids, method, op
     """The paper's recovery scores heads after an attention-only pass, with stand-in MLP
     moments (statistics.with_placeholder_mlp_moments): every moment-reading score's head
     scores must not depend on the MLP sites."""
-    from structprune.calibration.statistics import MLP_SITES, collect_statistics, layer_statistics, with_placeholder_mlp_moments
+    from structprune.calibration.statistics import (
+        MLP_SITES,
+        collect_statistics,
+        layer_statistics,
+        with_placeholder_mlp_moments,
+    )
 
     stats, _ = collect_statistics(model, input_ids, batch_size=3, progress=False)
     layer = layer_statistics(stats, 1)

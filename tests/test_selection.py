@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
-from structprune.spec.recipe import Recipe
-from structprune.pruning.selection import candidate_recipes, heldout_loss, select_recipe
 from structprune.calibration.statistics import collect_statistics
+from structprune.pruning.selection import candidate_recipes, heldout_loss, select_recipe
+from structprune.spec.recipe import Recipe
 
 
 def test_candidate_grid_overrides_fields_and_options_in_order():
@@ -52,9 +52,10 @@ def test_selection_keeps_the_lowest_heldout_loss_and_reports_every_candidate(mod
 def test_select_from_the_command_line_records_every_candidate(tmp_path):
     import json
 
-    from structprune.io.checkpoint import save_tensors
-    from structprune.cli import main
     from tiny import save_tiny_checkpoint
+
+    from structprune.cli import main
+    from structprune.io.checkpoint import save_tensors
 
     model = save_tiny_checkpoint(tmp_path / "model")
     generator = torch.Generator().manual_seed(0)

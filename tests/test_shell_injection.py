@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import yaml
-
 from tiny import tiny_mirror
 from workflow_helpers import snakemake, tiny_config
 

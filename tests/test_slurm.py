@@ -18,9 +18,9 @@ import pandas as pd
 import pytest
 import yaml
 from safetensors.torch import load_file
+from workflow_helpers import ONE_THREAD, REPO, snakemake, write_config
 
 from structprune.io.artifacts import read_json
-from workflow_helpers import ONE_THREAD, REPO, snakemake, write_config
 
 pytestmark = [pytest.mark.workflow, pytest.mark.slurm]
 PROFILE = REPO / "profiles" / "slurm"

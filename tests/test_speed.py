@@ -7,9 +7,9 @@ import json
 
 import pytest
 import torch
+from tiny import tiny_llama
 
 from structprune.evaluation.speed import SpeedProtocol, measure_pair, speed_report, weight_bytes
-from tiny import tiny_llama
 
 QUICK = SpeedProtocol(prefill_batch=2, prefill_length=16, prompt_length=4, new_tokens=2, decode_batches=(1, 3), repeats=1)
 
@@ -30,9 +30,9 @@ def test_a_smaller_model_is_measured_beside_the_dense_one_with_exact_size_ratios
 
 
 def test_the_speed_stage_writes_measurements_under_timing(tmp_path, model, tokenizer):
+    from structprune.cli import main
     from structprune.io.artifacts import build_manifest
     from structprune.io.checkpoint import save_checkpoint
-    from structprune.cli import main
 
     save_checkpoint(model, tokenizer, tmp_path / "dense", build_manifest("model", {}, {}))
     save_checkpoint(model, tokenizer, tmp_path / "ckpt", build_manifest("prune", {}, {}))

@@ -8,7 +8,11 @@ import numpy as np
 import pytest
 
 from structprune.evaluation.uncertainty import (
-    average_stderr, mean_stderr, paired_accuracy_difference, paired_perplexity_difference, perplexity_interval,
+    average_stderr,
+    mean_stderr,
+    paired_accuracy_difference,
+    paired_perplexity_difference,
+    perplexity_interval,
 )
 
 

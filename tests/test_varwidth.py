@@ -3,14 +3,14 @@
 import json
 
 import torch
+from tiny import HEAD_DIM, INTERMEDIATE, TASK_RECORDS
 from transformers import AutoModelForCausalLM
 
-from structprune.io.checkpoint import save_checkpoint
 from structprune.evaluation.zeroshot import zero_shot
+from structprune.io.checkpoint import save_checkpoint
 from structprune.model.loading import load_checkpoint
 from structprune.pruning.planning import LayerPlan, PrunePlan
 from structprune.pruning.slicing import prune_model
-from tiny import HEAD_DIM, INTERMEDIATE, TASK_RECORDS
 from test_plan_prune import masked_copy
 
 
@@ -26,7 +26,7 @@ def test_different_widths_per_layer_save_load_and_match_the_masked_model(model, 
     save_checkpoint(pruned, tokenizer, tmp_path / "ckpt", {"stage": "test"})
     assert (tmp_path / "ckpt" / "modeling_structprune_llama.py").is_file()
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "ckpt", trust_remote_code=True)
-    widths = [(l.self_attn.q_proj.out_features, l.mlp.gate_proj.out_features) for l in loaded.model.layers]
+    widths = [(layer.self_attn.q_proj.out_features, layer.mlp.gate_proj.out_features) for layer in loaded.model.layers]
     assert widths == [(4 * HEAD_DIM, 32), (6 * HEAD_DIM, INTERMEDIATE - 5)]
     torch.testing.assert_close(loaded(input_ids).logits, expected, atol=1e-5, rtol=1e-5)
     out = loaded.generate(input_ids[:1, :4], max_new_tokens=3, do_sample=False, pad_token_id=2)

@@ -9,7 +9,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-
 from workflow_helpers import ONE_THREAD, REPO, planned_jobs, snakemake, write_config
 
 pytestmark = pytest.mark.workflow

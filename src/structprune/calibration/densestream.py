@@ -34,12 +34,12 @@ from safetensors.torch import load, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from structprune.calibration.streams import LayerBatch, apply_layer, capture_layer_inputs, propagate, tapped
 from structprune.io.artifacts import atomic_dir, sha256_path, write_stage_json
 from structprune.io.checkpoint import check_finite
 from structprune.io.integrity import damaged, read_stage_json
 from structprune.model.device import execution_device, layer_on_device
 from structprune.model.geometry import decoder_layers
-from structprune.calibration.streams import LayerBatch, apply_layer, capture_layer_inputs, propagate, tapped
 
 FORMAT = "structprune-dense-stream-2"  # 2: per-file sha256 in a sealed manifest
 FIRST_LEVEL = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "mlp.gate_proj", "mlp.up_proj")

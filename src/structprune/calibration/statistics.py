@@ -36,12 +36,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from structprune.model.device import execution_device, layer_on_device
 from structprune.calibration.streams import capture_layer_inputs, propagate
+from structprune.model.device import execution_device, layer_on_device
 from structprune.model.geometry import decoder_layers
+from structprune.pruning.reconstruction import gram
 from structprune.pruning.slicing import unit_channels
 from structprune.spec.catalog import FULL_SITE_NAMES
-from structprune.pruning.reconstruction import gram
 
 FULL_SITES = FULL_SITE_NAMES  # the sites a full second moment can be kept at
 DIAGONAL_SITES = ("block_in", "down_proj_in")
@@ -196,12 +196,12 @@ class LayerStatistics:
             for site, accumulator in self.sites.items() if accumulator.count
             for name, tensor in accumulator.moments().items()
         }
-        for site, (gram, rows) in (grams or {}).items():
+        for site, (site_gram, rows) in (grams or {}).items():
             if self.sites[site].full:
                 continue  # it kept its own
             if rows != self.sites[site].count:
                 raise ValueError(f"{site}: a Gram matrix of {rows} rows cannot stand for the {self.sites[site].count} rows seen")
-            second = gram / rows
+            second = site_gram / rows
             second.diagonal().copy_(out.pop(f"{site}.second_moment_diag"))
             out[f"{site}.second_moment"] = second
         if self.attention_maps.rows:

@@ -18,8 +18,8 @@ def zero_shot(
     the same answers as lm-eval's HFLM); tasks, prompts and metrics are lm-eval's."""
     from lm_eval import evaluator
 
-    from structprune.evaluation.prefixlm import PrefixSharingLM
     from structprune.data.tasks import local_task_config, task_manager
+    from structprune.evaluation.prefixlm import PrefixSharingLM
 
     if not task_files:
         return {}, 0

@@ -11,10 +11,21 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from structprune.io.artifacts import atomic_dir, atomic_file, nonfinite_output, sha256_path, write_json, write_stage_json
-from structprune.io.integrity import DamagedArtifactError, damaged, safetensors_problem, tensors_hash_problem  # noqa: F401
+from structprune.io.artifacts import (
+    atomic_dir,
+    atomic_file,
+    nonfinite_output,
+    sha256_path,
+    write_json,
+    write_stage_json,
+)
+from structprune.io.integrity import (  # noqa: F401
+    DamagedArtifactError,
+    damaged,
+    safetensors_problem,
+    tensors_hash_problem,
+)
 from structprune.model.geometry import count_parameters
-
 
 
 def check_finite(tensors, stage: str, where: str | os.PathLike) -> None:

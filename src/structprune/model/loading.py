@@ -11,7 +11,6 @@ import torch
 
 from structprune.model.sources import ModelSourceError, resolve_model_source
 
-
 VARWIDTH_MODULE = "modeling_structprune_llama"  # varwidth.MODULE_NAME, without importing transformers here
 
 

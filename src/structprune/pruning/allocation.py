@@ -35,7 +35,6 @@ import torch
 
 from structprune.model.geometry import LayerGeometry
 from structprune.pruning.units import LayerBudget, effective_head_mode, head_unit_params, neuron_params
-
 from structprune.spec.catalog import BUDGETS, SPARSITY_OF
 from structprune.spec.recipe import round_to_problem
 

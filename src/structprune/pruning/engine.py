@@ -24,18 +24,42 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from structprune.pruning.allocation import global_budgets, layer_ratio, resolve_layer_range, round_kept_neurons, uniform_budgets
 from structprune.calibration.densestream import FIRST_LEVEL, CachedDenseStream, LiveDenseStream
+from structprune.calibration.statistics import (
+    SCORED_SITES,
+    LayerStatistics,
+    restrict_to_heads,
+    with_placeholder_mlp_moments,
+)
+from structprune.calibration.streams import LayerBatch, capture_layer_inputs, paired_pass, propagate, tapped
 from structprune.model.device import execution_device, layer_on_device
-from structprune.model.geometry import count_parameters, decoder_layers, layer_geometry, model_geometries, model_head_dim
+from structprune.model.geometry import (
+    count_parameters,
+    decoder_layers,
+    layer_geometry,
+    model_geometries,
+    model_head_dim,
+)
+from structprune.pruning.allocation import (
+    global_budgets,
+    layer_ratio,
+    resolve_layer_range,
+    round_kept_neurons,
+    uniform_budgets,
+)
 from structprune.pruning.planning import check_scores, plan_from_budgets
-from structprune.pruning.slicing import add_output_bias, compensation_bias, prune_attention, prune_mlp, prune_model, unit_channels, with_plan_widths
-from structprune.spec.recipe import Recipe, StatisticsNeeds, recipe_problems, statistics_needs
 from structprune.pruning.reconstruction import LinearRefit, refit_linear, refit_shared_input
 from structprune.pruning.scores import LayerWeights, UnitScores, score_method
-from structprune.calibration.statistics import SCORED_SITES, LayerStatistics, restrict_to_heads, with_placeholder_mlp_moments
-from structprune.calibration.streams import LayerBatch, capture_layer_inputs, paired_pass, propagate, tapped
+from structprune.pruning.slicing import (
+    prune_attention,
+    prune_mlp,
+    prune_model,
+    slice_layer,
+    unit_channels,
+    with_plan_widths,
+)
 from structprune.pruning.units import LayerBudget, LayerPlan, PrunePlan, select_heads, select_neurons, select_units
+from structprune.spec.recipe import Recipe, StatisticsNeeds, recipe_problems, statistics_needs
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +155,7 @@ def _stream_prune(model, recipe, budgets, layer_range, ratio, scores, samples, b
                 else:
                     propagate(layer, ctx.pruned)
             elif recipe.reconstruct == "paper":
-                lp, report = _paper_layer(ctx, index, layer, geometry, budget)
+                lp, report = _pre_pruning_refit_layer(ctx, index, layer, geometry, budget)
             elif recipe.reconstruct == "refit":
                 lp, report = _refit_layer(ctx, index, layer, geometry, budget)
             else:
@@ -174,18 +198,11 @@ def _sequential_layer(ctx, index, layer, geometry, budget) -> tuple[LayerPlan, d
         paired_pass(layer, ctx.pruned, {}, lambda seen: None, [stats.attach])
     scores = _layer_scores(ctx, index, layer, stats.moments() if ctx.recipe.flow == "sequential" else None)
     lp = select_units(scores.heads, scores.neurons, geometry, budget, ctx.recipe.heads)
-    biases = None
+    means = None
     if ctx.recipe.reconstruct == "bias":
         moments = stats.moments()
-        biases = (
-            compensation_bias(layer.self_attn.o_proj.weight.data, moments["o_proj_in.mean"], unit_channels(lp.keep_heads, ctx.head_dim)),
-            compensation_bias(layer.mlp.down_proj.weight.data, moments["down_proj_in.mean"], torch.tensor(lp.keep_neurons)),
-        )
-    prune_attention(layer, lp.keep_heads, lp.keep_kv_heads, ctx.head_dim)
-    prune_mlp(layer, lp.keep_neurons)
-    if biases is not None:
-        layer.self_attn.o_proj = add_output_bias(layer.self_attn.o_proj, biases[0])
-        layer.mlp.down_proj = add_output_bias(layer.mlp.down_proj, biases[1])
+        means = (moments["o_proj_in.mean"], moments["down_proj_in.mean"])
+    slice_layer(layer, lp, ctx.head_dim, means)
     propagate(layer, ctx.pruned)
     return lp, {"layer": index, "heads": len(lp.keep_heads), "neurons": len(lp.keep_neurons)}
 
@@ -343,7 +360,7 @@ def _mlp_pass(layer, mids: list[torch.Tensor], dense_taps: list[dict], stats: La
     return refit, inputs
 
 
-def _paper_layer(ctx, index, layer, geometry, budget) -> tuple[LayerPlan, dict]:
+def _pre_pruning_refit_layer(ctx, index, layer, geometry, budget) -> tuple[LayerPlan, dict]:
     """Algorithms 1, 3, 4: per module (attention, then MLP), refit the first level to the dense
     first-level outputs, then the second level to the dense module output on the input the
     refitted first level produces; score on the updated statistics; prune (no refit after).

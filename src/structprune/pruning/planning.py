@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from structprune.pruning.allocation import global_budgets, layer_ratio, matched_budget, uniform_budgets
 from structprune.model.geometry import LayerGeometry
+from structprune.pruning.allocation import global_budgets, layer_ratio, matched_budget, uniform_budgets
 from structprune.pruning.units import LayerBudget, LayerPlan, PrunePlan, select_heads, select_units  # noqa: F401
 
 

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 import torch
 
 
-
 def gram(x: torch.Tensor, blocks: int = 4) -> torch.Tensor:
     """x^T x of a (rows, d) matrix, in x's dtype. It is symmetric and torch has no symmetric
     rank-k product, so for a wide x the columns are cut into `blocks` strips and only each

@@ -23,8 +23,8 @@ from torch import nn
 
 from structprune.io.integrity import read_stage_json
 from structprune.pruning.engine import EngineResult, prune_with_recipe
-from structprune.spec.recipe import Recipe, candidate_recipes, recipe_problems
 from structprune.pruning.scores import score_model
+from structprune.spec.recipe import Recipe, candidate_recipes, recipe_problems
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from structprune.model.geometry import decoder_layers, model_head_dim
-from structprune.pruning.units import PrunePlan
+from structprune.pruning.units import LayerPlan, PrunePlan
 
 
 def unit_channels(units: list[int], width: int) -> torch.Tensor:
@@ -103,6 +103,22 @@ def add_output_bias(linear: nn.Linear, bias: torch.Tensor) -> nn.Linear:
     return out
 
 
+def slice_layer(layer: nn.Module, lp: LayerPlan, head_dim: int, input_means: tuple | None = None) -> None:
+    """Slice one layer to the units `lp` keeps. With `input_means` (the mean inputs of o_proj
+    and down_proj), the removed channels' mean contribution goes into their output biases
+    (FLAP's bias compensation, `compensation_bias`), computed from the unsliced weights."""
+    biases = None
+    if input_means is not None:
+        biases = (
+            compensation_bias(layer.self_attn.o_proj.weight.data, input_means[0], unit_channels(lp.keep_heads, head_dim)),
+            compensation_bias(layer.mlp.down_proj.weight.data, input_means[1], torch.tensor(lp.keep_neurons)),
+        )
+    prune_layer(layer, lp.keep_heads, lp.keep_kv_heads, lp.keep_neurons, head_dim)
+    if biases is not None:
+        layer.self_attn.o_proj = add_output_bias(layer.self_attn.o_proj, biases[0])
+        layer.mlp.down_proj = add_output_bias(layer.mlp.down_proj, biases[1])
+
+
 def prune_model(model: nn.Module, plan: PrunePlan, input_means: dict[str, torch.Tensor] | None = None) -> nn.Module:
     """Slice every layer to the units kept in `plan` and return the model with a matching config.
 
@@ -116,16 +132,9 @@ def prune_model(model: nn.Module, plan: PrunePlan, input_means: dict[str, torch.
     check_plan(model, plan)
     head_dim = model_head_dim(model.config)
     for index, (layer, lp) in enumerate(zip(decoder_layers(model), plan.layers)):
-        biases = None
-        if input_means is not None:
-            biases = {
-                "o": compensation_bias(layer.self_attn.o_proj.weight.data, input_means[f"layers.{index}.o_proj_in.mean"], unit_channels(lp.keep_heads, head_dim)),
-                "down": compensation_bias(layer.mlp.down_proj.weight.data, input_means[f"layers.{index}.down_proj_in.mean"], torch.tensor(lp.keep_neurons)),
-            }
-        prune_layer(layer, lp.keep_heads, lp.keep_kv_heads, lp.keep_neurons, head_dim)
-        if biases is not None:
-            layer.self_attn.o_proj = add_output_bias(layer.self_attn.o_proj, biases["o"])
-            layer.mlp.down_proj = add_output_bias(layer.mlp.down_proj, biases["down"])
+        means = None if input_means is None else (input_means[f"layers.{index}.o_proj_in.mean"],
+                                                  input_means[f"layers.{index}.down_proj_in.mean"])
+        slice_layer(layer, lp, head_dim, means)
     return with_plan_widths(model, plan)
 
 

@@ -11,17 +11,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from structprune.io.integrity import read_stage_json
-from structprune.spec.catalog import PERPLEXITY_DATASETS
-from structprune.evaluation.zeroshot import main_accuracy
 from structprune.evaluation.uncertainty import (
-    average_stderr, mean_stderr, paired_accuracy_difference, paired_perplexity_difference, perplexity_interval,
+    average_stderr,
+    mean_stderr,
+    paired_accuracy_difference,
+    paired_perplexity_difference,
+    perplexity_interval,
 )
+from structprune.evaluation.zeroshot import main_accuracy
+from structprune.io.integrity import read_stage_json
+from structprune.spec.catalog import PERPLEXITY_DATASETS, TASKS
 
-TASK_COLUMNS = {
-    "boolq": "BoolQ", "piqa": "PIQA", "hellaswag": "HellaSwag", "winogrande": "WinoGrande",
-    "arc_easy": "ARC-e", "arc_challenge": "ARC-c", "openbookqa": "OBQA",
-}
+TASK_COLUMNS = TASKS  # task -> column name
 PPL_COLUMNS = PERPLEXITY_DATASETS  # dataset -> column name
 
 

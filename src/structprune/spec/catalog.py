@@ -47,9 +47,14 @@ FULL_SITE_NAMES = ("attn_in", "o_proj_in", "mlp_in")  # sites whose full second 
 # Text: perplexity datasets (with their column names in the table) and calibration sources.
 PERPLEXITY_DATASETS = {"wikitext2": "WikiText2", "ptb": "PTB", "c4": "C4"}
 CALIBRATION_SOURCES = (*PERPLEXITY_DATASETS, "selfgen", "random")
+# Zero-shot tasks (lm-eval names) and their column names in the table.
+TASKS = {
+    "boolq": "BoolQ", "piqa": "PIQA", "hellaswag": "HellaSwag", "winogrande": "WinoGrande",
+    "arc_easy": "ARC-e", "arc_challenge": "ARC-c", "openbookqa": "OBQA",
+}
 
 # Where and in which precision a stage computes, and what a GGUF export holds.
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-GGUF_TYPES = ("f32", "f16", "q8_0")
+GGUF_TYPES = ("f16", "f32", "q8_0")
 EVALUATED_STAGES = ("dense", "pruned", "recovered")  # the checkpoint an evaluation JSON measures

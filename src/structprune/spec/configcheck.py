@@ -17,11 +17,17 @@ import jsonschema
 import yaml
 
 from structprune.io.artifacts import nonfinite_values
-from structprune.spec.scoreoptions import option_value_problem, score_option_specs
+from structprune.spec import catalog
 from structprune.spec.catalog import CHOICES, SCORE_STATISTICS, SELECT_CHOICES
 from structprune.spec.recipe import (
-    Recipe, candidate_recipes, damp_problem, layers_problem, recipe_problems, round_to_problem,
+    Recipe,
+    candidate_recipes,
+    damp_problem,
+    layers_problem,
+    recipe_problems,
+    round_to_problem,
 )
+from structprune.spec.scoreoptions import option_value_problem, score_option_specs
 
 SCHEMA = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "config.schema.yaml"
 DATA_FREE_SCORES = {s for s, kind in SCORE_STATISTICS.items() if kind == "none"}  # no calibration statistics
@@ -288,10 +294,22 @@ def evaluation_split_problems(cfg) -> list[str]:
     return problems
 
 
+def with_catalog_enums(schema):
+    """The schema with every `x-catalog: NAME` node given `enum: list(catalog.NAME)`, so that a
+    list of choices kept in spec/catalog.py (the scores) is written there alone."""
+    if isinstance(schema, dict):
+        schema = {key: with_catalog_enums(value) for key, value in schema.items()}
+        if "x-catalog" in schema:
+            schema["enum"] = list(getattr(catalog, schema["x-catalog"]))
+    elif isinstance(schema, list):
+        schema = [with_catalog_enums(value) for value in schema]
+    return schema
+
+
 def validate_config(cfg, schema_path: Path = SCHEMA):
     """Fill the schema's defaults into `cfg` and raise ConfigError naming every problem: the
     schema first (types, enums, ranges), then the combinations the schema cannot express."""
-    schema = yaml.safe_load(Path(schema_path).read_text())
+    schema = with_catalog_enums(yaml.safe_load(Path(schema_path).read_text()))
     if not isinstance(cfg, dict):
         raise ConfigError(f"invalid configuration: the config is {type(cfg).__name__} {cfg!r}, not a mapping of "
                           "keys (models, methods, sparsities, ...); see config.yaml")

@@ -25,7 +25,6 @@ from dataclasses import asdict, dataclass, field, replace
 from structprune.spec.catalog import CHOICES, SCORE_STATISTICS
 
 
-
 @dataclass(frozen=True)
 class StatisticsNeeds:
     """What a score reads from the moment statistics beyond every site's mean and diagonal:

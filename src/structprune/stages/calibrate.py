@@ -5,14 +5,13 @@ from __future__ import annotations
 import logging
 import time
 
+from structprune.spec.catalog import FULL_SITE_NAMES
 from structprune.stages.argtypes import (
     positive_int,
 )
 from structprune.stages.common import (
     load_model,
 )
-
-from structprune.spec.catalog import FULL_SITE_NAMES
 
 log = logging.getLogger("structprune")
 

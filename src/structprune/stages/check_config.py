@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 
-
 log = logging.getLogger("structprune")
 
 HELP = "validate workflow config files (file and line of each problem), without Snakemake"

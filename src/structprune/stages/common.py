@@ -11,7 +11,14 @@ from pathlib import Path
 
 from structprune.spec.catalog import ALLOCATIONS, BUDGETS, FLOWS, HEAD_MODES, RECONSTRUCTIONS, SPARSITY_OF, TARGETS
 from structprune.stages.argtypes import (
-    key_value, nonnegative_float, nonnegative_int, positive_float, positive_int, probability, seed, sparsity,
+    key_value,
+    nonnegative_float,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+    probability,
+    seed,
+    sparsity,
 )
 
 log = logging.getLogger("structprune")

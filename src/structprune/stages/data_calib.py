@@ -5,7 +5,10 @@ from __future__ import annotations
 import logging
 
 from structprune.stages.common import (
-    data_arguments, data_mirror, sample_arguments, self_generated_samples,
+    data_arguments,
+    data_mirror,
+    sample_arguments,
+    self_generated_samples,
 )
 
 log = logging.getLogger("structprune")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 
 from structprune.stages.common import (
-    data_arguments, data_mirror,
+    data_arguments,
+    data_mirror,
 )
 
 log = logging.getLogger("structprune")
@@ -20,8 +21,8 @@ def arguments(parser) -> None:
 def run(args) -> None:
     from transformers import AutoTokenizer
 
-    from structprune.io.checkpoint import save_tensors
     from structprune.data.text import load_text, tokenize_text
+    from structprune.io.checkpoint import save_tensors
 
     mirror = data_mirror(args)
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)

@@ -7,7 +7,10 @@ import logging
 from pathlib import Path
 
 from structprune.stages.common import (
-    data_arguments, data_mirror, sample_arguments, self_generated_samples,
+    data_arguments,
+    data_mirror,
+    sample_arguments,
+    self_generated_samples,
 )
 
 log = logging.getLogger("structprune")
@@ -45,8 +48,8 @@ def run(args) -> None:
     else:
         from transformers import AutoTokenizer
 
-        from structprune.data.text import load_text, tokenize_text
         from structprune.data.heldout import heldout_windows
+        from structprune.data.text import load_text, tokenize_text
 
         mirror = data_mirror(args)
         tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)

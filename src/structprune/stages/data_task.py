@@ -21,8 +21,8 @@ def arguments(parser) -> None:
 
 
 def run(args) -> None:
-    from structprune.io.artifacts import atomic_file, sha256_path, write_json
     from structprune.data.tasks import read_task_records, write_jsonl
+    from structprune.io.artifacts import atomic_file, sha256_path, write_json
 
     records = read_task_records(args.task, data_mirror(args))
     with atomic_file(args.out) as tmp:

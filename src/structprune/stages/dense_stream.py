@@ -28,9 +28,9 @@ def run(args) -> None:
     """The dense model's residual updates per layer on calibration samples (densestream.py)."""
     import torch
 
+    from structprune.calibration.densestream import record_dense_stream
     from structprune.io.artifacts import build_manifest
     from structprune.io.checkpoint import load_tensors
-    from structprune.calibration.densestream import record_dense_stream
 
     torch.manual_seed(0)
     started = time.time()

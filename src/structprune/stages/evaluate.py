@@ -5,15 +5,17 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from structprune.spec.catalog import EVALUATED_STAGES
 from structprune.stages.argtypes import (
-    key_path, nonnegative_int, positive_int,
+    key_path,
+    nonnegative_int,
+    positive_int,
 )
 from structprune.stages.common import (
     Timer,
-    check_model_limits, load_model,
+    check_model_limits,
+    load_model,
 )
-
-from structprune.spec.catalog import EVALUATED_STAGES
 
 log = logging.getLogger("structprune")
 
@@ -39,10 +41,10 @@ def arguments(parser) -> None:
 def run(args) -> None:
     import torch
 
-    from structprune.io.artifacts import write_stage_json
-    from structprune.io.checkpoint import load_tensors
     from structprune.evaluation.perplexity import perplexity
     from structprune.evaluation.zeroshot import zero_shot
+    from structprune.io.artifacts import write_stage_json
+    from structprune.io.checkpoint import load_tensors
     from structprune.model.geometry import count_parameters
 
     missing = [path for _, path in args.ppl + args.task if not Path(path).is_file()]

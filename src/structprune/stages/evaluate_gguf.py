@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 
 from structprune.stages.argtypes import (
-    key_path, positive_int,
+    key_path,
+    positive_int,
 )
 from structprune.stages.common import (
     Timer,
@@ -30,9 +31,9 @@ def run(args) -> None:
     """Perplexity of a GGUF export in llama.cpp, on the evaluate stage's protocol."""
     import torch
 
+    from structprune.export.llamacpp import perplexity
     from structprune.io.artifacts import write_stage_json
     from structprune.io.checkpoint import load_tensors
-    from structprune.export.llamacpp import perplexity
 
     check_gguf(args.gguf)
     timer = Timer()

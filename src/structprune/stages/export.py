@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from structprune.spec.catalog import GGUF_TYPES
 from structprune.stages.argtypes import (
     positive_int,
 )
@@ -12,8 +13,6 @@ from structprune.stages.common import (
     Timer,
     load_model,
 )
-
-from structprune.spec.catalog import GGUF_TYPES
 
 log = logging.getLogger("structprune")
 
@@ -35,9 +34,9 @@ def run(args) -> None:
     """A checkpoint as a GGUF file for llama.cpp, checked by loading it there and generating."""
     import torch
 
-    from structprune.io.artifacts import sha256_path, write_stage_json
     from structprune.export.gguf import export_gguf
     from structprune.export.llamacpp import greedy_tokens, require_llama_cpp
+    from structprune.io.artifacts import sha256_path, write_stage_json
     from structprune.model.sources import resolve_model_source
 
     require_llama_cpp()  # before the export: the file is only done once llama.cpp has run it

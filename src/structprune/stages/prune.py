@@ -10,8 +10,10 @@ from structprune.stages.argtypes import (
     positive_int,
 )
 from structprune.stages.common import (
-    checked_dense_stream, load_model,
-    recipe_arguments, recipe_from_args,
+    checked_dense_stream,
+    load_model,
+    recipe_arguments,
+    recipe_from_args,
 )
 
 log = logging.getLogger("structprune")
@@ -34,8 +36,8 @@ def run(args) -> None:
 
     from structprune.io.artifacts import build_manifest
     from structprune.io.checkpoint import load_tensors, save_checkpoint
-    from structprune.pruning.engine import check_recipe, prune_with_recipe
     from structprune.model.geometry import count_parameters, pruned_size
+    from structprune.pruning.engine import check_recipe, prune_with_recipe
     from structprune.pruning.scores import score_method
 
     torch.manual_seed(0)

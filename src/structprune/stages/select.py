@@ -6,11 +6,15 @@ import logging
 from pathlib import Path
 
 from structprune.stages.argtypes import (
-    key_value, positive_int,
+    key_value,
+    positive_int,
 )
 from structprune.stages.common import (
-    checked_dense_stream, grid_value, load_model,
-    recipe_arguments, recipe_from_args,
+    checked_dense_stream,
+    grid_value,
+    load_model,
+    recipe_arguments,
+    recipe_from_args,
 )
 
 log = logging.getLogger("structprune")

@@ -8,7 +8,8 @@ from structprune.stages.argtypes import (
     positive_int,
 )
 from structprune.stages.common import (
-    check_gguf, load_model,
+    check_gguf,
+    load_model,
 )
 
 log = logging.getLogger("structprune")
@@ -34,8 +35,8 @@ def run(args) -> None:
     """Prefill/decode throughput and memory of a checkpoint beside the dense model."""
     import torch
 
-    from structprune.io.artifacts import write_stage_json
     from structprune.evaluation.speed import SpeedProtocol, measure_pair, speed_report
+    from structprune.io.artifacts import write_stage_json
 
     torch.manual_seed(0)
     protocol = SpeedProtocol(prefill_batch=args.prefill[0], prefill_length=args.prefill[1], new_tokens=args.new_tokens,

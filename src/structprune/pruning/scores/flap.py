@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import torch
 
-from structprune.pruning.scores.registry import LayerWeights, Scorer, UnitScores, register, second_moment_diagonal
 from structprune.pruning.scores import wanda
+from structprune.pruning.scores.registry import LayerWeights, Scorer, UnitScores, register, second_moment_diagonal
 
 METRICS = ("WIFV", "IFV", "WIFN")
 

@@ -18,8 +18,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from structprune.spec.catalog import SCORES
 from structprune.model.geometry import LayerGeometry, decoder_layers, layer_geometry, model_head_dim
+from structprune.spec.catalog import SCORES
 
 
 @dataclass(frozen=True)

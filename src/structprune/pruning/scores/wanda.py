@@ -23,7 +23,14 @@ from __future__ import annotations
 
 import torch
 
-from structprune.pruning.scores.registry import LayerWeights, Scorer, UnitScores, per_head, register, second_moment_diagonal
+from structprune.pruning.scores.registry import (
+    LayerWeights,
+    Scorer,
+    UnitScores,
+    per_head,
+    register,
+    second_moment_diagonal,
+)
 
 
 def wanda_channel_scores(weight: torch.Tensor, input_second_moment: torch.Tensor) -> torch.Tensor:
