@@ -1,6 +1,6 @@
 # Before planning, in the main process: dense streams that would not fit on the disk are named
 # with the fix, and damaged artifacts this config's jobs write are rebuilt with what reads them.
-# Included after the rule files: the list of what this config writes reads the rules' paths.
+# Included last, after the stages' files, as config_artifacts() reads their output paths.
 
 
 def config_artifacts():
