@@ -31,7 +31,12 @@ if not workflow.overwrite_configfiles:
 report: "workflow/report/workflow.rst"
 
 
+# Helpers first (validation, input functions, resources, target lists), then one file per
+# stage; integrity.smk last, as its scan lists the files the rules write.
 include: "workflow/rules/common.smk"
+include: "workflow/rules/resources.smk"
+include: "workflow/rules/recipes.smk"
+include: "workflow/rules/targets.smk"
 include: "workflow/rules/model.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/calibrate.smk"
@@ -39,6 +44,7 @@ include: "workflow/rules/prune.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/export.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/integrity.smk"
 
 
 rule all:

@@ -55,7 +55,7 @@ rule dense_stream:
 
 rule prune:
     """One rule for every method and stage: the engine runs the stage's recipe (score x unit x
-    allocation x flow x reconstruction; workflow/rules/common.smk `stage_recipe`)."""
+    allocation x flow x reconstruction; structprune.spec.configcheck `stage_recipe`)."""
     input:
         unpack(prune_inputs),
     output:

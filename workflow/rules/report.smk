@@ -49,9 +49,9 @@ rule report:
     params:
         code=code_version("report"),
         benchmarks=lambda wc: sh(*model_benchmarks(wc)),
-        note=lambda wc: table_note(wc.model),
+        note=report_note,
         labels=lambda wc: label_args(wc.model),
-        selection=lambda wc: sh(*[w for m, s, path in selection_rows(wc.model) for w in ("--selection", f"{m}:{s}={path}")]),
+        selection=selection_args,
         run_config=lambda wc: json.dumps(config, sort_keys=True, default=str),
         config_files=sh(*(workflow.overwrite_configfiles or ["config.yaml"])),
         gguf=lambda wc, input, output: sh("--exports", *input.exports, "--gguf-evals", *input.gguf_evals,

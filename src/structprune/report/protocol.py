@@ -1,0 +1,90 @@
+"""The protocol note printed under each comparison table's title: what the numbers mean and
+how they were made, in words, from the config.
+
+Pure functions of the config dict (no Snakemake, no torch): the workflow's report rule passes
+the note as a params entry, so a changed protocol reruns the report, and the note of any config
+can be read without planning a run.
+"""
+
+from __future__ import annotations
+
+from structprune.spec.configcheck import row_label, stage_calib, stage_recipe
+
+
+def protocol_layers(layers) -> str:
+    """prune.layers in words: 'protocol' spelled out, so the note reads without the config."""
+    if layers == "protocol":
+        return ("[4, L-2) (the first 4 and the last 2 stay dense, as the paper and LLM-Pruner; a model of fewer than "
+                "12 layers: [round(L/8), L - round(L/16)))")
+    return "all" if layers == "all" else "[{}, {})".format(*layers)
+
+
+def recipe_summary(config: dict, name: str, stage: str) -> str:
+    """One method stage's recipe on one line, in the order of the note's legend; a select
+    method also says what its grid chooses, when, and on which data."""
+    m = config["methods"][name]
+    r = stage_recipe(config, m, stage)
+    allocation = "global" if (r.allocation, r.budget) == ("global", "matched") else f"{r.allocation}/{r.budget}"
+    if r.round_to > 1:
+        allocation += f", kept neurons a multiple of {r.round_to}"
+    layers = r.layers if isinstance(r.layers, str) else "[{}, {})".format(*r.layers)
+    options = ",".join(f"{k}={v}" for k, v in sorted(r.options.items()))
+    damp = f" damp {r.damp}" if r.refits else ""
+    target = f" target {r.target}" if r.reconstruct == "refit" else ""
+    summary = (f"{row_label(config, name, stage)}: {r.score}{'(' + options + ')' if options else ''}; {r.heads}; "
+               f"{allocation}; {layers}; {r.flow}; {r.reconstruct}{damp}{target}; {stage_calib(m, stage)}")
+    if m.get("select"):
+        sel = m["select"]
+        grid = ", ".join(f"{k} in {{{', '.join(str(v) for v in vs)}}}" for k, vs in sel["grid"].items())
+        when = "per sparsity" if sel.get("at") is None else f"once at {sel['at']} % and used at every sparsity"
+        if sel.get("rechoose"):  # config validation: only with `at`
+            when += f", {', '.join(sel['rechoose'])} chosen again at each"
+        samples = sel.get("samples") or m["calib"]  # the candidates' samples: the method's own set by default
+        summary += (f" (base recipe; {grid} chosen {when} by the loss on held-out set {sel['heldout']}, "
+                    f"samples {samples}: see the selection table)")
+    return summary
+
+
+def calib_source_text(c: dict) -> str:
+    """Where a calibration set's text comes from (self-generated sets: with the sampling settings)."""
+    if c["dataset"] == "selfgen":
+        return f"self-generated text (T={c['temperature']}, top-p={c['top_p']}{', start token dropped' if c['drop_start'] else ''})"
+    if c["dataset"] == "random":
+        return "uniform random token ids"
+    return f"{c['dataset']} {c['split']}"
+
+
+def table_note(config: dict, model: str, rows, mirror: str | None, splits: dict) -> str:
+    """The note of model `model`'s table. `rows`: the table's (calib, method, sparsity, stage)
+    rows, each method stage summarised once in their order; `mirror`: the data mirror as
+    configured (no checkout path, so the note is the same in every clone), None for the Hub;
+    `splits`: the split each perplexity dataset is measured on."""
+    ev, ppl = config["evaluation"], config["evaluation"]["perplexity"]
+    source = f"mirror `{mirror}`" if mirror else "Hugging Face Hub"
+    tokens = f"first {ppl['max_tokens']} tokens" if ppl["max_tokens"] else "whole split"
+    limit = f"first {ev['limit']} items per task" if ev["limit"] else "all items"
+    calib = "; ".join(
+        f"{name}: {c['n_samples']}x{c['seq_len']} tokens of {calib_source_text(c)} (seed {c['seed']})"
+        for name, c in config["calibration"].items()
+    ) or "none"
+    stages = dict.fromkeys((name, stage) for _, name, _, stage in rows)
+    heldout = "; ".join(
+        f"{name}: {h['n_samples']}x{h['seq_len']} tokens apart from {', '.join(h['fit'])} (seed {h['seed']})"
+        for name, h in config["heldout"].items()
+    )
+    return (
+        f"Model source `{config['models'][model]['source']}`; data from the {source}. "
+        f"Perplexity (LLM-Pruner protocol): "
+        + ", ".join(f"{d} {splits[d]}" for d in ppl["datasets"])
+        + f" split, rows joined with blank lines, non-overlapping {ppl['seq_len']}-token windows, {tokens}. "
+        f"Zero-shot: lm-eval builtin prompts, {limit}; accuracy is acc_norm where lm-eval reports it "
+        f"(PIQA, HellaSwag, ARC-e, ARC-c, OBQA), else acc (BoolQ, WinoGrande), in %. "
+        f"Sparsity: % of {'decoder-block' if config['prune']['sparsity_of'] == 'blocks' else 'all'} parameters removed; "
+        f"pruned blocks: {protocol_layers(config['prune']['layers'])} for every method unless its recipe says otherwise. "
+        f"Recipes (score; heads; allocation/budget; layers; flow; reconstruction; calibration): "
+        + "; ".join(recipe_summary(config, name, stage) for name, stage in stages)
+        + ". "
+        f"Calibration sets: {calib}. "
+        + (f"Held-out sets (for select only): {heldout}. " if config["heldout"] else "")
+        + "Regenerate with `make run` (= `snakemake` in the repository root, profiles/default)."
+    )
