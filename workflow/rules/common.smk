@@ -19,7 +19,7 @@ SRC = REPO / "src"
 os.environ["PYTHONPATH"] = os.pathsep.join([str(SRC), *filter(None, [os.environ.get("PYTHONPATH")])])
 from structprune.spec.codeversion import stage_code_version
 from structprune.spec.configcheck import (
-    GRADIENT_SCORES, STAGES, ConfigError, model_family_problems, model_limit_problems, row_label, select_candidates, stage_calib, stage_recipe,
+    GRADIENT_SCORES, STAGES, ConfigError, export_skips, model_family_problems, model_limit_problems, row_label, select_candidates, stage_calib, stage_recipe,
     text_size_problems, validate_config,
 )
 from structprune.spec.configfile import ConfigFileError, typed_overrides
@@ -40,6 +40,15 @@ _limits = model_family_problems(config) + model_limit_problems(config)
 if _limits:
     raise WorkflowError("invalid configuration for this model (fix config.yaml or your --configfile):\n"
                         + "\n".join(_limits))
+# Exports that would compute something else (a family llama.cpp cannot express yet) are
+# skipped, not failed: the tables still build and say why.
+EXPORT_SKIPS = export_skips(config)
+for _model, _why in EXPORT_SKIPS.items():
+    logger.warning(f"structprune: GGUF export skipped for {_why}")
+
+
+def export_enabled(model):
+    return config["export"]["enabled"] and model not in EXPORT_SKIPS
 
 
 def data_mirror():
@@ -232,7 +241,7 @@ def gguf_ppl_args(wildcards, input):
 
 def speed_gguf_inputs(wildcards):
     """The checkpoint's and the dense model's exports, timed in llama.cpp by the speed job."""
-    if not config["export"]["enabled"]:
+    if not export_enabled(wildcards.model):
         return {}
     base = f"results/{wildcards.model}/{wildcards.calib}/{wildcards.method}/s{wildcards.sparsity}"
     return {"gguf": f"{base}/gguf/{wildcards.stage}.gguf", "dense_gguf": f"results/{wildcards.model}/dense/gguf/model.gguf"}

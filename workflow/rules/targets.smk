@@ -62,7 +62,7 @@ def model_speeds(wildcards_or_model):
 def model_exports(wildcards_or_model):
     """Every checkpoint's GGUF export (and the dense model's), when export is enabled."""
     model = _model_of(wildcards_or_model)
-    if not config["export"]["enabled"]:
+    if not export_enabled(model):
         return []
     return [fill(rules.export_dense.output.info, model=model)] + [
         fill(rules.export.output.info, **job) for job in checkpoint_jobs(model)]
@@ -71,7 +71,7 @@ def model_exports(wildcards_or_model):
 def model_gguf_evals(wildcards_or_model):
     """llama.cpp perplexity of the exports at the speed sparsities (and of the dense export)."""
     model, measured = _model_of(wildcards_or_model), speed_sparsities()
-    if not config["export"]["enabled"]:
+    if not export_enabled(model):
         return []
     return [fill(rules.evaluate_gguf_dense.output.result, model=model)] + [
         fill(rules.evaluate_gguf.output.result, **job) for job in checkpoint_jobs(model) if job["sparsity"] in measured]
@@ -79,7 +79,7 @@ def model_gguf_evals(wildcards_or_model):
 
 def model_benchmarks(wildcards):
     """Benchmark files of the jobs behind a model's table (for the compute-time summary)."""
-    model, export = wildcards.model, config["export"]["enabled"]
+    model, export = wildcards.model, export_enabled(wildcards.model)
 
     def bench(rule, **wildcards):
         return fill(getattr(rules, rule).benchmark, **{"model": model, **wildcards})
@@ -129,7 +129,10 @@ def report_note(wildcards):
     as configured rather than resolved: params that hold no checkout path."""
     configured = os.environ.get(MIRROR_ENV) or config["data"]["mirror"]
     splits = {d: eval_split(d) for d in config["evaluation"]["perplexity"]["datasets"]}
-    return table_note(config, wildcards.model, method_rows(wildcards.model), configured if MIRROR else None, splits)
+    note = table_note(config, wildcards.model, method_rows(wildcards.model), configured if MIRROR else None, splits)
+    if wildcards.model in EXPORT_SKIPS:
+        note += f" No GGUF export: {EXPORT_SKIPS[wildcards.model]}."
+    return note
 
 
 def all_targets():

@@ -109,7 +109,7 @@ class LiveDenseStream:
     dense layer (before it is changed) with hooks at the sites a refit reads."""
 
     def __init__(self, batches: list[LayerBatch]):
-        self.batches = [LayerBatch(b.hidden.clone(), b.kwargs) for b in batches]
+        self.batches = [LayerBatch(b.hidden.clone(), b.layer_kwargs) for b in batches]
 
     def taps(self, index: int, layer: nn.Module, sites: set[tuple[str, str]]) -> list[dict]:
         """Per batch, the dense layer's tensors at `sites` ((path, "in"|"out"), or (path,

@@ -105,14 +105,28 @@ def probabilities_from_projections(attn: nn.Module, q: torch.Tensor, k: torch.Te
 
     batch, seq, _ = q.shape
     head_dim = attn.head_dim
-    q = q.view(batch, seq, -1, head_dim).transpose(1, 2)
-    k = k.view(batch, seq, -1, head_dim).transpose(1, 2)
+    q = q.view(batch, seq, -1, head_dim)
+    k = k.view(batch, seq, -1, head_dim)
+    if getattr(attn, "q_norm", None) is not None:  # Qwen3: per-head RMS norms before the rotation
+        q, k = attn.q_norm(q), attn.k_norm(k)
+    q, k = q.transpose(1, 2), k.transpose(1, 2)
     cos, sin = position_embeddings
     q, k = apply_rotary_pos_emb(q, k, cos, sin)
     k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
     logits = (q.float() @ k.float().transpose(-1, -2)) * attn.scaling
-    causal = torch.ones(seq, seq, dtype=torch.bool, device=q.device).triu(1)
-    return logits.masked_fill(causal, float("-inf")).softmax(-1)
+    hidden = torch.ones(seq, seq, dtype=torch.bool, device=q.device).triu(1)
+    window = attention_window(attn)
+    if window is not None:  # a sliding-window layer sees keys j with i - window < j <= i
+        hidden |= torch.ones(seq, seq, dtype=torch.bool, device=q.device).tril(-window)
+    return logits.masked_fill(hidden, float("-inf")).softmax(-1)
+
+
+def attention_window(attn: nn.Module) -> int | None:
+    """The sliding window of an attention module: its own (Qwen2/3 set it per layer, None on
+    full-attention layers), else its config's (Mistral: every layer); None for full attention."""
+    if hasattr(attn, "sliding_window"):
+        return attn.sliding_window
+    return getattr(attn.config, "sliding_window", None)
 
 
 def pairwise_js_divergence(probs: torch.Tensor, causal: bool = False) -> torch.Tensor:

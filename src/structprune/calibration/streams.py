@@ -1,8 +1,8 @@
 """Run a causal LM one decoder layer at a time (the sparsegpt / wanda pattern).
 
 The embeddings of every calibration batch are captured once, together with the
-keyword arguments the model passes to its first decoder layer (rotary position
-embeddings, attention mask). Each layer is then applied to all batches before
+keyword arguments the model passes to each decoder layer (rotary position
+embeddings, attention mask: per layer, since sliding-window layers get their own). Each layer is then applied to all batches before
 the next one is touched, so peak memory is one layer's activations plus the
 hidden states of the calibration set, never the whole model's activations.
 """
@@ -27,39 +27,63 @@ class _Captured(Exception):
 @dataclass
 class LayerBatch:
     hidden: torch.Tensor  # (batch, seq, hidden) entering the current layer
-    kwargs: dict[str, Any]  # what the model passes to every decoder layer
+    layer_kwargs: list[dict[str, Any]]  # what the model passes to each decoder layer, by index
+
+    def kwargs_for(self, layer: nn.Module) -> dict[str, Any]:
+        """The keyword arguments the model gives `layer`: families with sliding-window layers
+        (Mistral, Qwen2/3, Gemma) pass each layer its own mask, Gemma 3 its own rotary table."""
+        return self.layer_kwargs[layer.self_attn.layer_idx]
 
 
-def capture_layer_inputs(model: nn.Module, input_ids: torch.Tensor, batch_size: int) -> list[LayerBatch]:
-    """Hidden states and layer kwargs entering layer 0, for each batch of `input_ids`
-    (on the model's execution device; the layers themselves are not run)."""
-    first = decoder_layers(model)[0]
-    device = execution_device(model)
-    captured: list[LayerBatch] = []
+class _Recorder(nn.Module):
+    """Stands in for a decoder layer during the capture: records what the model passes it and
+    passes the hidden states through; the last one stops the forward."""
 
-    def grab(_module, args, kwargs):
+    def __init__(self, layer: nn.Module, index: int, last: bool, seen: list):
+        super().__init__()
+        self.index, self.last, self.seen = index, last, seen
+        self.attention_type = getattr(layer, "attention_type", None)  # read by some families' loops
+
+    def forward(self, *args, **kwargs):
         hidden = args[0] if args else kwargs.pop("hidden_states")
         kwargs = {k: v for k, v in kwargs.items() if k not in ("hidden_states", "past_key_values")}
         kwargs["use_cache"] = False
-        captured.append(LayerBatch(hidden.detach(), kwargs))
-        raise _Captured
+        self.seen.append((hidden.detach(), kwargs))
+        if self.last:
+            raise _Captured
+        return hidden
 
-    handle = first.register_forward_pre_hook(grab, with_kwargs=True)
+
+def capture_layer_inputs(model: nn.Module, input_ids: torch.Tensor, batch_size: int) -> list[LayerBatch]:
+    """Hidden states entering layer 0 and the keyword arguments the model passes to every
+    layer, for each batch of `input_ids` (on the model's execution device). The layers
+    themselves are not run: recorders stand in for them during the capture (no hook of a
+    real layer fires)."""
+    layers = decoder_layers(model)
+    device = execution_device(model)
+    captured: list[LayerBatch] = []
+    seen: list = []
+    real = list(layers)
+    for index, layer in enumerate(real):
+        layers[index] = _Recorder(layer, index, index == len(real) - 1, seen)
     try:
         with torch.no_grad():
             for start in range(0, input_ids.shape[0], batch_size):
+                seen.clear()
                 try:
                     model(input_ids[start : start + batch_size].to(device), use_cache=False)
                 except _Captured:
                     pass
+                captured.append(LayerBatch(seen[0][0], [kwargs for _, kwargs in seen]))
     finally:
-        handle.remove()
+        for index, layer in enumerate(real):
+            layers[index] = layer
     return captured
 
 
 def apply_layer(layer: nn.Module, batch: LayerBatch) -> torch.Tensor:
     with torch.no_grad():
-        out = layer(batch.hidden, **batch.kwargs)
+        out = layer(batch.hidden, **batch.kwargs_for(layer))
     return out[0] if isinstance(out, tuple) else out
 
 

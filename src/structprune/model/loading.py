@@ -1,5 +1,5 @@
 """Loading model sources and checkpoints (what a source string names: sources.py; which
-families are supported: families.py; the widths of a loaded model: geometry.py)."""
+families are supported: families/; the widths of a loaded model: geometry.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 
 from structprune.model.sources import ModelSourceError, resolve_model_source
 
-VARWIDTH_MODULE = "modeling_structprune_llama"  # varwidth.MODULE_NAME, without importing transformers here
+VARWIDTH_MODULE = "modeling_structprune"  # varwidth.MODULE_NAME, without importing transformers here
 
 
 def foreign_code(config: dict) -> dict:
@@ -50,10 +50,11 @@ def register_varwidth() -> None:
     auto_map load our class from this package, not the copy inside the folder."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from structprune.model.varwidth import StructpruneLlamaConfig, StructpruneLlamaForCausalLM
+    from structprune.model.varwidth import VARIABLE_WIDTH
 
-    AutoConfig.register(StructpruneLlamaConfig.model_type, StructpruneLlamaConfig, exist_ok=True)
-    AutoModelForCausalLM.register(StructpruneLlamaConfig, StructpruneLlamaForCausalLM, exist_ok=True)
+    for config_class, model_class in set(VARIABLE_WIDTH.values()):
+        AutoConfig.register(config_class.model_type, config_class, exist_ok=True)
+        AutoModelForCausalLM.register(config_class, model_class, exist_ok=True)
 
 
 def load_source(source: str, dtype: torch.dtype = torch.float32):

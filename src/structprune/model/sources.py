@@ -8,7 +8,7 @@ A model source in config is one of:
 - a Hugging Face Hub id (needs network access, or a populated HF cache).
 
 Standard library only, so that the workflow can read a source's family while it plans
-(families.py) without importing torch.
+(families/) without importing torch.
 """
 
 from __future__ import annotations

@@ -1,73 +1,91 @@
-"""Llama with a different width in every decoder layer, loadable offline with `trust_remote_code`.
+"""Decoder layers of different widths in the model's own family, loadable offline with
+`trust_remote_code`.
 
-A checkpoint whose layers keep different numbers of heads or neurons (global
-structures such as FLAP's, LLM-Pruner's unpruned first/last layers), or whose
-head count no longer divides ``hidden_size`` (which the stock ``LlamaConfig``
-rejects), or whose o_proj / down_proj carry a bias (FLAP's compensation;
-``output_bias``), is saved with this file as ``modeling_structprune_llama.py`` and an
-``auto_map`` in its config, so that
-``AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True)`` builds
-real smaller layers. The per-layer widths use transformers' own heterogeneous
-config support (``per_layer_config``, transformers >= 5); the only additions are
-a config that skips the global head-divisibility check and a model that builds
-each decoder layer from its own layer config. This file must import nothing
-from structprune: it travels inside checkpoints.
+A checkpoint whose layers keep different numbers of heads or neurons (global structures
+such as FLAP's, LLM-Pruner's unpruned first/last layers), or whose head count no longer
+divides ``hidden_size`` (which the stock ``LlamaConfig`` rejects), or whose o_proj /
+down_proj carry a bias (FLAP's compensation; ``output_bias``), is saved with this file as
+``modeling_structprune.py`` and an ``auto_map`` in its config, so that
+``AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True)`` builds it.
+
+Each class is the family's own (a subclass of ``LlamaForCausalLM``, ``Qwen3ForCausalLM`` ...):
+the model is built from the source's widths, then each layer's projections are replaced by
+ones of that layer's width (``layer_widths``: heads, kv heads, MLP neurons per layer). Every
+family here reshapes attention with ``-1`` heads, so the forward is the family's own: the
+same norms, biases, q/k norms, sliding windows and rotary scaling as the source model.
+This file must import nothing from structprune: it travels inside checkpoints.
 """
 
 from huggingface_hub.dataclasses import strict
 from torch import nn
-from transformers import LlamaConfig
-from transformers.models.llama.modeling_llama import (
-    LlamaDecoderLayer,
-    LlamaForCausalLM,
-    LlamaModel,
-    LlamaPreTrainedModel,
-    LlamaRMSNorm,
-    LlamaRotaryEmbedding,
-)
+from transformers import LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
+from transformers.models.llama.modeling_llama import LlamaForCausalLM
+from transformers.models.mistral.modeling_mistral import MistralForCausalLM
+from transformers.models.qwen2.modeling_qwen2 import Qwen2ForCausalLM
+from transformers.models.qwen3.modeling_qwen3 import Qwen3ForCausalLM
 
-MODULE_NAME = "modeling_structprune_llama"
+MODULE_NAME = "modeling_structprune"
 
 
-@strict
-class StructpruneLlamaConfig(LlamaConfig):
-    model_type = "structprune_llama"
-    output_bias: bool = False  # o_proj and down_proj carry a bias (FLAP's bias compensation)
-
-    def validate_architecture(self):
-        """Widths are per layer and head_dim is explicit, so hidden_size % heads need not be 0."""
-        if self.head_dim is None:
-            super().validate_architecture()
-
-
-class StructpruneLlamaModel(LlamaModel):
-    config_class = StructpruneLlamaConfig
-
-    def __init__(self, config: StructpruneLlamaConfig):
-        LlamaPreTrainedModel.__init__(self, config)
-        self.padding_idx = config.pad_token_id
-        self.vocab_size = config.vocab_size
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, self.padding_idx)
-        n_layers = config.num_hidden_layers
-        layer_configs = config.per_layer_config if config.is_heterogeneous else [config] * n_layers
-        self.layers = nn.ModuleList([LlamaDecoderLayer(layer_configs[i], i) for i in range(n_layers)])
-        if getattr(config, "output_bias", False):
-            for layer in self.layers:
-                for parent, name in ((layer.self_attn, "o_proj"), (layer.mlp, "down_proj")):
-                    old = getattr(parent, name)
-                    setattr(parent, name, nn.Linear(old.in_features, old.out_features, bias=True))
-        self.norm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
-        self.rotary_emb = LlamaRotaryEmbedding(config=config)
-        self.gradient_checkpointing = False
-        self.post_init()
+def resize_layers(model: nn.Module, config) -> None:
+    """Give every decoder layer the projections of its own width (weights are loaded next)."""
+    if not config.layer_widths:
+        return
+    head_dim = config.head_dim
+    for layer, (heads, kv_heads, neurons) in zip(model.model.layers, config.layer_widths, strict=True):
+        attn, mlp = layer.self_attn, layer.mlp
+        hidden = attn.q_proj.in_features
+        shapes = {
+            (attn, "q_proj"): (hidden, heads * head_dim), (attn, "k_proj"): (hidden, kv_heads * head_dim),
+            (attn, "v_proj"): (hidden, kv_heads * head_dim), (attn, "o_proj"): (heads * head_dim, hidden),
+            (mlp, "gate_proj"): (hidden, neurons), (mlp, "up_proj"): (hidden, neurons), (mlp, "down_proj"): (neurons, hidden),
+        }
+        for (parent, name), (n_in, n_out) in shapes.items():
+            old = getattr(parent, name)
+            bias = old.bias is not None or (config.output_bias and name in ("o_proj", "down_proj"))
+            setattr(parent, name, nn.Linear(n_in, n_out, bias=bias, dtype=old.weight.dtype, device=old.weight.device))
+        attn.num_key_value_groups = heads // kv_heads if kv_heads else 0
 
 
-class StructpruneLlamaForCausalLM(LlamaForCausalLM):
-    config_class = StructpruneLlamaConfig
+def _variable_width(family_config, family_model, model_type: str):
+    """A config and a causal-LM class of `family_model` whose layers take `layer_widths`."""
 
-    def __init__(self, config: StructpruneLlamaConfig):
-        LlamaPreTrainedModel.__init__(self, config)
-        self.model = StructpruneLlamaModel(config)
-        self.vocab_size = config.vocab_size
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        self.post_init()
+    @strict
+    class Config(family_config):
+        layer_widths: list | None = None  # [heads, kv heads, MLP neurons] of every decoder layer
+        output_bias: bool = False  # o_proj and down_proj carry a bias (FLAP's bias compensation)
+
+        def validate_architecture(self):
+            """Widths are per layer and head_dim is explicit, so hidden_size % heads need not be 0."""
+            if getattr(self, "head_dim", None) is None:
+                super().validate_architecture()
+
+    Config.model_type = model_type
+
+    class Model(family_model):
+        config_class = Config
+
+        def __init__(self, config):
+            super().__init__(config)
+            resize_layers(self, config)
+
+    return Config, Model
+
+
+StructpruneLlamaConfig, StructpruneLlamaForCausalLM = _variable_width(LlamaConfig, LlamaForCausalLM, "structprune_llama")
+StructpruneMistralConfig, StructpruneMistralForCausalLM = _variable_width(MistralConfig, MistralForCausalLM, "structprune_mistral")
+StructpruneQwen2Config, StructpruneQwen2ForCausalLM = _variable_width(Qwen2Config, Qwen2ForCausalLM, "structprune_qwen2")
+StructpruneQwen3Config, StructpruneQwen3ForCausalLM = _variable_width(Qwen3Config, Qwen3ForCausalLM, "structprune_qwen3")
+for _name, _cls in list(globals().items()):  # auto_map and pickling find them under these names
+    if _name.startswith("Structprune"):
+        _cls.__name__ = _cls.__qualname__ = _name
+
+# source model_type -> (config class, model class) of its variable-width form
+VARIABLE_WIDTH = {
+    "llama": (StructpruneLlamaConfig, StructpruneLlamaForCausalLM),
+    "mistral": (StructpruneMistralConfig, StructpruneMistralForCausalLM),
+    "qwen2": (StructpruneQwen2Config, StructpruneQwen2ForCausalLM),
+    "qwen3": (StructpruneQwen3Config, StructpruneQwen3ForCausalLM),
+}
+for _config, _model in list(VARIABLE_WIDTH.values()):
+    VARIABLE_WIDTH[_config.model_type] = (_config, _model)  # a variable-width checkpoint pruned again

@@ -323,7 +323,7 @@ def _attention_pass(layer, batches: list[LayerBatch], dense_taps: list[dict], st
         handles = stats.attach(layer)
         with tapped({"z": (attn.o_proj, "in")}) as seen, torch.no_grad():
             for batch, taps in zip(batches, dense_taps, strict=True):
-                attn(hidden_states=layer.input_layernorm(batch.hidden), **batch.kwargs)
+                attn(hidden_states=layer.input_layernorm(batch.hidden), **batch.kwargs_for(layer))
                 refit.add(seen["z"], taps[("self_attn.o_proj", "out")])
                 kept.append((seen["z"], batch.hidden))
     finally:

@@ -122,8 +122,8 @@ def slice_layer(layer: nn.Module, lp: LayerPlan, head_dim: int, input_means: tup
 def prune_model(model: nn.Module, plan: PrunePlan, input_means: dict[str, torch.Tensor] | None = None) -> nn.Module:
     """Slice every layer to the units kept in `plan` and return the model with a matching config.
 
-    Uniform widths keep the stock Llama classes (the same object is returned); per-layer
-    widths or output biases return an equivalent `StructpruneLlamaForCausalLM` (see
+    Uniform widths keep the family's own class (the same object is returned); per-layer
+    widths or output biases return the family's equivalent variable-width class (see
     `structprune.model.varwidth`). With `input_means` (``layers.{i}.o_proj_in.mean`` and
     ``layers.{i}.down_proj_in.mean`` of the dense model's calibration statistics), the
     removed channels' mean contribution is folded into the biases of o_proj and
@@ -143,7 +143,8 @@ def has_output_bias(model: nn.Module) -> bool:
 
 
 def with_plan_widths(model: nn.Module, plan: PrunePlan) -> nn.Module:
-    """Make the config describe the sliced layers; switch to the variable-width class if needed."""
+    """Make the config describe the sliced layers: the family's own class when every layer has
+    the same widths and its config accepts them, else the family's variable-width class."""
     head_dim = model_head_dim(model.config)
     if has_output_bias(model):  # the variable-width class gives every layer a bias, or none
         for layer in decoder_layers(model):
@@ -155,31 +156,43 @@ def with_plan_widths(model: nn.Module, plan: PrunePlan) -> nn.Module:
     config = model.config
     config.head_dim = head_dim  # explicit once num_attention_heads * head_dim != hidden_size
     heads, kv, neurons = widths[0]
-    if len(set(widths)) == 1 and config.hidden_size % heads == 0 and not has_output_bias(model):
-        config.num_attention_heads, config.num_key_value_heads, config.intermediate_size = heads, kv, neurons
+    uniform = {"num_attention_heads": heads, "num_key_value_heads": kv, "intermediate_size": neurons}
+    if len(set(widths)) == 1 and not has_output_bias(model) and not getattr(config, "layer_widths", None) \
+            and _accepts(config, uniform):
+        for key, value in uniform.items():
+            setattr(config, key, value)
         return model
     return to_variable_width(model, widths)
 
 
-def to_variable_width(model: nn.Module, widths: list[tuple[int, int, int]]) -> nn.Module:
-    """The same weights in a `StructpruneLlamaForCausalLM` whose config lists every layer's widths."""
-    from structprune.model.varwidth import MODULE_NAME, StructpruneLlamaConfig, StructpruneLlamaForCausalLM
+def _accepts(config, widths: dict) -> bool:
+    """Whether the family's own config class takes these widths (Llama's wants hidden_size
+    divisible by the head count even with an explicit head_dim)."""
+    settings = {**config.to_dict(), **widths}
+    try:
+        type(config).from_dict(settings)
+    except Exception:  # noqa: BLE001  (transformers' strict validation raises its own error types)
+        return False
+    return True
 
+
+def to_variable_width(model: nn.Module, widths: list[tuple[int, int, int]]) -> nn.Module:
+    """The same weights in the family's variable-width class, whose config lists every layer's widths."""
+    from structprune.model.varwidth import MODULE_NAME, VARIABLE_WIDTH
+
+    config_class, model_class = VARIABLE_WIDTH[model.config.model_type]
     settings = model.config.to_dict()
-    for key in ("model_type", "architectures", "auto_map", "transformers_version", "per_layer_config"):
+    for key in ("model_type", "architectures", "auto_map", "transformers_version", "layer_widths", "output_bias"):
         settings.pop(key, None)
-    settings["per_layer_config"] = {
-        i: {"num_attention_heads": h, "num_key_value_heads": kv, "intermediate_size": m}
-        for i, (h, kv, m) in enumerate(widths)
-    }
+    settings["layer_widths"] = [list(w) for w in widths]
     settings["output_bias"] = has_output_bias(model)
     settings["auto_map"] = {
-        "AutoConfig": f"{MODULE_NAME}.StructpruneLlamaConfig",
-        "AutoModelForCausalLM": f"{MODULE_NAME}.StructpruneLlamaForCausalLM",
+        "AutoConfig": f"{MODULE_NAME}.{config_class.__name__}",
+        "AutoModelForCausalLM": f"{MODULE_NAME}.{model_class.__name__}",
     }
-    config = StructpruneLlamaConfig(**settings)
+    config = config_class(**settings)
     with torch.device("meta"):
-        variable = StructpruneLlamaForCausalLM(config)
+        variable = model_class(config)
     variable.load_state_dict(model.state_dict(), assign=True)
     variable.model.rotary_emb = model.model.rotary_emb  # non-persistent buffers are not in the state dict
     if config.tie_word_embeddings:

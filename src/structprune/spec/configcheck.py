@@ -388,24 +388,48 @@ def model_limit_problems(cfg, root=Path(".")):
     return problems
 
 
+def _built_config(model: str, root: Path) -> dict | None:
+    try:
+        built = json.loads((root / "resources" / "models" / model / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return built if isinstance(built, dict) else None
+
+
 def model_family_problems(cfg, root=Path(".")):
-    """Models of a family structprune does not compute correctly (families.py), and exports
-    that would compute something else, before any job: from the built model's config.json,
-    else from what the source names (a local folder's config.json, a GGUF file's architecture)."""
-    from structprune.model.families import export_problem, family_problem, source_family_problem
+    """Models of a family structprune does not compute correctly (model/families/), before any
+    job: from the built model's config.json, else from what the source names (a local folder's
+    config.json, a GGUF file's architecture)."""
+    from structprune.model.families import family_problem, source_family_problem
 
     problems = []
     for model, m in cfg["models"].items():
         where = f"models.{model}"
-        path = root / "resources" / "models" / model / "config.json"
-        try:
-            built = json.loads(path.read_text())
-        except (OSError, ValueError):
-            built = None
-        problem = family_problem(built, where) if isinstance(built, dict) else source_family_problem(m["source"], where)
-        if not problem and isinstance(built, dict) and cfg["export"]["enabled"]:
-            problem = export_problem(built, where)
+        built = _built_config(model, root)
+        problem = family_problem(built, where) if built is not None else source_family_problem(m["source"], where)
         if problem:
             problems.append(f"  {problem}")
     return problems
 
+
+def export_skips(cfg, root=Path(".")) -> dict[str, str]:
+    """{model: why its GGUF export would compute something else}: the plan skips those exports
+    (and their llama.cpp perplexity and timing) and the table says why. Read from the built
+    model's config.json, else a local source folder's; a Hub id is checked by the export job."""
+    from structprune.model.families import export_problem
+    from structprune.model.sources import ModelSourceError, resolve_model_source
+
+    skips = {}
+    for model, m in cfg["models"].items() if cfg["export"]["enabled"] else ():
+        config = _built_config(model, root)
+        if config is None:
+            try:
+                resolved = resolve_model_source(m["source"])
+                folder = None if resolved.gguf_path else Path(resolved.location)
+                config = json.loads((folder / "config.json").read_text()) if folder else None
+            except (ModelSourceError, OSError, ValueError):
+                config = None
+        problem = export_problem(config, f"models.{model}") if isinstance(config, dict) else None
+        if problem:
+            skips[model] = problem
+    return skips

@@ -37,12 +37,15 @@ def run(args) -> None:
     from structprune.export.gguf import export_gguf
     from structprune.export.llamacpp import greedy_tokens, require_llama_cpp
     from structprune.io.artifacts import sha256_path, write_stage_json
+    from structprune.model.families import export_problem
     from structprune.model.sources import resolve_model_source
 
     require_llama_cpp()  # before the export: the file is only done once llama.cpp has run it
     resolved = resolve_model_source(args.source) if args.source else None
     source_gguf = resolved.gguf_path if resolved else None
     model, tokenizer = load_model(args, args.model, "host")
+    if problem := export_problem(model.config.to_dict(), args.model):
+        raise ValueError(problem)  # a family llama.cpp would run as something else: no file at all
     model = model.to(torch.float32)
     timer = Timer()
     summary = export_gguf(model, tokenizer, args.out, args.type, source_gguf=source_gguf,

@@ -1,0 +1,14 @@
+"""Mistral: the Llama block with a sliding attention window on every layer (transformers'
+MistralForCausalLM keeps it; checkpoints stay Mistral, per-layer widths `structprune_mistral`)."""
+
+from structprune.model.families.base import Family
+
+
+def export_problem(config: dict) -> str | None:
+    if config.get("sliding_window") is not None:
+        return ("llama.cpp runs Mistral as its `llama` architecture, which has no sliding window, so the GGUF file "
+                "would attend beyond the window; set `export: {enabled: false}` for this model")
+    return "the GGUF export of Mistral is not implemented yet (issue #28); set `export: {enabled: false}`"
+
+
+FAMILY = Family("Mistral", ("mistral", "structprune_mistral"), export_problem=export_problem)

@@ -1,0 +1,187 @@
+"""Known answers for every supported model family (issue #28), on tiny random models with
+randomised norms, biases and q/k norms: (a) a pruned checkpoint, uniform or with per-layer
+widths, in query heads or whole kv groups, equals the source model in its own class with the
+removed units' o_proj / down_proj columns zeroed; (b) a model whose removed units are dead
+comes back unchanged through every reconstruction; (c) the attention statistics equal the
+attention the model itself computes (after q/k norms, inside sliding windows)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import transformers
+from test_plan_prune import masked_copy
+
+from structprune.calibration.statistics import attention_probabilities
+from structprune.calibration.streams import capture_layer_inputs
+from structprune.io.checkpoint import save_checkpoint
+from structprune.model.families import family_problem
+from structprune.model.geometry import model_geometries
+from structprune.model.loading import load_checkpoint
+from structprune.pruning.engine import prune_with_recipe
+from structprune.pruning.planning import plan_uniform
+from structprune.pruning.scores import score_model
+from structprune.pruning.slicing import prune_model
+from structprune.pruning.units import LayerPlan, PrunePlan
+from structprune.spec.recipe import Recipe
+
+HEAD_DIM = 4
+SMALL = dict(vocab_size=160, hidden_size=48, intermediate_size=24, num_hidden_layers=2, num_attention_heads=6,
+             num_key_value_heads=2, head_dim=HEAD_DIM, max_position_embeddings=64, tie_word_embeddings=False)
+FAMILIES = {  # model_type: (config class, what it adds to the Llama block, its class name)
+    "llama": (transformers.LlamaConfig, {}, "LlamaForCausalLM"),
+    "mistral": (transformers.MistralConfig, {"sliding_window": 5}, "MistralForCausalLM"),
+    "qwen2": (transformers.Qwen2Config, {}, "Qwen2ForCausalLM"),
+    "qwen2-window": (transformers.Qwen2Config, {"use_sliding_window": True, "sliding_window": 5, "max_window_layers": 1},
+                     "Qwen2ForCausalLM"),  # layer 0 full attention, layer 1 a sliding window: a mask per layer
+    "qwen3": (transformers.Qwen3Config, {}, "Qwen3ForCausalLM"),
+}
+
+
+def family_model(model_type: str, seed: int = 0):
+    """A random model of the family with every norm, bias and q/k norm randomised (a dropped
+    one shows in the logits)."""
+    config_class, extra, _ = FAMILIES[model_type]
+    torch.manual_seed(seed)
+    config = config_class(**SMALL, **extra)
+    config._attn_implementation = "eager"
+    model = transformers.AutoModelForCausalLM.from_config(config).eval()
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "norm" in name:
+                parameter.uniform_(0.5, 1.5)
+            elif name.endswith("bias"):
+                parameter.normal_(0, 0.3)
+            else:
+                parameter.normal_(0, 0.3)
+    return model
+
+
+@pytest.fixture
+def ids():
+    torch.manual_seed(1)
+    return torch.randint(3, 160, (3, 12))  # longer than Mistral's window of 5
+
+
+def per_layer_plan():
+    """Different widths per layer: query heads within groups in layer 0, a whole kv group in layer 1."""
+    return PrunePlan([LayerPlan([0, 2, 3, 5], [0, 1], [i for i in range(24) if i % 3]),
+                      LayerPlan([3, 4, 5], [1], list(range(0, 24, 2)))])
+
+
+@pytest.mark.parametrize("model_type", sorted(FAMILIES))
+def test_the_family_is_supported(model_type):
+    assert family_problem(FAMILIES[model_type][0](**SMALL, **FAMILIES[model_type][1]).to_dict(), "m") is None
+
+
+@pytest.mark.parametrize("model_type", sorted(FAMILIES))
+@pytest.mark.parametrize("mode", ["within_kv_groups", "kv_groups"])
+def test_a_uniform_pruned_checkpoint_is_the_source_with_removed_units_zeroed_in_its_own_class(model_type, mode, ids, tmp_path, tokenizer):
+    model = family_model(model_type)
+    plan = plan_uniform(score_model(model, "l2"), model_geometries(model), 0.34, mode)
+    expected = masked_copy(model, plan, HEAD_DIM)(ids).logits
+    pruned = prune_model(model, plan)
+    assert type(pruned).__name__ == FAMILIES[model_type][2]
+    torch.testing.assert_close(pruned(ids).logits, expected, atol=1e-5, rtol=1e-4)
+    save_checkpoint(pruned, tokenizer, tmp_path / "ckpt", {"stage": "test"})
+    loaded, _ = load_checkpoint(tmp_path / "ckpt")
+    assert type(loaded).__name__ == FAMILIES[model_type][2]
+    torch.testing.assert_close(loaded(ids).logits, expected, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("model_type", sorted(FAMILIES))
+def test_per_layer_widths_keep_the_family_and_load_with_plain_transformers(model_type, ids, tmp_path, tokenizer):
+    model = family_model(model_type)
+    plan = per_layer_plan()
+    expected = masked_copy(model, plan, HEAD_DIM)(ids).logits
+    pruned = prune_model(model, plan)
+    assert isinstance(pruned, type(family_model(model_type)))  # a subclass of the family's own class
+    torch.testing.assert_close(pruned(ids).logits, expected, atol=1e-5, rtol=1e-4)
+    save_checkpoint(pruned, tokenizer, tmp_path / "ckpt", {"stage": "test"})
+    plain = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "ckpt", trust_remote_code=True)
+    torch.testing.assert_close(plain(ids).logits, expected, atol=1e-5, rtol=1e-4)
+    generated = plain.generate(ids[:1, :4], max_new_tokens=6, do_sample=False)  # the kv cache of unequal layers
+    assert generated.shape == (1, 10)
+
+
+@pytest.mark.parametrize("model_type", sorted(FAMILIES))
+def test_flaps_bias_compensation_equals_the_zeroed_source_plus_its_bias(model_type, ids):
+    model = family_model(model_type)
+    plan = per_layer_plan()
+    means = {f"layers.{i}.{site}.mean": torch.randn(width) for i in range(2)
+             for site, width in (("o_proj_in", 6 * HEAD_DIM), ("down_proj_in", 24))}
+    masked = masked_copy(model, plan, HEAD_DIM)
+    for i, (layer, dense_layer, lp) in enumerate(zip(masked.model.layers, model.model.layers, plan.layers)):
+        for parent, dense_parent, name, site, kept in (
+                (layer.self_attn, dense_layer.self_attn, "o_proj", "o_proj_in", [c for h in lp.keep_heads for c in range(h * HEAD_DIM, (h + 1) * HEAD_DIM)]),
+                (layer.mlp, dense_layer.mlp, "down_proj", "down_proj_in", lp.keep_neurons)):
+            removed = torch.ones(getattr(dense_parent, name).in_features, dtype=torch.bool)
+            removed[kept] = False
+            bias = getattr(dense_parent, name).weight.data[:, removed] @ means[f"layers.{i}.{site}.mean"][removed]
+            linear = getattr(parent, name)
+            new = torch.nn.Linear(linear.in_features, linear.out_features, bias=True)
+            new.weight.data.copy_(linear.weight.data)
+            new.bias.data.copy_(bias + (linear.bias.data if linear.bias is not None else 0))
+            setattr(parent, name, new)
+    pruned = prune_model(model, plan, input_means=means)
+    torch.testing.assert_close(pruned(ids).logits, masked(ids).logits, atol=1e-5, rtol=1e-4)
+
+
+def with_dead_units(model):
+    """Half the query heads of every kv group and half the MLP neurons contribute nothing."""
+    with torch.no_grad():
+        for layer in model.model.layers:
+            for head in (1, 2, 4, 5):  # groups {0, 1, 2} and {3, 4, 5}
+                channels = slice(head * HEAD_DIM, (head + 1) * HEAD_DIM)
+                layer.self_attn.o_proj.weight[:, channels] = 0
+                layer.self_attn.q_proj.weight[channels] = 0
+                if layer.self_attn.q_proj.bias is not None:
+                    layer.self_attn.q_proj.bias[channels] = 0
+            for neuron in range(0, 24, 2):
+                layer.mlp.down_proj.weight[:, neuron] = 0
+                layer.mlp.gate_proj.weight[neuron] = 0
+                layer.mlp.up_proj.weight[neuron] = 0
+    return model
+
+
+@pytest.mark.parametrize("model_type", sorted(FAMILIES))
+@pytest.mark.parametrize("reconstruct", ["none", "refit", "paper"])
+def test_dead_units_pruned_with_every_reconstruction_return_the_dense_logits(model_type, reconstruct, ids):
+    model = with_dead_units(family_model(model_type))
+    dense = model(ids).logits
+    flow = "dense" if reconstruct == "none" else "sequential"
+    recipe = Recipe("l2", flow=flow, reconstruct=reconstruct, layers=[0, 2], damp=1.0)
+    scores = score_model(model, "l2") if flow == "dense" else None
+    result = prune_with_recipe(copy.deepcopy(model), recipe, 0.3, scores=scores, samples=ids, batch_size=3, progress=False)
+    assert all(len(lp.keep_heads) < 6 for lp in result.plan.layers)  # units were removed
+    torch.testing.assert_close(result.model(ids).logits, dense, atol=2e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize("model_type", sorted(FAMILIES))
+def test_attention_statistics_are_the_attention_the_model_computes(model_type, ids):
+    model = family_model(model_type)
+    out = model(ids, output_attentions=True)
+    batches = capture_layer_inputs(model, ids, batch_size=3)
+    hidden = batches[0].hidden
+    for index, layer in enumerate(model.model.layers):
+        kwargs = batches[0].kwargs_for(layer)
+        probs = attention_probabilities(layer.self_attn, layer.input_layernorm(hidden), kwargs["position_embeddings"])
+        torch.testing.assert_close(probs, out.attentions[index].float(), atol=1e-5, rtol=1e-4)
+        hidden = layer(hidden, **kwargs)
+        hidden = hidden[0] if isinstance(hidden, tuple) else hidden
+
+
+@pytest.mark.parametrize("model_type", sorted(FAMILIES))
+def test_the_layer_at_a_time_stream_computes_the_models_own_logits(model_type, ids):
+    """Each layer gets what the model gives it (a sliding-window layer its own mask), so running
+    the layers one at a time on the captured inputs ends in the model's logits."""
+    from structprune.calibration.streams import propagate
+
+    model = family_model(model_type)
+    batches = capture_layer_inputs(model, ids, batch_size=2)
+    for layer in model.model.layers:
+        propagate(layer, batches)
+    logits = model.lm_head(model.model.norm(torch.cat([b.hidden for b in batches])))
+    torch.testing.assert_close(logits, model(ids).logits, atol=1e-5, rtol=1e-4)
