@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from workflow_helpers import tiny_config
 
-from structprune.spec.configcheck import ConfigError, model_limit_problems, text_size_problems, validate_config
+from structprune.spec.configcheck import ConfigError, validate_config
 from structprune.spec.configfile import ConfigFileError, read_config_file, typed_overrides
+from structprune.spec.modelcheck import model_limit_problems, text_size_problems
 
 NAN, INF = float("nan"), float("inf")
 DELETE = object()

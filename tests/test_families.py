@@ -15,7 +15,8 @@ from workflow_helpers import snakemake, tiny_config, write_config
 
 from structprune.cli import main
 from structprune.model.families import family_problem
-from structprune.spec.configcheck import export_skips, model_family_problems, validate_config
+from structprune.spec.configcheck import validate_config
+from structprune.spec.modelcheck import export_skips, model_family_problems
 
 SMALL = dict(vocab_size=160, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, max_position_embeddings=64)

@@ -19,9 +19,9 @@ SRC = REPO / "src"
 os.environ["PYTHONPATH"] = os.pathsep.join([str(SRC), *filter(None, [os.environ.get("PYTHONPATH")])])
 from structprune.spec.codeversion import stage_code_version
 from structprune.spec.configcheck import (
-    GRADIENT_SCORES, STAGES, ConfigError, export_skips, model_family_problems, model_limit_problems, row_label, select_candidates, stage_calib, stage_recipe,
-    text_size_problems, validate_config,
+    GRADIENT_SCORES, STAGES, ConfigError, row_label, select_candidates, stage_calib, stage_recipe, validate_config,
 )
+from structprune.spec.modelcheck import export_skips, model_family_problems, model_limit_problems, text_size_problems
 from structprune.spec.configfile import ConfigFileError, typed_overrides
 from structprune.spec.recipe import StatisticsNeeds, recipe_problems, statistics_needs
 from structprune.spec.resources import memory_mb as job_memory_mb, runtime_minutes as job_runtime_minutes

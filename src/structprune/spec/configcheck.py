@@ -1,6 +1,7 @@
 """Config validation: the schema (with defaults filled in), then every combination a schema
 cannot express (recipe rules, score options against each score's signature, calibration and
-held-out sets, select grids, evaluation windows), and the limits of a model already built.
+held-out sets, select grids, evaluation windows). What is checked against files on disk (the
+mirror's text, a built model's limits and family) is in modelcheck.py.
 
 Pure functions on the config dict, so the Snakefile (common.smk) validates before planning
 any job and the tests check each bad config's message without running Snakemake. Every message
@@ -9,7 +10,6 @@ names the key, the value and the fix. Standard library, jsonschema and yaml only
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -25,7 +25,6 @@ from structprune.spec.recipe import (
     damp_problem,
     layers_problem,
     recipe_problems,
-    round_to_problem,
 )
 from structprune.spec.scoreoptions import option_value_problem, score_option_specs
 
@@ -127,25 +126,6 @@ def sample_size_problems(cfg) -> list[str]:
     return [f"  {key}: {c['n_samples']} x {c['seq_len']} = {c['n_samples'] * c['seq_len']:,} tokens is more than "
             f"{MAX_SAMPLE_TOKENS:,} (the paper's largest set is 1024 x 128); lower n_samples"
             for key, c in sets if c["n_samples"] * c["seq_len"] > MAX_SAMPLE_TOKENS]
-
-
-def text_size_problems(cfg, mirror: str | None) -> list[str]:
-    """Sets that ask for more tokens than their text holds (a byte-level tokenizer's token
-    covers at least one byte, so the file's bytes bound its tokens): the windows would repeat
-    the text. Checked against the mirror's files before planning; the job checks exactly."""
-    if not mirror:
-        return []
-    problems, calibration = [], cfg.get("calibration", {})
-    sets = [(f"calibration.{n}", c, c) for n, c in calibration.items()]
-    sets += [(f"heldout.{n}", h, calibration.get(h["fit"][0], {})) for n, h in cfg.get("heldout", {}).items()]
-    for key, size, source in sets:
-        if source.get("dataset") in (None, "selfgen", "random"):
-            continue
-        path = Path(mirror) / "text" / source["dataset"] / f"{source['split']}.txt"
-        if path.is_file() and size["n_samples"] * size["seq_len"] > path.stat().st_size:
-            problems.append(f"  {key}: {size['n_samples']} x {size['seq_len']} tokens is more than {source['dataset']} "
-                            f"{source['split']} holds ({path.stat().st_size:,} bytes, fewer tokens); lower n_samples")
-    return problems
 
 
 def method_problems(cfg, name, method):
@@ -349,87 +329,3 @@ def validate_config(cfg, schema_path: Path = SCHEMA):
             "invalid configuration (fix config.yaml or the --configfile/--config you passed):\n"
             + "\n".join(problems)
         )
-
-
-def model_limit_problems(cfg, root=Path(".")):
-    """Limits that depend on a model (vocabulary, positions, depth), checked for every model
-    whose `model` stage has run (its config.json exists), so they fail before any long job."""
-    problems = []
-    windows = {f"calibration.{n}.seq_len": c["seq_len"] for n, c in cfg.get("calibration", {}).items()}
-    windows.update({f"heldout.{n}.seq_len": h["seq_len"] for n, h in cfg.get("heldout", {}).items()})
-    windows["evaluation.perplexity.seq_len"] = cfg["evaluation"]["perplexity"]["seq_len"]
-    for model in cfg["models"]:
-        path = root / "resources" / "models" / model / "config.json"
-        try:
-            mc = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue  # not built yet (or damaged: set aside and rebuilt)
-        vocab, positions, depth = mc.get("vocab_size"), mc.get("max_position_embeddings"), mc.get("num_hidden_layers")
-        for name, c in cfg.get("calibration", {}).items():
-            start = c.get("start_token")
-            if c["dataset"] == "selfgen" and start is not None and vocab and not 0 <= start < vocab:
-                problems.append(f"  calibration.{name}.start_token: {start} is outside model {model}'s vocabulary "
-                                f"(0..{vocab - 1}); pick a token id below {vocab}, or null for BOS")
-        for key, length in windows.items():
-            if positions and length > positions:
-                problems.append(f"  {key}: {length}-token windows exceed model {model}'s {positions} positions; "
-                                f"use at most {positions}")
-        width = mc.get("intermediate_size")
-        roundings = [("prune.round_to", cfg["prune"]["round_to"])] + [
-            (f"methods.{n}.round_to", m["round_to"]) for n, m in cfg["methods"].items() if m.get("round_to") is not None]
-        problems += [f"  {key}: {problem}" for key, round_to in roundings
-                     if (problem := round_to_problem(round_to, width, f"model {model}'s"))]
-        ranges = [("prune.layers", cfg["prune"]["layers"])] + [
-            (f"methods.{n}.layers", m["layers"]) for n, m in cfg["methods"].items() if m.get("layers") is not None]
-        for key, layers in ranges:
-            if isinstance(layers, list) and depth and layers[1] > depth:
-                problems.append(f"  {key}: [{layers[0]}, {layers[1]}) goes past model {model}'s {depth} layers; "
-                                f"end at most {depth}")
-    return problems
-
-
-def _built_config(model: str, root: Path) -> dict | None:
-    try:
-        built = json.loads((root / "resources" / "models" / model / "config.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return built if isinstance(built, dict) else None
-
-
-def model_family_problems(cfg, root=Path(".")):
-    """Models of a family structprune does not compute correctly (model/families/), before any
-    job: from the built model's config.json, else from what the source names (a local folder's
-    config.json, a GGUF file's architecture)."""
-    from structprune.model.families import family_problem, source_family_problem
-
-    problems = []
-    for model, m in cfg["models"].items():
-        where = f"models.{model}"
-        built = _built_config(model, root)
-        problem = family_problem(built, where) if built is not None else source_family_problem(m["source"], where)
-        if problem:
-            problems.append(f"  {problem}")
-    return problems
-
-
-def export_skips(cfg, root=Path(".")) -> dict[str, str]:
-    """{model: why its GGUF export would compute something else}: the plan skips those exports
-    (and their llama.cpp perplexity and timing) and the table says why. Read from the built
-    model's config.json, else a local source folder's; a Hub id is checked by the export job."""
-    from structprune.model.families import export_problem
-    from structprune.model.sources import ModelSourceError, resolve_model_source
-
-    skips = {}
-    for model, m in cfg["models"].items() if cfg["export"]["enabled"] else ():
-        config = _built_config(model, root)
-        if config is None:
-            try:
-                resolved = resolve_model_source(m["source"])
-                folder = None if resolved.gguf_path else Path(resolved.location)
-                config = json.loads((folder / "config.json").read_text()) if folder else None
-            except (ModelSourceError, OSError, ValueError):
-                config = None
-        problem = export_problem(config, f"models.{model}") if isinstance(config, dict) else None
-        if problem:
-            skips[model] = problem
-    return skips
