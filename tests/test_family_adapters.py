@@ -185,3 +185,14 @@ def test_the_layer_at_a_time_stream_computes_the_models_own_logits(model_type, i
         propagate(layer, batches)
     logits = model.lm_head(model.model.norm(torch.cat([b.hidden for b in batches])))
     torch.testing.assert_close(logits, model(ids).logits, atol=1e-5, rtol=1e-4)
+
+
+def test_exports_llama_cpp_would_run_otherwise_are_named():
+    from structprune.model.families import export_problem
+
+    window = transformers.MistralConfig(**SMALL, sliding_window=5).to_dict()
+    assert "has no sliding window" in export_problem(window, "m")
+    assert export_problem(transformers.MistralConfig(**SMALL, sliding_window=None).to_dict(), "m") is None
+    assert "heads removed does not load" in export_problem(transformers.Qwen2Config(**SMALL).to_dict(), "m")
+    assert "Qwen3 (q/k norms) is not implemented" in export_problem(transformers.Qwen3Config(**SMALL).to_dict(), "m")
+    assert export_problem(transformers.LlamaConfig(**SMALL).to_dict(), "m") is None

@@ -9,6 +9,7 @@ import os
 import numpy as np
 import pytest
 import torch
+import transformers
 from tiny import INTERMEDIATE, tiny_llama, tiny_tokenizer
 
 from structprune.export.gguf import ExportError, export_gguf, export_problems, layer_widths, rope_permute
@@ -43,8 +44,12 @@ def pruned_models(vocab: int) -> dict:
         g = torch.Generator().manual_seed(3)
         layer.self_attn.o_proj = add_output_bias(layer.self_attn.o_proj, torch.randn(layer.self_attn.o_proj.out_features, generator=g))
         layer.mlp.down_proj = add_output_bias(layer.mlp.down_proj, torch.randn(layer.mlp.down_proj.out_features, generator=g))
+    mistral = transformers.MistralForCausalLM(transformers.MistralConfig(**{
+        **dense.config.to_dict(), "model_type": "mistral", "sliding_window": None}))  # no window: the Llama block
+    mistral.load_state_dict(dense.state_dict())
     return {
         "dense": dense,
+        "mistral_per_layer": prune_model(mistral.eval(), per_layer),
         "uniform": prune_model(copy.deepcopy(dense), uniform),
         "per_layer": prune_model(copy.deepcopy(dense), per_layer),
         "per_layer_biased": biased,
@@ -110,7 +115,7 @@ def needs_llama_cpp():
         pytest.skip("llama-cpp-python is not installed (`make llama-cpp`)")
 
 
-@pytest.mark.parametrize("name", ["dense", "uniform", "per_layer", "per_layer_biased", "untied"])
+@pytest.mark.parametrize("name", ["dense", "uniform", "per_layer", "per_layer_biased", "untied", "mistral_per_layer"])
 def test_llama_cpp_logits_match_transformers(bpe_tokenizer, tmp_path, name):
     """f32 export and f32 key/value cache, next-token logits at every position of three token
     lists: llama.cpp against transformers, to 1e-4 absolute (logits are O(1) here; ggml sums in

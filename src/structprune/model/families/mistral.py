@@ -8,7 +8,7 @@ def export_problem(config: dict) -> str | None:
     if config.get("sliding_window") is not None:
         return ("llama.cpp runs Mistral as its `llama` architecture, which has no sliding window, so the GGUF file "
                 "would attend beyond the window; set `export: {enabled: false}` for this model")
-    return "the GGUF export of Mistral is not implemented yet (issue #28); set `export: {enabled: false}`"
+    return None  # without a window the block is Llama's: exported as `llama` (or `deci` for per-layer widths)
 
 
-FAMILY = Family("Mistral", ("mistral", "structprune_mistral"), export_problem=export_problem)
+FAMILY = Family("Mistral", ("mistral", "structprune_mistral"), gguf_architectures=(), export_problem=export_problem)
