@@ -21,8 +21,6 @@ from structprune.spec.modelcheck import export_skips, model_family_problems
 SMALL = dict(vocab_size=160, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, max_position_embeddings=64)
 FAMILIES = {  # model_type: config class and what it adds to the Llama block
-    "gemma2": (transformers.Gemma2Config, {"head_dim": 8}),
-    "gemma3_text": (transformers.Gemma3TextConfig, {"head_dim": 8}),
     "granite": (transformers.GraniteConfig, {"residual_multiplier": 0.5}),
     "phi3": (transformers.Phi3Config, {"pad_token_id": 0}),
     "olmo2": (transformers.Olmo2Config, {}),
@@ -44,11 +42,12 @@ def test_the_model_stage_refuses_a_family_it_would_prune_wrongly_and_writes_noth
     source = save_family(tmp_path / "src", model_type)
     assert main(["model", "--source", str(source), "--out", str(tmp_path / "out")]) == 2
     assert f"model family {model_type!r}" in caplog.text and "is not supported yet: " in caplog.text
-    assert "Supported families: Llama, Mistral, Qwen2/2.5, Qwen3" in caplog.text
+    assert "Supported families: Llama, Mistral, Qwen2/2.5, Qwen3, Gemma, Gemma 2, Gemma 3" in caplog.text
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("config_class", [transformers.MistralConfig, transformers.Qwen2Config, transformers.Qwen3Config])
+@pytest.mark.parametrize("config_class", [transformers.MistralConfig, transformers.Qwen2Config, transformers.Qwen3Config,
+                                          transformers.GemmaConfig, transformers.Gemma2Config, transformers.Gemma3TextConfig])
 def test_the_model_stage_builds_a_supported_family_in_its_own_class(tmp_path, config_class):
     torch.manual_seed(0)
     model = transformers.AutoModelForCausalLM.from_config(config_class(**SMALL))
@@ -62,7 +61,8 @@ def test_the_model_stage_builds_a_supported_family_in_its_own_class(tmp_path, co
 def test_a_llama_with_biases_is_refused_and_a_plain_llama_accepted(tmp_path):
     assert "attention_bias" in family_problem({"model_type": "llama", "attention_bias": True}, "m")
     assert family_problem({"model_type": "llama", "attention_bias": False, "mlp_bias": False}, "m") is None
-    for ours in ("structprune_llama", "structprune_mistral", "structprune_qwen2", "structprune_qwen3"):
+    for ours in ("structprune_llama", "structprune_mistral", "structprune_qwen2", "structprune_qwen3",
+                 "structprune_gemma", "structprune_gemma2", "structprune_gemma3_text"):
         assert family_problem({"model_type": ours}, "m") is None  # a variable-width checkpoint pruned again
     assert "not supported: " in family_problem({"model_type": "mamba"}, "m")
 
@@ -92,3 +92,17 @@ def test_a_built_llama_with_rope_scaling_skips_its_export_at_planning_with_the_r
     assert list(skips) == ["tiny"] and "rope scaling ('llama3'" in skips["tiny"]
     cfg["export"]["enabled"] = False
     assert export_skips(cfg, tmp_path) == {}
+
+
+def test_planning_refuses_refits_on_a_family_with_sandwich_norms_naming_the_methods(tmp_path):
+    cfg = tiny_config(tmp_path)
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(transformers.Gemma2Config(**SMALL, head_dim=8))
+    model.save_pretrained(tmp_path / "gemma")
+    cfg["models"]["tiny"]["source"] = str(tmp_path / "gemma")
+    validate_config(cfg)
+    problems = model_family_problems(cfg, tmp_path)
+    assert len(problems) == 1 and "Gemma 2: its post-attention and post-MLP norms" in problems[0]
+    assert "(methods ['best', 'ours'])" in problems[0]  # best: a grid with refit; ours: the paper's recovery
+    cfg["methods"] = {k: v for k, v in cfg["methods"].items() if k not in ("best", "ours")}
+    assert model_family_problems(cfg, tmp_path) == []

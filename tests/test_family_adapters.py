@@ -37,7 +37,14 @@ FAMILIES = {  # model_type: (config class, what it adds to the Llama block, its 
     "qwen2-window": (transformers.Qwen2Config, {"use_sliding_window": True, "sliding_window": 5, "max_window_layers": 1},
                      "Qwen2ForCausalLM"),  # layer 0 full attention, layer 1 a sliding window: a mask per layer
     "qwen3": (transformers.Qwen3Config, {}, "Qwen3ForCausalLM"),
+    "gemma": (transformers.GemmaConfig, {}, "GemmaForCausalLM"),
+    "gemma2": (transformers.Gemma2Config, {"sliding_window": 5, "attn_logit_softcapping": 2.0,
+                                           "final_logit_softcapping": 3.0, "query_pre_attn_scalar": 8},
+               "Gemma2ForCausalLM"),  # soft-capping small enough to bite on these logits
+    "gemma3_text": (transformers.Gemma3TextConfig, {"sliding_window": 5, "sliding_window_pattern": 2,
+                                                     "query_pre_attn_scalar": 8}, "Gemma3ForCausalLM"),
 }
+NO_REFITS = {"gemma2", "gemma3_text"}  # sandwich norms: the refits are refused (model/families/gemma.py)
 
 
 def family_model(model_type: str, seed: int = 0):
@@ -125,8 +132,8 @@ def test_flaps_bias_compensation_equals_the_zeroed_source_plus_its_bias(model_ty
             new.weight.data.copy_(linear.weight.data)
             new.bias.data.copy_(bias + (linear.bias.data if linear.bias is not None else 0))
             setattr(parent, name, new)
-    pruned = prune_model(model, plan, input_means=means)
-    torch.testing.assert_close(pruned(ids).logits, masked(ids).logits, atol=1e-5, rtol=1e-4)
+    pruned = prune_model(model, plan, input_means=means)  # its bias in float64, ours in float32
+    torch.testing.assert_close(pruned(ids).logits, masked(ids).logits, atol=5e-5, rtol=1e-4)
 
 
 def with_dead_units(model):
@@ -147,11 +154,15 @@ def with_dead_units(model):
 
 
 @pytest.mark.parametrize("model_type", sorted(FAMILIES))
-@pytest.mark.parametrize("reconstruct", ["none", "refit", "paper"])
+@pytest.mark.parametrize("reconstruct", ["none", "bias", "refit", "paper"])
 def test_dead_units_pruned_with_every_reconstruction_return_the_dense_logits(model_type, reconstruct, ids):
     model = with_dead_units(family_model(model_type))
+    if model_type in NO_REFITS and reconstruct in ("refit", "paper"):
+        with pytest.raises(ValueError, match="post-attention and post-MLP norms"):
+            prune_with_recipe(model, Recipe("l2", flow="sequential", reconstruct=reconstruct), 0.3, samples=ids)
+        return
     dense = model(ids).logits
-    flow = "dense" if reconstruct == "none" else "sequential"
+    flow = "dense" if reconstruct == "none" else "sequential"  # bias: FLAP's in the sequential flow
     recipe = Recipe("l2", flow=flow, reconstruct=reconstruct, layers=[0, 2], damp=1.0)
     scores = score_model(model, "l2") if flow == "dense" else None
     result = prune_with_recipe(copy.deepcopy(model), recipe, 0.3, scores=scores, samples=ids, batch_size=3, progress=False)
@@ -184,6 +195,8 @@ def test_the_layer_at_a_time_stream_computes_the_models_own_logits(model_type, i
     for layer in model.model.layers:
         propagate(layer, batches)
     logits = model.lm_head(model.model.norm(torch.cat([b.hidden for b in batches])))
+    if cap := getattr(model.config, "final_logit_softcapping", None):  # Gemma 2's head
+        logits = torch.tanh(logits / cap) * cap
     torch.testing.assert_close(logits, model(ids).logits, atol=1e-5, rtol=1e-4)
 
 

@@ -5,10 +5,11 @@ the first moment (mean) and the second moment E[x x^T] of the activations at
 that site (the covariance is E[x x^T] - mean mean^T). Sites:
 
 - ``block_in``: the residual stream entering the layer (diagonal only);
-- ``attn_in``: the input of q/k/v (after ``input_layernorm``);
+- ``attn_in``: the input of q/k/v (after ``input_layernorm``), read where q_proj reads it;
 - ``o_proj_in``: the concatenated head outputs entering ``o_proj`` (full matrix,
   so per-head blocks and cross-head terms are both available);
-- ``mlp_in``: the input of gate/up (after ``post_attention_layernorm``);
+- ``mlp_in``: the input of gate/up (after ``post_attention_layernorm``, or Gemma 2/3's
+  ``pre_feedforward_layernorm``), read where gate_proj reads it;
 - ``down_proj_in``: h = silu(gate x) * (up x), the MLP units' outputs. Only the
   diagonal E[h_i^2] is kept by default (the full matrix is intermediate^2).
 
@@ -107,13 +108,16 @@ def probabilities_from_projections(attn: nn.Module, q: torch.Tensor, k: torch.Te
     head_dim = attn.head_dim
     q = q.view(batch, seq, -1, head_dim)
     k = k.view(batch, seq, -1, head_dim)
-    if getattr(attn, "q_norm", None) is not None:  # Qwen3: per-head RMS norms before the rotation
+    if getattr(attn, "q_norm", None) is not None:  # Qwen3, Gemma 3: per-head RMS norms before the rotation
         q, k = attn.q_norm(q), attn.k_norm(k)
     q, k = q.transpose(1, 2), k.transpose(1, 2)
     cos, sin = position_embeddings
     q, k = apply_rotary_pos_emb(q, k, cos, sin)
     k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
     logits = (q.float() @ k.float().transpose(-1, -2)) * attn.scaling
+    cap = getattr(attn, "attn_logit_softcapping", None)
+    if cap:  # Gemma 2: logits squashed into (-cap, cap) before the softmax
+        logits = torch.tanh(logits / cap) * cap
     hidden = torch.ones(seq, seq, dtype=torch.bool, device=q.device).triu(1)
     window = attention_window(attn)
     if window is not None:  # a sliding-window layer sees keys j with i - window < j <= i
@@ -257,9 +261,9 @@ class LayerStatistics:
         ] if self.attention_js else []
         return attention + [
             *hook("block_in", layer.input_layernorm, "in"),
-            *hook("attn_in", layer.input_layernorm, "out"),
+            *hook("attn_in", attn.q_proj, "in"),  # what q/k/v read, whichever norm made it
             *hook("o_proj_in", attn.o_proj, "in"),
-            *hook("mlp_in", layer.post_attention_layernorm, "out"),
+            *hook("mlp_in", mlp.gate_proj, "in"),  # Gemma 2/3: the pre-feedforward norm's output
             *hook("down_proj_in", mlp.down_proj, "in"),
         ]
 

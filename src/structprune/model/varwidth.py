@@ -18,7 +18,18 @@ This file must import nothing from structprune: it travels inside checkpoints.
 
 from huggingface_hub.dataclasses import strict
 from torch import nn
-from transformers import LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
+from transformers import (
+    Gemma2Config,
+    Gemma3TextConfig,
+    GemmaConfig,
+    LlamaConfig,
+    MistralConfig,
+    Qwen2Config,
+    Qwen3Config,
+)
+from transformers.models.gemma.modeling_gemma import GemmaForCausalLM
+from transformers.models.gemma2.modeling_gemma2 import Gemma2ForCausalLM
+from transformers.models.gemma3.modeling_gemma3 import Gemma3ForCausalLM
 from transformers.models.llama.modeling_llama import LlamaForCausalLM
 from transformers.models.mistral.modeling_mistral import MistralForCausalLM
 from transformers.models.qwen2.modeling_qwen2 import Qwen2ForCausalLM
@@ -76,6 +87,10 @@ StructpruneLlamaConfig, StructpruneLlamaForCausalLM = _variable_width(LlamaConfi
 StructpruneMistralConfig, StructpruneMistralForCausalLM = _variable_width(MistralConfig, MistralForCausalLM, "structprune_mistral")
 StructpruneQwen2Config, StructpruneQwen2ForCausalLM = _variable_width(Qwen2Config, Qwen2ForCausalLM, "structprune_qwen2")
 StructpruneQwen3Config, StructpruneQwen3ForCausalLM = _variable_width(Qwen3Config, Qwen3ForCausalLM, "structprune_qwen3")
+StructpruneGemmaConfig, StructpruneGemmaForCausalLM = _variable_width(GemmaConfig, GemmaForCausalLM, "structprune_gemma")
+StructpruneGemma2Config, StructpruneGemma2ForCausalLM = _variable_width(Gemma2Config, Gemma2ForCausalLM, "structprune_gemma2")
+StructpruneGemma3TextConfig, StructpruneGemma3ForCausalLM = _variable_width(
+    Gemma3TextConfig, Gemma3ForCausalLM, "structprune_gemma3_text")
 for _name, _cls in list(globals().items()):  # auto_map and pickling find them under these names
     if _name.startswith("Structprune"):
         _cls.__name__ = _cls.__qualname__ = _name
@@ -86,6 +101,9 @@ VARIABLE_WIDTH = {
     "mistral": (StructpruneMistralConfig, StructpruneMistralForCausalLM),
     "qwen2": (StructpruneQwen2Config, StructpruneQwen2ForCausalLM),
     "qwen3": (StructpruneQwen3Config, StructpruneQwen3ForCausalLM),
+    "gemma": (StructpruneGemmaConfig, StructpruneGemmaForCausalLM),
+    "gemma2": (StructpruneGemma2Config, StructpruneGemma2ForCausalLM),
+    "gemma3_text": (StructpruneGemma3TextConfig, StructpruneGemma3ForCausalLM),
 }
 for _config, _model in list(VARIABLE_WIDTH.values()):
     VARIABLE_WIDTH[_config.model_type] = (_config, _model)  # a variable-width checkpoint pruned again

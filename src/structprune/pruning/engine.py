@@ -77,8 +77,13 @@ class EngineResult:
     reports: list[dict] = field(default_factory=list)  # per layer: reconstruction errors
 
 
-def check_recipe(recipe: Recipe, scores, stats, samples) -> None:
+def check_recipe(recipe: Recipe, scores, stats, samples, model_config: dict | None = None) -> None:
     problems = recipe_problems(recipe)
+    if recipe.refits and model_config is not None:
+        from structprune.model.families import refit_problem
+
+        if problem := refit_problem(model_config, "the model"):
+            problems.append(problem)
     if recipe.reads_score_file and scores is None:
         problems.append("this recipe selects or allocates from the dense model's scores: pass them (--scores)")
     if recipe.needs_samples and samples is None:
@@ -110,7 +115,7 @@ def prune_with_recipe(
     """Prune `model` (in place where possible) as `recipe` says; see the module docstring.
     `dense_stream`: a `densestream.record_dense_stream` folder of the same model and samples,
     read instead of running the dense layers (refits only; the same numbers, bitwise)."""
-    check_recipe(recipe, scores, stats, samples)
+    check_recipe(recipe, scores, stats, samples, model.config.to_dict())
     if scores is not None:
         check_scores(scores, model_geometries(model))
     budgets, layer_range, ratio = allocate(recipe, model, sparsity, scores)

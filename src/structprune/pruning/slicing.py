@@ -194,7 +194,11 @@ def to_variable_width(model: nn.Module, widths: list[tuple[int, int, int]]) -> n
     with torch.device("meta"):
         variable = model_class(config)
     variable.load_state_dict(model.state_dict(), assign=True)
-    variable.model.rotary_emb = model.model.rotary_emb  # non-persistent buffers are not in the state dict
+    sources = dict(model.named_buffers())
+    for name, buffer in list(variable.named_buffers()):  # non-persistent buffers (rotary tables, Gemma's
+        if buffer.is_meta and name in sources:  # embedding scale) are not in the state dict
+            path, _, attribute = name.rpartition(".")
+            variable.get_submodule(path)._buffers[attribute] = sources[name]
     if config.tie_word_embeddings:
         variable.tie_weights()
     return variable.eval()

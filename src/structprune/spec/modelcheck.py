@@ -75,20 +75,49 @@ def _built_config(model: str, root: Path) -> dict | None:
     return built if isinstance(built, dict) else None
 
 
+def _model_config(model: str, source: str, root: Path) -> dict | None:
+    """The model's config.json as a dict: the built model's, else a local source folder's;
+    None for a GGUF file or a Hub id (the `model` stage checks those once built)."""
+    from structprune.model.sources import ModelSourceError, resolve_model_source
+
+    config = _built_config(model, root)
+    if config is None:
+        try:
+            resolved = resolve_model_source(source)
+            folder = None if resolved.gguf_path else Path(resolved.location)
+            config = json.loads((folder / "config.json").read_text()) if folder else None
+        except (ModelSourceError, OSError, ValueError):
+            config = None
+    return config if isinstance(config, dict) else None
+
+
 def model_family_problems(cfg, root=Path(".")):
-    """Models of a family structprune does not compute correctly (model/families/), before any
-    job: from the built model's config.json, else from what the source names (a local folder's
-    config.json, a GGUF file's architecture)."""
-    from structprune.model.families import family_problem, source_family_problem
+    """Models of a family structprune does not compute correctly (model/families/), and methods
+    whose refits a family cannot take, before any job: from the built model's config.json, else
+    from what the source names (a local folder's config.json, a GGUF file's architecture)."""
+    from structprune.model.families import family_problem, refit_problem, source_family_problem
 
     problems = []
     for model, m in cfg["models"].items():
         where = f"models.{model}"
-        built = _built_config(model, root)
-        problem = family_problem(built, where) if built is not None else source_family_problem(m["source"], where)
+        config = _model_config(model, m["source"], root)
+        problem = family_problem(config, where) if config is not None else source_family_problem(m["source"], where)
+        if not problem and config is not None and (no_refits := refit_problem(config, where)):
+            refitting = sorted(name for name, method in cfg["methods"].items() if _refits(cfg, method))
+            problem = f"{no_refits} (methods {refitting})" if refitting else None
         if problem:
             problems.append(f"  {problem}")
     return problems
+
+
+def _refits(cfg, method) -> bool:
+    """Whether any recipe a method runs (its stages, its select candidates) refits."""
+    from structprune.spec.configcheck import STAGES, select_candidates, stage_recipe
+
+    recipes = [stage_recipe(cfg, method, stage) for stage in STAGES if stage == "pruned" or method.get("recover")]
+    if method.get("select"):
+        recipes += [recipe for _, recipe in select_candidates(cfg, method)]
+    return any(recipe.refits for recipe in recipes)
 
 
 def export_skips(cfg, root=Path(".")) -> dict[str, str]:
@@ -96,19 +125,11 @@ def export_skips(cfg, root=Path(".")) -> dict[str, str]:
     (and their llama.cpp perplexity and timing) and the table says why. Read from the built
     model's config.json, else a local source folder's; a Hub id is checked by the export job."""
     from structprune.model.families import export_problem
-    from structprune.model.sources import ModelSourceError, resolve_model_source
 
     skips = {}
     for model, m in cfg["models"].items() if cfg["export"]["enabled"] else ():
-        config = _built_config(model, root)
-        if config is None:
-            try:
-                resolved = resolve_model_source(m["source"])
-                folder = None if resolved.gguf_path else Path(resolved.location)
-                config = json.loads((folder / "config.json").read_text()) if folder else None
-            except (ModelSourceError, OSError, ValueError):
-                config = None
-        problem = export_problem(config, f"models.{model}") if isinstance(config, dict) else None
+        config = _model_config(model, m["source"], root)
+        problem = export_problem(config, f"models.{model}") if config is not None else None
         if problem:
             skips[model] = problem
     return skips

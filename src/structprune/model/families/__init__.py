@@ -1,5 +1,5 @@
 """Model families: one module per family that structprune prunes correctly (`llama`, `mistral`,
-`qwen2`, `qwen3`), and the families it refuses with the reason (`refused`). Checked before any
+`qwen2`, `qwen3`, `gemma`), and the families it refuses with the reason (`refused`). Checked before any
 job: at planning for a local folder or GGUF source, or for a model already built, and in the
 `model` stage for a Hub id. Standard library only.
 
@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from structprune.model.families import llama, mistral, qwen2, qwen3, refused
+from structprune.model.families import gemma, llama, mistral, qwen2, qwen3, refused
 from structprune.model.families.base import Family
 from structprune.model.sources import ModelSourceError, resolve_model_source
 
-ADAPTERS = (llama.FAMILY, mistral.FAMILY, qwen2.FAMILY, qwen3.FAMILY)
+ADAPTERS = (llama.FAMILY, mistral.FAMILY, qwen2.FAMILY, qwen3.FAMILY, gemma.GEMMA, gemma.GEMMA2, gemma.GEMMA3)
 FAMILIES: tuple[Family, ...] = ADAPTERS + refused.FAMILIES
 SUPPORTED_MODEL_TYPES = tuple(t for f in ADAPTERS for t in f.model_types)
 SUPPORTED_GGUF_ARCHITECTURES = tuple(a for f in ADAPTERS for a in f.gguf_architectures)
@@ -40,6 +40,12 @@ def family_problem(config: dict, where: str) -> str | None:
                 f"Supported families: {SUPPORTED}")
     problem = family.config_problem(config)
     return f"{where}: {family.name}: {problem}" if problem else None
+
+
+def refit_problem(config: dict, where: str) -> str | None:
+    """Why the refits (reconstruct: refit / paper, the paper's recovery) cannot run on this family."""
+    family = family_of(config.get("model_type"))
+    return f"{where}: {family.name}: {family.no_refits}" if family and family.no_refits else None
 
 
 def export_problem(config: dict, where: str) -> str | None:

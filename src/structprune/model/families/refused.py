@@ -3,14 +3,9 @@ before any job, each with what would go wrong (issue #28 tracks their adapters).
 
 from structprune.model.families.base import Family
 
-SANDWICH = ("sandwich norms (a norm after attention and after the MLP) make the refits' residual target and the "
-            "dense stream's `mid = hidden + attention output` wrong, and the GGUF export would drop them")
 FAMILIES = (
-    Family("Gemma", ("gemma",), refused="embedding scale and (1 + w) RMS norms are not exported, and its GeGLU MLP "
-           "is not modelled by the refits"),
-    Family("Gemma 2", ("gemma2",), refused=SANDWICH + "; also attention logit soft-capping"),
-    Family("Gemma 3", ("gemma3", "gemma3_text"), gguf_architectures=("gemma3",),
-           refused=SANDWICH + "; also q/k norms and two rotary tables"),
+    Family("Gemma 3 (vision)", ("gemma3",), refused="the vision-language Gemma3ForConditionalGeneration nests its "
+           "text model; prune a text-only Gemma 3 checkpoint (model_type gemma3_text, as Gemma-3-270M/1B)"),
     Family("Granite", ("granite",), refused="its embedding, residual, attention and logit multipliers are not modelled "
            "by the refits (the residual multiplier scales every block's update)"),
     Family("SmolLM3", ("smollm3",), refused="its NoPE layers (no rotation every 4th layer) are not modelled by the "
