@@ -76,16 +76,22 @@ def _built_config(model: str, root: Path) -> dict | None:
 
 
 def _model_config(model: str, source: str, root: Path) -> dict | None:
-    """The model's config.json as a dict: the built model's, else a local source folder's;
-    None for a GGUF file or a Hub id (the `model` stage checks those once built)."""
+    """The model's config.json as a dict: the built model's, else a local source folder's, else
+    for a GGUF file the model type its architecture loads as; None for a Hub id (the `model`
+    stage checks it once built)."""
+    from structprune.model.families import FAMILIES, gguf_architecture
     from structprune.model.sources import ModelSourceError, resolve_model_source
 
     config = _built_config(model, root)
     if config is None:
         try:
             resolved = resolve_model_source(source)
-            folder = None if resolved.gguf_path else Path(resolved.location)
-            config = json.loads((folder / "config.json").read_text()) if folder else None
+            if resolved.gguf_path:
+                arch = gguf_architecture(resolved.gguf_path)
+                family = next((f for f in FAMILIES if arch in f.gguf_architectures), None)
+                config = {"model_type": family.model_types[0]} if family else None
+            else:
+                config = json.loads((Path(resolved.location) / "config.json").read_text())
         except (ModelSourceError, OSError, ValueError):
             config = None
     return config if isinstance(config, dict) else None

@@ -45,7 +45,7 @@ def run(args) -> None:
     source_gguf = resolved.gguf_path if resolved else None
     model, tokenizer = load_model(args, args.model, "host")
     if problem := export_problem(model.config.to_dict(), args.model):
-        raise ValueError(problem)  # a family llama.cpp would run as something else: no file at all
+        raise ValueError(f"{problem}: no GGUF file is written (the workflow skips this export at planning)")
     model = model.to(torch.float32)
     timer = Timer()
     summary = export_gguf(model, tokenizer, args.out, args.type, source_gguf=source_gguf,

@@ -17,10 +17,11 @@ NO_REFITS = ("its post-attention and post-MLP norms rescale o_proj's and down_pr
 
 def export_problem(config: dict) -> str | None:
     return ("the GGUF export of Gemma (sandwich norms, scaled embedding, (1 + w) norms) is not implemented yet "
-            "(issue #28); set `export: {enabled: false}`")
+            "(issue #28)")
 
 
 GEMMA = Family("Gemma", ("gemma", "structprune_gemma"), export_problem=export_problem)
 GEMMA2 = Family("Gemma 2", ("gemma2", "structprune_gemma2"), export_problem=export_problem, no_refits=NO_REFITS)
-GEMMA3 = Family("Gemma 3", ("gemma3_text", "structprune_gemma3_text"), export_problem=export_problem,
+GEMMA3 = Family("Gemma 3", ("gemma3_text", "structprune_gemma3_text"), gguf_architectures=("gemma3",),
+                export_problem=export_problem,
                 no_refits=NO_REFITS)

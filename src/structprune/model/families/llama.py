@@ -8,7 +8,7 @@ def export_problem(config: dict) -> str | None:
     kind = rope_scaling_kind(config)
     if kind != "default":
         return (f"its rope scaling ({kind!r}, Llama-3.1/3.2 style) is not exported to GGUF yet, so the export would "
-                "compute other positions; set `export: {enabled: false}` for this model")
+                "compute other positions")
     return None
 
 

@@ -7,7 +7,7 @@ from structprune.model.families.base import Family
 def export_problem(config: dict) -> str | None:
     if config.get("sliding_window") is not None:
         return ("llama.cpp runs Mistral as its `llama` architecture, which has no sliding window, so the GGUF file "
-                "would attend beyond the window; set `export: {enabled: false}` for this model")
+                "would attend beyond the window")
     return None  # without a window the block is Llama's: exported as `llama` (or `deci` for per-layer widths)
 
 

@@ -6,7 +6,7 @@ from structprune.model.families.base import Family
 
 def export_problem(config: dict) -> str | None:
     return ("llama.cpp's qwen2 architecture fixes the attention projections at hidden x hidden, so a Qwen2 with "
-            "heads removed does not load there, and its export is not implemented; set `export: {enabled: false}`")
+            "heads removed does not load there, and its export is not implemented")
 
 
 FAMILY = Family("Qwen2/2.5", ("qwen2", "structprune_qwen2"), gguf_architectures=(), export_problem=export_problem)

@@ -6,7 +6,7 @@ from structprune.model.families.base import Family, output_bias_problem
 
 
 def export_problem(config: dict) -> str | None:
-    return "the GGUF export of Qwen3 (q/k norms) is not implemented yet (issue #28); set `export: {enabled: false}`"
+    return "the GGUF export of Qwen3 (q/k norms) is not implemented yet (issue #28)"
 
 
 FAMILY = Family("Qwen3", ("qwen3", "structprune_qwen3"), config_problem=output_bias_problem,
