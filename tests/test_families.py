@@ -106,3 +106,26 @@ def test_planning_refuses_refits_on_a_family_with_sandwich_norms_naming_the_meth
     assert "(methods ['best', 'ours'])" in problems[0]  # best: a grid with refit; ours: the paper's recovery
     cfg["methods"] = {k: v for k, v in cfg["methods"].items() if k not in ("best", "ours")}
     assert model_family_problems(cfg, tmp_path) == []
+
+
+def test_a_gguf_source_is_judged_by_its_llama_cpp_architecture_at_planning(tmp_path):
+    import gguf
+
+    def gguf_file(arch):
+        writer = gguf.GGUFWriter(str(tmp_path / f"{arch}.gguf"), arch)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.close()
+        return f"gguf:{tmp_path / f'{arch}.gguf'}"
+
+    cfg = tiny_config(tmp_path)
+    validate_config(cfg)
+    cfg["models"]["tiny"]["source"] = gguf_file("olmo2")
+    assert model_family_problems(cfg, tmp_path) == [
+        "  models.tiny: GGUF architecture 'olmo2' is not supported as a source (GGUF sources: llama, gemma3); "
+        "supported families: Llama, Mistral, Qwen2/2.5, Qwen3, Gemma, Gemma 2, Gemma 3"]
+    cfg["models"]["tiny"]["source"] = gguf_file("gemma3")  # loads as Gemma 3: its refits are refused
+    problems = model_family_problems(cfg, tmp_path)
+    assert len(problems) == 1 and "Gemma 3: its post-attention and post-MLP norms" in problems[0]
+    cfg["models"]["tiny"]["source"] = gguf_file("llama")
+    assert model_family_problems(cfg, tmp_path) == []

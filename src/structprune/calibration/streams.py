@@ -39,9 +39,9 @@ class _Recorder(nn.Module):
     """Stands in for a decoder layer during the capture: records what the model passes it and
     passes the hidden states through; the last one stops the forward."""
 
-    def __init__(self, layer: nn.Module, index: int, last: bool, seen: list):
+    def __init__(self, layer: nn.Module, last: bool, seen: list):
         super().__init__()
-        self.index, self.last, self.seen = index, last, seen
+        self.last, self.seen = last, seen
         self.attention_type = getattr(layer, "attention_type", None)  # read by some families' loops
 
     def forward(self, *args, **kwargs):
@@ -65,7 +65,7 @@ def capture_layer_inputs(model: nn.Module, input_ids: torch.Tensor, batch_size: 
     seen: list = []
     real = list(layers)
     for index, layer in enumerate(real):
-        layers[index] = _Recorder(layer, index, index == len(real) - 1, seen)
+        layers[index] = _Recorder(layer, index == len(real) - 1, seen)
     try:
         with torch.no_grad():
             for start in range(0, input_ids.shape[0], batch_size):

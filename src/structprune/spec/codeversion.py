@@ -116,6 +116,6 @@ def stage_code_version(command: str, source: Path = SOURCE) -> str:
         roots |= _imported_modules(node, source)
         names = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
         roots |= {imported[n] for n in names if n in imported and imported[n] != SHARED}
-    for module_name in module_closure({r for r in roots if module_file(r, source)}, source):
+    for module_name in module_closure(roots, source):
         digest.update(module_name.encode() + b"\0" + module_file(module_name, source).read_bytes())
     return digest.hexdigest()[:12]

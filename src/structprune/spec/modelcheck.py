@@ -76,38 +76,25 @@ def _built_config(model: str, root: Path) -> dict | None:
 
 
 def _model_config(model: str, source: str, root: Path) -> dict | None:
-    """The model's config.json as a dict: the built model's, else a local source folder's, else
-    for a GGUF file the model type its architecture loads as; None for a Hub id (the `model`
-    stage checks it once built)."""
-    from structprune.model.families import FAMILIES, gguf_architecture
-    from structprune.model.sources import ModelSourceError, resolve_model_source
+    """The model's config as a dict: the built model's config.json, else what its source says
+    (`families.source_config`); None for a Hub id (the `model` stage checks it once built)."""
+    from structprune.model.families import source_config
 
-    config = _built_config(model, root)
-    if config is None:
-        try:
-            resolved = resolve_model_source(source)
-            if resolved.gguf_path:
-                arch = gguf_architecture(resolved.gguf_path)
-                family = next((f for f in FAMILIES if arch in f.gguf_architectures), None)
-                config = {"model_type": family.model_types[0]} if family else None
-            else:
-                config = json.loads((Path(resolved.location) / "config.json").read_text())
-        except (ModelSourceError, OSError, ValueError):
-            config = None
-    return config if isinstance(config, dict) else None
+    built = _built_config(model, root)
+    return built if built is not None else source_config(source)
 
 
 def model_family_problems(cfg, root=Path(".")):
     """Models of a family structprune does not compute correctly (model/families/), and methods
     whose refits a family cannot take, before any job: from the built model's config.json, else
     from what the source names (a local folder's config.json, a GGUF file's architecture)."""
-    from structprune.model.families import family_problem, refit_problem, source_family_problem
+    from structprune.model.families import family_problem, refit_problem
 
     problems = []
     for model, m in cfg["models"].items():
         where = f"models.{model}"
         config = _model_config(model, m["source"], root)
-        problem = family_problem(config, where) if config is not None else source_family_problem(m["source"], where)
+        problem = family_problem(config, where) if config is not None else None
         if not problem and config is not None and (no_refits := refit_problem(config, where)):
             refitting = sorted(name for name, method in cfg["methods"].items() if _refits(cfg, method))
             problem = f"{no_refits} (methods {refitting})" if refitting else None

@@ -37,12 +37,3 @@ def _deep_update(base: dict, update: dict) -> None:
             _deep_update(base[key], value)
         else:
             base[key] = value
-
-
-def _deep_update(base: dict, update: dict) -> None:
-    """Snakemake's merge of config files: mappings merge key by key, anything else replaces."""
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _deep_update(base[key], value)
-        else:
-            base[key] = value

@@ -45,6 +45,18 @@ def data_mirror(args) -> str | None:
     return mirror
 
 
+
+def split_tokens(args):
+    """(the tokenised split named by --dataset/--split, the mirror it was read from or None for
+    the Hub): the stream every text-based data stage cuts its samples from."""
+    from transformers import AutoTokenizer
+
+    from structprune.data.text import load_text, tokenize_text
+
+    mirror = data_mirror(args)
+    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+    return tokenize_text(tokenizer, load_text(args.dataset, args.split, mirror)), mirror
+
 def device_and_dtype(args):
     """(device, dtype) from the global --device/--dtype options."""
     from structprune.model.device import resolve_device, resolve_dtype

@@ -6,9 +6,9 @@ import logging
 
 from structprune.stages.common import (
     data_arguments,
-    data_mirror,
     sample_arguments,
     self_generated_samples,
+    split_tokens,
 )
 
 log = logging.getLogger("structprune")
@@ -36,13 +36,9 @@ def run(args) -> None:
         samples = random_token_samples(vocab_size, args.n_samples, args.seq_len, args.seed)
         meta.update(source="uniform random token ids", vocab_size=vocab_size)
     else:
-        from transformers import AutoTokenizer
+        from structprune.data.text import sample_windows
 
-        from structprune.data.text import load_text, sample_windows, tokenize_text
-
-        mirror = data_mirror(args)
-        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
-        stream = tokenize_text(tokenizer, load_text(args.dataset, args.split, mirror))
+        stream, mirror = split_tokens(args)
         samples = sample_windows(stream, args.n_samples, args.seq_len, args.seed)
         meta.update(split=args.split, source=mirror or "hub")
     save_tensors({"input_ids": samples}, args.out, meta)

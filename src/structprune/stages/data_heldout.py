@@ -8,9 +8,9 @@ from pathlib import Path
 
 from structprune.stages.common import (
     data_arguments,
-    data_mirror,
     sample_arguments,
     self_generated_samples,
+    split_tokens,
 )
 
 log = logging.getLogger("structprune")
@@ -46,14 +46,9 @@ def run(args) -> None:
             raise ValueError(f"held-out seed {args.seed} is a fit set's seed: its samples would repeat; pick another")
         samples = self_generated_samples(args, meta)
     else:
-        from transformers import AutoTokenizer
-
         from structprune.data.heldout import heldout_windows
-        from structprune.data.text import load_text, tokenize_text
 
-        mirror = data_mirror(args)
-        tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
-        stream = tokenize_text(tokenizer, load_text(args.dataset, args.split, mirror))
+        stream, mirror = split_tokens(args)
         fits = [load_tensors(path)["input_ids"] for path in args.exclude]
         samples, starts = heldout_windows(stream, fits, args.n_samples, args.seq_len, args.seed)
         meta.update(split=args.split, source=mirror or "hub", starts=starts)

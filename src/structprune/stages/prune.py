@@ -55,20 +55,19 @@ def run(args) -> None:
                                batch_size=args.batch_size, dense_stream=dense_stream)
     model = result.model
     after = count_parameters(model)
-    achieved = 1 - after["decoder_blocks"] / before["decoder_blocks"]
-    achieved_total = 1 - after["total"] / before["total"]
+    size = pruned_size(before, after)
     log.info(
         "target sparsity %.3f of %s parameters over layers [%d, %d) (per-layer ratio %.4f); removed %.4f of "
         "decoder-block parameters (%d -> %d), %.4f of all (%d -> %d)",
-        args.sparsity, recipe.sparsity_of, *result.layer_range, result.ratio, achieved,
-        before["decoder_blocks"], after["decoder_blocks"], achieved_total, before["total"], after["total"],
+        args.sparsity, recipe.sparsity_of, *result.layer_range, result.ratio, size["achieved_block_sparsity"],
+        before["decoder_blocks"], after["decoder_blocks"], size["achieved_total_sparsity"], before["total"], after["total"],
     )
     inputs = {k: v for k, v in {"model": args.model, "scores": args.scores, "stats": args.stats, "data": args.data,
                                 "dense_stream": dense_stream}.items() if v}
     manifest = build_manifest(
         "prune", inputs, {"sparsity": args.sparsity, "recipe": recipe.to_json(), "batch_size": args.batch_size},
         {
-            **pruned_size(before, after),
+            **size,
             "layer_range": list(result.layer_range), "layer_ratio": result.ratio,
             "budgets": [[b.heads, b.neurons] for b in result.budgets],
             "plan": result.plan.to_json(), "layers": result.reports,

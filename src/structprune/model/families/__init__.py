@@ -9,6 +9,7 @@ its variable-width class in `model/varwidth.py`, and its tiny model in tests/tes
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -30,6 +31,9 @@ def family_of(model_type: str | None) -> Family | None:
 def family_problem(config: dict, where: str) -> str | None:
     """Why a model of this config.json (as a dict) cannot be pruned correctly, or None."""
     model_type = config.get("model_type")
+    if model_type is None and "gguf_architecture" in config:  # a GGUF file no family reads
+        return (f"{where}: GGUF architecture {config['gguf_architecture']!r} is not supported as a source (GGUF sources: "
+                f"{', '.join(SUPPORTED_GGUF_ARCHITECTURES)}); supported families: {SUPPORTED}")
     family = family_of(model_type)
     names = ", ".join(config.get("architectures") or []) or "no architectures listed"
     if family is None:
@@ -55,8 +59,10 @@ def export_problem(config: dict, where: str) -> str | None:
     return f"{where}: {problem}" if problem else None
 
 
+@functools.lru_cache(maxsize=None)
 def gguf_architecture(path: str | Path) -> str | None:
-    """llama.cpp's `general.architecture` of a GGUF file (None when the gguf reader is missing)."""
+    """llama.cpp's `general.architecture` of a GGUF file (None when the gguf reader is missing);
+    read once per file, however many planning checks ask."""
     try:
         from gguf import GGUFReader
     except ImportError:
@@ -65,24 +71,20 @@ def gguf_architecture(path: str | Path) -> str | None:
     return bytes(field.parts[field.data[0]]).decode()
 
 
-def source_family_problem(source: str, where: str) -> str | None:
-    """The family problem of a configured source that can be read without loading it: a local
-    folder's config.json or a GGUF file's architecture; None for a Hub id (the `model` stage
-    checks it after loading) or a source that does not resolve (the `model` stage says why)."""
+def source_config(source: str) -> dict | None:
+    """What a configured source says of its family without loading it: a local folder's
+    config.json, or for a GGUF file its llama.cpp architecture and the model type a supported
+    family loads it as (None when none does); None for a Hub id, a source that does not resolve
+    or a file that cannot be read (the `model` stage names those)."""
     try:
         resolved = resolve_model_source(source)
-    except ModelSourceError:
+        if resolved.gguf_path:
+            arch = gguf_architecture(resolved.gguf_path)
+            if arch is None:
+                return None
+            family = next((f for f in ADAPTERS if arch in f.gguf_architectures), None)
+            return {"gguf_architecture": arch, "model_type": family.model_types[0] if family else None}
+        config = json.loads((Path(resolved.location) / "config.json").read_text())
+    except (ModelSourceError, OSError, ValueError):
         return None
-    if resolved.gguf_path:
-        arch = gguf_architecture(resolved.gguf_path)
-        if arch is not None and arch not in SUPPORTED_GGUF_ARCHITECTURES:
-            return (f"{where}: GGUF architecture {arch!r} is not supported as a source (GGUF sources: "
-                    f"{', '.join(SUPPORTED_GGUF_ARCHITECTURES)}); supported families: {SUPPORTED}")
-        return None
-    config = Path(resolved.location) / "config.json"
-    if config.is_file():
-        try:
-            return family_problem(json.loads(config.read_text()), where)
-        except ValueError:
-            return None  # unreadable: the model stage names it
-    return None
+    return config if isinstance(config, dict) else None

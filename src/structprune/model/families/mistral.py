@@ -11,4 +11,4 @@ def export_problem(config: dict) -> str | None:
     return None  # without a window the block is Llama's: exported as `llama` (or `deci` for per-layer widths)
 
 
-FAMILY = Family("Mistral", ("mistral", "structprune_mistral"), gguf_architectures=(), export_problem=export_problem)
+FAMILY = Family("Mistral", ("mistral", "structprune_mistral"), export_problem=export_problem)

@@ -9,4 +9,4 @@ def export_problem(config: dict) -> str | None:
             "heads removed does not load there, and its export is not implemented")
 
 
-FAMILY = Family("Qwen2/2.5", ("qwen2", "structprune_qwen2"), gguf_architectures=(), export_problem=export_problem)
+FAMILY = Family("Qwen2/2.5", ("qwen2", "structprune_qwen2"), export_problem=export_problem)
