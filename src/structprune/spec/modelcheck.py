@@ -95,22 +95,27 @@ def model_family_problems(cfg, root=Path(".")):
         where = f"models.{model}"
         config = _model_config(model, m["source"], root)
         problem = family_problem(config, where) if config is not None else None
-        if not problem and config is not None and (no_refits := refit_problem(config, where)):
-            refitting = sorted(name for name, method in cfg["methods"].items() if _refits(cfg, method))
-            problem = f"{no_refits} (methods {refitting})" if refitting else None
+        if not problem and config is not None:
+            refused = {}
+            for name, method in cfg["methods"].items():
+                for recipe in _recipes(cfg, method):
+                    if reason := refit_problem(config, where, recipe):
+                        refused.setdefault(reason, []).append(name)
+                        break
+            problem = "; ".join(f"{reason} (methods {sorted(names)})" for reason, names in refused.items()) or None
         if problem:
             problems.append(f"  {problem}")
     return problems
 
 
-def _refits(cfg, method) -> bool:
-    """Whether any recipe a method runs (its stages, its select candidates) refits."""
+def _recipes(cfg, method) -> list:
+    """Every recipe a method runs: its stages and its select candidates."""
     from structprune.spec.configcheck import STAGES, select_candidates, stage_recipe
 
     recipes = [stage_recipe(cfg, method, stage) for stage in STAGES if stage == "pruned" or method.get("recover")]
     if method.get("select"):
         recipes += [recipe for _, recipe in select_candidates(cfg, method)]
-    return any(recipe.refits for recipe in recipes)
+    return recipes
 
 
 def export_skips(cfg, root=Path(".")) -> dict[str, str]:

@@ -46,10 +46,11 @@ def family_problem(config: dict, where: str) -> str | None:
     return f"{where}: {family.name}: {problem}" if problem else None
 
 
-def refit_problem(config: dict, where: str) -> str | None:
-    """Why the refits (reconstruct: refit / paper, the paper's recovery) cannot run on this family."""
+def refit_problem(config: dict, where: str, recipe) -> str | None:
+    """Why `recipe`'s refit (a `Recipe`: its reconstruct and target) cannot run on this family."""
     family = family_of(config.get("model_type"))
-    return f"{where}: {family.name}: {family.no_refits}" if family and family.no_refits else None
+    blocked = recipe.reconstruct == "refit" and recipe.target == "block"
+    return f"{where}: {family.name}: {family.no_block_target}" if family and family.no_block_target and blocked else None
 
 
 def export_problem(config: dict, where: str) -> str | None:

@@ -22,7 +22,7 @@ class Family:
     refused: str = ""  # why structprune cannot prune this family correctly yet ("": it can)
     config_problem: Callable[[dict], str | None] = _no_problem  # a config of the family it cannot handle, and why
     export_problem: Callable[[dict], str | None] = _no_problem  # why its GGUF export would compute otherwise
-    no_refits: str = ""  # why the refits (reconstruct: refit / paper, recovery) cannot run on it ("": they can)
+    no_block_target: str = ""  # why reconstruct: refit cannot take target: block on it ("": it can)
 
     @property
     def supported(self) -> bool:
