@@ -78,18 +78,21 @@ def test_planning_refuses_a_local_source_of_another_family_before_any_job(tmp_pa
     assert result.returncode != 0 and "model family 'olmo2'" in result.stdout + result.stderr
 
 
-def test_a_built_llama_with_rope_scaling_skips_its_export_at_planning_with_the_reason(tmp_path):
+def test_a_built_llama_with_yarn_rope_scaling_skips_its_export_at_planning_with_the_reason(tmp_path):
     cfg = tiny_config(tmp_path)
     cfg["models"]["tiny"]["gguf_tokenizer_pre"] = "llama-bpe"
     cfg["export"] = {"enabled": True}
     validate_config(cfg)
     built = tmp_path / "resources" / "models" / "tiny"
     built.mkdir(parents=True)
-    config = {"model_type": "llama", "rope_scaling": {"rope_type": "llama3", "factor": 8.0}}
+    config = {"model_type": "llama", "rope_scaling": {"rope_type": "yarn", "factor": 8.0}}
     (built / "config.json").write_text(json.dumps(config))
     assert model_family_problems(cfg, tmp_path) == []  # the model itself prunes fine
     skips = export_skips(cfg, tmp_path)
-    assert list(skips) == ["tiny"] and "rope scaling ('llama3'" in skips["tiny"]
+    assert list(skips) == ["tiny"] and "rope scaling ('yarn')" in skips["tiny"]
+    config["rope_scaling"] = {"rope_type": "llama3", "factor": 8.0}  # Llama-3.1/3.2: written as rope_freqs
+    (built / "config.json").write_text(json.dumps(config))
+    assert export_skips(cfg, tmp_path) == {}
     cfg["export"]["enabled"] = False
     assert export_skips(cfg, tmp_path) == {}
 

@@ -47,8 +47,14 @@ def pruned_models(vocab: int) -> dict:
     mistral = transformers.MistralForCausalLM(transformers.MistralConfig(**{
         **dense.config.to_dict(), "model_type": "mistral", "sliding_window": None}))  # no window: the Llama block
     mistral.load_state_dict(dense.state_dict())
+    llama3 = tiny_llama(vocab, layers=3, seed=2)  # Llama-3.1's rope scaling: both frequencies of head_dim 4 rescaled
+    llama3.config.rope_parameters = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
+                                     "high_freq_factor": 4.0, "original_max_position_embeddings": 16}
+    llama3.model.rotary_emb = type(llama3.model.rotary_emb)(llama3.config)
     return {
         "dense": dense,
+        "llama3_uniform": prune_model(copy.deepcopy(llama3), uniform),
+        "llama3_per_layer": prune_model(llama3, per_layer),
         "mistral_per_layer": prune_model(mistral.eval(), per_layer),
         "uniform": prune_model(copy.deepcopy(dense), uniform),
         "per_layer": prune_model(copy.deepcopy(dense), per_layer),
@@ -115,7 +121,25 @@ def needs_llama_cpp():
         pytest.skip("llama-cpp-python is not installed (`make llama-cpp`)")
 
 
-@pytest.mark.parametrize("name", ["dense", "uniform", "per_layer", "per_layer_biased", "untied", "mistral_per_layer"])
+def test_llama3_rope_scaling_is_written_as_the_frequency_divisors_of_the_models_own_table(bpe_tokenizer, tmp_path):
+    model = pruned_models(len(bpe_tokenizer))["llama3_uniform"]
+    export_gguf(model, bpe_tokenizer, tmp_path / "r.gguf", "f32", tokenizer_pre="default")
+    _, tensors = fields(tmp_path / "r.gguf")
+    # head_dim 4: frequencies 1 and 1/100 (wavelengths 6.3 and 628 against the original 16 positions):
+    # the first between the bands, smoothed; the second beyond the low band, divided by the factor 8
+    smooth = (16 / (2 * np.pi) - 1) / (4 - 1)
+    expected = [1 / ((1 - smooth) / 8 + smooth), 8.0]
+    np.testing.assert_allclose(np.asarray(tensors["rope_freqs.weight"].data), expected, rtol=1e-6)
+    yarn = pruned_models(len(bpe_tokenizer))["dense"]
+    yarn.config.rope_parameters = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
+                                   "original_max_position_embeddings": 16}
+    yarn.model.rotary_emb = type(yarn.model.rotary_emb)(yarn.config)
+    with pytest.raises(ExportError, match="rope scaling 'yarn' is not exported"):
+        export_gguf(yarn, bpe_tokenizer, tmp_path / "y.gguf", tokenizer_pre="default")
+
+
+@pytest.mark.parametrize("name", ["dense", "uniform", "per_layer", "per_layer_biased", "untied", "mistral_per_layer",
+                                  "llama3_uniform", "llama3_per_layer"])
 def test_llama_cpp_logits_match_transformers(bpe_tokenizer, tmp_path, name):
     """f32 export and f32 key/value cache, next-token logits at every position of three token
     lists: llama.cpp against transformers, to 1e-4 absolute (logits are O(1) here; ggml sums in

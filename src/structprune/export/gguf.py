@@ -11,7 +11,10 @@ transformers' ``repeat_kv``, so a checkpoint transformers loads has the right he
 What llama.cpp cannot represent is refused with the reason, never written wrong: q/k/v or
 gate/up biases (llama.cpp declares them at the unpruned width), a layer whose MLP lost every
 neuron (``deci`` then also drops the layer's attention output), a first layer without heads
-(``deci`` derives the head size from layer 0), rope scaling, untied heads of another width.
+(``deci`` derives the head size from layer 0), a rope scaling other than Llama-3.x's or
+linear, untied heads of another width. Llama-3.x's and linear rope scalings only divide each
+rotary frequency by a fixed factor: those factors are written as llama.cpp's ``rope_freqs``
+tensor, which both architectures apply (the converter does the same for Llama-3.1).
 o_proj and down_proj biases (FLAP's compensation) are written as ``attn_output.bias`` and
 ``ffn_down.bias``, which both architectures add.
 
@@ -64,10 +67,8 @@ def export_problems(model, widths: list[LayerWidths]) -> list[str]:
     from structprune.model.geometry import decoder_layers
 
     problems = []
-    config = model.config
-    scaling = getattr(config, "rope_scaling", None) or {}
-    if scaling.get("rope_type", "default") != "default":
-        problems.append(f"rope scaling {scaling} is not exported")
+    if problem := rope_factors(model)[1]:
+        problems.append(problem)
     if widths[0].heads == 0:
         problems.append("layer 0 has no attention heads; llama.cpp's deci derives the head size from layer 0")
     for index, (layer, width) in enumerate(zip(decoder_layers(model), widths, strict=True)):
@@ -79,6 +80,26 @@ def export_problems(model, widths: list[LayerWidths]) -> list[str]:
             if layer.get_submodule(name).bias is not None:
                 problems.append(f"layer {index}: {name} has a bias; llama.cpp declares it at the unpruned width")
     return problems
+
+
+FREQUENCY_ONLY_ROPE = ("llama3", "linear")  # rope scalings that divide each rotary frequency by a fixed factor
+
+
+def rope_factors(model) -> tuple[np.ndarray | None, str | None]:
+    """llama.cpp's ``rope_freqs`` for the model's rope scaling: each rotary frequency's divisor,
+    read off the model's own rotary table (the unscaled frequencies over the scaled ones), so
+    the file computes what transformers does. (None, None) without scaling; (None, why) for a
+    scaling that also rescales attention or depends on the sequence length (YaRN, dynamic NTK,
+    LongRoPE), which this way cannot express."""
+    rotary = model.model.rotary_emb
+    kind = getattr(rotary, "rope_type", "default")
+    if kind == "default":
+        return None, None
+    if kind not in FREQUENCY_ONLY_ROPE or float(getattr(rotary, "attention_scaling", 1.0)) != 1.0:
+        return None, (f"rope scaling {kind!r} is not exported (only {', '.join(FREQUENCY_ONLY_ROPE)}: those only "
+                      "divide each rotary frequency by a fixed factor)")
+    unscaled, _ = rotary.compute_default_rope_parameters(model.config)
+    return (unscaled.double() / rotary.inv_freq.double().cpu()).float().numpy(), None
 
 
 def rope_permute(weight: np.ndarray, heads: int) -> np.ndarray:
@@ -238,6 +259,8 @@ def _add_tensors(writer, model, widths: list[LayerWidths], tensor_type: str) -> 
         writer.add_tensor(name, tensor.detach().float().cpu().numpy())
 
     weight("token_embd.weight", model.get_input_embeddings().weight)
+    if (factors := rope_factors(model)[0]) is not None:
+        writer.add_tensor("rope_freqs.weight", factors)
     vector("output_norm.weight", model.model.norm.weight)
     if not config.tie_word_embeddings:
         weight("output.weight", model.get_output_embeddings().weight)

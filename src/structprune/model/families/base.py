@@ -35,6 +35,16 @@ def rope_scaling_kind(config: dict) -> str:
     return scaling.get("rope_type", scaling.get("type", "default"))
 
 
+def rope_export_problem(config: dict) -> str | None:
+    """A rope scaling the GGUF export cannot write (export.gguf.rope_factors writes the ones that
+    only divide each rotary frequency by a fixed factor: Llama-3.x's 'llama3' and 'linear')."""
+    kind = rope_scaling_kind(config)
+    if kind not in ("default", "llama3", "linear"):
+        return (f"its rope scaling ({kind!r}) is not exported to GGUF (Llama-3.x's 'llama3' and 'linear' are), so "
+                "the export would compute other positions")
+    return None
+
+
 def output_bias_problem(config: dict) -> str | None:
     """o_proj or down_proj with a bias of their own: the refits fit those maps' weights to the dense
     output without a bias term, so such a checkpoint is refused until they do."""
