@@ -21,7 +21,6 @@ from structprune.spec.modelcheck import export_skips, model_family_problems
 SMALL = dict(vocab_size=160, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, max_position_embeddings=64)
 FAMILIES = {  # model_type: config class and what it adds to the Llama block
-    "granite": (transformers.GraniteConfig, {"residual_multiplier": 0.5}),
     "phi3": (transformers.Phi3Config, {"pad_token_id": 0}),
     "olmo2": (transformers.Olmo2Config, {}),
 }
@@ -42,15 +41,16 @@ def test_the_model_stage_refuses_a_family_it_would_prune_wrongly_and_writes_noth
     source = save_family(tmp_path / "src", model_type)
     assert main(["model", "--source", str(source), "--out", str(tmp_path / "out")]) == 2
     assert f"model family {model_type!r}" in caplog.text and "is not supported yet: " in caplog.text
-    assert "Supported families: Llama, Mistral, Qwen2/2.5, Qwen3, Gemma, Gemma 2, Gemma 3" in caplog.text
+    assert "Supported families: Llama, Mistral, Qwen2/2.5, Qwen3, Gemma, Gemma 2, Gemma 3, Granite, SmolLM3" in caplog.text
     assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("config_class", [transformers.MistralConfig, transformers.Qwen2Config, transformers.Qwen3Config,
-                                          transformers.GemmaConfig, transformers.Gemma2Config, transformers.Gemma3TextConfig])
+                                          transformers.GemmaConfig, transformers.Gemma2Config, transformers.Gemma3TextConfig,
+                                          transformers.GraniteConfig, transformers.SmolLM3Config])
 def test_the_model_stage_builds_a_supported_family_in_its_own_class(tmp_path, config_class):
     torch.manual_seed(0)
-    model = transformers.AutoModelForCausalLM.from_config(config_class(**SMALL))
+    model = transformers.AutoModelForCausalLM.from_config(config_class(**SMALL, pad_token_id=0))
     model.save_pretrained(tmp_path / "src")
     tiny_tokenizer().save_pretrained(tmp_path / "src")
     assert main(["model", "--source", str(tmp_path / "src"), "--out", str(tmp_path / "out")]) == 0
@@ -62,7 +62,8 @@ def test_a_llama_with_biases_is_refused_and_a_plain_llama_accepted(tmp_path):
     assert "attention_bias" in family_problem({"model_type": "llama", "attention_bias": True}, "m")
     assert family_problem({"model_type": "llama", "attention_bias": False, "mlp_bias": False}, "m") is None
     for ours in ("structprune_llama", "structprune_mistral", "structprune_qwen2", "structprune_qwen3",
-                 "structprune_gemma", "structprune_gemma2", "structprune_gemma3_text"):
+                 "structprune_gemma", "structprune_gemma2", "structprune_gemma3_text", "structprune_granite",
+                 "structprune_smollm3"):
         assert family_problem({"model_type": ours}, "m") is None  # a variable-width checkpoint pruned again
     assert "not supported: " in family_problem({"model_type": "mamba"}, "m")
 
@@ -126,7 +127,7 @@ def test_a_gguf_source_is_judged_by_its_llama_cpp_architecture_at_planning(tmp_p
     cfg["models"]["tiny"]["source"] = gguf_file("olmo2")
     assert model_family_problems(cfg, tmp_path) == [
         "  models.tiny: GGUF architecture 'olmo2' is not supported as a source (GGUF sources: llama, gemma3); "
-        "supported families: Llama, Mistral, Qwen2/2.5, Qwen3, Gemma, Gemma 2, Gemma 3"]
+        "supported families: Llama, Mistral, Qwen2/2.5, Qwen3, Gemma, Gemma 2, Gemma 3, Granite, SmolLM3"]
     cfg["models"]["tiny"]["source"] = gguf_file("gemma3")  # loads as Gemma 3: no refit toward the residual stream
     problems = model_family_problems(cfg, tmp_path)
     assert len(problems) == 1 and "Gemma 3: its post-attention and post-MLP norms divide" in problems[0]

@@ -45,6 +45,11 @@ FAMILIES = {  # model_type: (config class, what it adds to the Llama block, its 
                "Gemma2ForCausalLM"),  # soft-capping small enough to bite on these logits
     "gemma3_text": (transformers.Gemma3TextConfig, {"sliding_window": 5, "sliding_window_pattern": 2,
                                                      "query_pre_attn_scalar": 8}, "Gemma3ForCausalLM"),
+    "granite": (transformers.GraniteConfig, {"embedding_multiplier": 3.0, "residual_multiplier": 0.5,
+                                             "attention_multiplier": 0.3, "logits_scaling": 4.0},
+                "GraniteForCausalLM"),  # multipliers far from 1, so a dropped one shows
+    "smollm3": (transformers.SmolLM3Config, {"no_rope_layer_interval": 2, "pad_token_id": 0},
+                "SmolLM3ForCausalLM"),  # layer 1: NoPE
 }
 SANDWICH = {"gemma2", "gemma3_text"}  # post-norms: a refit toward the residual stream is refused (model/blocks.py)
 
@@ -173,13 +178,16 @@ def test_dead_units_pruned_with_every_reconstruction_return_the_dense_logits(mod
     torch.testing.assert_close(result.model(ids).logits, dense, atol=2e-4, rtol=1e-3)
 
 
-@pytest.mark.parametrize("model_type", sorted(SANDWICH))
-@pytest.mark.parametrize("reconstruct,target", [("refit", "module"), ("paper", "block")])
-def test_refits_on_sandwich_blocks_fit_the_projection_outputs_and_move_the_weights(model_type, reconstruct, target, ids):
-    """Live units this time: the refit changes o_proj and down_proj, every refit's error is at
-    most the sliced weights' (the report), and a cached dense stream gives the live result."""
+@pytest.mark.parametrize("model_type", sorted(FAMILIES))
+@pytest.mark.parametrize("reconstruct,target", [("refit", "module"), ("refit", "block"), ("paper", "block")])
+def test_refits_on_live_units_and_a_cached_dense_stream_give_the_live_weights(model_type, reconstruct, target, ids):
+    """Live units this time: every refit's error is below the target's energy (the report), and
+    a cached dense stream (the residual stream rebuilt from the projection outputs through the
+    block's own post-norms or multipliers) gives the live result bitwise."""
     from structprune.calibration.densestream import record_dense_stream
 
+    if model_type in SANDWICH and (reconstruct, target) == ("refit", "block"):
+        return  # refused (above)
     model = family_model(model_type)
     recipe = Recipe("l2", flow="sequential", reconstruct=reconstruct, target=target, layers=[0, 2], damp=0.5)
     live = prune_with_recipe(copy.deepcopy(model), recipe, 0.3, samples=ids, batch_size=3, progress=False)
@@ -223,6 +231,7 @@ def test_the_layer_at_a_time_stream_computes_the_models_own_logits(model_type, i
     logits = model.lm_head(model.model.norm(torch.cat([b.hidden for b in batches])))
     if cap := getattr(model.config, "final_logit_softcapping", None):  # Gemma 2's head
         logits = torch.tanh(logits / cap) * cap
+    logits = logits / getattr(model.config, "logits_scaling", 1.0)  # Granite's head divides
     torch.testing.assert_close(logits, model(ids).logits, atol=1e-5, rtol=1e-4)
 
 
@@ -233,5 +242,32 @@ def test_exports_llama_cpp_would_run_otherwise_are_named():
     assert "has no sliding window" in export_problem(window, "m")
     assert export_problem(transformers.MistralConfig(**SMALL, sliding_window=None).to_dict(), "m") is None
     assert "heads removed does not load" in export_problem(transformers.Qwen2Config(**SMALL).to_dict(), "m")
-    assert "Qwen3 (q/k norms) is not implemented" in export_problem(transformers.Qwen3Config(**SMALL).to_dict(), "m")
+    for config_class, arch in ((transformers.Qwen3Config, "qwen3"), (transformers.Gemma3TextConfig, "gemma3"),
+                               (transformers.GraniteConfig, "granite"), (transformers.SmolLM3Config, "smollm3")):
+        problem = export_problem(config_class(**SMALL, pad_token_id=0).to_dict(), "m")
+        assert f"{arch} architecture" in problem and "layer 0's head count and MLP width" in problem, problem
     assert export_problem(transformers.LlamaConfig(**SMALL).to_dict(), "m") is None
+    scaled = transformers.LlamaConfig(**SMALL, rope_parameters={"rope_type": "llama3", "rope_theta": 1e4, "factor": 8.0,
+                                                               "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                                               "original_max_position_embeddings": 16})
+    assert export_problem(scaled.to_dict(), "m") is None  # Llama-3.x: written as rope_freqs
+
+
+@pytest.mark.parametrize("model_type", sorted(FAMILIES))
+def test_the_block_target_brings_the_pruned_stream_to_the_dense_one(model_type):
+    """The defining property of the residual-stream target: the pruned residual plus the update
+    of the target output equals the dense residual plus the dense update (Granite's multiplier
+    included); a sandwich block has no such target and says so."""
+    from structprune.model.blocks import attention_update, block_target, mlp_update
+
+    layer = family_model(model_type).model.layers[1]
+    g = torch.Generator().manual_seed(0)
+    dense_out, dense_res, pruned_res = (torch.randn(2, 5, SMALL["hidden_size"], generator=g) for _ in range(3))
+    if model_type in SANDWICH:
+        with pytest.raises(ValueError, match="no linear residual-stream target"):
+            block_target(layer, dense_out, dense_res, pruned_res)
+        return
+    with torch.no_grad():
+        target = block_target(layer, dense_out, dense_res, pruned_res)
+        for update in (attention_update, mlp_update):
+            torch.testing.assert_close(pruned_res + update(layer, target), dense_res + update(layer, dense_out))

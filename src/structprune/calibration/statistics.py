@@ -111,8 +111,9 @@ def probabilities_from_projections(attn: nn.Module, q: torch.Tensor, k: torch.Te
     if getattr(attn, "q_norm", None) is not None:  # Qwen3, Gemma 3: per-head RMS norms before the rotation
         q, k = attn.q_norm(q), attn.k_norm(k)
     q, k = q.transpose(1, 2), k.transpose(1, 2)
-    cos, sin = position_embeddings
-    q, k = apply_rotary_pos_emb(q, k, cos, sin)
+    if getattr(attn, "use_rope", True):  # SmolLM3's NoPE layers rotate nothing
+        cos, sin = position_embeddings
+        q, k = apply_rotary_pos_emb(q, k, cos, sin)
     k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
     logits = (q.float() @ k.float().transpose(-1, -2)) * attn.scaling
     cap = getattr(attn, "attn_logit_softcapping", None)

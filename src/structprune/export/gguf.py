@@ -64,10 +64,13 @@ def layer_widths(model) -> list[LayerWidths]:
 
 def export_problems(model, widths: list[LayerWidths]) -> list[str]:
     """Everything that keeps `model` from a faithful llama.cpp file (empty: exportable)."""
+    from structprune.model.families import export_problem as family_export_problem
     from structprune.model.geometry import decoder_layers
 
     problems = []
-    if problem := rope_factors(model)[1]:
+    if problem := family_export_problem(model.config.to_dict(), "the model"):  # not the Llama block llama.cpp gets
+        problems.append(problem)
+    elif problem := rope_factors(model)[1]:
         problems.append(problem)
     if widths[0].heads == 0:
         problems.append("layer 0 has no attention heads; llama.cpp's deci derives the head size from layer 0")

@@ -22,18 +22,22 @@ from transformers import (
     Gemma2Config,
     Gemma3TextConfig,
     GemmaConfig,
+    GraniteConfig,
     LlamaConfig,
     MistralConfig,
     Qwen2Config,
     Qwen3Config,
+    SmolLM3Config,
 )
 from transformers.models.gemma.modeling_gemma import GemmaForCausalLM
 from transformers.models.gemma2.modeling_gemma2 import Gemma2ForCausalLM
 from transformers.models.gemma3.modeling_gemma3 import Gemma3ForCausalLM
+from transformers.models.granite.modeling_granite import GraniteForCausalLM
 from transformers.models.llama.modeling_llama import LlamaForCausalLM
 from transformers.models.mistral.modeling_mistral import MistralForCausalLM
 from transformers.models.qwen2.modeling_qwen2 import Qwen2ForCausalLM
 from transformers.models.qwen3.modeling_qwen3 import Qwen3ForCausalLM
+from transformers.models.smollm3.modeling_smollm3 import SmolLM3ForCausalLM
 
 MODULE_NAME = "modeling_structprune"
 
@@ -91,6 +95,10 @@ StructpruneGemmaConfig, StructpruneGemmaForCausalLM = _variable_width(GemmaConfi
 StructpruneGemma2Config, StructpruneGemma2ForCausalLM = _variable_width(Gemma2Config, Gemma2ForCausalLM, "structprune_gemma2")
 StructpruneGemma3TextConfig, StructpruneGemma3ForCausalLM = _variable_width(
     Gemma3TextConfig, Gemma3ForCausalLM, "structprune_gemma3_text")
+StructpruneGraniteConfig, StructpruneGraniteForCausalLM = _variable_width(
+    GraniteConfig, GraniteForCausalLM, "structprune_granite")
+StructpruneSmolLM3Config, StructpruneSmolLM3ForCausalLM = _variable_width(
+    SmolLM3Config, SmolLM3ForCausalLM, "structprune_smollm3")
 for _name, _cls in list(globals().items()):  # auto_map and pickling find them under these names
     if _name.startswith("Structprune"):
         _cls.__name__ = _cls.__qualname__ = _name
@@ -104,6 +112,8 @@ VARIABLE_WIDTH = {
     "gemma": (StructpruneGemmaConfig, StructpruneGemmaForCausalLM),
     "gemma2": (StructpruneGemma2Config, StructpruneGemma2ForCausalLM),
     "gemma3_text": (StructpruneGemma3TextConfig, StructpruneGemma3ForCausalLM),
+    "granite": (StructpruneGraniteConfig, StructpruneGraniteForCausalLM),
+    "smollm3": (StructpruneSmolLM3Config, StructpruneSmolLM3ForCausalLM),
 }
 for _config, _model in list(VARIABLE_WIDTH.values()):
     VARIABLE_WIDTH[_config.model_type] = (_config, _model)  # a variable-width checkpoint pruned again

@@ -32,7 +32,14 @@ from structprune.calibration.statistics import (
     with_placeholder_mlp_moments,
 )
 from structprune.calibration.streams import LayerBatch, capture_layer_inputs, paired_pass, propagate, tapped
-from structprune.model.blocks import attention_update, mlp_norm, mlp_norm_path, mlp_update, residual_norm_path
+from structprune.model.blocks import (
+    attention_update,
+    block_target,
+    mlp_norm,
+    mlp_norm_path,
+    mlp_update,
+    residual_norm_path,
+)
 from structprune.model.device import execution_device, layer_on_device
 from structprune.model.geometry import (
     count_parameters,
@@ -220,7 +227,7 @@ def _pairs(layer, module: str, target: str) -> tuple[dict, callable]:
         taps |= {"dense_res": ("dense", residual, "in"), "pruned_res": ("pruned", residual, "in")}
 
     def pair(seen):
-        y = seen["y"] + seen["dense_res"] - seen["pruned_res"] if target == "block" else seen["y"]
+        y = block_target(layer, seen["y"], seen["dense_res"], seen["pruned_res"]) if target == "block" else seen["y"]
         return seen["x"], y
 
     return taps, pair
@@ -359,7 +366,7 @@ def _mlp_pass(layer, mids: list[torch.Tensor], dense_taps: list[dict], stats: La
                 stats.add_mlp(x, h)
             y = taps[("mlp.down_proj", "out")]
             if target == "block":
-                y = y + taps[(residual_norm_path(layer, "mlp.down_proj"), "in")] - mid
+                y = block_target(layer, y, taps[(residual_norm_path(layer, "mlp.down_proj"), "in")], mid)
             refit.add(h, y)
             inputs.append(h)
     return refit, inputs

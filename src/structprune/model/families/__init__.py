@@ -1,5 +1,5 @@
 """Model families: one module per family that structprune prunes correctly (`llama`, `mistral`,
-`qwen2`, `qwen3`, `gemma`), and the families it refuses with the reason (`refused`). Checked before any
+`qwen2`, `qwen3`, `gemma`, `granite`, `smollm3`), and the families it refuses with the reason (`refused`). Checked before any
 job: at planning for a local folder or GGUF source, or for a model already built, and in the
 `model` stage for a Hub id. Standard library only.
 
@@ -13,11 +13,12 @@ import functools
 import json
 from pathlib import Path
 
-from structprune.model.families import gemma, llama, mistral, qwen2, qwen3, refused
+from structprune.model.families import gemma, granite, llama, mistral, qwen2, qwen3, refused, smollm3
 from structprune.model.families.base import Family
 from structprune.model.sources import ModelSourceError, resolve_model_source
 
-ADAPTERS = (llama.FAMILY, mistral.FAMILY, qwen2.FAMILY, qwen3.FAMILY, gemma.GEMMA, gemma.GEMMA2, gemma.GEMMA3)
+ADAPTERS = (llama.FAMILY, mistral.FAMILY, qwen2.FAMILY, qwen3.FAMILY, gemma.GEMMA, gemma.GEMMA2, gemma.GEMMA3,
+            granite.FAMILY, smollm3.FAMILY)
 FAMILIES: tuple[Family, ...] = ADAPTERS + refused.FAMILIES
 SUPPORTED_MODEL_TYPES = tuple(t for f in ADAPTERS for t in f.model_types)
 SUPPORTED_GGUF_ARCHITECTURES = tuple(a for f in ADAPTERS for a in f.gguf_architectures)
