@@ -15,17 +15,18 @@ EXPECTED = {
     "budget": catalog.BUDGETS, "sparsity_of": catalog.SPARSITY_OF, "flow": catalog.FLOWS,
     "reconstruct": catalog.RECONSTRUCTIONS, "target": catalog.TARGETS, "type": catalog.GGUF_TYPES,
     "datasets": catalog.PERPLEXITY_DATASETS, "tasks": catalog.TASKS,
+    "windows": catalog.PERPLEXITY_WINDOWS, "items": catalog.TASK_ITEMS,
 }
 NARROWER = {("properties", "recover", "properties", "reconstruct")}  # the recovery is a refit: a subset on purpose
 NOT_CATALOG = {"source", "layers"}  # data.source (where text comes from), layers' words: one place each
 
 
 def schema_enums(node, path=()):
-    """(path, property name, enum) of every enum in the schema."""
+    """(path, property name, enum) of every enum in the schema: the name of the nearest property
+    (a key under `properties`; a list's enum is its items', under the list's name)."""
     if isinstance(node, dict):
         if "enum" in node:
-            named = [p for p in path if p not in ("properties", "items", "anyOf", "oneOf", "additionalProperties")
-                     and not isinstance(p, int)]
+            named = [p for i, p in enumerate(path) if i and path[i - 1] == "properties"]
             yield path, named[-1], node["enum"]
         for key, value in node.items():
             yield from schema_enums(value, path + (key,))
@@ -78,6 +79,11 @@ def test_command_line_choices_and_tasks_come_from_the_catalog():
     prune = parser._subparsers._group_actions[0].choices["prune"]
     choices = {action.dest: tuple(action.choices) for action in prune._actions if action.choices}
     assert {key: choices[key] for key in catalog.CHOICES} == catalog.CHOICES
+    stages = parser._subparsers._group_actions[0].choices
+    evaluate, gguf = ({action.dest: tuple(action.choices) for action in stages[name]._actions if action.choices}
+                      for name in ("evaluate", "evaluate-gguf"))
+    assert evaluate["windows"] == gguf["windows"] == catalog.PERPLEXITY_WINDOWS
+    assert evaluate["items"] == catalog.TASK_ITEMS
     assert sorted(TASKS) == sorted(catalog.TASKS)
 
 

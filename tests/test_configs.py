@@ -132,3 +132,37 @@ def test_a_changed_recover_damp_changes_only_the_commands_of_jobs_that_refit_wit
     changed = {re.search(r" (prune|select|report) .*--(?:out|csv) (\S+)", line).groups() for line in commands[0] ^ commands[1]}
     # the one refit that reads recover.damp, and the report, whose recipe text names the damping
     assert changed == {("prune", "results/tiny/rand/ours/s20/recovered"), ("report", "results/tables/tiny.csv")}, changed
+
+
+def test_window_and_item_choices_reach_only_the_evaluation_commands_and_the_note(tmp_path):
+    """evaluation.perplexity.windows and evaluation.items (issue #29) are passed to evaluate and
+    evaluate-gguf (transformers and llama.cpp score the same windows); nothing else reruns."""
+    import yaml
+    from tiny import tiny_mirror
+    from workflow_helpers import tiny_config
+
+    commands = []
+    for name, perplexity, evaluation in (("first", {}, {}),
+                                         ("spread", {"windows": "spread"}, {"items": "random", "items_seed": 7})):
+        cfg = tiny_config(tmp_path)
+        cfg["data"]["mirror"] = str(tiny_mirror(tmp_path / "mirror"))
+        cfg["models"]["tiny"]["gguf_tokenizer_pre"] = "llama-bpe"
+        cfg["export"] = {"enabled": True}
+        cfg["evaluation"]["perplexity"].update(perplexity)
+        cfg["evaluation"].update(evaluation)
+        (workdir := tmp_path / name).mkdir()
+        (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
+        out = snakemake(workdir, "--dry-run", "--printshellcmds", "--forceall").stdout
+        commands.append({line for line in out.splitlines() if line.startswith("Shell command: ")})
+    first, spread = commands
+    command = r"structprune (?:--threads \d+ )?(?:--device \S+ --dtype \S+ )?([\w-]+)"
+    stage = lambda line: (found := re.search(command, line)) and found.group(1)  # None: rule all's empty command
+    assert {stage(line) for line in first ^ spread} == {"evaluate", "evaluate-gguf", "report"}
+    evaluations = [line for line in spread if stage(line) == "evaluate"]
+    assert len(evaluations) == 10  # the dense model and 9 checkpoints
+    assert all("--max-tokens 64 --windows spread" in line and "--limit 2 --items random --items-seed 7" in line
+               for line in evaluations)
+    assert all("--max-tokens 64 --windows first" in line and "--limit 2 --items first" in line
+               and "--items-seed" not in line for line in first if stage(line) == "evaluate")
+    gguf = [line for line in spread if stage(line) == "evaluate-gguf"]
+    assert gguf and all("--max-tokens 64 --windows spread" in line and "--items" not in line for line in gguf)

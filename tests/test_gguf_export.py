@@ -188,6 +188,14 @@ def test_export_evaluate_and_time_from_the_command_line(bpe_tokenizer, tmp_path)
     reference = perplexity(models["per_layer"], stream, 32, progress=False)
     assert ours["windows"] == reference["windows"] == 6 and ours["tokens_scored"] == reference["tokens_scored"]
     assert ours["ppl"] == pytest.approx(reference["ppl"], rel=1e-3)  # llama.cpp's f16 key/value cache
+    spread = tmp_path / "gguf-eval-spread.json"  # 3 of the 6 windows, evenly spaced: windows 0, 3 and 5 in both
+    assert main(["--threads", "1", "evaluate-gguf", "--gguf", str(tmp_path / "per_layer.gguf"), "--ppl",
+                 f"wikitext2={tmp_path / 'stream.safetensors'}", "--seq-len", "32", "--max-tokens", "96",
+                 "--windows", "spread", "--out", str(spread)]) == 0
+    spread = json.loads(spread.read_text())
+    assert spread["protocol"] == {"seq_len": 32, "max_tokens": 96, "windows": "spread"}
+    picked = [reference["window_nll"][i] for i in (0, 3, 5)]
+    assert spread["perplexity"]["wikitext2"]["window_nll"] == pytest.approx(picked, rel=1e-3)
 
     speed = tmp_path / "speed.json"
     assert main(["--threads", "1", "speed", "--model", str(tmp_path / "per_layer"), "--dense", str(tmp_path / "dense"),

@@ -216,3 +216,27 @@ def test_the_recovery_rounding_note_goes_with_rows_of_the_paper_s_recovery_only(
         write_stage_json(tmp_path / f"{name}.json", {"stage": stage, "checkpoint": str(tmp_path / name)}, "evaluate")
         paths.append(str(tmp_path / f"{name}.json"))
     assert not uses_paper_recovery(paths[:2]) and uses_paper_recovery(paths)
+
+
+def test_the_protocol_note_says_which_windows_and_items_are_scored():
+    from pathlib import Path
+
+    from workflow_helpers import tiny_config
+
+    from structprune.report.protocol import table_note
+    from structprune.spec.configcheck import validate_config
+
+    def note(perplexity: dict, evaluation: dict) -> str:
+        cfg = tiny_config(Path("/nonexistent"))
+        cfg["evaluation"]["perplexity"].update(perplexity)
+        cfg["evaluation"].update(evaluation)
+        validate_config(cfg)
+        return table_note(cfg, "tiny", [("none", "l1", 20, "pruned")], None, {"wikitext2": "test", "ptb": "validation"})
+
+    first = note({}, {})  # the defaults: the committed tables' protocol
+    assert "16-token windows, first 64 tokens." in first and "first 2 items per task;" in first
+    spread = note({"windows": "spread"}, {"items": "random", "items_seed": 7})
+    assert "16-token windows, 4 windows of 16 tokens evenly spaced over the whole split." in spread
+    assert "2 items per task sampled at random (seed 7);" in spread
+    whole = note({"max_tokens": None, "windows": "spread"}, {"limit": None, "items": "random"})
+    assert "16-token windows, whole split." in whole and "lm-eval builtin prompts, all items;" in whole

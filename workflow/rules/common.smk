@@ -208,17 +208,28 @@ def eval_args(wildcards, input):
 
 
 def ppl_protocol_words():
+    """Window length, cap and placement (the placement only with a cap: all windows are scored
+    without one, so changing it then reruns nothing); evaluate and evaluate_gguf share them."""
     ppl = config["evaluation"]["perplexity"]
-    return ["--seq-len", ppl["seq_len"], *(["--max-tokens", ppl["max_tokens"]] if ppl["max_tokens"] else [])]
+    cap = ["--max-tokens", ppl["max_tokens"], "--windows", ppl["windows"]] if ppl["max_tokens"] else []
+    return ["--seq-len", ppl["seq_len"], *cap]
 
 
 def ppl_protocol_args():
     return sh(*ppl_protocol_words())
 
 
-def eval_protocol_args():
+def task_protocol_words():
+    """Items per task and which ones (with a limit only; the seed only for a random sample)."""
     ev = config["evaluation"]
-    return sh(*ppl_protocol_words(), "--batch-size", ev["batch_size"], *(["--limit", ev["limit"]] if ev["limit"] else []))
+    if not ev["limit"]:
+        return []
+    seed = ["--items-seed", ev["items_seed"]] if ev["items"] == "random" else []
+    return ["--limit", ev["limit"], "--items", ev["items"], *seed]
+
+
+def eval_protocol_args():
+    return sh(*ppl_protocol_words(), "--batch-size", config["evaluation"]["batch_size"], *task_protocol_words())
 
 
 # ---------------------------------------------------------------------- export and speed

@@ -8,8 +8,10 @@ Perplexity protocol (LLM-Pruner ``LLMPruner/datasets/ppl_dataset.py`` and
 scored independently, every token but the first predicted from its prefix
 inside the window; PPL = exp(mean token NLL over all windows). No BOS is
 prepended to windows (a LLaMA tokenizer gives the stream one BOS at its start).
-``max_tokens`` keeps only the first windows, for quick runs; the JSON records
-how many tokens were scored.
+``max_tokens`` keeps max_tokens // seq_len windows, for quick runs: the first ones
+(``placement="first"``, the committed tables) or ones evenly spaced over the whole split
+(``"spread"``, an estimate of the whole split's perplexity; `windows.window_indices`); the
+JSON records how many tokens were scored.
 """
 
 from __future__ import annotations
@@ -26,9 +28,9 @@ from structprune.evaluation.windows import perplexity_windows
 @torch.no_grad()
 def perplexity(
     model: nn.Module, stream: torch.Tensor, seq_len: int = 128, max_tokens: int | None = None,
-    batch_size: int = 8, progress: bool = True,
+    batch_size: int = 8, progress: bool = True, placement: str = "first",
 ) -> dict:
-    windows = perplexity_windows(stream, seq_len, max_tokens)
+    windows = perplexity_windows(stream, seq_len, max_tokens, placement)
     nll_sum, count, window_nll = 0.0, 0, []
     for start in tqdm(range(0, windows.shape[0], batch_size), desc="perplexity", disable=not progress):
         batch = windows[start : start + batch_size].to(model.device)

@@ -7,15 +7,19 @@ from pathlib import Path
 
 from torch import nn
 
+from structprune.evaluation.items import item_samples
 from structprune.evaluation.uncertainty import mean_stderr
 
 
 def zero_shot(
     model: nn.Module, tokenizer, task_files: dict[str, Path], limit: int | None, batch_size: int = 8,
+    items: str = "first", items_seed: int = 0,
 ) -> tuple[dict[str, dict], int]:
     """lm-eval accuracy of the builtin tasks on local files: ({task: {acc, acc_norm, n}}, tokens
     forwarded). Log-likelihoods come from `PrefixSharingLM` (each item's context computed once;
-    the same answers as lm-eval's HFLM); tasks, prompts and metrics are lm-eval's."""
+    the same answers as lm-eval's HFLM); tasks, prompts and metrics are lm-eval's. With a
+    `limit`, `items` says which: the first ones or a seeded random sample (`items.item_samples`);
+    the per-item scores keep the items' doc ids either way."""
     from lm_eval import evaluator
 
     from structprune.data.tasks import local_task_config, task_manager
@@ -25,9 +29,11 @@ def zero_shot(
         return {}, 0
     manager = task_manager(list(task_files))
     configs = [local_task_config(name, path, manager) for name, path in task_files.items()]
+    samples = item_samples(task_files, limit, items, items_seed)
     lm = PrefixSharingLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(model.device))
     results = evaluator.simple_evaluate(
-        model=lm, tasks=configs, task_manager=manager, limit=limit, num_fewshot=0,
+        model=lm, tasks=configs, task_manager=manager, num_fewshot=0,
+        limit=limit if samples is None else None, samples=samples,  # lm-eval takes one or the other
         random_seed=0, numpy_random_seed=0, torch_random_seed=0, fewshot_random_seed=0,
         bootstrap_iters=0, log_samples=True,
     )

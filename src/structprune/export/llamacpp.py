@@ -2,9 +2,9 @@
 
 - `next_token_logits`: the logits llama.cpp computes for every position of a token list
   (the export test compares them with transformers');
-- `perplexity`: our protocol (`evaluate.perplexity`: non-overlapping windows of `seq_len`
-  tokens, each scored on its own, every token but the first predicted) with llama.cpp's
-  logits, so an export's perplexity sits beside its checkpoint's;
+- `perplexity`: our protocol (`evaluate.perplexity`: the same non-overlapping windows of
+  `seq_len` tokens, each scored on its own, every token but the first predicted) with
+  llama.cpp's logits, so an export's perplexity sits beside its checkpoint's;
 - `greedy_tokens`: a short greedy generation, the smoke test that a file loads and runs;
 - `measure_speed`: prefill and decode tokens/s of several files, their repeats alternating
   so machine noise hits all alike (as `speed.measure_pair` does in transformers).
@@ -76,11 +76,13 @@ def next_token_logits(llm, tokens: list[int]) -> np.ndarray:
     return np.array(llm.scores[: len(tokens)], dtype=np.float32)
 
 
-def perplexity(path, stream: torch.Tensor, seq_len: int = 128, max_tokens: int | None = None, threads: int = 1) -> dict:
-    """`evaluate.perplexity`'s protocol and output, with llama.cpp computing the logits."""
+def perplexity(path, stream: torch.Tensor, seq_len: int = 128, max_tokens: int | None = None, threads: int = 1,
+               placement: str = "first") -> dict:
+    """`evaluate.perplexity`'s protocol and output, with llama.cpp computing the logits (on the
+    same windows: `perplexity_windows`)."""
     from structprune.evaluation.windows import perplexity_windows
 
-    windows = perplexity_windows(stream, seq_len, max_tokens)
+    windows = perplexity_windows(stream, seq_len, max_tokens, placement)
     llm = load(path, seq_len, threads, logits_all=True)
     nll_sum, count, window_nll = 0.0, 0, []
     for window in windows.tolist():

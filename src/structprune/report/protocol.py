@@ -54,6 +54,25 @@ def calib_source_text(c: dict) -> str:
     return f"{c['dataset']} {c['split']}"
 
 
+def perplexity_windows_text(ppl: dict) -> str:
+    """Which windows are scored (evaluation.perplexity max_tokens and windows), in words."""
+    if not ppl["max_tokens"]:
+        return "whole split"
+    if ppl["windows"] == "first":
+        return f"first {ppl['max_tokens']} tokens"
+    n = max(1, ppl["max_tokens"] // ppl["seq_len"])  # fewer if the split is shorter: the JSON's `windows`
+    return f"{n} windows of {ppl['seq_len']} tokens evenly spaced over the whole split"
+
+
+def task_items_text(ev: dict) -> str:
+    """Which items of each task are scored (evaluation limit, items, items_seed), in words."""
+    if not ev["limit"]:
+        return "all items"
+    if ev["items"] == "first":
+        return f"first {ev['limit']} items per task"
+    return f"{ev['limit']} items per task sampled at random (seed {ev['items_seed']})"
+
+
 def table_note(config: dict, model: str, rows, mirror: str | None, splits: dict) -> str:
     """The note of model `model`'s table. `rows`: the table's (calib, method, sparsity, stage)
     rows, each method stage summarised once in their order; `mirror`: the data mirror as
@@ -61,8 +80,7 @@ def table_note(config: dict, model: str, rows, mirror: str | None, splits: dict)
     `splits`: the split each perplexity dataset is measured on."""
     ev, ppl = config["evaluation"], config["evaluation"]["perplexity"]
     source = f"mirror `{mirror}`" if mirror else "Hugging Face Hub"
-    tokens = f"first {ppl['max_tokens']} tokens" if ppl["max_tokens"] else "whole split"
-    limit = f"first {ev['limit']} items per task" if ev["limit"] else "all items"
+    tokens, limit = perplexity_windows_text(ppl), task_items_text(ev)
     calib = "; ".join(
         f"{name}: {c['n_samples']}x{c['seq_len']} tokens of {calib_source_text(c)} (seed {c['seed']})"
         for name, c in config["calibration"].items()

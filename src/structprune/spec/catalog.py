@@ -52,6 +52,11 @@ TASKS = {
     "boolq": "BoolQ", "piqa": "PIQA", "hellaswag": "HellaSwag", "winogrande": "WinoGrande",
     "arc_easy": "ARC-e", "arc_challenge": "ARC-c", "openbookqa": "OBQA",
 }
+# Which part of the evaluation data a capped evaluation scores (evaluation.perplexity.windows
+# with max_tokens, evaluation.items with limit): the start (the committed tables) or a spread /
+# seeded sample of the whole split (issue #29).
+PERPLEXITY_WINDOWS = ("first", "spread")
+TASK_ITEMS = ("first", "random")
 
 # Where and in which precision a stage computes, and what a GGUF export holds.
 DEVICES = ("auto", "cpu", "cuda")

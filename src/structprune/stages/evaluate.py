@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from structprune.spec.catalog import EVALUATED_STAGES
+from structprune.spec.catalog import EVALUATED_STAGES, PERPLEXITY_WINDOWS, TASK_ITEMS
 from structprune.stages.argtypes import (
     key_path,
     nonnegative_int,
     positive_int,
+    seed,
 )
 from structprune.stages.common import (
     Timer,
@@ -28,7 +29,12 @@ def arguments(parser) -> None:
     parser.add_argument("--task", type=key_path, action="append", default=[], metavar="TASK=JSONL")
     parser.add_argument("--seq-len", type=positive_int, default=128)
     parser.add_argument("--max-tokens", type=positive_int, default=None)
+    parser.add_argument("--windows", choices=PERPLEXITY_WINDOWS, default="first",
+                        help="which max_tokens // seq_len windows: the first, or evenly spaced over the split")
     parser.add_argument("--limit", type=positive_int, default=None)
+    parser.add_argument("--items", choices=TASK_ITEMS, default="first",
+                        help="which --limit items per task: the first, or a seeded random sample")
+    parser.add_argument("--items-seed", type=seed, default=0, help="seed of --items random (with the task name)")
     parser.add_argument("--batch-size", type=positive_int, default=8)
     parser.add_argument("--model-name", required=True)
     parser.add_argument("--method", default="dense")
@@ -61,13 +67,15 @@ def run(args) -> None:
         "model": args.model_name, "method": args.method, "calib": args.calib,
         "sparsity": args.sparsity, "stage": args.stage, "checkpoint": args.model,
         "parameters": count_parameters(model),
-        "protocol": {"seq_len": args.seq_len, "max_tokens": args.max_tokens, "limit": args.limit},
+        "protocol": {"seq_len": args.seq_len, "max_tokens": args.max_tokens, "windows": args.windows,
+                     "limit": args.limit, "items": args.items, "items_seed": args.items_seed},
         "perplexity": {}, "zero_shot": {}, "timing": {},
     }
     timer = Timer()
     for name, path in args.ppl:
         result["perplexity"][name] = perplexity(
-            model, load_tensors(path)["input_ids"], args.seq_len, args.max_tokens, args.batch_size
+            model, load_tensors(path)["input_ids"], args.seq_len, args.max_tokens, args.batch_size,
+            placement=args.windows,
         )
         log.info("%s perplexity %.3f", name, result["perplexity"][name]["ppl"])
     result["timing"]["perplexity_s"] = timer.elapsed()
@@ -76,7 +84,8 @@ def run(args) -> None:
         result["timing"]["perplexity_tokens_per_s"] = round(scored / max(timer.elapsed(), 1e-9), 1)
     timer = Timer()
     tasks = {name: Path(path) for name, path in args.task}
-    result["zero_shot"], forwarded = zero_shot(model, tokenizer, tasks, args.limit, args.batch_size)
+    result["zero_shot"], forwarded = zero_shot(model, tokenizer, tasks, args.limit, args.batch_size,
+                                               items=args.items, items_seed=args.items_seed)
     result["timing"]["zero_shot_s"] = timer.elapsed()
     if forwarded:
         result["timing"]["zero_shot_tokens"] = forwarded
