@@ -124,14 +124,37 @@ def test_the_table_marks_differences_within_noise_and_names_the_best_peer(tmp_pa
     ]
     table = comparison_table(paths).set_index("Method")
     assert table.loc["l1", "Avg vs dense"] == "-30.0"  # significant: no mark
-    assert table.loc["ours-best-c", "Avg vs best peer"] == "+0.0 ~"  # identical items: not significant
-    assert table.loc["ours-best-c", "WikiText2 vs best peer"].endswith("~") is False  # a uniform shift is seen
+    assert table.loc["ours-best-c", "Avg vs best peer"].startswith("+0.0 ~ vs ")  # identical items (l1 = flap here)
+    assert "~" not in table.loc["ours-best-c", "WikiText2 vs best peer"]  # a uniform shift is seen
     assert table.loc["ours-best-c", "WikiText2 vs best peer"].startswith("+0.0")
-    assert table.loc["l1", "WikiText2 vs best peer"].startswith("+35.0")  # e^0.3 - 1 against FLAP, the best peer
+    assert table.loc["l1", "WikiText2 vs best peer"] == "+35.0% vs flap"  # e^0.3 - 1 against FLAP, the best peer
     assert table.loc["dense", "Avg vs best peer"] == "" and table.loc["dense", "Avg se"] > 0
     low, high = map(float, table.loc["l1", "WikiText2 95% CI"].split("-"))
     assert low < table.loc["l1", "WikiText2"] < high
     assert "not significant at 95 %" in SIGNIFICANCE_NOTE
+
+
+def test_the_best_peer_is_chosen_among_rows_of_the_same_size_only(tmp_path):
+    """A peer that removed fewer parameters than its nominal sparsity (per-module rounding) is no
+    one's best peer but its own size's; a row without a same-size peer gets no cell."""
+    import json
+
+    rng = np.random.default_rng(1)
+    items, nll = rng.integers(0, 2, 100).astype(float), rng.normal(3.0, 0.3, 32)
+    paths = [
+        eval_with_items(tmp_path / "d.json", "dense", "dense", 0, items, nll),
+        eval_with_items(tmp_path / "small.json", "llm-pruner", "pruned", 20, items, nll - 0.3),  # better, but smaller
+        eval_with_items(tmp_path / "flap.json", "flap", "pruned", 20, items, nll + 0.2),
+        eval_with_items(tmp_path / "ours.json", "ours-best-c", "pruned", 20, items, nll + 0.1),
+    ]
+    record = json.loads(paths[1].read_text())  # 15 % of blocks removed instead of 20 %
+    record["parameters"]["decoder_blocks"] = 850
+    paths[1].write_text(sealed({k: v for k, v in record.items() if k != "sha256"}))
+    table = comparison_table(paths).set_index("Method")
+    assert table.loc["ours-best-c", "WikiText2 vs best peer"].endswith("vs flap")  # not the smaller llm-pruner
+    assert table.loc["flap", "WikiText2 vs best peer"] == ""  # its only same-size peer is itself
+    assert table.loc["llm-pruner", "WikiText2 vs best peer"] == ""  # nothing else removed 15 %
+    assert table.loc["llm-pruner", "Block params removed (%)"] == pytest.approx(15.0)
 
 
 def test_rows_without_per_item_results_keep_empty_uncertainty_cells(tmp_path):

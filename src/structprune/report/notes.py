@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from structprune.io.integrity import read_stage_json
+from structprune.report.tables import SIZE_TOLERANCE
 
 SPEED_NOTE = (
     "Speed and memory (stage `speed`, structprune.evaluation.speed), measured on the machine that ran the job, each checkpoint "
@@ -61,8 +62,10 @@ SIGNIFICANCE_NOTE = (
     "Uncertainty: `Avg se` is the standard error of the average accuracy (per-task sample standard errors, "
     "tasks independent); `... 95% CI` are perplexity intervals from 10,000 bootstrap resamples of the evaluation "
     "windows. `vs dense` and `vs best peer` are paired differences on the same items (accuracy, points) or windows "
-    "(perplexity, %): the best peer is the strongest non-`ours` method at the same sparsity (highest average, "
-    "lowest perplexity). A `~` marks a difference that is not significant at 95 % (its paired bootstrap interval, "
+    "(perplexity, %) against the best peer, named in the cell: the strongest non-`ours` row (highest average, "
+    f"lowest perplexity) of the same sparsity whose removed share of block parameters is within {SIZE_TOLERANCE} points of the "
+    "row's own (a row that misses its nominal size is compared with rows of its actual size only; no such peer: "
+    "empty). A `~` marks a difference that is not significant at 95 % (its paired bootstrap interval, "
     "10,000 resamples of items within each task or of windows, seed 0, covers zero)."
 )
 

@@ -156,6 +156,22 @@ def is_peer(result: dict) -> bool:
     return result["stage"] != "dense" and not str(result["method"]).startswith("ours")
 
 
+SIZE_TOLERANCE = 0.5  # percentage points of block parameters: rows further apart in size are not compared
+
+
+def _same_size(table: pd.DataFrame, i: int, j: int) -> bool:
+    """Rows i and j were pruned to the same nominal sparsity and removed the same share of
+    block parameters within SIZE_TOLERANCE (a recipe that rounds per module misses its target)."""
+    removed = table["Block params removed (%)"]
+    return (table.loc[i, "Sparsity (%)"] == table.loc[j, "Sparsity (%)"]
+            and abs(removed.iloc[i] - removed.iloc[j]) <= SIZE_TOLERANCE)
+
+
+def _versus(value: float, difference, peer: str, unit: str = "") -> str:
+    """A paired difference against the named best peer."""
+    return f"{_mark(value, difference, unit)} vs {peer}"
+
+
 def _paired_items(a, b):
     """The two rows' item scores when they were scored on the same items, else None."""
     if a is None or b is None or sorted(a) != sorted(b) or any(a[t][0] != b[t][0] for t in a):
@@ -187,14 +203,14 @@ def add_uncertainty(table: pd.DataFrame, results: list[dict]) -> pd.DataFrame:
         peer_cells = []
         for i, r in enumerate(results):
             peers = [j for j, q in enumerate(results)
-                     if j != i and is_peer(q) and q["sparsity"] == r["sparsity"] and windows[j] is not None
+                     if j != i and is_peer(q) and _same_size(table, i, j) and windows[j] is not None
                      and windows[i] is not None and windows[j].shape == windows[i].shape]
             if r["stage"] == "dense" or not peers:
                 peer_cells.append("")
                 continue
             best = min(peers, key=lambda j: windows[j].mean())
             d = paired_perplexity_difference(windows[i], windows[best])
-            peer_cells.append(_mark(100.0 * math.expm1(d.difference), d, "%"))
+            peer_cells.append(_versus(100.0 * math.expm1(d.difference), d, table.loc[best, "Method"], "%"))
         table[f"{column} vs best peer"] = peer_cells
     if any(i is not None for i in items) and "Average" in table:
         versus_dense, versus_peer = [], []
@@ -205,14 +221,14 @@ def add_uncertainty(table: pd.DataFrame, results: list[dict]) -> pd.DataFrame:
             else:
                 d = paired_accuracy_difference(*pair)
                 versus_dense.append(_mark(100.0 * d.difference, d))
-            peers = {j: pair for j, q in enumerate(results) if j != i and is_peer(q) and q["sparsity"] == r["sparsity"]
+            peers = {j: pair for j, q in enumerate(results) if j != i and is_peer(q) and _same_size(table, i, j)
                      and (pair := _paired_items(items[i], items[j])) is not None}
             if r["stage"] == "dense" or not peers:
                 versus_peer.append("")
                 continue
             best = max(peers, key=lambda j: table.loc[j, "Average"])
             d = paired_accuracy_difference(*peers[best])
-            versus_peer.append(_mark(100.0 * d.difference, d))
+            versus_peer.append(_versus(100.0 * d.difference, d, table.loc[best, "Method"]))
         table["Avg vs dense"] = versus_dense
         table["Avg vs best peer"] = versus_peer
     return table
