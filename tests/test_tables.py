@@ -263,3 +263,22 @@ def test_the_protocol_note_says_which_windows_and_items_are_scored():
     assert "2 items per task sampled at random (seed 7);" in spread
     whole = note({"max_tokens": None, "windows": "spread"}, {"limit": None, "items": "random"})
     assert "16-token windows, whole split." in whole and "lm-eval builtin prompts, all items;" in whole
+
+
+def test_the_note_says_refits_change_the_blocks_after_the_range_and_recovered_rows_name_both_sets(tmp_path):
+    from pathlib import Path
+
+    from workflow_helpers import tiny_config
+
+    from structprune.report.protocol import REFIT_BEYOND_RANGE, table_note
+    from structprune.spec.configcheck import validate_config
+
+    cfg = tiny_config(Path("/nonexistent"))
+    validate_config(cfg)
+    splits = {"wikitext2": "test", "ptb": "validation"}
+    assert REFIT_BEYOND_RANGE not in table_note(cfg, "tiny", [("none", "l1", 20, "pruned")], None, splits)
+    assert REFIT_BEYOND_RANGE in table_note(cfg, "tiny", [("rand", "ours", 20, "recovered")], None, splits)
+    assert REFIT_BEYOND_RANGE in table_note(cfg, "tiny", [("wikitext2", "best", 20, "pruned")], None, splits)  # its grid
+    path = fake_eval(tmp_path / "r.json", "ours", "recovered", 20, 800, 12.0, (0.5, 0.6))
+    table = comparison_table([path], {"ours:recovered": "Ours w/ remedy"}, calibrations={"ours:recovered": "rand + selfgen (recovery)"})
+    assert table.loc[0, "Calibration"] == "rand + selfgen (recovery)"

@@ -121,7 +121,13 @@ def model_benchmarks(wildcards):
 
 
 def label_args(model):
-    return sh(*[w for _, name, _, stage in method_rows(model) for w in ("--label", f"{name}:{stage}={method_label(name, stage)}")])
+    """Each row's name, and for recovered rows a Calibration cell naming the recovery's set too."""
+    words = [w for _, name, _, stage in method_rows(model) for w in ("--label", f"{name}:{stage}={method_label(name, stage)}")]
+    for name, stage in dict.fromkeys((name, stage) for _, name, _, stage in method_rows(model)):
+        m = config["methods"][name]
+        if stage == "recovered":
+            words += ["--calibration", f"{name}:{stage}={m['calib']} + {stage_calib(m, stage)} (recovery)"]
+    return sh(*words)
 
 
 def report_note(wildcards):

@@ -73,6 +73,23 @@ def task_items_text(ev: dict) -> str:
     return f"{ev['limit']} items per task sampled at random (seed {ev['items_seed']})"
 
 
+REFIT_BEYOND_RANGE = (
+    "Rows with a refit (reconstruct refit or paper, and every w/ remedy row) also refit the blocks after the pruned "
+    "range toward the dense model's stream (o_proj and down_proj; with paper also q, k, v, gate and up): those "
+    "blocks keep their widths, not their weights. ")
+
+
+def _refits(config: dict, name: str, stage: str) -> bool:
+    """Whether a method stage (or any candidate of its select grid) refits."""
+    from structprune.spec.configcheck import select_candidates
+
+    m = config["methods"][name]
+    recipes = [stage_recipe(config, m, stage)]
+    if m.get("select") and stage == "pruned":
+        recipes += [recipe for _, recipe in select_candidates(config, m)]
+    return any(r.refits for r in recipes)
+
+
 def table_note(config: dict, model: str, rows, mirror: str | None, splits: dict) -> str:
     """The note of model `model`'s table. `rows`: the table's (calib, method, sparsity, stage)
     rows, each method stage summarised once in their order; `mirror`: the data mirror as
@@ -99,7 +116,8 @@ def table_note(config: dict, model: str, rows, mirror: str | None, splits: dict)
         f"(PIQA, HellaSwag, ARC-e, ARC-c, OBQA), else acc (BoolQ, WinoGrande), in %. "
         f"Sparsity: % of {'decoder-block' if config['prune']['sparsity_of'] == 'blocks' else 'all'} parameters removed; "
         f"pruned blocks: {protocol_layers(config['prune']['layers'])} for every method unless its recipe says otherwise. "
-        f"Recipes (score; heads; allocation/budget; layers; flow; reconstruction; calibration): "
+        + (REFIT_BEYOND_RANGE if any(_refits(config, name, stage) for name, stage in stages) else "")
+        + "Recipes (score; heads; allocation/budget; layers; flow; reconstruction; calibration): "
         + "; ".join(recipe_summary(config, name, stage) for name, stage in stages)
         + ". "
         f"Calibration sets: {calib}. "

@@ -26,11 +26,13 @@ TASK_COLUMNS = TASKS  # task -> column name
 PPL_COLUMNS = PERPLEXITY_DATASETS  # dataset -> column name
 
 
-def row_from_eval(result: dict, labels: dict | None = None) -> dict:
+def row_from_eval(result: dict, labels: dict | None = None, calibrations: dict | None = None) -> dict:
+    """`calibrations`: "method:stage" -> what the Calibration cell says, where the path's set is
+    not the whole story (a recovered row's recovery ran on another set)."""
     key = f"{result['method']}:{result['stage']}"
     row = {
         "Method": (labels or {}).get(key, result["method"]),
-        "Calibration": result.get("calib", "none"),
+        "Calibration": (calibrations or {}).get(key, result.get("calib", "none")),
         "Stage": result["stage"],
         "Sparsity (%)": result["sparsity"],
         "Params": result["parameters"]["total"],
@@ -50,11 +52,11 @@ def row_from_eval(result: dict, labels: dict | None = None) -> dict:
 
 
 def comparison_table(eval_paths: list[str | os.PathLike], labels: dict | None = None,
-                     speed_paths: list[str | os.PathLike] = ()) -> pd.DataFrame:
+                     speed_paths: list[str | os.PathLike] = (), calibrations: dict | None = None) -> pd.DataFrame:
     """One row per evaluation JSON, in the order given (dense first by convention); `labels`
     maps "method:stage" to the row's name; `speed_paths` add the measured speed columns."""
     results = [read_stage_json(path) for path in eval_paths]
-    table = pd.DataFrame([row_from_eval(result, labels) for result in results])
+    table = pd.DataFrame([row_from_eval(result, labels, calibrations) for result in results])
     dense = table["Stage"] == "dense"
     table.insert(5, "Block params removed (%)", 0.0)
     table.insert(6, "All params removed (%)", 0.0)

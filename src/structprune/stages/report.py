@@ -37,6 +37,8 @@ def arguments(parser) -> None:
     parser.add_argument("--selection-md", default=None)
     parser.add_argument("--label", type=key_value, action="append", default=[], metavar="METHOD:STAGE=LABEL",
                    help="the row name of a method's stage in the table")
+    parser.add_argument("--calibration", type=key_value, action="append", default=[], metavar="METHOD:STAGE=TEXT",
+                        help="the Calibration cell of a method's stage, where it is not the path's set alone")
     parser.add_argument("--run-record", default=None, help="also write what the run used (config, commit, versions) here")
     parser.add_argument("--run-config", default="{}", help="the run's configuration as JSON (for --run-record)")
     parser.add_argument("--config-files", nargs="*", default=[], help="the config files the run read (for --run-record)")
@@ -48,7 +50,7 @@ def run(args) -> None:
     from structprune.report.plots import plot_accuracy, plot_perplexity, plot_tradeoff
     from structprune.report.tables import comparison_table, gguf_table, selection_table
 
-    table = comparison_table(args.evals, dict(args.label), args.speeds)
+    table = comparison_table(args.evals, dict(args.label), args.speeds, dict(args.calibration))
     header = table_header(args.title, args.note, table, args.evals, args.benchmarks)
     write_table(table, args.csv, args.md, header, args.tex, args.html)
     if args.selection_md:
