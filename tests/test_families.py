@@ -79,6 +79,18 @@ def test_planning_refuses_a_local_source_of_another_family_before_any_job(tmp_pa
     assert result.returncode != 0 and "model family 'olmo2'" in result.stdout + result.stderr
 
 
+def test_planning_names_a_local_source_that_is_not_there_before_any_job(tmp_path):
+    cfg = tiny_config(tmp_path)
+    validate_config(cfg)
+    cfg["models"]["tiny"]["source"] = str(tmp_path / "no-such-folder")
+    assert model_family_problems(cfg, tmp_path) == [
+        f"  models.tiny.source: model source {str(tmp_path / 'no-such-folder')!r}: local path does not exist"]
+    cfg["models"]["tiny"]["source"] = "gguf:missing.gguf"
+    assert "GGUF file missing.gguf does not exist" in model_family_problems(cfg, tmp_path)[0]
+    cfg["models"]["tiny"]["source"] = "HuggingFaceTB/SmolLM2-135M"  # a Hub id: the model stage checks it
+    assert model_family_problems(cfg, tmp_path) == []
+
+
 def test_a_built_llama_with_yarn_rope_scaling_skips_its_export_at_planning_with_the_reason(tmp_path):
     cfg = tiny_config(tmp_path)
     cfg["models"]["tiny"]["gguf_tokenizer_pre"] = "llama-bpe"

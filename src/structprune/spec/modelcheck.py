@@ -89,12 +89,18 @@ def model_family_problems(cfg, root=Path(".")):
     whose refits a family cannot take, before any job: from the built model's config.json, else
     from what the source names (a local folder's config.json, a GGUF file's architecture)."""
     from structprune.model.families import family_problem, refit_problem
+    from structprune.model.sources import ModelSourceError, resolve_model_source
 
     problems = []
     for model, m in cfg["models"].items():
         where = f"models.{model}"
         config = _model_config(model, m["source"], root)
         problem = family_problem(config, where) if config is not None else None
+        if config is None and _built_config(model, root) is None:
+            try:  # a local path or GGUF file that is not there: named now, not by the first job
+                resolve_model_source(m["source"])
+            except ModelSourceError as error:
+                problem = f"{where}.source: {error}"
         if not problem and config is not None:
             refused = {}
             for name, method in cfg["methods"].items():
