@@ -13,7 +13,8 @@ larger of the ratio of their bytes and the ratio of their multiply-adds (max(a, 
   Decode's attention over its short context and the KV cache's bytes are left out (under 1 %
   of SmolLM2-135M's at 80 tokens), so the bound is slightly generous.
 
-A measured ratio above its bound is a measurement fault (machine noise, or the dense run
+Both assume the two models use bytes and multiply-adds equally well (the same kernels; a
+width that tiles worse only lowers a ratio). A measured ratio above its bound is a measurement fault (machine noise, or the dense run
 slowed), never a gain. Costs come from the model's parameters (`model_cost`) or from a GGUF
 file's tensor list (`tensor_cost`).
 """

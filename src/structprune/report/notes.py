@@ -29,7 +29,7 @@ SPEED_NOTE = (
     "slow-down shown), as for the table's other differences.\n\n"
     "Bounds: `Prefill bound x` and `Decode bound x` are the largest speed-ups the weights allow (roofline: a pass "
     "takes at least its bytes over the memory bandwidth and its multiply-adds over the peak compute, so a ratio of "
-    "times is at most the larger of the two ratios). Decode (every batch): the bytes of the weights a step reads "
+    "times is at most the larger of the two ratios, at the same efficiency per byte and per multiply-add). Decode (every batch): the bytes of the weights a step reads "
     "(every matrix once per token; the input embedding a row, unless it is the tied output layer) and the "
     "multiply-adds per token of the blocks' matrices and the output layer. Prefill: the multiply-adds of a prompt "
     "of the measured length, blocks' matrices per token, the attention scores (QK^T and AV, 2 x query width x "
