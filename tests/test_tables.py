@@ -230,7 +230,10 @@ def test_speed_cells_show_the_interval_and_mark_ties_with_dense_and_faults(tmp_p
         speed.write_text(sealed({"checkpoint": payload["checkpoint"], "timing": {"dense": figures, "checkpoint": checkpoint},
                                  "llamacpp": cpp}))
         speeds.append(speed)
-    table = comparison_table(paths, speed_paths=speeds).set_index("Method")
+    unmeasured = fake_eval(tmp_path / "r.json", "random", "pruned", 35, 700, 90.0, (0.5, 0.6))
+    table = comparison_table([*paths, unmeasured], speed_paths=speeds).set_index("Method")
+    assert table.loc["random", "Prefill x"] == "" and np.isnan(table.loc["random", "Decode bound x"])
+    assert "nan" not in to_markdown(table.reset_index(), "# t")
     assert table.loc["l1", "Prefill x"] == "1.21 (1.15-1.27)"
     assert table.loc["l1", "Decode x b1"] == "0.98 (0.90-1.05) ~"  # covers 1
     assert table.loc["l1", "llama.cpp decode x"] == "1.34 (1.30-1.38) !"  # 0.17 above 1.13, half-width 0.04

@@ -14,6 +14,7 @@ import pandas as pd
 MEASURED_COLUMNS = ("Weights (MB)", "Prefill x", "Peak mem x", "Dense decode b1 (tok/s)")  # + "Decode x b<N>"
 LLAMACPP_COLUMNS = ("llama.cpp prefill x", "llama.cpp decode x", "Dense llama.cpp decode (tok/s)")
 BOUND_COLUMNS = ("Prefill bound x", "Decode bound x")
+RATIO_COLUMNS = ("Prefill x", "llama.cpp prefill x", "llama.cpp decode x")  # + "Decode x b<N>": text cells
 LEVEL = 0.95  # the intervals' coverage; fewer repeats than that allows: the cell says what it has
 
 
@@ -77,7 +78,7 @@ def add_speed(table: pd.DataFrame, results: list[dict], speeds: list[dict]) -> p
         cpp = next(iter(cpp_by_checkpoint.values()), None) if dense else cpp_by_checkpoint.get(checkpoint)
         if measured is None:
             for name, values in columns.items():
-                values.append(np.nan if name in MEASURED_COLUMNS or name in BOUND_COLUMNS or "tok/s" in name else "")
+                values.append("" if name in RATIO_COLUMNS or name.startswith("Decode x") else np.nan)
             continue
         figures = measured["dense" if dense else "checkpoint"]
         if cpp_by_checkpoint:
