@@ -51,7 +51,7 @@ def test_the_speed_stage_writes_measurements_under_timing(tmp_path, model, token
             # the paired ratios of the two repeats, their median, min-max at the coverage 2 repeats have
             dense = result["timing"]["dense"]["repeats"][key]
             paired = [a / b for a, b in zip(figures["repeats"][key], dense)]
-            assert entry["per_repeat"] == pytest.approx(paired, rel=1e-3) and entry["n"] == 2 and entry["coverage"] == 0.5
+            assert entry["per_repeat"] == pytest.approx(paired, rel=1e-12) and entry["n"] == 2 and entry["coverage"] == 0.5
             assert entry["low"] <= entry["median"] == figures["ratio_to_dense"][key] <= entry["high"]
             assert entry["bound"] == 1.0 and entry["fault"] in (True, False)  # the same weights: no speed-up allowed
         assert figures["cost"] == result["timing"]["dense"]["cost"]

@@ -74,8 +74,8 @@ class Measurement:
             "parameters": self.parameters, "weight_bytes": self.weight_bytes,
             "prefill_tokens_per_s": round(self.prefill_tokens_per_s, 2),
             "decode_tokens_per_s": {str(b): round(v, 2) for b, v in self.decode_tokens_per_s.items()},
-            "repeats": {"prefill_tokens_per_s": [round(v, 3) for v in self.prefill_repeats],
-                        **{f"decode_tokens_per_s_batch{b}": [round(x, 3) for x in v] for b, v in self.decode_repeats.items()}},
+            "repeats": {"prefill_tokens_per_s": list(self.prefill_repeats),  # unrounded: the ratios are formed from them
+                        **{f"decode_tokens_per_s_batch{b}": list(v) for b, v in self.decode_repeats.items()}},
             "peak_generation_bytes": self.peak_generation_bytes,
         }
 
@@ -172,19 +172,23 @@ def measure_pair(models: dict[str, nn.Module], protocol: SpeedProtocol = SpeedPr
     prompts = {b: _tokens(any_model, b, protocol.prompt_length, generator) for b in protocol.decode_batches}
     results = {name: Measurement(count_parameters(m)["total"], weight_bytes(m)) for name, m in models.items()}
     times: dict[str, dict] = {name: {"prefill": [], **{b: [] for b in protocol.decode_batches}} for name in models}
-    for model in models.values():  # warm-up, discarded: first calls pay for allocation and kernel choice
-        prefill_seconds(model, prefill)
-        for prompt in prompts.values():
-            decode_seconds(model, prompt, 2)
+    def decode(name: str, model: nn.Module, batch: int, new_tokens: int) -> float:
+        tracked = batch == max(protocol.decode_batches)  # peak memory at the largest batch
+        with PeakMemory(model.device) if tracked else contextlib.nullcontext() as peak:
+            seconds = decode_seconds(model, prompts[batch], new_tokens)
+        if tracked:
+            results[name].peak_generation_bytes = max(results[name].peak_generation_bytes, peak.peak)
+        return seconds
+
+    for name, model in models.items():  # warm-up, times discarded: first calls pay for allocation and
+        prefill_seconds(model, prefill)  # kernel choice (the memory they take still counts in the peak)
+        for batch in protocol.decode_batches:
+            decode(name, model, batch, 2)
     for repeat in range(protocol.repeats):
         for name, model in alternating(models, repeat):
             times[name]["prefill"].append(prefill_seconds(model, prefill))
-            for batch, prompt in prompts.items():
-                tracked = batch == max(protocol.decode_batches)  # peak memory at the largest batch
-                with PeakMemory(model.device) if tracked else contextlib.nullcontext() as peak:
-                    times[name][batch].append(decode_seconds(model, prompt, protocol.new_tokens))
-                if tracked:
-                    results[name].peak_generation_bytes = max(results[name].peak_generation_bytes, peak.peak)
+            for batch in protocol.decode_batches:
+                times[name][batch].append(decode(name, model, batch, protocol.new_tokens))
     for name, result in results.items():
         result.prefill_repeats = [prefill.numel() / t for t in times[name]["prefill"]]
         result.decode_repeats = {b: [b * protocol.new_tokens / t for t in times[name][b]] for b in protocol.decode_batches}
@@ -205,7 +209,7 @@ def ratio_entry(repeats: list[float], dense_repeats: list[float], bound: float |
     from structprune.evaluation.medianci import median_interval, paired_ratios
 
     ratios = paired_ratios(repeats, dense_repeats)
-    entry = {**median_interval(ratios).to_json(), "per_repeat": [round(r, 4) for r in ratios]}
+    entry = {**median_interval(ratios).to_json(), "per_repeat": ratios}
     if bound is not None:
         entry.update(bound=bound, fault=is_fault(entry["low"], entry["high"], bound))
     return entry

@@ -170,7 +170,7 @@ def measure_speed(paths: dict[str, str], protocol: LlamaCppProtocol = LlamaCppPr
         rates = {"prefill_tokens_per_s": [protocol.prefill_length / s for s in t["prefill"]],
                  "decode_tokens_per_s": [protocol.new_tokens / s for s in t["decode"]]}
         result[name] = {**{k: round(statistics.median(v), 2) for k, v in rates.items()},
-                        "repeats": {k: [round(x, 3) for x in v] for k, v in rates.items()}}
+                        "repeats": rates}  # unrounded: the paired ratios are formed from them
     return result
 
 
