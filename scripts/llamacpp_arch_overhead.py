@@ -44,7 +44,7 @@ def main(argv=None) -> None:
             paths[arch] = str(Path(folder) / f"{arch}.gguf")
             export_gguf(model, tokenizer, paths[arch], args.type, source_gguf=source_gguf, architecture=arch)
         measured = measure_speed(paths, protocol, args.threads)
-    ratios = {k: measured["deci"][k] / measured["llama"][k] for k in measured["llama"]}
+    ratios = {k: measured["deci"][k] / measured["llama"][k] for k in ("prefill_tokens_per_s", "decode_tokens_per_s")}
     lines = [
         "# llama.cpp: the per-layer-width architecture's own cost", "",
         f"The same dense weights ({args.checkpoint}, {args.type}) exported as `llama` and as `deci`, timed alternately "

@@ -166,3 +166,24 @@ def test_window_and_item_choices_reach_only_the_evaluation_commands_and_the_note
                and "--items-seed" not in line for line in first if stage(line) == "evaluate")
     gguf = [line for line in spread if stage(line) == "evaluate-gguf"]
     assert gguf and all("--max-tokens 64 --windows spread" in line and "--items" not in line for line in gguf)
+
+
+def test_a_speed_job_takes_every_core_while_its_measurement_runs_on_the_configured_threads(tmp_path):
+    """Issue #34: other jobs running beside a measurement moved the ratios by more than the
+    methods differ, so the speed job holds all of Snakemake's cores (here 2) and measures on
+    evaluation.speed.threads (here 1); the other jobs keep their own threads."""
+    import yaml
+    from tiny import tiny_mirror
+    from workflow_helpers import tiny_config
+
+    cfg = tiny_config(tmp_path)
+    cfg["data"]["mirror"] = str(tiny_mirror(tmp_path / "mirror"))
+    cfg["evaluation"]["speed"]["threads"] = 1
+    (workdir := tmp_path / "run").mkdir()
+    (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    out = snakemake(workdir, "--dry-run", "--printshellcmds", "--forceall").stdout
+    blocks = [block for block in re.split(r"\n(?=rule \w+:)", out) if block.startswith("rule speed:")]
+    assert blocks and all(re.search(r"^\s*threads: 2$", block, re.M) for block in blocks)
+    assert all("structprune --threads 1 " in block and " speed --model " in block for block in blocks)
+    evaluations = [block for block in re.split(r"\n(?=rule \w+:)", out) if block.startswith("rule evaluate:")]
+    assert evaluations and not any(re.search(r"^\s*threads: 2$", block, re.M) for block in evaluations)

@@ -201,11 +201,18 @@ def test_export_evaluate_and_time_from_the_command_line(bpe_tokenizer, tmp_path)
     assert main(["--threads", "1", "speed", "--model", str(tmp_path / "per_layer"), "--dense", str(tmp_path / "dense"),
                  "--repeats", "1", "--new-tokens", "2", "--prefill", "1", "8", "--decode-batches", "1",
                  "--gguf", str(tmp_path / "per_layer.gguf"), "--dense-gguf", str(tmp_path / "dense.gguf"),
-                 "--llamacpp-new-tokens", "4", "--llamacpp-repeats", "1", "--out", str(speed)]) == 0
-    cpp = json.loads(speed.read_text())["llamacpp"]
+                 "--llamacpp-new-tokens", "4", "--llamacpp-repeats", "2", "--out", str(speed)]) == 0
+    written = json.loads(speed.read_text())
+    cpp = written["llamacpp"]
     assert set(cpp["timing"]) == {"dense", "checkpoint"}
     for key, ratio in cpp["ratio_to_dense"].items():
-        assert ratio == pytest.approx(cpp["timing"]["checkpoint"][key] / cpp["timing"]["dense"][key]) and ratio > 0
+        paired = [a / b for a, b in zip(cpp["timing"]["checkpoint"]["repeats"][key], cpp["timing"]["dense"]["repeats"][key])]
+        entry = cpp["ratio_intervals"][key]
+        assert entry["per_repeat"] == pytest.approx(paired, rel=1e-12) and ratio == entry["median"] > 0
+        assert entry["n"] == 2 and entry["bound"] > 1 and isinstance(entry["fault"], bool)
+    # an f32 export's tensors cost what the checkpoint's parameters do (the bounds agree across the two runtimes)
+    assert cpp["cost"]["checkpoint"] == written["timing"]["checkpoint"]["cost"]
+    assert cpp["cost"]["dense"] == written["timing"]["dense"]["cost"]
 
 
 def test_the_exporter_itself_refuses_a_family_llama_cpp_would_run_as_another(bpe_tokenizer, tmp_path):

@@ -182,8 +182,8 @@ def test_speed_columns_are_ratios_to_dense_matched_by_checkpoint(tmp_path):
     speed = tmp_path / "s.json"
     speed.write_text(sealed({"checkpoint": "results/m/none/l1/s20/pruned", "timing": {"dense": base, "checkpoint": small}}))
     table = comparison_table([dense, pruned], speed_paths=[speed]).set_index("Method")
-    assert table.loc["l1", "Decode x b1"] == 1.2 and table.loc["l1", "Peak mem x"] == 0.5
-    assert table.loc["dense", "Prefill x"] == 1.0 and table.loc["l1", "Weights (MB)"] == 0.5
+    assert table.loc["l1", "Decode x b1"] == "1.20" and table.loc["l1", "Peak mem x"] == 0.5  # no repeats kept: no interval
+    assert table.loc["dense", "Prefill x"] == "1.00" and table.loc["l1", "Weights (MB)"] == 0.5
     assert table.loc["l1", "Dense decode b1 (tok/s)"] == 20.0
     from structprune.report.plots import plot_accuracy, plot_tradeoff
 
@@ -191,6 +191,68 @@ def test_speed_columns_are_ratios_to_dense_matched_by_checkpoint(tmp_path):
     plot_accuracy(plain, tmp_path / "a.png", "t")
     plot_tradeoff(plain, tmp_path / "t.png", "t")
     assert (tmp_path / "a.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def interval(median, low, high, coverage=0.96875, bound=None):
+    """A ratio entry as the speed stage writes it (`speed.ratio_entry`)."""
+    entry = {"median": median, "low": low, "high": high, "coverage": coverage, "n": 6, "per_repeat": []}
+    if bound is not None:
+        from structprune.evaluation.bounds import is_fault
+
+        entry.update(bound=bound, fault=is_fault(low, high, bound))
+    return entry
+
+
+def test_speed_cells_show_the_interval_and_mark_ties_with_dense_and_faults(tmp_path):
+    dense = fake_eval(tmp_path / "d.json", "dense", "dense", 0, 1000, 10.0, (0.6, 0.7))
+    paths = [dense]
+    speeds = []
+    entries = {  # method: (prefill, decode b1, llama.cpp decode)
+        "l1": (interval(1.21, 1.15, 1.27, bound=1.3), interval(0.98, 0.9, 1.05, bound=1.12),
+               interval(1.34, 1.3, 1.38, bound=1.13)),  # llama.cpp decode above what the weights allow
+        "l2": (interval(1.1, 1.0, 1.2, coverage=0.875, bound=1.3), interval(1.05, 1.02, 1.08, bound=1.12),
+               interval(1.1, 1.08, 1.12, bound=1.13)),
+    }
+    for method, (prefill, decode, cpp_decode) in entries.items():
+        path = fake_eval(tmp_path / f"{method}.json", method, "pruned", 20, 800, 50.0, (0.5, 0.6))
+        payload = json.loads(path.read_text())
+        payload["checkpoint"] = f"results/m/none/{method}/s20/pruned"
+        path.write_text(sealed(payload))
+        paths.append(path)
+        figures = {"weight_bytes": 2**20, "prefill_tokens_per_s": 100.0, "decode_tokens_per_s": {"1": 20.0},
+                   "peak_generation_bytes": 1, "ratio_to_dense": {"peak_generation_bytes": 0.8}}
+        checkpoint = {**figures, "ratio_intervals": {"prefill_tokens_per_s": prefill, "decode_tokens_per_s_batch1": decode}}
+        checkpoint["ratio_to_dense"].update({k: v["median"] for k, v in checkpoint["ratio_intervals"].items()})
+        cpp = {"timing": {"dense": {"prefill_tokens_per_s": 400.0, "decode_tokens_per_s": 50.0}},
+               "ratio_intervals": {"prefill_tokens_per_s": prefill, "decode_tokens_per_s": cpp_decode},
+               "ratio_to_dense": {"prefill_tokens_per_s": prefill["median"], "decode_tokens_per_s": cpp_decode["median"]}}
+        speed = tmp_path / f"s-{method}.json"
+        speed.write_text(sealed({"checkpoint": payload["checkpoint"], "timing": {"dense": figures, "checkpoint": checkpoint},
+                                 "llamacpp": cpp}))
+        speeds.append(speed)
+    unmeasured = fake_eval(tmp_path / "r.json", "random", "pruned", 35, 700, 90.0, (0.5, 0.6))
+    table = comparison_table([*paths, unmeasured], speed_paths=speeds).set_index("Method")
+    assert table.loc["random", "Prefill x"] == "" and np.isnan(table.loc["random", "Decode bound x"])
+    assert "nan" not in to_markdown(table.reset_index(), "# t")
+    assert table.loc["l1", "Prefill x"] == "1.21 (1.15-1.27)"
+    assert table.loc["l1", "Decode x b1"] == "0.98 (0.90-1.05) ~"  # covers 1
+    assert table.loc["l1", "llama.cpp decode x"] == "1.34 (1.30-1.38) !"  # 0.17 above 1.13, half-width 0.04
+    assert table.loc["l2", "Prefill x"] == "1.10 (1.00-1.20, 88 %) ~"  # too few repeats for 95 %: says what it has
+    assert table.loc["l2", "llama.cpp decode x"] == "1.10 (1.08-1.12)"
+    assert table.loc["l1", "Prefill bound x"] == 1.3 and table.loc["l1", "Decode bound x"] == 1.12
+    assert table.loc["dense", "Decode x b1"] == "1.00" and table.loc["dense", "Decode bound x"] == 1.0
+
+    from structprune.report.notes import table_header
+    from structprune.report.plots import plot_tradeoff
+    from structprune.report.speedcols import parse_ratio_cell
+
+    assert parse_ratio_cell(table.loc["l1", "llama.cpp decode x"]) == (1.34, 1.3, 1.38)
+    assert parse_ratio_cell("1.00") == (1.0, 1.0, 1.0) and np.isnan(parse_ratio_cell("")[0])
+    header = table_header("t", "", table.reset_index(), [], [])
+    assert "Binomial(n, 1/2)" in header and "`!` marks" in header and "roofline" in header
+    plot_tradeoff(table.reset_index(), tmp_path / "t.png", "t", speed="llama.cpp decode x")  # a fault drawn hollow
+    assert (tmp_path / "t.png").read_bytes()[:4] == b"\x89PNG"
+    assert "1.34 (1.30-1.38) !" in to_markdown(table.reset_index(), "# t")
 
 
 def test_llama_cpp_columns_and_the_gguf_table(tmp_path):
@@ -212,8 +274,8 @@ def test_llama_cpp_columns_and_the_gguf_table(tmp_path):
     speed.write_text(sealed({"checkpoint": "results/m/none/l1/s20/pruned", "timing": {"dense": figures, "checkpoint": figures},
                                  "llamacpp": llamacpp}))
     table = comparison_table([dense, pruned], speed_paths=[speed]).set_index("Method")
-    assert table.loc["l1", "llama.cpp decode x"] == 1.16 and table.loc["l1", "llama.cpp prefill x"] == 1.25
-    assert table.loc["dense", "llama.cpp decode x"] == 1.0 and table.loc["dense", "Dense llama.cpp decode (tok/s)"] == 50.0
+    assert table.loc["l1", "llama.cpp decode x"] == "1.16" and table.loc["l1", "llama.cpp prefill x"] == "1.25"
+    assert table.loc["dense", "llama.cpp decode x"] == "1.00" and table.loc["dense", "Dense llama.cpp decode (tok/s)"] == 50.0
 
     export = tmp_path / "e.json"
     export.write_text(sealed({"checkpoint": "results/m/none/l1/s20/pruned", "architecture": "deci", "tensor_type": "f16",

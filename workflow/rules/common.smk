@@ -263,6 +263,24 @@ def speed_gguf_args(wildcards, input):
     return sh(*input_words(input, {"gguf": "--gguf", "dense_gguf": "--dense-gguf"}))
 
 
+def speed_job_threads(wildcards):
+    """A speed job takes every core this Snakemake may use, so no other job runs beside its
+    measurement (which itself runs on evaluation.speed.threads threads: speed_measure_threads).
+    On a cluster each job has its own allocation: the measurement's threads."""
+    own = config["evaluation"]["speed"]["threads"]
+    if not workflow.local_exec:
+        return own
+    try:
+        return workflow.cores
+    except WorkflowError:  # no total number of cores (remote execution)
+        return own
+
+
+def speed_measure_threads(wildcards, threads):
+    """The measurement's threads: evaluation.speed.threads, within what the job was given."""
+    return min(config["evaluation"]["speed"]["threads"], threads)
+
+
 def speed_protocol_args():
     sp = config["evaluation"]["speed"]
     return sh("--repeats", sp["repeats"], "--new-tokens", sp["new_tokens"], "--prefill", *sp["prefill"],

@@ -59,7 +59,9 @@ rule evaluate:
 rule speed:
     """What pruning buys, measured: prefill and decode tokens/s and memory of a checkpoint and
     of the dense model, alternating in one job so that machine noise cancels in the ratios; in
-    transformers and, with export enabled, in llama.cpp (the two GGUF exports)."""
+    transformers and, with export enabled, in llama.cpp (the two GGUF exports). The job takes
+    every core Snakemake has, so nothing else runs while it measures; the measurement itself
+    runs on evaluation.speed.threads threads."""
     input:
         unpack(speed_gguf_inputs),
         model="results/{model}/{calib}/{method}/s{sparsity}/{stage}",
@@ -71,6 +73,7 @@ rule speed:
         code=code_version("speed"),
         protocol=speed_protocol_args(),
         gguf=speed_gguf_args,
+        threads=speed_measure_threads,
     wildcard_constraints:
         stage="pruned|recovered",
     conda:
@@ -79,9 +82,9 @@ rule speed:
         "logs/speed/{model}/{calib}/{method}/s{sparsity}/{stage}.log",
     benchmark:
         "benchmarks/speed/{model}/{calib}/{method}/s{sparsity}/{stage}.tsv"
-    threads: config["evaluation"]["speed"]["threads"]
+    threads: speed_job_threads
     resources:
         **stage_resources("speed"),
     shell:
-        "python -m structprune --threads {threads} {params.compute} speed --model {input.model} --dense {input.dense}"
+        "python -m structprune --threads {params.threads} {params.compute} speed --model {input.model} --dense {input.dense}"
         " {params.protocol} {params.gguf} --out {output.result} > {log} 2>&1"

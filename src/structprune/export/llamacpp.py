@@ -7,7 +7,9 @@
   llama.cpp's logits, so an export's perplexity sits beside its checkpoint's;
 - `greedy_tokens`: a short greedy generation, the smoke test that a file loads and runs;
 - `measure_speed`: prefill and decode tokens/s of several files, their repeats alternating
-  so machine noise hits all alike (as `speed.measure_pair` does in transformers).
+  so machine noise hits all alike (as `speed.measure_pair` does in transformers), each
+  repeat's figure kept for the paired ratios' intervals;
+- `gguf_tensors`: a file's tensor list, for what its weights allow (`evaluation.bounds`).
 
 llama-cpp-python is built from source (`make llama-cpp`, flags in the Makefile); it is an
 optional dependency: `require_llama_cpp` names the fix when it is missing.
@@ -119,7 +121,7 @@ class LlamaCppProtocol:
     prefill_length: int = 128
     prompt_length: int = 16
     new_tokens: int = 64
-    repeats: int = 9
+    repeats: int = 12  # a 95 % interval between the 3rd and 10th of 12 paired ratios
     seed: int = 0
 
     def to_json(self) -> dict:
@@ -143,8 +145,11 @@ def _timed_decode(llm, prompt: list[int], steps: list[int]) -> float:
 
 
 def measure_speed(paths: dict[str, str], protocol: LlamaCppProtocol = LlamaCppProtocol(), threads: int = 1) -> dict:
-    """{name: {prefill_tokens_per_s, decode_tokens_per_s}} (medians over the repeats), the
-    files' measurements alternating within each repeat after one untimed warm-up each."""
+    """{name: {prefill_tokens_per_s, decode_tokens_per_s} (medians over the repeats) and
+    `repeats` (each repeat's)}, the files' measurements alternating (order reversed every
+    other repeat) after one untimed, discarded warm-up each."""
+    from structprune.evaluation.speed import alternating
+
     n_ctx = max(protocol.prefill_length, protocol.prompt_length + protocol.new_tokens)
     models = {name: load(path, n_ctx, threads) for name, path in paths.items()}
     vocab = min(llm.n_vocab() for llm in models.values())
@@ -156,10 +161,21 @@ def measure_speed(paths: dict[str, str], protocol: LlamaCppProtocol = LlamaCppPr
     for llm in models.values():
         _timed_prefill(llm, prefill[:16])
         _timed_decode(llm, prompt, steps[:4])
-    for _ in range(protocol.repeats):
-        for name, llm in models.items():
+    for repeat in range(protocol.repeats):
+        for name, llm in alternating(models, repeat):
             times[name]["prefill"].append(_timed_prefill(llm, prefill))
             times[name]["decode"].append(_timed_decode(llm, prompt, steps))
-    return {name: {"prefill_tokens_per_s": round(protocol.prefill_length / statistics.median(t["prefill"]), 2),
-                   "decode_tokens_per_s": round(protocol.new_tokens / statistics.median(t["decode"]), 2)}
-            for name, t in times.items()}
+    result = {}
+    for name, t in times.items():
+        rates = {"prefill_tokens_per_s": [protocol.prefill_length / s for s in t["prefill"]],
+                 "decode_tokens_per_s": [protocol.new_tokens / s for s in t["decode"]]}
+        result[name] = {**{k: round(statistics.median(v), 2) for k, v in rates.items()},
+                        "repeats": rates}  # unrounded: the paired ratios are formed from them
+    return result
+
+
+def gguf_tensors(path: str | os.PathLike) -> list[tuple[str, list[int], int]]:
+    """(name, dims innermost first, bytes) of every tensor of a GGUF file."""
+    from gguf import GGUFReader
+
+    return [(t.name, [int(d) for d in t.shape], int(t.n_bytes)) for t in GGUFReader(str(path)).tensors]

@@ -9,22 +9,42 @@ from pathlib import Path
 import pandas as pd
 
 from structprune.io.integrity import read_stage_json
+from structprune.report.speedcols import LEVEL
 from structprune.report.tables import SIZE_TOLERANCE
 
 SPEED_NOTE = (
     "Speed and memory (stage `speed`, structprune.evaluation.speed), measured on the machine that ran the job, each checkpoint "
-    "beside the dense model in one process, their measurements alternating (medians of the repeats) so that machine "
-    "noise cancels in the ratios: `Prefill x` is tokens/s of one forward pass over a batch of prompts, `Decode x b1` "
-    "and `Decode x bN` new tokens/s of greedy generation with the KV cache at batch 1 and N, `Peak mem x` weights plus "
-    "the peak memory rise while generating at batch N; each as checkpoint / dense (> 1: faster or larger). "
-    "`Weights (MB)` is the bytes of parameters and buffers."
+    "beside the dense model in one process while no other job ran (the job takes every core Snakemake has; the "
+    "measurement runs on `evaluation.speed.threads`), their measurements alternating (the order flipped every "
+    "repeat, after discarded warm-up passes): `Prefill x` is tokens/s of one forward pass over a batch of prompts, "
+    "`Decode x b1` and `Decode x bN` new tokens/s of greedy generation with the KV cache at batch 1 and N, `Peak mem x` "
+    "weights plus the peak memory rise while generating at batch N; each as checkpoint / dense (> 1: faster or larger). "
+    "`Weights (MB)` is the bytes of parameters and buffers; `Dense decode b1 (tok/s)` the dense model's own figure in "
+    "that job.\n\n"
+    "Speed intervals: a speed cell is the median of the paired per-repeat ratios (checkpoint repeat k / dense repeat k) "
+    "and, in parentheses, a distribution-free interval for that median from order statistics: the j-th smallest "
+    "to the j-th largest ratio, with the largest j whose coverage 1 - 2 P(Binomial(n, 1/2) < j) is at least "
+    f"{100 * LEVEL:.0f} % (n repeats; 6 give min-max at 96.9 %, 12 the 3rd to the 10th at 96.1 %); with fewer repeats "
+    "than 6 it is min-max and the cell states its coverage. `~` marks an interval that covers 1 (no speed-up or "
+    "slow-down shown), as for the table's other differences.\n\n"
+    "Bounds: `Prefill bound x` and `Decode bound x` are the largest speed-ups the weights allow (roofline: a pass "
+    "takes at least its bytes over the memory bandwidth and its multiply-adds over the peak compute, so a ratio of "
+    "times is at most the larger of the two ratios, at the same efficiency per byte and per multiply-add). Decode (every batch): the bytes of the weights a step reads "
+    "(every matrix once per token; the input embedding a row, unless it is the tied output layer) and the "
+    "multiply-adds per token of the blocks' matrices and the output layer. Prefill: the multiply-adds of a prompt "
+    "of the measured length, blocks' matrices per token, the attention scores (QK^T and AV, 2 x query width x "
+    "position per layer) and the last token's logits. Decode's attention over its short context and the KV cache's "
+    "bytes are left out (under 1 % here), which makes the bounds slightly generous. A `!` marks a ratio whose whole "
+    "interval lies above its bound by more than the interval's half-width: a measurement fault, not a gain."
 )
 
 
 LLAMACPP_NOTE = (
     "`llama.cpp prefill x` and `llama.cpp decode x`: the same checkpoint's GGUF export (stage `export`) timed in "
-    "llama.cpp in the same job as the dense export, alternating (medians): tokens/s of one prompt and of single decode "
-    "steps at batch 1, checkpoint / dense; `Dense llama.cpp decode (tok/s)` is the dense export's absolute figure."
+    "llama.cpp in the same job as the dense export, alternating: tokens/s of one prompt and of single decode "
+    "steps at batch 1, checkpoint / dense, as median paired ratio with its interval, `~` and `!` as above (the bounds "
+    "from the two GGUF files' tensor bytes and shapes, f16 matrices with f32 norms: within a percent of the "
+    "columns'); `Dense llama.cpp decode (tok/s)` is the dense export's absolute figure."
 )
 
 

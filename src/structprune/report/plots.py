@@ -8,6 +8,7 @@ import os
 import pandas as pd
 
 from structprune.io.artifacts import atomic_file
+from structprune.report.speedcols import parse_ratio_cell
 from structprune.report.tables import PPL_COLUMNS
 
 MARKERS = "osD^vP*Xh<>p"  # one per line, so lines of one colour stay apart
@@ -87,7 +88,8 @@ def plot_accuracy(table: pd.DataFrame, path: str | os.PathLike, title: str) -> N
 
 def plot_tradeoff(table: pd.DataFrame, path: str | os.PathLike, title: str, speed: str = "Decode x b1") -> None:
     """Perplexity against measured speed-up (the trade-off a user picks from): one marker per
-    checkpoint, colour by method, dense at 1x; log perplexity."""
+    checkpoint, colour by method, dense at 1x, the speed-up's interval as a horizontal error
+    bar (a fault, `!`, drawn hollow); log perplexity."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -96,14 +98,25 @@ def plot_tradeoff(table: pd.DataFrame, path: str | os.PathLike, title: str, spee
     fig, ax = plt.subplots(figsize=(7, 4.5))
     column = next((c for c in PPL_COLUMNS.values() if c in table.columns), None)
     if speed in table and column is not None:
-        rows = table[table[speed].notna() & table[column].notna()]
+        ratios = pd.DataFrame([parse_ratio_cell(c) for c in table[speed]], index=table.index,
+                              columns=["median", "low", "high"])
+        rows = table[ratios["median"].notna() & table[column].notna()]
         for index, (label, group) in enumerate(rows.groupby(rows.apply(_row_label, axis=1), sort=False)):
-            ax.scatter(group[speed], group[column], marker=MARKERS[index % len(MARKERS)], label=label, s=36)
-            for _, r in group.iterrows():
-                ax.annotate(f"{int(r['Sparsity (%)'])}%", (r[speed], r[column]), fontsize=6, xytext=(3, 2),
+            x = ratios.loc[group.index]
+            faults = group[speed].astype(str).str.endswith("!")
+            colour, marker = f"C{index % 10}", MARKERS[index % len(MARKERS)]
+            ax.errorbar(x["median"], group[column], xerr=[x["median"] - x["low"], x["high"] - x["median"]],
+                        fmt="none", ecolor=colour, elinewidth=0.8, capsize=2, alpha=0.6)
+            ax.scatter(x["median"][~faults], group[column][~faults], marker=marker, s=36, color=colour,
+                       label=label if (~faults).any() else None)
+            if faults.any():
+                ax.scatter(x["median"][faults], group[column][faults], marker=marker, s=36, facecolors="none",
+                           edgecolors=colour, label=None if (~faults).any() else label)
+            for i, r in group.iterrows():
+                ax.annotate(f"{int(r['Sparsity (%)'])}%", (x.loc[i, "median"], r[column]), fontsize=6, xytext=(3, 2),
                             textcoords="offset points")
         ax.set_yscale("log")
-    ax.set_xlabel(f"measured speed-up over dense ({speed}: decode tokens/s, pruned / dense)")
+    ax.set_xlabel(f"measured speed-up over dense ({speed}: decode tokens/s, pruned / dense; bars: 95 % interval; hollow: faster than the weights allow)")
     ax.set_ylabel(f"{column} perplexity (log scale)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False)

@@ -1,6 +1,7 @@
 """Comparison tables from the stage JSONs (shaped like the paper's Table 1): perplexity,
 accuracy, size and speed per row, with paired differences against dense and the best peer.
-Text formats: formats.py; plots: plots.py; the notes above them: notes.py."""
+Text formats: formats.py; plots: plots.py; the notes above them: notes.py; the speed
+columns: speedcols.py."""
 
 from __future__ import annotations
 
@@ -20,6 +21,11 @@ from structprune.evaluation.uncertainty import (
 )
 from structprune.evaluation.zeroshot import main_accuracy
 from structprune.io.integrity import read_stage_json
+from structprune.report.speedcols import (  # noqa: F401 (the table's columns)
+    LLAMACPP_COLUMNS,
+    MEASURED_COLUMNS,
+    add_speed,
+)
 from structprune.spec.catalog import PERPLEXITY_DATASETS, TASKS
 
 TASK_COLUMNS = TASKS  # task -> column name
@@ -66,51 +72,6 @@ def comparison_table(eval_paths: list[str | os.PathLike], labels: dict | None = 
         table["Block params removed (%)"] = 100.0 * (1 - table["Block params"] / dense_blocks)
         table["All params removed (%)"] = 100.0 * (1 - table["Params"] / dense_total)
     return add_speed(add_uncertainty(table, results), results, [read_stage_json(path) for path in speed_paths])
-
-
-MEASURED_COLUMNS = ("Weights (MB)", "Prefill x", "Peak mem x", "Dense decode b1 (tok/s)")  # + "Decode x b<N>"
-LLAMACPP_COLUMNS = ("llama.cpp prefill x", "llama.cpp decode x", "Dense llama.cpp decode (tok/s)")
-
-
-def add_speed(table: pd.DataFrame, results: list[dict], speeds: list[dict]) -> pd.DataFrame:
-    """Speed columns for rows with a speed measurement (matched by checkpoint folder); the
-    dense row gets its own figures (ratio 1) from any measurement."""
-    if not speeds:
-        return table
-    table = table.copy()
-    by_checkpoint = {str(Path(s["checkpoint"])): s["timing"] for s in speeds}
-    batches = sorted(int(b) for b in speeds[0]["timing"]["dense"]["decode_tokens_per_s"])
-    cpp_by_checkpoint = {str(Path(s["checkpoint"])): s["llamacpp"] for s in speeds if "llamacpp" in s}
-    columns: dict[str, list] = {"Weights (MB)": [], "Prefill x": [], "Peak mem x": [],
-                                **{f"Decode x b{b}": [] for b in batches}, "Dense decode b1 (tok/s)": [],
-                                **({c: [] for c in LLAMACPP_COLUMNS} if cpp_by_checkpoint else {})}
-    for result in results:
-        if result["stage"] == "dense":
-            measured, name = speeds[0]["timing"], "dense"
-            cpp = next(iter(cpp_by_checkpoint.values()), None)
-        else:
-            measured, name = by_checkpoint.get(str(Path(result.get("checkpoint", "")))), "checkpoint"
-            cpp = cpp_by_checkpoint.get(str(Path(result.get("checkpoint", ""))))
-        if measured is None:
-            for values in columns.values():
-                values.append(np.nan)
-            continue
-        if cpp_by_checkpoint:
-            ratios = {} if cpp is None else {k: 1.0 for k in cpp["ratio_to_dense"]} if name == "dense" else cpp["ratio_to_dense"]
-            columns["llama.cpp prefill x"].append(ratios.get("prefill_tokens_per_s", np.nan))
-            columns["llama.cpp decode x"].append(ratios.get("decode_tokens_per_s", np.nan))
-            columns["Dense llama.cpp decode (tok/s)"].append(np.nan if cpp is None else cpp["timing"]["dense"]["decode_tokens_per_s"])
-        figures = measured[name]
-        ratio = figures["ratio_to_dense"]
-        columns["Weights (MB)"].append(figures["weight_bytes"] / 2**20)
-        columns["Prefill x"].append(ratio["prefill_tokens_per_s"])
-        columns["Peak mem x"].append(ratio["peak_generation_bytes"])
-        for b in batches:
-            columns[f"Decode x b{b}"].append(ratio[f"decode_tokens_per_s_batch{b}"])
-        columns["Dense decode b1 (tok/s)"].append(measured["dense"]["decode_tokens_per_s"][str(batches[0])])
-    for name, values in columns.items():
-        table[name] = values
-    return table
 
 
 def gguf_table(export_paths: list[str | os.PathLike], gguf_eval_paths: list[str | os.PathLike],
