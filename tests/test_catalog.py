@@ -11,7 +11,7 @@ from structprune.spec.configcheck import SCHEMA, with_catalog_enums
 # schema property (or list-item parent) -> the catalog list its enum must be
 EXPECTED = {
     "device": catalog.DEVICES, "dtype": catalog.DTYPES, "dataset": catalog.CALIBRATION_SOURCES,
-    "score": catalog.SCORES, "heads": catalog.HEAD_MODES, "allocation": catalog.ALLOCATIONS,
+    "score": catalog.ALL_SCORES, "unit": catalog.UNITS, "heads": catalog.HEAD_MODES, "allocation": catalog.ALLOCATIONS,
     "budget": catalog.BUDGETS, "sparsity_of": catalog.SPARSITY_OF, "flow": catalog.FLOWS,
     "reconstruct": catalog.RECONSTRUCTIONS, "target": catalog.TARGETS, "type": catalog.GGUF_TYPES,
     "datasets": catalog.PERPLEXITY_DATASETS, "tasks": catalog.TASKS,

@@ -54,12 +54,12 @@ FAMILIES = {  # model_type: (config class, what it adds to the Llama block, its 
 SANDWICH = {"gemma2", "gemma3_text"}  # post-norms: a refit toward the residual stream is refused (model/blocks.py)
 
 
-def family_model(model_type: str, seed: int = 0):
+def family_model(model_type: str, seed: int = 0, layers: int = SMALL["num_hidden_layers"]):
     """A random model of the family with every norm, bias and q/k norm randomised (a dropped
     one shows in the logits)."""
     config_class, extra, _ = FAMILIES[model_type]
     torch.manual_seed(seed)
-    config = config_class(**SMALL, **extra)
+    config = config_class(**{**SMALL, "num_hidden_layers": layers}, **extra)
     config._attn_implementation = "eager"
     model = transformers.AutoModelForCausalLM.from_config(config).eval()
     with torch.no_grad():
@@ -222,16 +222,13 @@ def test_attention_statistics_are_the_attention_the_model_computes(model_type, i
 def test_the_layer_at_a_time_stream_computes_the_models_own_logits(model_type, ids):
     """Each layer gets what the model gives it (a sliding-window layer its own mask), so running
     the layers one at a time on the captured inputs ends in the model's logits."""
-    from structprune.calibration.streams import propagate
+    from structprune.calibration.streams import head_logits, propagate
 
     model = family_model(model_type)
     batches = capture_layer_inputs(model, ids, batch_size=2)
     for layer in model.model.layers:
         propagate(layer, batches)
-    logits = model.lm_head(model.model.norm(torch.cat([b.hidden for b in batches])))
-    if cap := getattr(model.config, "final_logit_softcapping", None):  # Gemma 2's head
-        logits = torch.tanh(logits / cap) * cap
-    logits = logits / getattr(model.config, "logits_scaling", 1.0)  # Granite's head divides
+    logits = head_logits(model, torch.cat([b.hidden for b in batches]))  # Gemma 2's soft-cap, Granite's divisor
     torch.testing.assert_close(logits, model(ids).logits, atol=1e-5, rtol=1e-4)
 
 

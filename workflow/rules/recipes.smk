@@ -92,7 +92,8 @@ def recipe_words(recipe, settings):
     """A recipe as command-line words of `prune` and `select`: the fields in `settings` (the
     damping and refit target only where they change what runs: Recipe.settings)."""
     layers = recipe.layers if isinstance(recipe.layers, str) else "{}:{}".format(*recipe.layers)
-    words = ["--method", recipe.score, *method_option_words(recipe.options),
+    words = ["--unit", recipe.unit] if "unit" in settings else []  # width (the default) stays unsaid
+    words += ["--method", recipe.score, *method_option_words(recipe.options),
              "--heads", recipe.heads, "--allocation", recipe.allocation, "--budget", recipe.budget, "--layers", layers,
              "--sparsity-of", recipe.sparsity_of, "--flow", recipe.flow, "--reconstruct", recipe.reconstruct]
     words += ["--damp", recipe.damp] if "damp" in settings else []

@@ -132,3 +132,14 @@ def paired_pass(
     finally:
         for handle in handles:
             handle.remove()
+
+
+def head_logits(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """The model's logits from the hidden states leaving its last decoder layer: the final norm,
+    the LM head, and what a family's head adds (Gemma 2's soft-capping, Granite's divisor)."""
+    logits = model.lm_head(model.model.norm(hidden))
+    if cap := getattr(model.config, "final_logit_softcapping", None):
+        logits = torch.tanh(logits / cap) * cap
+    if scaling := getattr(model.config, "logits_scaling", None):
+        logits = logits / scaling
+    return logits

@@ -120,6 +120,8 @@ def prune_with_recipe(
     `dense_stream`: a `densestream.record_dense_stream` folder of the same model and samples,
     read instead of running the dense layers (refits only; the same numbers, bitwise)."""
     check_recipe(recipe, scores, stats, samples, model.config.to_dict())
+    if recipe.unit == "blocks":
+        return _prune_depth(model, recipe, sparsity, samples, batch_size)
     if scores is not None:
         check_scores(scores, model_geometries(model))
     budgets, layer_range, ratio = allocate(recipe, model, sparsity, scores)
@@ -128,6 +130,22 @@ def prune_with_recipe(
         means = stats if recipe.reconstruct == "bias" else None
         return EngineResult(prune_model(model, plan, means), plan, budgets, layer_range, ratio)
     return _stream_prune(model, recipe, budgets, layer_range, ratio, scores, samples, batch_size, progress, dense_stream)
+
+
+def _prune_depth(model: nn.Module, recipe: Recipe, sparsity: float, samples: torch.Tensor, batch_size: int) -> EngineResult:
+    """Whole blocks (pruning/depth.py): as many of the range's blocks as bring the removed
+    parameters nearest `sparsity` of the block (or all) parameters; the kept layers' plans are
+    their full widths."""
+    from structprune.pruning.depth import prune_blocks
+
+    counts = count_parameters(model)
+    layer_range = resolve_layer_range(recipe.layers, len(decoder_layers(model)))
+    target = sparsity * counts["decoder_blocks" if recipe.sparsity_of == "blocks" else "total"]
+    model, report = prune_blocks(model, recipe.score, list(range(*layer_range)), target, samples, batch_size)
+    plans = [LayerPlan(list(range(g.num_heads)), list(range(g.num_kv_heads)), list(range(g.intermediate_size)))
+             for g in model_geometries(model)]
+    log.info("removed blocks %s (%s)", report["removed_blocks"], recipe.score)
+    return EngineResult(model, PrunePlan(plans), [], layer_range, sparsity, [report])
 
 
 # --------------------------------------------------------------------------- the layer loop

@@ -24,6 +24,11 @@ def recipe_summary(config: dict, name: str, stage: str) -> str:
     method also says what its grid chooses, when, and on which data."""
     m = config["methods"][name]
     r = stage_recipe(config, m, stage)
+    if r.unit == "blocks":  # heads, allocation and reconstruction do not apply to whole blocks
+        layers = r.layers if isinstance(r.layers, str) else "[{}, {})".format(*r.layers)
+        how = "greedy on the model as it is cut" if r.flow == "sequential" else "once on the dense model"
+        return (f"{row_label(config, name, stage)}: {r.score} ({how}); whole blocks, as many as bring the removed "
+                f"parameters nearest the target; {layers}; {r.flow}; none; {stage_calib(m, stage)}")
     allocation = "global" if (r.allocation, r.budget) == ("global", "matched") else f"{r.allocation}/{r.budget}"
     if r.round_to > 1:
         allocation += f", kept neurons a multiple of {r.round_to}"

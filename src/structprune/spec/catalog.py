@@ -13,7 +13,7 @@ from __future__ import annotations
 
 # What a score reads: nothing (data-free), the calibrate stage's activation moments, or the
 # gradients stage's backprop saliencies.
-STATISTICS = ("none", "moments", "gradients")
+STATISTICS = ("none", "moments", "gradients", "samples")
 
 # score name -> (its module under pruning/scores/, the statistics it reads)
 SCORES = {
@@ -26,10 +26,17 @@ SCORES = {
     "flap": ("flap", "moments"),
     "taylor": ("taylor", "gradients"),
 }
-SCORE_STATISTICS = {name: statistics for name, (_, statistics) in SCORES.items()}
 SCORE_MODULES = tuple(dict.fromkeys(module for module, _ in SCORES.values()))
+# Depth criteria (recipe unit: blocks): whole decoder blocks ranked on calibration samples run
+# through the model itself (pruning/depth.py), not a per-unit score of the registry.
+DEPTH_SCORES = {"block_influence": "ShortGPT (Men et al. 2024): 1 - cos(block input, output)",
+                "sleb": "SLEB (Song et al. 2024): greedy, the calibration perplexity without each block"}
+ALL_SCORES = (*SCORES, *DEPTH_SCORES)
+SCORE_STATISTICS = {**{name: statistics for name, (_, statistics) in SCORES.items()},
+                    **{name: "samples" for name in DEPTH_SCORES}}
 
 # The recipe's word-valued choices (docs/method.md §3).
+UNITS = ("width", "blocks")  # heads and neurons inside every block, or whole blocks (depth)
 HEAD_MODES = ("within_kv_groups", "kv_groups")
 ALLOCATIONS = ("uniform", "global")
 BUDGETS = ("matched", "per_module", "mlp_only")
@@ -38,7 +45,7 @@ FLOWS = ("dense", "sequential")
 RECONSTRUCTIONS = ("none", "bias", "refit", "paper")
 TARGETS = ("block", "module")
 # The recipe fields that take one of a list of words, and that list (config, CLI and select grids).
-CHOICES = {"heads": HEAD_MODES, "allocation": ALLOCATIONS, "budget": BUDGETS, "sparsity_of": SPARSITY_OF,
+CHOICES = {"unit": UNITS, "heads": HEAD_MODES, "allocation": ALLOCATIONS, "budget": BUDGETS, "sparsity_of": SPARSITY_OF,
            "flow": FLOWS, "reconstruct": RECONSTRUCTIONS, "target": TARGETS}
 # What a select grid may vary: the word choices a candidate can change, the damping, and options.NAME.
 SELECT_CHOICES = ("heads", "allocation", "budget", "flow", "reconstruct", "damp", "target")

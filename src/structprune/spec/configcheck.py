@@ -82,6 +82,7 @@ def stage_recipe(cfg, method, stage):
         "layers": m.get("layers") or prune["layers"], "sparsity_of": prune["sparsity_of"],
         "flow": m["flow"], "reconstruct": m["reconstruct"], "damp": cfg["recover"]["damp"],
         "target": cfg["recover"]["target"], "round_to": m.get("round_to") or prune["round_to"],
+        "unit": m["unit"],
     }
     if stage == "recovered":
         remedy = {**{k: cfg["recover"][k] for k in ("flow", "reconstruct", "damp", "target")}, **m["remedy"]}

@@ -22,7 +22,7 @@ import itertools
 import math
 from dataclasses import asdict, dataclass, field, replace
 
-from structprune.spec.catalog import CHOICES, SCORE_STATISTICS
+from structprune.spec.catalog import CHOICES, DEPTH_SCORES, SCORE_STATISTICS
 
 
 @dataclass(frozen=True)
@@ -85,12 +85,13 @@ class Recipe:
     damp: float = 0.01
     target: str = "block"
     round_to: int = 1  # kept MLP neurons of a pruned layer: a multiple of this (ours; 1: exact budgets)
+    unit: str = "width"  # "blocks": whole decoder blocks by a depth criterion (pruning/depth.py)
 
     @property
     def reads_score_file(self) -> bool:
         """Scores computed once on the dense model: the dense flow's selection, or the global
         allocation's per-layer counts."""
-        return self.flow == "dense" or self.allocation == "global"
+        return self.unit == "width" and (self.flow == "dense" or self.allocation == "global")
 
     @property
     def refits(self) -> bool:
@@ -100,7 +101,7 @@ class Recipe:
     @property
     def needs_samples(self) -> bool:
         """Calibration samples flow through the layers (sequential flow or a refit)."""
-        return self.flow == "sequential" or self.refits
+        return self.unit == "blocks" or self.flow == "sequential" or self.refits
 
     @property
     def needs_dense_moments(self) -> bool:
@@ -117,7 +118,8 @@ class Recipe:
         the refit target only with reconstruct refit, so that a changed recover.damp reruns
         the refitting jobs alone."""
         return {k: v for k, v in self.to_json().items()
-                if not (k == "damp" and not self.refits) and not (k == "target" and self.reconstruct != "refit")}
+                if not (k == "damp" and not self.refits) and not (k == "target" and self.reconstruct != "refit")
+                and not (k == "unit" and v == "width")}
 
 
 def layers_problem(layers) -> str | None:
@@ -145,6 +147,17 @@ def recipe_problems(recipe: Recipe) -> list[str]:
     if problems:
         return problems
     statistics = SCORE_STATISTICS[recipe.score]
+    if (recipe.unit == "blocks") != (recipe.score in DEPTH_SCORES):
+        problems.append(f"score {recipe.score!r} with unit {recipe.unit!r}: depth criteria ({', '.join(DEPTH_SCORES)}) "
+                        "take unit: blocks, and unit: blocks takes one of them")
+        return problems
+    if recipe.unit == "blocks":
+        implied = "sequential" if recipe.score == "sleb" else "dense"
+        if recipe.flow != implied:
+            problems.append(f"score {recipe.score!r} ranks blocks {'greedily on the model as it is cut' if implied == 'sequential' else 'once on the dense model'}: set flow: {implied}")
+        if recipe.reconstruct != "none":
+            problems.append("unit: blocks removes whole blocks and reconstructs nothing: set reconstruct: none")
+        return problems
     if recipe.allocation == "global" and recipe.budget == "matched" and recipe.heads != "kv_groups":
         problems.append("allocation 'global' removes whole kv groups (a lone query head would leave uneven groups): set heads: kv_groups, "
                         "or budget: mlp_only (neurons alone)")

@@ -9,7 +9,17 @@ import os
 import time
 from pathlib import Path
 
-from structprune.spec.catalog import ALLOCATIONS, BUDGETS, FLOWS, HEAD_MODES, RECONSTRUCTIONS, SPARSITY_OF, TARGETS
+from structprune.spec.catalog import (
+    ALLOCATIONS,
+    BUDGETS,
+    DEPTH_SCORES,
+    FLOWS,
+    HEAD_MODES,
+    RECONSTRUCTIONS,
+    SPARSITY_OF,
+    TARGETS,
+    UNITS,
+)
 from structprune.stages.argtypes import (
     key_value,
     nonnegative_float,
@@ -144,7 +154,7 @@ def parse_options(score: str, pairs: list[tuple[str, str]]) -> dict:
     signature (`seed=abc` for an integer seed is an error, not a default)."""
     from structprune.spec.scoreoptions import option_value_problem, score_option_specs
 
-    specs = score_option_specs().get(score)
+    specs = {} if score in DEPTH_SCORES else score_option_specs().get(score)  # depth criteria take no options
     if specs is None:
         raise ValueError(f"--method {score!r}: unknown score; known: {sorted(score_option_specs())}")
     # a word the option lists as a choice stays that word (redundancy=none is "none", not None)
@@ -164,6 +174,7 @@ def recipe_from_args(args):
         score=args.method, options=parse_options(args.method, args.option), heads=args.heads,
         allocation=args.allocation, budget=args.budget, layers=args.layers, sparsity_of=args.sparsity_of,
         flow=args.flow, reconstruct=args.reconstruct, damp=args.damp, target=args.target, round_to=args.round_to,
+        unit=args.unit,
     )
 
 
@@ -187,6 +198,8 @@ def recipe_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sparsity", type=sparsity, required=True, help="fraction of parameters removed (see --sparsity-of)")
     p.add_argument("--method", required=True, help="scoring method (a registered score)")
     p.add_argument("--option", type=key_value, action="append", default=[], metavar="NAME=VALUE")
+    p.add_argument("--unit", default="width", choices=UNITS,
+                   help="width: heads and neurons in every block; blocks: whole blocks (--method block_influence or sleb)")
     p.add_argument("--heads", default="within_kv_groups", choices=HEAD_MODES,
                    help="head unit: query heads within every kv group, or whole kv groups")
     p.add_argument("--allocation", default="uniform", choices=ALLOCATIONS,

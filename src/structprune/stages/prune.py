@@ -42,7 +42,8 @@ def run(args) -> None:
 
     torch.manual_seed(0)
     recipe = recipe_from_args(args)
-    score_method(recipe.score).make(**recipe.options)  # a bad option fails here, before any loading
+    if recipe.unit == "width":
+        score_method(recipe.score).make(**recipe.options)  # a bad option fails here, before any loading
     check_recipe(recipe, args.scores or None, args.stats or None, args.data or None)
     _check_scores_file(args.scores, recipe.score, recipe.options)
     dense_stream = checked_dense_stream(args, recipe.refits)  # a mismatched cache fails before loading

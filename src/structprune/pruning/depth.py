@@ -1,0 +1,177 @@
+"""Depth pruning: whole decoder blocks removed (recipe `unit: blocks`), the model keeps its
+family's class with fewer layers.
+
+Two criteria (docs/baselines.md says what each reference does and where we differ):
+
+- ``block_influence`` (ShortGPT, Men et al. 2024, Sec. 3): a block whose output is nearly its
+  input does little. BI_i = 1 - mean over tokens of cos(x_i, x_{i+1}), x_i the residual stream
+  entering block i; computed once on the dense model (`flow: dense`), the blocks of lowest BI
+  go.
+- ``sleb`` (SLEB, Song et al. 2024, Algorithm 1): greedy. At each step every remaining
+  candidate block is tried out: the calibration perplexity of the model without it (and
+  without the blocks already removed); the block whose absence hurts least goes; repeat.
+
+Candidates are the recipe's layer range (the pruned-range protocol by default; the papers
+take every block: our adaptation, so that depth rows keep the same dense blocks as the width
+rows). The number of blocks: as many as bring the removed block parameters nearest the
+target (`blocks_to_remove`), so depth rows sit at the same size as width rows up to one block.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from structprune.calibration.streams import LayerBatch, apply_layer, capture_layer_inputs, head_logits
+from structprune.model.geometry import decoder_layers
+
+log = logging.getLogger(__name__)
+
+DEPTH_CRITERIA = ("block_influence", "sleb")  # spec/catalog.py DEPTH_SCORES names them for the config
+
+
+def block_parameters(layer: nn.Module) -> int:
+    """Every parameter a decoder block holds (norms included), as count_parameters counts them."""
+    return sum(p.numel() for p in layer.parameters())
+
+
+def enough_blocks(sizes: list[int], order: list[int], target: float) -> list[int]:
+    """The first blocks of `order` whose removal brings the removed parameters nearest `target`
+    (stops before a block that would overshoot more than stopping undershoots)."""
+    chosen, removed = [], 0
+    for index in order:
+        if abs(removed + sizes[index] - target) >= abs(removed - target):
+            break
+        chosen.append(index)
+        removed += sizes[index]
+    return chosen
+
+
+# ------------------------------------------------------------------------ criteria
+
+@torch.no_grad()
+def block_influence(model: nn.Module, batches: list[LayerBatch]) -> torch.Tensor:
+    """ShortGPT's BI per block, on the dense model: 1 - the mean cosine similarity between a
+    token's residual stream entering and leaving the block, over every token of `batches`
+    (accumulated in float64). Advances `batches` through every layer."""
+    layers = decoder_layers(model)
+    scores = torch.zeros(len(layers), dtype=torch.float64)
+    for index, layer in enumerate(tqdm(layers, desc="block influence", leave=False)):
+        total, count = 0.0, 0
+        for batch in batches:
+            out = apply_layer(layer, batch)
+            cos = nn.functional.cosine_similarity(batch.hidden.double(), out.double(), dim=-1)
+            total += float(cos.sum())
+            count += cos.numel()
+            batch.hidden = out
+        scores[index] = 1.0 - total / count
+    return scores
+
+
+@torch.no_grad()
+def _loss_from(model: nn.Module, start: int, hidden: list[torch.Tensor], batches: list[LayerBatch],
+               labels: list[torch.Tensor], skipped: set[int]) -> float:
+    """Mean next-token loss of the model run from layer `start` (the hidden states entering it)
+    to the head, skipping the layers in `skipped`."""
+    layers = decoder_layers(model)
+    nll, tokens = 0.0, 0
+    for states, batch, ids in zip(hidden, batches, labels, strict=True):
+        h = states
+        for index in range(start, len(layers)):
+            if index not in skipped:
+                h = apply_layer(layers[index], LayerBatch(h, batch.layer_kwargs))
+        logits = head_logits(model, h)[:, :-1].float()
+        nll += float(nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1),
+                                                 reduction="sum"))
+        tokens += ids[:, 1:].numel()
+    return nll / tokens
+
+
+@torch.no_grad()
+def sleb_order(model: nn.Module, batches: list[LayerBatch], labels: list[torch.Tensor], candidates: list[int],
+               sizes: list[int], target: float) -> tuple[list[int], list[float]]:
+    """SLEB's greedy removal until the removed parameters are nearest `target`: the blocks in
+    the order removed, and the calibration loss after each removal. The hidden states entering
+    every layer of the current model are kept, so trying a block reruns only the layers after
+    it."""
+    layers = decoder_layers(model)
+    entering = _entering_states(layers, batches, set())
+    removed, losses, size = [], [], 0
+    remaining = list(candidates)
+    while remaining:
+        trials = {}
+        for index in tqdm(remaining, desc=f"SLEB step {len(removed) + 1}", leave=False):
+            trials[index] = _loss_from(model, index, entering[index], batches, labels, set(removed) | {index})
+        best = min(remaining, key=lambda i: (trials[i], i))  # ties: the earlier block
+        if abs(size + sizes[best] - target) >= abs(size - target):
+            break
+        removed.append(best)
+        losses.append(trials[best])
+        size += sizes[best]
+        remaining.remove(best)
+        log.info("SLEB: removed block %d (calibration loss %.4f)", best, trials[best])
+        entering = _entering_states(layers, batches, set(removed), entering, best)
+    return removed, losses
+
+
+def _entering_states(layers, batches: list[LayerBatch], skipped: set[int], previous=None, changed: int = 0):
+    """Per layer, the hidden states entering it (one tensor per batch) in the model without the
+    `skipped` layers; with `previous`, only the layers after `changed` are recomputed."""
+    entering = list(previous) if previous is not None else [None] * (len(layers) + 1)
+    start = changed if previous is not None else 0
+    hidden = entering[start] if previous is not None else [b.hidden for b in batches]
+    for index in range(start, len(layers)):
+        entering[index] = hidden
+        if index not in skipped:
+            hidden = [apply_layer(layers[index], LayerBatch(h, b.layer_kwargs)) for h, b in zip(hidden, batches, strict=True)]
+    entering[len(layers)] = hidden
+    return entering
+
+
+# ----------------------------------------------------------------------- the cut
+
+def remove_blocks(model: nn.Module, removed: list[int]) -> nn.Module:
+    """Delete decoder blocks in place: the layer list, each kept layer's index (its KV-cache
+    slot), and every per-layer list of the config (layer_types, no_rope_layers, layer_widths),
+    so the checkpoint is the family's own class with fewer layers."""
+    layers = decoder_layers(model)
+    n_layers = len(layers)
+    kept = [i for i in range(n_layers) if i not in set(removed)]
+    model.model.layers = nn.ModuleList([layers[i] for i in kept])
+    for new_index, layer in enumerate(model.model.layers):
+        for module in (layer, layer.self_attn):
+            if hasattr(module, "layer_idx"):
+                module.layer_idx = new_index
+    config = model.config
+    for key in ("layer_types", "no_rope_layers", "layer_widths"):
+        values = getattr(config, key, None)
+        if isinstance(values, (list, tuple)) and len(values) == n_layers:
+            setattr(config, key, [values[i] for i in kept])
+    config.num_hidden_layers = len(kept)
+    return model
+
+
+def prune_blocks(model: nn.Module, criterion: str, candidates: list[int], target_params: float,
+                 samples: torch.Tensor, batch_size: int) -> tuple[nn.Module, dict]:
+    """Remove the blocks `criterion` picks among `candidates` until the removed parameters are
+    nearest `target_params`; the model (in place) and a report (blocks, criterion values)."""
+    if criterion not in DEPTH_CRITERIA:
+        raise ValueError(f"unknown depth criterion {criterion!r}; known: {list(DEPTH_CRITERIA)}")
+    layers = decoder_layers(model)
+    sizes = [block_parameters(layer) for layer in layers]
+    batches = capture_layer_inputs(model, samples, batch_size)
+    if criterion == "block_influence":
+        scores = block_influence(model, batches)
+        order = sorted(candidates, key=lambda i: (float(scores[i]), i))
+        removed = enough_blocks(sizes, order, target_params)
+        report = {"criterion": criterion, "block_influence": [round(float(s), 6) for s in scores]}
+    else:
+        labels = [samples[start:start + batch_size] for start in range(0, samples.shape[0], batch_size)]
+        labels = [ids.to(batches[0].hidden.device) for ids in labels]
+        removed, losses = sleb_order(model, batches, labels, candidates, sizes, target_params)
+        report = {"criterion": criterion, "calibration_loss_after_each": [round(v, 6) for v in losses]}
+    report["removed_blocks"] = removed  # in the order the criterion chose them
+    return remove_blocks(model, sorted(removed)), report
