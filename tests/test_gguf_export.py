@@ -51,8 +51,11 @@ def pruned_models(vocab: int) -> dict:
     llama3.config.rope_parameters = {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0, "low_freq_factor": 1.0,
                                      "high_freq_factor": 4.0, "original_max_position_embeddings": 16}
     llama3.model.rotary_emb = type(llama3.model.rotary_emb)(llama3.config)
+    from structprune.pruning.depth import remove_blocks
+
     return {
         "dense": dense,
+        "depth": remove_blocks(tiny_llama(vocab, layers=3, seed=4), [1]),  # ShortGPT / SLEB: a block deleted
         "llama3_uniform": prune_model(copy.deepcopy(llama3), uniform),
         "llama3_per_layer": prune_model(llama3, per_layer),
         "mistral_per_layer": prune_model(mistral.eval(), per_layer),
@@ -139,7 +142,7 @@ def test_llama3_rope_scaling_is_written_as_the_frequency_divisors_of_the_models_
 
 
 @pytest.mark.parametrize("name", ["dense", "uniform", "per_layer", "per_layer_biased", "untied", "mistral_per_layer",
-                                  "llama3_uniform", "llama3_per_layer"])
+                                  "llama3_uniform", "llama3_per_layer", "depth"])
 def test_llama_cpp_logits_match_transformers(bpe_tokenizer, tmp_path, name):
     """f32 export and f32 key/value cache, next-token logits at every position of three token
     lists: llama.cpp against transformers, to 1e-4 absolute (logits are O(1) here; ggml sums in
