@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from tiny import save_tiny_checkpoint
 from workflow_helpers import REPO, snakemake
 
 pytestmark = pytest.mark.workflow
@@ -123,6 +124,7 @@ def test_a_changed_recover_damp_changes_only_the_commands_of_jobs_that_refit_wit
     commands = []
     for damp in (0.01, 0.5):
         cfg = tiny_config(tmp_path)
+        save_tiny_checkpoint(tmp_path / "tiny-src")  # planning checks the source exists
         cfg["data"]["mirror"] = str(tiny_mirror(tmp_path / "mirror"))
         cfg["recover"] = {"damp": damp}
         (workdir := tmp_path / f"damp-{damp}").mkdir()
@@ -145,6 +147,7 @@ def test_window_and_item_choices_reach_only_the_evaluation_commands_and_the_note
     for name, perplexity, evaluation in (("first", {}, {}),
                                          ("spread", {"windows": "spread"}, {"items": "random", "items_seed": 7})):
         cfg = tiny_config(tmp_path)
+        save_tiny_checkpoint(tmp_path / "tiny-src")  # planning checks the source exists
         cfg["data"]["mirror"] = str(tiny_mirror(tmp_path / "mirror"))
         cfg["models"]["tiny"]["gguf_tokenizer_pre"] = "llama-bpe"
         cfg["export"] = {"enabled": True}
@@ -177,6 +180,7 @@ def test_a_speed_job_takes_every_core_while_its_measurement_runs_on_the_configur
     from workflow_helpers import tiny_config
 
     cfg = tiny_config(tmp_path)
+    save_tiny_checkpoint(tmp_path / "tiny-src")  # planning checks the source exists
     cfg["data"]["mirror"] = str(tiny_mirror(tmp_path / "mirror"))
     cfg["evaluation"]["speed"]["threads"] = 1
     (workdir := tmp_path / "run").mkdir()

@@ -344,3 +344,31 @@ def test_the_note_says_refits_change_the_blocks_after_the_range_and_recovered_ro
     path = fake_eval(tmp_path / "r.json", "ours", "recovered", 20, 800, 12.0, (0.5, 0.6))
     table = comparison_table([path], {"ours:recovered": "Ours w/ remedy"}, calibrations={"ours:recovered": "rand + selfgen (recovery)"})
     assert table.loc[0, "Calibration"] == "rand + selfgen (recovery)"
+
+
+def test_the_headline_pairs_our_best_row_with_the_best_same_size_peer_and_refreshes_the_readme(tmp_path):
+    from structprune.report.headline import headline, refresh_readme
+
+    rng = np.random.default_rng(2)
+    items, nll = rng.integers(0, 2, 50).astype(float), rng.normal(3.0, 0.2, 16)
+    paths = [
+        eval_with_items(tmp_path / "d.json", "dense", "dense", 0, items, nll),
+        eval_with_items(tmp_path / "flap.json", "flap", "pruned", 20, items, nll + 0.3),
+        eval_with_items(tmp_path / "small.json", "llm-pruner", "pruned", 20, items, nll + 0.05),
+        eval_with_items(tmp_path / "ours-a.json", "ours-best-c", "pruned", 20, items, nll + 0.1),
+        eval_with_items(tmp_path / "ours-b.json", "ours-c", "pruned", 20, items, nll + 0.2),
+    ]
+    record = json.loads(paths[2].read_text())  # smaller than its nominal size: not the peer
+    record["parameters"]["decoder_blocks"] = 850
+    paths[2].write_text(sealed({k: v for k, v in record.items() if k != "sha256"}))
+    table = comparison_table(paths, {"ours-best-c:pruned": "Ours-best", "flap:pruned": "FLAP"})
+    text = headline(table, ["dense", "flap", "llm-pruner", "ours-best-c", "ours-c"], "tiny")
+    row = next(line for line in text.splitlines() if line.startswith("| 20 %"))
+    ours_ppl, flap_ppl = np.exp(np.mean(nll + 0.1)), np.exp(np.mean(nll + 0.3))
+    assert row == f"| 20 % | Ours-best | **{ours_ppl:.1f}** |  | FLAP | {flap_ppl:.1f} |  |"
+    assert "Zero-shot average accuracy at 20 %" in text
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- headline:tiny -->\nold numbers\n<!-- /headline -->\nrest\n")
+    assert refresh_readme(readme, "tiny", text)
+    assert readme.read_text() == f"intro\n<!-- headline:tiny -->\n{text}<!-- /headline -->\nrest\n"
+    assert not refresh_readme(readme, "other-model", text)  # no markers for it: untouched

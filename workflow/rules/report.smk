@@ -14,6 +14,7 @@ rule report:
         exports=model_exports,
         gguf_evals=model_gguf_evals,
     output:
+        headline="results/tables/{model}.headline.md",
         gguf_csv="results/tables/{model}.gguf.csv",
         gguf_md="results/tables/{model}.gguf.md",
         selection_csv="results/tables/{model}.selection.csv",
@@ -68,7 +69,7 @@ rule report:
     shell:
         "python -m structprune report --evals {input.evals} --speeds {input.speeds} --csv {output.csv} --md {output.md}"
         " --tex {output.tex} --html {output.html} --plot {output.plot} --plot-accuracy {output.accuracy}"
-        " --plot-tradeoff {output.tradeoff}"
+        " --plot-tradeoff {output.tradeoff} --headline {output.headline} --model-name {wildcards.model} --readme README.md"
         " --title 'structprune: {wildcards.model}' --note {params.note:q} {params.labels}"
         " --benchmarks {params.benchmarks} {params.selection} --selection-csv {output.selection_csv}"
         " --selection-md {output.selection_md} --run-record {output.run} --run-config {params.run_config:q}"

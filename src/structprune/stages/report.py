@@ -39,6 +39,11 @@ def arguments(parser) -> None:
                    help="the row name of a method's stage in the table")
     parser.add_argument("--calibration", type=key_value, action="append", default=[], metavar="METHOD:STAGE=TEXT",
                         help="the Calibration cell of a method's stage, where it is not the path's set alone")
+    parser.add_argument("--headline", default=None, help="also write the headline (our best row against the best "
+                        "same-size peer per sparsity) here, in Markdown")
+    parser.add_argument("--model-name", default="model", help="the model's name in the headline and README markers")
+    parser.add_argument("--readme", default=None, help="refresh the headline between this README's markers "
+                        "<!-- headline:MODEL --> and <!-- /headline --> (nothing happens without them)")
     parser.add_argument("--run-record", default=None, help="also write what the run used (config, commit, versions) here")
     parser.add_argument("--run-config", default="{}", help="the run's configuration as JSON (for --run-record)")
     parser.add_argument("--config-files", nargs="*", default=[], help="the config files the run read (for --run-record)")
@@ -59,6 +64,8 @@ def run(args) -> None:
     if args.gguf_md:
         exports = gguf_table(args.exports, args.gguf_evals, args.evals, dict(args.label))
         write_table(exports, args.gguf_csv, args.gguf_md, f"# {args.title}: GGUF exports for llama.cpp\n\n{GGUF_NOTE}")
+    if args.headline:
+        write_headline(table, args)
     for path, plot in ((args.plot, plot_perplexity), (args.plot_accuracy, plot_accuracy), (args.plot_tradeoff, plot_tradeoff)):
         if path:
             plot(table, path, args.title)
@@ -70,3 +77,22 @@ def run(args) -> None:
             "git_commit": git_commit(), "versions": package_versions(), "evals": args.evals,
         })
     log.info("table with %d rows -> %s, %s", len(table), args.csv, args.md)
+
+
+def write_headline(table, args) -> None:
+    from pathlib import Path
+
+    from structprune.io.artifacts import atomic_file
+    from structprune.io.integrity import read_stage_json
+    from structprune.report.headline import headline, refresh_readme
+    from structprune.report.protocol import perplexity_windows_text, task_items_text
+
+    evaluation = json.loads(args.run_config).get("evaluation") or {}
+    items = task_items_text(evaluation) if evaluation.get("limit") else None
+    windows = perplexity_windows_text(evaluation["perplexity"]) if evaluation.get("perplexity") else None
+    keys = [read_stage_json(path)["method"] for path in args.evals]
+    text = headline(table, keys, args.model_name, items, windows)
+    with atomic_file(args.headline) as tmp:
+        Path(tmp).write_text(text)
+    if args.readme and refresh_readme(args.readme, args.model_name, text):
+        log.info("headline refreshed in %s", args.readme)
