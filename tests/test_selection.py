@@ -105,3 +105,34 @@ def test_a_candidate_that_cannot_reach_the_sparsity_is_skipped_not_fatal(model, 
     assert candidates[0].heldout_loss is None and "would remove every MLP neuron" in candidates[0].skipped
     assert chosen == 1 and candidates[1].heldout_loss is not None
     assert candidates[0].to_json()["heldout_ppl"] is None and candidates[1].to_json(True)["chosen"]
+
+
+def test_a_choice_that_cannot_run_at_another_sparsity_is_made_again_there_and_says_so(tmp_path):
+    """select.at keeps the budget chosen at 30 %; at 80 % of the blocks `mlp_only` would remove
+    every MLP neuron, so every key is chosen again on the same held-out text (the manifest's
+    rechoose lists them) instead of failing the job."""
+    import json
+
+    from tiny import save_tiny_checkpoint
+
+    from structprune.cli import main
+    from structprune.io.checkpoint import save_tensors
+
+    model = save_tiny_checkpoint(tmp_path / "model")
+    generator = torch.Generator().manual_seed(0)
+    for name in ("calib", "heldout"):
+        save_tensors({"input_ids": torch.randint(3, 150, (4, 16), generator=generator)}, tmp_path / f"{name}.safetensors", {})
+    common = ["--model", str(model), "--method", "l1", "--flow", "sequential", "--layers", "all",
+              "--data", str(tmp_path / "calib.safetensors"), "--heldout", str(tmp_path / "heldout.safetensors"),
+              "--grid"]
+    grid = [*common, "budget=mlp_only,matched"]
+    assert main(["select", *grid, "--sparsity", "0.3", "--out", str(tmp_path / "both30")]) == 0
+    first = json.loads((tmp_path / "both30" / "manifest.json").read_text())
+    if [c for c in first["candidates"] if c["chosen"]][0]["overrides"] != {"budget": "mlp_only"}:
+        pytest.skip("the held-out text preferred matched at 30 %: nothing to fall back from")
+    assert main(["select", *grid, "--sparsity", "0.8", "--chosen-in", str(tmp_path / "both30"),
+                 "--out", str(tmp_path / "at80")]) == 0
+    again = json.loads((tmp_path / "at80" / "manifest.json").read_text())
+    assert again["parameters"]["rechoose"] == ["budget"]
+    assert [c["overrides"]["budget"] for c in again["candidates"]] == ["mlp_only", "matched"]
+    assert [c["chosen"] for c in again["candidates"]] == [False, True] and again["candidates"][0]["skipped"]

@@ -98,8 +98,12 @@ def select_recipe(
         if best is None or loss < best[0]:
             best = (loss, result, len(results) - 1)
     if best is None:
-        raise ValueError("no candidate of the grid can run: " + "; ".join(r.skipped for r in results))
+        raise NoRunnableCandidate("no candidate of the grid can run: " + "; ".join(r.skipped for r in results))
     return best[1], best[2], results
+
+
+class NoRunnableCandidate(ValueError):
+    """Every candidate of a grid failed to run at this sparsity (the message lists why)."""
 
 
 def chosen_grid(checkpoint: str, base, grid: dict, rechoose: list[str] = ()) -> tuple[dict, float]:

@@ -45,7 +45,7 @@ def run(args) -> None:
     from structprune.io.artifacts import build_manifest
     from structprune.io.checkpoint import load_tensors, save_checkpoint
     from structprune.model.geometry import count_parameters, pruned_size
-    from structprune.pruning.selection import chosen_grid, select_recipe
+    from structprune.pruning.selection import NoRunnableCandidate, chosen_grid, select_recipe
 
     torch.manual_seed(0)
     base = recipe_from_args(args)
@@ -67,16 +67,30 @@ def run(args) -> None:
     samples = load_tensors(args.data)["input_ids"] if args.data else None
     heldout = load_tensors(args.heldout)["input_ids"]
     before = count_parameters(model)
-    result, chosen_index, candidates = select_recipe(model, base, grid, args.sparsity, heldout=heldout,
-                                                     samples=samples, stats=stats, batch_size=args.batch_size,
-                                                     dense_stream=dense_stream)
+    rechoose = list(args.rechoose)
+
+    def choose(grid):
+        return select_recipe(model, base, grid, args.sparsity, heldout=heldout, samples=samples, stats=stats,
+                             batch_size=args.batch_size, dense_stream=dense_stream)
+
+    try:
+        result, chosen_index, candidates = choose(grid)
+    except NoRunnableCandidate as error:
+        if not args.chosen_in:
+            raise
+        # the choice made at another sparsity cannot run here (a budget split that this sparsity
+        # exhausts): every key is chosen again, on the same held-out text, and the manifest says so
+        log.warning("the choice made at %.0f %% cannot run at %.0f %% (%s): choosing every key again",
+                    100 * chosen_at, 100 * args.sparsity, error)
+        rechoose = list(full_grid)
+        result, chosen_index, candidates = choose(full_grid)
     chosen = candidates[chosen_index].recipe
     log.info("chosen: %s (held-out loss %.4f)", candidates[chosen_index].overrides, candidates[chosen_index].heldout_loss)
     inputs = {k: v for k, v in {"model": args.model, "stats": args.stats, "data": args.data, "heldout": args.heldout,
                                 "chosen_in": args.chosen_in, "dense_stream": dense_stream}.items() if v}
     manifest = build_manifest(
         "select", inputs, {"sparsity": args.sparsity, "base_recipe": base.to_json(),
-                           "grid": full_grid, "chosen_at": chosen_at, **({"rechoose": args.rechoose} if args.chosen_in else {})},
+                           "grid": full_grid, "chosen_at": chosen_at, **({"rechoose": rechoose} if args.chosen_in else {})},
         {
             **pruned_size(before, count_parameters(result.model)), "recipe": chosen.to_json(),
             "candidates": [c.to_json(i == chosen_index) for i, c in enumerate(candidates)],
