@@ -99,7 +99,7 @@ def test_plain_snakemake_in_the_repository_root_reads_the_default_profile_and_on
 
 
 def readme_job_counts() -> dict[str, int]:
-    """{config: jobs} from the README's "Full benchmarks" table (its `snakemake -n` column)."""
+    """{config: jobs} from the README's "Configurations" table (its `snakemake -n` column)."""
     text = (REPO / "README.md").read_text()
     rows = re.findall(r"^\| `([^`]+\.yaml)` \|.*\| (\d+) \|$", text, re.M)
     return {config: int(count) for config, count in rows}

@@ -26,3 +26,16 @@ def test_the_readme_scorer_runs_on_calibrate_statistics(monkeypatch):
     assert scores["layers.0.neurons"].shape == (geometry.mlp.gate_proj.out_features,)
     assert bool((scores["layers.1.neurons"] >= 0).all())
     monkeypatch.delitem(registry.REGISTRY, "mine")
+
+
+def test_the_readme_prune_your_own_model_config_is_valid(tmp_path):
+    """The config the README tells a newcomer to write passes validation as written (its source
+    swapped for a Hub id, which planning leaves to the model stage)."""
+    import yaml
+
+    from structprune.spec.configcheck import validate_config
+
+    block = re.search(r"```yaml\n# mine.yaml\n(.*?)```", README.read_text(), re.S).group(1)
+    cfg = yaml.safe_load(block.replace("/path/to/hf-folder", "HuggingFaceTB/SmolLM2-135M"))
+    validate_config(cfg)
+    assert cfg["export"]["enabled"] and cfg["models"]["mine"]["gguf_tokenizer_pre"] == "llama-bpe"

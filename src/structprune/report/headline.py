@@ -38,7 +38,7 @@ def headline(table: pd.DataFrame, keys: list[str], model: str, items: str | None
     scored = f", {windows}" if windows else ""
     lines = [f"**{model}**, perplexity (lower is better{scored}; dense: WikiText-2 {_ppl(dense.get('WikiText2'))}, "
              f"PTB {_ppl(dense.get('PTB'))}):", "",
-             "| Sparsity | Ours, best row | WikiText-2 | PTB | Best peer of the same size | WikiText-2 | PTB |",
+             "| Sparsity | Ours (best row) | WikiText-2 | PTB | Best peer, same size (by WikiText-2) | WikiText-2 | PTB |",
              "|---|---|---|---|---|---|---|"]
     extras = []
     for sparsity in sorted(s for s in table["Sparsity (%)"].unique() if s):
