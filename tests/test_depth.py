@@ -114,8 +114,8 @@ def test_the_engine_removes_blocks_at_the_recipes_sparsity_within_its_range(ids)
 
 
 def test_recipes_that_mix_depth_and_width_are_refused_with_the_fix():
-    assert any("take unit: blocks" in p for p in recipe_problems(Recipe("l2", unit="blocks")))
-    assert any("take unit: blocks" in p for p in recipe_problems(Recipe("sleb")))
+    assert any("takes a depth criterion (block_influence, sleb)" in p for p in recipe_problems(Recipe("l2", unit="blocks")))
+    assert any("it removes blocks: set unit: blocks" in p for p in recipe_problems(Recipe("sleb")))
     assert any("set flow: sequential" in p for p in recipe_problems(Recipe("sleb", unit="blocks")))
     assert any("set flow: dense" in p for p in recipe_problems(Recipe("block_influence", unit="blocks", flow="sequential")))
     assert any("reconstruct: none" in p for p in recipe_problems(
@@ -141,3 +141,42 @@ def test_the_prune_command_removes_blocks_and_writes_a_loadable_checkpoint(tmp_p
     assert main(["prune", "--model", str(source), "--unit", "blocks", "--method", "sleb", "--layers", "0:2",
                  "--data", str(tmp_path / "calib.safetensors"), "--sparsity", "0.5", "--out", str(tmp_path / "x")]) == 2
     assert not (tmp_path / "x").exists()  # flow dense with sleb: refused before any work
+
+
+def with_dead_sublayers(model, attention: int, mlp: int):
+    with torch.no_grad():
+        model.model.layers[attention].self_attn.o_proj.weight.zero_()
+        model.model.layers[mlp].mlp.down_proj.weight.zero_()
+    return model
+
+
+def sublayer_size(model, kind: str, index: int) -> int:
+    layer = model.model.layers[index]
+    return sum(p.numel() for p in (layer.self_attn if kind == "attn" else layer.mlp).parameters())
+
+
+@pytest.mark.parametrize("model_type", sorted(FAMILIES))
+def test_blockpruner_removes_the_dead_sublayers_and_every_family_loads_them_back(model_type, tmp_path):
+    """A dead attention (layer 1) and a dead MLP (layer 2): removing them changes nothing, in
+    memory and through a saved checkpoint of the family's variable-width class (zero heads:
+    the attention is skipped; zero neurons: the MLP adds nothing)."""
+    model = with_dead_sublayers(family_model(model_type, layers=4), attention=1, mlp=2)
+    ids = own_text(model)
+    dense = model(ids).logits
+    target = sublayer_size(model, "attn", 1) + sublayer_size(model, "mlp", 2)
+    total = sum(p.numel() for p in model.model.layers.parameters())
+    recipe = Recipe("blockpruner", unit="sublayers", flow="sequential", layers=[1, 3])
+    result = prune_with_recipe(copy.deepcopy(model), recipe, target / total, samples=ids, batch_size=2, progress=False)
+    assert result.reports[0]["removed_sublayers"] == [["attn", 1], ["mlp", 2]]
+    torch.testing.assert_close(result.model(ids).logits, dense, atol=1e-5, rtol=1e-4)
+    assert result.model.config.layer_widths[1][:2] == [0, 0] and result.model.config.layer_widths[2][2] == 0
+    save_checkpoint(result.model, tiny_tokenizer(), tmp_path / "ckpt", {"stage": "test"})
+    loaded, _ = load_checkpoint(tmp_path / "ckpt")
+    torch.testing.assert_close(loaded(ids).logits, dense, atol=1e-5, rtol=1e-4)
+
+
+def test_blockpruner_and_sleb_need_their_own_unit():
+    assert any("set unit: sublayers" in p for p in recipe_problems(Recipe("blockpruner", unit="blocks", flow="sequential")))
+    assert any("set unit: blocks" in p for p in recipe_problems(Recipe("sleb", unit="sublayers", flow="sequential")))
+    assert any("takes a depth criterion" in p for p in recipe_problems(Recipe("l2", unit="sublayers")))
+    assert recipe_problems(Recipe("blockpruner", unit="sublayers", flow="sequential")) == []

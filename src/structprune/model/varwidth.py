@@ -16,6 +16,8 @@ same norms, biases, q/k norms, sliding windows and rotary scaling as the source 
 This file must import nothing from structprune: it travels inside checkpoints.
 """
 
+import types
+
 from huggingface_hub.dataclasses import strict
 from torch import nn
 from transformers import (
@@ -42,6 +44,18 @@ from transformers.models.smollm3.modeling_smollm3 import SmolLM3ForCausalLM
 MODULE_NAME = "modeling_structprune"
 
 
+def _attention_output_only(self, hidden_states, *args, **kwargs):
+    """The forward of an attention whose every head was removed (BlockPruner's unit, or a
+    plan keeping no head): it adds o_proj's bias (FLAP's compensation) or nothing."""
+    return self.o_proj(hidden_states.new_zeros(*hidden_states.shape[:-1], 0)), None
+
+
+def skip_attention(attn: nn.Module) -> None:
+    """Make an attention module with no heads left compute its output without attending (the
+    family's own forward cannot reshape zero heads)."""
+    attn.forward = types.MethodType(_attention_output_only, attn)
+
+
 def resize_layers(model: nn.Module, config) -> None:
     """Give every decoder layer the projections of its own width (weights are loaded next)."""
     if not config.layer_widths:
@@ -60,6 +74,8 @@ def resize_layers(model: nn.Module, config) -> None:
             bias = old.bias is not None or (config.output_bias and name in ("o_proj", "down_proj"))
             setattr(parent, name, nn.Linear(n_in, n_out, bias=bias, dtype=old.weight.dtype, device=old.weight.device))
         attn.num_key_value_groups = heads // kv_heads if kv_heads else 0
+        if heads == 0:
+            skip_attention(attn)
 
 
 def _variable_width(family_config, family_model, model_type: str):

@@ -1,7 +1,8 @@
 """Depth pruning: whole decoder blocks removed (recipe `unit: blocks`), the model keeps its
-family's class with fewer layers.
+family's class with fewer layers; or whole attention / MLP sublayers (`unit: sublayers`), kept
+as layers of zero heads or zero neurons in the family's variable-width class.
 
-Two criteria (docs/baselines.md says what each reference does and where we differ):
+Three criteria (docs/baselines.md says what each reference does and where we differ):
 
 - ``block_influence`` (ShortGPT, Men et al. 2024, Sec. 3): a block whose output is nearly its
   input does little. BI_i = 1 - mean over tokens of cos(x_i, x_{i+1}), x_i the residual stream
@@ -10,6 +11,8 @@ Two criteria (docs/baselines.md says what each reference does and where we diffe
 - ``sleb`` (SLEB, Song et al. 2024, Algorithm 1): greedy. At each step every remaining
   candidate block is tried out: the calibration perplexity of the model without it (and
   without the blocks already removed); the block whose absence hurts least goes; repeat.
+- ``blockpruner`` (BlockPruner, Zhong et al. 2024, Sec. 3): SLEB's greedy loop over attention
+  and MLP sublayers, each removed with its whole residual update.
 
 Candidates are the recipe's layer range (the pruned-range protocol by default; the papers
 take every block: our adaptation, so that depth rows keep the same dense blocks as the width
@@ -20,6 +23,8 @@ target (`blocks_to_remove`), so depth rows sit at the same size as width rows up
 from __future__ import annotations
 
 import logging
+import types
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -30,7 +35,7 @@ from structprune.model.geometry import decoder_layers
 
 log = logging.getLogger(__name__)
 
-DEPTH_CRITERIA = ("block_influence", "sleb")  # spec/catalog.py DEPTH_SCORES names them for the config
+DEPTH_CRITERIA = ("block_influence", "sleb", "blockpruner")  # spec/catalog.py DEPTH_SCORES names them
 
 
 def block_parameters(layer: nn.Module) -> int:
@@ -131,6 +136,66 @@ def _entering_states(layers, batches: list[LayerBatch], skipped: set[int], previ
     return entering
 
 
+# ------------------------------------------------------------------- sublayers
+
+def _no_attention(self, hidden_states, *args, **kwargs):
+    return torch.zeros_like(hidden_states), None
+
+
+def _no_mlp(self, x):
+    return torch.zeros_like(x)
+
+
+def sublayer(layers, unit: tuple[str, int]) -> nn.Module:
+    kind, index = unit
+    return layers[index].self_attn if kind == "attn" else layers[index].mlp
+
+
+@contextmanager
+def without_sublayers(layers, units):
+    """While active, the sublayers `units` ((kind, layer) pairs, kind "attn" or "mlp") add
+    nothing to the residual stream (a post-norm of zero is zero, so this holds in every shape)."""
+    patched = []
+    try:
+        for unit in units:
+            module = sublayer(layers, unit)
+            module.forward = types.MethodType(_no_attention if unit[0] == "attn" else _no_mlp, module)
+            patched.append(module)
+        yield
+    finally:
+        for module in patched:
+            del module.forward
+
+
+@torch.no_grad()
+def blockpruner_order(model: nn.Module, batches: list[LayerBatch], labels: list[torch.Tensor],
+                      candidates: list[tuple[str, int]], sizes: dict, target: float) -> tuple[list, list[float]]:
+    """BlockPruner's greedy removal of sublayers until the removed parameters are nearest
+    `target`: SLEB's loop over attention and MLP sublayers (candidates in the reference's order,
+    every attention then every MLP; ties go to the earlier)."""
+    layers = decoder_layers(model)
+    removed, losses, size = [], [], 0
+    remaining = list(candidates)
+    entering = _entering_states(layers, batches, set())
+    while remaining:
+        trials = {}
+        with without_sublayers(layers, removed):
+            for unit in tqdm(remaining, desc=f"BlockPruner step {len(removed) + 1}", leave=False):
+                with without_sublayers(layers, [unit]):
+                    trials[unit] = _loss_from(model, unit[1], entering[unit[1]], batches, labels, set())
+        best = min(remaining, key=lambda u: (trials[u], remaining.index(u)))
+        if abs(size + sizes[best] - target) >= abs(size - target):
+            break
+        removed.append(best)
+        losses.append(trials[best])
+        size += sizes[best]
+        remaining.remove(best)
+        log.info("BlockPruner: removed %s of layer %d (calibration loss %.4f)", *best, trials[best])
+        with without_sublayers(layers, removed):
+            entering = _entering_states(layers, batches, set(), entering, best[1])
+    return removed, losses
+
+
 # ----------------------------------------------------------------------- the cut
 
 def remove_blocks(model: nn.Module, removed: list[int]) -> nn.Module:
@@ -163,6 +228,8 @@ def prune_blocks(model: nn.Module, criterion: str, candidates: list[int], target
     layers = decoder_layers(model)
     sizes = [block_parameters(layer) for layer in layers]
     batches = capture_layer_inputs(model, samples, batch_size)
+    if criterion == "blockpruner":
+        raise ValueError("blockpruner removes sublayers: use prune_sublayers")
     if criterion == "block_influence":
         scores = block_influence(model, batches)
         order = sorted(candidates, key=lambda i: (float(scores[i]), i))
@@ -175,3 +242,19 @@ def prune_blocks(model: nn.Module, criterion: str, candidates: list[int], target
         report = {"criterion": criterion, "calibration_loss_after_each": [round(v, 6) for v in losses]}
     report["removed_blocks"] = removed  # in the order the criterion chose them
     return remove_blocks(model, sorted(removed)), report
+
+
+def prune_sublayers(model: nn.Module, candidates: list[int], target_params: float, samples: torch.Tensor,
+                    batch_size: int) -> tuple[list[tuple[str, int]], dict]:
+    """The attention and MLP sublayers of layers `candidates` BlockPruner removes until the
+    removed parameters are nearest `target_params` (the model is not changed here: the
+    engine slices them to zero heads or neurons) and a report."""
+    layers = decoder_layers(model)
+    units = [("attn", i) for i in candidates] + [("mlp", i) for i in candidates]
+    sizes = {unit: sum(p.numel() for p in sublayer(layers, unit).parameters()) for unit in units}
+    batches = capture_layer_inputs(model, samples, batch_size)
+    labels = [samples[start:start + batch_size].to(batches[0].hidden.device)
+              for start in range(0, samples.shape[0], batch_size)]
+    removed, losses = blockpruner_order(model, batches, labels, units, sizes, target_params)
+    return removed, {"criterion": "blockpruner", "removed_sublayers": [list(u) for u in removed],
+                     "calibration_loss_after_each": [round(v, 6) for v in losses]}

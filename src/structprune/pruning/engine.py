@@ -120,7 +120,7 @@ def prune_with_recipe(
     `dense_stream`: a `densestream.record_dense_stream` folder of the same model and samples,
     read instead of running the dense layers (refits only; the same numbers, bitwise)."""
     check_recipe(recipe, scores, stats, samples, model.config.to_dict())
-    if recipe.unit == "blocks":
+    if recipe.unit != "width":
         return _prune_depth(model, recipe, sparsity, samples, batch_size)
     if scores is not None:
         check_scores(scores, model_geometries(model))
@@ -136,12 +136,21 @@ def _prune_depth(model: nn.Module, recipe: Recipe, sparsity: float, samples: tor
     """Whole blocks (pruning/depth.py): as many of the range's blocks as bring the removed
     parameters nearest `sparsity` of the block (or all) parameters; the kept layers' plans are
     their full widths."""
-    from structprune.pruning.depth import prune_blocks
+    from structprune.pruning.depth import prune_blocks, prune_sublayers
 
     counts = count_parameters(model)
     layer_range = resolve_layer_range(recipe.layers, len(decoder_layers(model)))
     target = sparsity * counts["decoder_blocks" if recipe.sparsity_of == "blocks" else "total"]
-    model, report = prune_blocks(model, recipe.score, list(range(*layer_range)), target, samples, batch_size)
+    candidates = list(range(*layer_range))
+    if recipe.unit == "sublayers":  # zero heads or zero neurons: the variable-width class skips them
+        removed, report = prune_sublayers(model, candidates, target, samples, batch_size)
+        plans = [LayerPlan([] if ("attn", i) in removed else list(range(g.num_heads)),
+                           [] if ("attn", i) in removed else list(range(g.num_kv_heads)),
+                           [] if ("mlp", i) in removed else list(range(g.intermediate_size)))
+                 for i, g in enumerate(model_geometries(model))]
+        log.info("removed sublayers %s (%s)", removed, recipe.score)
+        return EngineResult(prune_model(model, PrunePlan(plans)), PrunePlan(plans), [], layer_range, sparsity, [report])
+    model, report = prune_blocks(model, recipe.score, candidates, target, samples, batch_size)
     plans = [LayerPlan(list(range(g.num_heads)), list(range(g.num_kv_heads)), list(range(g.intermediate_size)))
              for g in model_geometries(model)]
     log.info("removed blocks %s (%s)", report["removed_blocks"], recipe.score)

@@ -42,7 +42,11 @@ def prune_attention(layer: nn.Module, keep_heads: list[int], keep_kv_heads: list
     attn.k_proj = slice_linear(attn.k_proj, rows=kv_channels)
     attn.v_proj = slice_linear(attn.v_proj, rows=kv_channels)
     attn.o_proj = slice_linear(attn.o_proj, cols=q_channels)
-    attn.num_key_value_groups = len(keep_heads) // len(keep_kv_heads)
+    attn.num_key_value_groups = len(keep_heads) // len(keep_kv_heads) if keep_kv_heads else 0
+    if not keep_heads:  # the whole attention removed: its update is o_proj's bias or nothing
+        from structprune.model.varwidth import skip_attention
+
+        skip_attention(attn)
     for name in ("num_heads", "num_attention_heads"):
         if hasattr(attn, name):
             setattr(attn, name, len(keep_heads))
@@ -76,9 +80,12 @@ def check_plan(model: nn.Module, plan: PrunePlan) -> None:
     for index, (layer, lp) in enumerate(zip(layers, plan.layers)):
         heads = layer.self_attn.q_proj.out_features // head_dim
         kv = layer.self_attn.k_proj.out_features // head_dim
+        if bool(lp.keep_heads) != bool(lp.keep_kv_heads):
+            raise ValueError(f"layer {index}: a plan keeps query heads without kv heads or the reverse; remove the "
+                             "attention whole (no head, no kv head: BlockPruner's unit) or keep one of each")
+        if not lp.keep_heads:  # the whole attention removed; an empty MLP likewise (no neuron)
+            continue
         group = heads // kv
-        if not lp.keep_heads or not lp.keep_kv_heads or not lp.keep_neurons:
-            raise ValueError(f"layer {index}: a plan must keep at least one head, kv head and neuron")
         per_group = [sum(1 for h in lp.keep_heads if h // group == g) for g in lp.keep_kv_heads]
         if len(set(per_group)) != 1 or sum(per_group) != len(lp.keep_heads):
             raise ValueError(

@@ -30,13 +30,17 @@ SCORE_MODULES = tuple(dict.fromkeys(module for module, _ in SCORES.values()))
 # Depth criteria (recipe unit: blocks): whole decoder blocks ranked on calibration samples run
 # through the model itself (pruning/depth.py), not a per-unit score of the registry.
 DEPTH_SCORES = {"block_influence": "ShortGPT (Men et al. 2024): 1 - cos(block input, output)",
-                "sleb": "SLEB (Song et al. 2024): greedy, the calibration perplexity without each block"}
+                "sleb": "SLEB (Song et al. 2024): greedy, the calibration perplexity without each block",
+                "blockpruner": "BlockPruner (Zhong et al. 2024): SLEB's greedy loop over attention and MLP sublayers"}
+# The unit each depth criterion removes, and the flow it implies (once on the dense model, or greedy).
+DEPTH_UNIT = {"block_influence": ("blocks", "dense"), "sleb": ("blocks", "sequential"),
+              "blockpruner": ("sublayers", "sequential")}
 ALL_SCORES = (*SCORES, *DEPTH_SCORES)
 SCORE_STATISTICS = {**{name: statistics for name, (_, statistics) in SCORES.items()},
                     **{name: "samples" for name in DEPTH_SCORES}}
 
 # The recipe's word-valued choices (docs/method.md §3).
-UNITS = ("width", "blocks")  # heads and neurons inside every block, or whole blocks (depth)
+UNITS = ("width", "blocks", "sublayers")  # heads and neurons in every block; whole blocks; whole attention / MLP
 HEAD_MODES = ("within_kv_groups", "kv_groups")
 ALLOCATIONS = ("uniform", "global")
 BUDGETS = ("matched", "per_module", "mlp_only")

@@ -22,7 +22,7 @@ import itertools
 import math
 from dataclasses import asdict, dataclass, field, replace
 
-from structprune.spec.catalog import CHOICES, DEPTH_SCORES, SCORE_STATISTICS
+from structprune.spec.catalog import CHOICES, DEPTH_SCORES, DEPTH_UNIT, SCORE_STATISTICS
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ class Recipe:
     damp: float = 0.01
     target: str = "block"
     round_to: int = 1  # kept MLP neurons of a pruned layer: a multiple of this (ours; 1: exact budgets)
-    unit: str = "width"  # "blocks": whole decoder blocks by a depth criterion (pruning/depth.py)
+    unit: str = "width"  # "blocks" / "sublayers": whole blocks, attention or MLP by a depth criterion (pruning/depth.py)
 
     @property
     def reads_score_file(self) -> bool:
@@ -101,7 +101,7 @@ class Recipe:
     @property
     def needs_samples(self) -> bool:
         """Calibration samples flow through the layers (sequential flow or a refit)."""
-        return self.unit == "blocks" or self.flow == "sequential" or self.refits
+        return self.unit != "width" or self.flow == "sequential" or self.refits
 
     @property
     def needs_dense_moments(self) -> bool:
@@ -147,16 +147,18 @@ def recipe_problems(recipe: Recipe) -> list[str]:
     if problems:
         return problems
     statistics = SCORE_STATISTICS[recipe.score]
-    if (recipe.unit == "blocks") != (recipe.score in DEPTH_SCORES):
-        problems.append(f"score {recipe.score!r} with unit {recipe.unit!r}: depth criteria ({', '.join(DEPTH_SCORES)}) "
-                        "take unit: blocks, and unit: blocks takes one of them")
-        return problems
-    if recipe.unit == "blocks":
-        implied = "sequential" if recipe.score == "sleb" else "dense"
+    if recipe.score in DEPTH_SCORES or recipe.unit != "width":
+        unit, implied = DEPTH_UNIT.get(recipe.score, ("width", recipe.flow))
+        if recipe.unit != unit:
+            problems.append(f"score {recipe.score!r} with unit {recipe.unit!r}: "
+                            + (f"it removes {unit}: set unit: {unit}" if recipe.score in DEPTH_SCORES else
+                               f"unit {recipe.unit} takes a depth criterion ({', '.join(k for k, (u, _) in DEPTH_UNIT.items() if u == recipe.unit)})"))
+            return problems
         if recipe.flow != implied:
-            problems.append(f"score {recipe.score!r} ranks blocks {'greedily on the model as it is cut' if implied == 'sequential' else 'once on the dense model'}: set flow: {implied}")
+            how = "greedily on the model as it is cut" if implied == "sequential" else "once on the dense model"
+            problems.append(f"score {recipe.score!r} ranks {unit} {how}: set flow: {implied}")
         if recipe.reconstruct != "none":
-            problems.append("unit: blocks removes whole blocks and reconstructs nothing: set reconstruct: none")
+            problems.append(f"unit: {unit} removes whole {unit} and reconstructs nothing: set reconstruct: none")
         return problems
     if recipe.allocation == "global" and recipe.budget == "matched" and recipe.heads != "kv_groups":
         problems.append("allocation 'global' removes whole kv groups (a lone query head would leave uneven groups): set heads: kv_groups, "
