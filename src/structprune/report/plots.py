@@ -12,6 +12,20 @@ from structprune.report.speedcols import parse_ratio_cell
 from structprune.report.tables import PPL_COLUMNS
 
 MARKERS = "osD^vP*Xh<>p"  # one per line, so lines of one colour stay apart
+# tab20's dark shades first, then its light ones: 20 colours before any repeats
+PALETTE = [f"tab20:{i}" for i in (*range(0, 20, 2), *range(1, 20, 2))]
+
+
+def series_styles(table: pd.DataFrame) -> dict[str, tuple]:
+    """One (colour, marker) per method row label, in table order, shared by every plot so a
+    method looks the same in each; ours (method keys start with "ours" are labelled so by the
+    config) are not singled out: the legend names them."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab20"]
+    labels = list(dict.fromkeys(_row_label(r) for _, r in table.iterrows() if r["Stage"] != "dense"))
+    return {label: (cmap(int(PALETTE[i % len(PALETTE)].split(":")[1])), MARKERS[i % len(MARKERS)])
+            for i, label in enumerate(labels)}
 
 
 def plot_perplexity(table: pd.DataFrame, path: str | os.PathLike, title: str) -> None:
@@ -24,6 +38,7 @@ def plot_perplexity(table: pd.DataFrame, path: str | os.PathLike, title: str) ->
     import matplotlib.pyplot as plt
 
     columns = [c for c in PPL_COLUMNS.values() if c in table.columns]
+    styles = series_styles(table)
     fig, axes = plt.subplots(1, len(columns), figsize=(5 * len(columns), 4), squeeze=False)
     for ax, column in zip(axes[0], columns):
         dense = table[table["Stage"] == "dense"]
@@ -31,11 +46,10 @@ def plot_perplexity(table: pd.DataFrame, path: str | os.PathLike, title: str) ->
             ax.axhline(dense[column].iloc[0], color="black", linestyle="--", label="dense")
         others = table[table["Stage"] != "dense"]
         x = "Block params removed (%)" if "Block params removed (%)" in table else "Sparsity (%)"
-        for (method, calib, stage), group in others.groupby(["Method", "Calibration", "Stage"], sort=False):
+        for label, group in others.groupby(others.apply(_row_label, axis=1), sort=False):
             group = group.sort_values("Sparsity (%)")
-            label = method if calib == "none" else f"{method} ({calib})"
-            label += "" if stage == "pruned" else f" {stage}"
-            ax.plot(group[x], group[column], marker=MARKERS[len(ax.lines) % len(MARKERS)], label=label)
+            colour, marker = styles[label]
+            ax.plot(group[x], group[column], marker=marker, color=colour, label=label)
         ax.set_yscale("log")
         ax.set_xlabel("decoder-block parameters removed (%)" if x != "Sparsity (%)" else "sparsity (% of decoder-block parameters)")
         ax.set_ylabel(f"{column} perplexity (log scale)")
@@ -62,6 +76,7 @@ def plot_accuracy(table: pd.DataFrame, path: str | os.PathLike, title: str) -> N
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    styles = series_styles(table)
     scored = table[table["Average"].notna()] if "Average" in table else table.iloc[:0]
     pruned = scored[scored["Stage"] != "dense"]
     sparsities = sorted(pruned["Sparsity (%)"].unique())
@@ -69,7 +84,8 @@ def plot_accuracy(table: pd.DataFrame, path: str | os.PathLike, title: str) -> N
     for ax, sparsity in zip(axes[0], sparsities):
         rows = pruned[pruned["Sparsity (%)"] == sparsity].sort_values("Average")
         errors = rows["Avg se"] if "Avg se" in rows else None
-        ax.barh([_row_label(r) for _, r in rows.iterrows()], rows["Average"], xerr=errors, color="tab:blue", alpha=0.7,
+        labels = [_row_label(r) for _, r in rows.iterrows()]
+        ax.barh(labels, rows["Average"], xerr=errors, color=[styles[label][0] for label in labels], alpha=0.85,
                 error_kw={"capsize": 2, "elinewidth": 1})
         dense = scored[scored["Stage"] == "dense"]
         if not dense.empty:
@@ -86,25 +102,28 @@ def plot_accuracy(table: pd.DataFrame, path: str | os.PathLike, title: str) -> N
     plt.close(fig)
 
 
-def plot_tradeoff(table: pd.DataFrame, path: str | os.PathLike, title: str, speed: str = "Decode x b1") -> None:
+def plot_tradeoff(table: pd.DataFrame, path: str | os.PathLike, title: str, speed: str | None = None) -> None:
     """Perplexity against measured speed-up (the trade-off a user picks from): one marker per
     checkpoint, colour by method, dense at 1x, the speed-up's interval as a horizontal error
-    bar (a fault, `!`, drawn hollow); log perplexity."""
+    bar (a fault, `!`, drawn hollow); log perplexity. The speed-up is llama.cpp's batch-1
+    decode where the table has it (what a user serving the file gets), else transformers'."""
+    speed = speed or ("llama.cpp decode x" if "llama.cpp decode x" in table else "Decode x b1")
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(9, 5))
     column = next((c for c in PPL_COLUMNS.values() if c in table.columns), None)
     if speed in table and column is not None:
         ratios = pd.DataFrame([parse_ratio_cell(c) for c in table[speed]], index=table.index,
                               columns=["median", "low", "high"])
         rows = table[ratios["median"].notna() & table[column].notna()]
-        for index, (label, group) in enumerate(rows.groupby(rows.apply(_row_label, axis=1), sort=False)):
+        styles = series_styles(table)
+        for label, group in rows.groupby(rows.apply(_row_label, axis=1), sort=False):
             x = ratios.loc[group.index]
             faults = group[speed].astype(str).str.endswith("!")
-            colour, marker = f"C{index % 10}", MARKERS[index % len(MARKERS)]
+            colour, marker = styles.get(label, ("black", "o"))
             ax.errorbar(x["median"], group[column], xerr=[x["median"] - x["low"], x["high"] - x["median"]],
                         fmt="none", ecolor=colour, elinewidth=0.8, capsize=2, alpha=0.6)
             ax.scatter(x["median"][~faults], group[column][~faults], marker=marker, s=36, color=colour,
@@ -116,7 +135,8 @@ def plot_tradeoff(table: pd.DataFrame, path: str | os.PathLike, title: str, spee
                 ax.annotate(f"{int(r['Sparsity (%)'])}%", (x.loc[i, "median"], r[column]), fontsize=6, xytext=(3, 2),
                             textcoords="offset points")
         ax.set_yscale("log")
-    ax.set_xlabel(f"measured speed-up over dense ({speed}: decode tokens/s, pruned / dense; bars: 95 % interval; hollow: faster than the weights allow)")
+    which = "llama.cpp" if speed.startswith("llama.cpp") else "transformers"
+    ax.set_xlabel(f"decode speed-up over dense ({which}, batch 1)\nbars: 95 % interval; hollow: above what the weights allow")
     ax.set_ylabel(f"{column} perplexity (log scale)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False)
