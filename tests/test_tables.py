@@ -372,3 +372,21 @@ def test_the_headline_pairs_our_best_row_with_the_best_same_size_peer_and_refres
     assert refresh_readme(readme, "tiny", text)
     assert readme.read_text() == f"intro\n<!-- headline:tiny -->\n{text}<!-- /headline -->\nrest\n"
     assert not refresh_readme(readme, "other-model", text)  # no markers for it: untouched
+
+
+def test_the_markdown_is_one_table_per_sparsity_with_the_best_values_in_bold(tmp_path):
+    from structprune.report.formats import to_markdown_by_sparsity
+
+    paths = [
+        fake_eval(tmp_path / "d.json", "dense", "dense", 0, 1000, 10.0, (0.6, 0.7)),
+        fake_eval(tmp_path / "a.json", "a", "pruned", 20, 800, 50.0, (0.5, 0.6)),
+        fake_eval(tmp_path / "b.json", "b", "pruned", 20, 800, 40.0, (0.4, 0.5)),
+        fake_eval(tmp_path / "c.json", "c", "pruned", 40, 600, 90.0, (0.3, 0.4)),
+    ]
+    table = comparison_table(paths)
+    md = to_markdown_by_sparsity(table, "# title\n\nthe note", {"WikiText2"}, {"Average"})
+    twenty = md[md.index("## 20 % sparsity"):md.index("## 40 % sparsity")]
+    assert "| dense |" in twenty and "| a |" in twenty and "| c |" not in twenty
+    assert "| **40.00** |" in twenty.split("| b |")[1].splitlines()[0]  # b: the lowest perplexity
+    assert "**55.00**" in twenty.split("| a |")[1].splitlines()[0]  # a: the highest average
+    assert "Stage" not in twenty and md.rstrip().endswith("the note")

@@ -19,6 +19,39 @@ def to_markdown(table: pd.DataFrame, header: str) -> str:
     return header.rstrip() + "\n\n" + "\n".join(lines) + "\n"
 
 
+# Columns the per-sparsity Markdown leaves to the CSV: what the section title or another column
+# says already (the sparsity, the stage, parameter counts beside the removed share, the dense
+# model's absolute speeds behind the ratios).
+MARKDOWN_OMITS = ("Sparsity (%)", "Stage", "Params", "Block params", "All params removed (%)",
+                  "Dense decode b1 (tok/s)", "Dense llama.cpp decode (tok/s)")
+
+
+def to_markdown_by_sparsity(table: pd.DataFrame, header: str, lower: set[str], higher: set[str]) -> str:
+    """The comparison table as one Markdown table per sparsity (the dense row at the top of
+    each), the columns with no value for that sparsity's rows left out, the best pruned value of
+    each column in `lower` (smallest) and `higher` (largest) in bold; then the header's notes.
+    The CSV keeps every column of every row."""
+    title, _, note = header.partition("\n")
+    dense = table[table["Stage"] == "dense"]
+    parts = [title.rstrip(), ""]
+    for sparsity in sorted(s for s in table["Sparsity (%)"].unique() if s):
+        rows = table[(table["Sparsity (%)"] == sparsity) & (table["Stage"] != "dense")]
+        filled = [c for c in table.columns if c not in MARKDOWN_OMITS
+                  and rows[c].map(lambda v: not (pd.isna(v) or v == "")).any()]
+        group = pd.concat([dense, rows])[filled]
+        cells = _formatted_cells(group)
+        for column in filled:
+            if column in lower or column in higher:
+                values = pd.to_numeric(rows[column], errors="coerce")
+                if values.notna().any():
+                    best = values.idxmin() if column in lower else values.idxmax()
+                    row, col = list(group.index).index(best), filled.index(column)
+                    cells[row][col] = f"**{cells[row][col]}**"
+        parts += [f"## {sparsity} % sparsity", "", "| " + " | ".join(filled) + " |", "|" + "---|" * len(filled)]
+        parts += ["| " + " | ".join(row) + " |" for row in cells] + [""]
+    return "\n".join(parts) + (f"\n## How these numbers were made\n\n{note.strip()}\n" if note.strip() else "")
+
+
 def _formatted_cells(table: pd.DataFrame) -> list[list[str]]:
     """Cell texts as in the Markdown table: parameter counts in millions, floats to 2 places."""
     formatted = table.copy()
@@ -27,6 +60,8 @@ def _formatted_cells(table: pd.DataFrame) -> list[list[str]]:
             formatted[column] = formatted[column].map(lambda n: f"{n / 1e6:.2f}M")
         elif formatted[column].dtype.kind == "f":
             formatted[column] = formatted[column].map(lambda x: "" if pd.isna(x) else f"{x:.2f}")
+        else:
+            formatted[column] = formatted[column].map(lambda x: "" if x is None or (isinstance(x, float) and pd.isna(x)) else x)
     return [[str(v) for v in row] for row in formatted.itertuples(index=False)]
 
 
@@ -58,23 +93,38 @@ def to_html(table: pd.DataFrame, header: str) -> str:
         "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>" for row in _formatted_cells(table)
     )
     title, _, note = header.partition("\n")
-    paragraphs = "".join(f"<p>{html.escape(p.strip())}</p>" for p in note.split("\n\n") if p.strip())
-    style = ("table{border-collapse:collapse;font:13px sans-serif}td,th{border:1px solid #ccc;padding:3px 6px;"
-             "text-align:right}th{background:#eee}td:first-child,th:first-child{text-align:left}")
+    paragraphs = "".join(f"<p>{inline_code(html.escape(p.strip()))}</p>" for p in note.split("\n\n") if p.strip())
+    style = ("body{font:14px sans-serif;max-width:none;margin:1em}p{max-width:70em}"
+             "table{border-collapse:collapse;font:13px sans-serif}td,th{border:1px solid #ccc;padding:3px 6px;"
+             "text-align:right;white-space:nowrap}th{background:#eee;position:sticky;top:0}"
+             "td:first-child,th:first-child{text-align:left;position:sticky;left:0;background:#fff}"
+             ".scroll{overflow:auto;max-height:90vh}code{background:#f4f4f4;padding:0 2px}")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title.lstrip('# '))}</title>"
-            f"<style>{style}</style></head><body><h1>{html.escape(title.lstrip('# '))}</h1>{paragraphs}"
-            f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></body></html>\n")
+            f"<style>{style}</style></head><body><h1>{html.escape(title.lstrip('# '))}</h1>"
+            f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
+            f"{paragraphs}</body></html>\n")
+
+
+def inline_code(escaped: str) -> str:
+    """Markdown's `code` spans of an HTML-escaped paragraph as <code> (the note is Markdown)."""
+    import re
+
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
 
 
 def write_table(
     table: pd.DataFrame, csv_path: str | os.PathLike, md_path: str | os.PathLike, header: str,
     tex_path: str | os.PathLike | None = None, html_path: str | os.PathLike | None = None,
+    best: tuple[set, set] | None = None,
 ) -> None:
-    """The same table as CSV (full precision), Markdown, and optionally LaTeX and HTML."""
+    """The same table as CSV (full precision), Markdown, and optionally LaTeX and HTML. With
+    `best` (columns where lower, and where higher, is better) the Markdown is one table per
+    sparsity with each column's best value in bold (`to_markdown_by_sparsity`)."""
     with atomic_file(csv_path) as tmp:
         table.to_csv(tmp, index=False, float_format="%.4f")
     with atomic_file(md_path) as tmp:
-        Path(tmp).write_text(to_markdown(table, header))
+        text = to_markdown(table, header) if best is None else to_markdown_by_sparsity(table, header, *best)
+        Path(tmp).write_text(text)
     if tex_path:
         with atomic_file(tex_path) as tmp:
             Path(tmp).write_text(to_latex(table, header.partition("\n")[0].lstrip("# ")))

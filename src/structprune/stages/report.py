@@ -57,7 +57,10 @@ def run(args) -> None:
 
     table = comparison_table(args.evals, dict(args.label), args.speeds, dict(args.calibration))
     header = table_header(args.title, args.note, table, args.evals, args.benchmarks)
-    write_table(table, args.csv, args.md, header, args.tex, args.html)
+    from structprune.report.tables import PPL_COLUMNS, TASK_COLUMNS
+
+    best = (set(PPL_COLUMNS.values()), {*TASK_COLUMNS.values(), "Average"})  # lower / higher is better
+    write_table(table, args.csv, args.md, header, args.tex, args.html, best=best)
     if args.selection_md:
         chosen = selection_table(args.selection, dict(args.label))
         write_table(chosen, args.selection_csv, args.selection_md, f"# {args.title}: held-out selection\n\n{SELECTION_NOTE}")
