@@ -136,10 +136,14 @@ def report_note(wildcards):
     configured = os.environ.get(MIRROR_ENV) or config["data"]["mirror"]
     splits = {d: eval_split(d) for d in config["evaluation"]["perplexity"]["datasets"]}
     note = table_note(config, wildcards.model, method_rows(wildcards.model), configured if MIRROR else None, splits)
+    facts = []
     if dense_note := source_note(config["models"][wildcards.model]["source"]):
-        note += f" {dense_note}"
+        facts.append(dense_note)
     if wildcards.model in EXPORT_SKIPS:
-        note += f" No GGUF export: {EXPORT_SKIPS[wildcards.model]}."
+        facts.append(f"No GGUF export: {EXPORT_SKIPS[wildcards.model]}.")
+    if facts:  # after the protocol's bullets, before the recipes
+        head, sep, recipes = note.partition("\n\nRecipes")
+        note = head + "".join(f"\n- {fact}" for fact in facts) + sep + recipes
     return note
 
 

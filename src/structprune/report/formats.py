@@ -93,7 +93,7 @@ def to_html(table: pd.DataFrame, header: str) -> str:
         "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>" for row in _formatted_cells(table)
     )
     title, _, note = header.partition("\n")
-    paragraphs = "".join(f"<p>{inline_code(html.escape(p.strip()))}</p>" for p in note.split("\n\n") if p.strip())
+    paragraphs = "".join(_html_block(p.strip(), html.escape) for p in note.split("\n\n") if p.strip())
     style = ("body{font:14px sans-serif;max-width:none;margin:1em}p{max-width:70em}"
              "table{border-collapse:collapse;font:13px sans-serif}td,th{border:1px solid #ccc;padding:3px 6px;"
              "text-align:right;white-space:nowrap}th{background:#eee;position:sticky;top:0}"
@@ -103,6 +103,14 @@ def to_html(table: pd.DataFrame, header: str) -> str:
             f"<style>{style}</style></head><body><h1>{html.escape(title.lstrip('# '))}</h1>"
             f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
             f"{paragraphs}</body></html>\n")
+
+
+def _html_block(text: str, escape) -> str:
+    """A Markdown block of the note as HTML: a bullet list ("- " lines) or a paragraph."""
+    lines = text.splitlines()
+    if all(line.startswith("- ") for line in lines):
+        return "<ul>" + "".join(f"<li>{inline_code(escape(line[2:]))}</li>" for line in lines) + "</ul>"
+    return f"<p>{inline_code(escape(text))}</p>"
 
 
 def inline_code(escaped: str) -> str:

@@ -112,20 +112,20 @@ def table_note(config: dict, model: str, rows, mirror: str | None, splits: dict)
         f"{name}: {h['n_samples']}x{h['seq_len']} tokens apart from {', '.join(h['fit'])} (seed {h['seed']})"
         for name, h in config["heldout"].items()
     )
-    return (
-        f"Model source `{config['models'][model]['source']}`; data from the {source}. "
-        f"Perplexity (LLM-Pruner protocol): "
-        + ", ".join(f"{d} {splits[d]}" for d in ppl["datasets"])
-        + f" split, rows joined with blank lines, non-overlapping {ppl['seq_len']}-token windows, {tokens}. "
+    facts = [
+        f"Model source `{config['models'][model]['source']}`; data from the {source}.",
+        "Perplexity (LLM-Pruner protocol): " + ", ".join(f"{d} {splits[d]}" for d in ppl["datasets"])
+        + f" split, rows joined with blank lines, non-overlapping {ppl['seq_len']}-token windows, {tokens}.",
         f"Zero-shot: lm-eval builtin prompts, {limit}; accuracy is acc_norm where lm-eval reports it "
-        f"(PIQA, HellaSwag, ARC-e, ARC-c, OBQA), else acc (BoolQ, WinoGrande), in %. "
+        "(PIQA, HellaSwag, ARC-e, ARC-c, OBQA), else acc (BoolQ, WinoGrande), in %.",
         f"Sparsity: % of {'decoder-block' if config['prune']['sparsity_of'] == 'blocks' else 'all'} parameters removed; "
-        f"pruned blocks: {protocol_layers(config['prune']['layers'])} for every method unless its recipe says otherwise. "
-        + (REFIT_BEYOND_RANGE if any(_refits(config, name, stage) for name, stage in stages) else "")
-        + "Recipes (score; heads; allocation/budget; layers; flow; reconstruction; calibration): "
-        + "; ".join(recipe_summary(config, name, stage) for name, stage in stages)
-        + ". "
-        f"Calibration sets: {calib}. "
-        + (f"Held-out sets (for select only): {heldout}. " if config["heldout"] else "")
-        + "Regenerate with `make run` (= `snakemake` in the repository root, profiles/default)."
-    )
+        f"pruned blocks: {protocol_layers(config['prune']['layers'])} for every method unless its recipe says otherwise.",
+        *([REFIT_BEYOND_RANGE.strip()] if any(_refits(config, name, stage) for name, stage in stages) else []),
+        f"Calibration sets: {calib}.",
+        *([f"Held-out sets (for select only): {heldout}."] if config["heldout"] else []),
+        "Regenerate with `make run` (= `snakemake` in the repository root, profiles/default).",
+    ]
+    recipes = [f"{recipe_summary(config, name, stage)}." for name, stage in stages]
+    return ("\n".join(f"- {fact}" for fact in facts)
+            + "\n\nRecipes (score; heads; allocation/budget; layers; flow; reconstruction; calibration):\n\n"
+            + "\n".join(f"- {recipe}" for recipe in recipes))
