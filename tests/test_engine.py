@@ -525,3 +525,35 @@ def test_first_level_refit_fits_the_dense_maps_output_less_its_bias(model):
         torch.testing.assert_close(w, ridge_toward(w0, direct, 0.1), rtol=1e-4, atol=1e-6)
         energy = float(direct.yy.sum()) / direct.count
         assert plain_report[name.rsplit(".", 1)[1]]["relative"] == pytest.approx(direct.error(w.double()) / energy, rel=1e-3)
+
+
+def test_slimgpt_increasing_ratios_reproduce_the_references_twenty_percent_schedule():
+    """SlimGPT's README run for 20 % on a 32-layer model: 0.0625 at the first layer rising as
+    ln(1 + k) / ln 32 to 0.25 at the last; asked for that schedule's mean, we give it back."""
+    import math
+
+    from structprune.pruning.allocation import increasing_ratios
+
+    reference = [0.0625 + 0.1875 * math.log(1 + k) / math.log(32) for k in range(32)]
+    ratios = increasing_ratios(32, sum(reference) / 32)
+    assert ratios == pytest.approx(reference, rel=1e-12)
+    assert increasing_ratios(1, 0.3) == [0.3] and increasing_ratios(0, 0.3) == []
+    assert sum(increasing_ratios(24, 0.25)) / 24 == pytest.approx(0.25)
+
+
+def test_the_increasing_allocation_prunes_deeper_layers_more_and_hits_the_target():
+    from tiny import tiny_llama
+
+    from structprune.model.geometry import count_parameters
+
+    model = tiny_llama(160, layers=6)
+    recipe = Recipe("l2", allocation="increasing", budget="matched", layers=[1, 5])
+    before = count_parameters(model)["decoder_blocks"]
+    scores = score_model(model, "l2")
+    result = prune_with_recipe(model, recipe, 0.2, scores=scores, progress=False)
+    neurons = [b.neurons for b in result.budgets]
+    assert neurons[0] == neurons[5] == 0 and neurons[1] < neurons[2] < neurons[3] < neurons[4]
+    removed = 1 - count_parameters(result.model)["decoder_blocks"] / before
+    assert removed == pytest.approx(0.2, abs=0.02)
+    with pytest.raises(ValueError, match="increasing schedule would remove"):
+        prune_with_recipe(tiny_llama(160, layers=6), recipe, 0.5, scores=scores, progress=False)  # 75 % on average

@@ -16,6 +16,13 @@ Strategies (`ALLOCATIONS`):
   ``budget="mlp_only"`` (ours): attention stays whole and MLP neurons carry the layer's whole
   target (grouped-query attention leaves few, coarse head units in small models: SmolLM2's
   3 kv groups of 3 heads, where one head per group is a third of the attention).
+- ``increasing``: SlimGPT's incremental pruning ratio (Ling et al. 2024; its released
+  ``model_slimming.py`` ``log_increase``): the ratio of the k-th pruned layer is
+  min + (max - min) ln(1 + k) / ln(N) over the N pruned layers, with min = max / 4 (the
+  reference's README run for 20 %: 0.0625 / 0.25) and max set so the layers lose the target
+  on average (`increasing_ratios`); each layer's ratio then goes through the budget rule.
+  The reference divides by ln 32 whatever the depth (its LLaMA-7B); ln(N) gives the same shape
+  on any depth (ours), and the reference sets min and max by hand where we solve for the target.
 - ``global``: FLAP's adaptive structure (AL-AM): one threshold over the standardised scores
   of every unit in the pruned layers (`global_budgets`). With ``budget="mlp_only"`` (ours)
   the threshold runs over MLP neurons alone and attention stays whole.
@@ -153,6 +160,31 @@ def uniform_budgets(
     make = BUDGET_RULES[budget]
     start, end = layer_range
     return [make(g, ratio, mode) if start <= i < end else LayerBudget(0, 0) for i, g in enumerate(geometries)]
+
+
+def increasing_ratios(n_layers: int, ratio: float) -> list[float]:
+    """SlimGPT's log-increasing per-layer ratios over `n_layers` pruned layers, averaging `ratio`
+    (module docstring); one layer takes the ratio itself."""
+    if n_layers <= 1:
+        return [ratio] * n_layers
+    shape = [0.25 + 0.75 * math.log(1 + k) / math.log(n_layers) for k in range(n_layers)]
+    top = ratio * n_layers / sum(shape)
+    return [top * s for s in shape]
+
+
+def increasing_budgets(
+    geometries: list[LayerGeometry], ratio: float, layer_range: tuple[int, int], mode: str, budget: str = "matched"
+) -> list[LayerBudget]:
+    """Each pruned layer's budget at its SlimGPT ratio (`increasing_ratios`), by the budget rule."""
+    if budget not in BUDGETS:
+        raise ValueError(f"budget must be one of {BUDGETS}, got {budget!r}")
+    start, end = layer_range
+    ratios = increasing_ratios(end - start, ratio)
+    if ratios and ratios[-1] >= 1:
+        raise ValueError(f"the increasing schedule would remove {100 * ratios[-1]:.0f} % of the last pruned layer at "
+                         f"this sparsity: use allocation uniform or a lower sparsity")
+    make = BUDGET_RULES[budget]
+    return [make(g, ratios[i - start], mode) if start <= i < end else LayerBudget(0, 0) for i, g in enumerate(geometries)]
 
 
 def global_budgets(

@@ -50,6 +50,7 @@ from structprune.model.geometry import (
 )
 from structprune.pruning.allocation import (
     global_budgets,
+    increasing_budgets,
     layer_ratio,
     resolve_layer_range,
     round_kept_neurons,
@@ -106,6 +107,8 @@ def allocate(recipe: Recipe, model: nn.Module, sparsity: float, scores) -> tuple
     if recipe.allocation == "global":
         check_scores(scores, geometries)
         budgets = global_budgets(scores, geometries, ratio, layer_range, recipe.heads, recipe.budget)
+    elif recipe.allocation == "increasing":
+        budgets = increasing_budgets(geometries, ratio, layer_range, recipe.heads, recipe.budget)
     else:
         budgets = uniform_budgets(geometries, ratio, layer_range, recipe.heads, recipe.budget)
     return round_kept_neurons(budgets, geometries, recipe.round_to), layer_range, ratio

@@ -42,7 +42,7 @@ SCORE_STATISTICS = {**{name: statistics for name, (_, statistics) in SCORES.item
 # The recipe's word-valued choices (docs/method.md §3).
 UNITS = ("width", "blocks", "sublayers")  # heads and neurons in every block; whole blocks; whole attention / MLP
 HEAD_MODES = ("within_kv_groups", "kv_groups")
-ALLOCATIONS = ("uniform", "global")
+ALLOCATIONS = ("uniform", "global", "increasing")
 BUDGETS = ("matched", "per_module", "mlp_only")
 SPARSITY_OF = ("blocks", "total")
 FLOWS = ("dense", "sequential")
