@@ -191,3 +191,22 @@ def test_a_speed_job_takes_every_core_while_its_measurement_runs_on_the_configur
     assert all("structprune --threads 1 " in block and " speed --model " in block for block in blocks)
     evaluations = [block for block in re.split(r"\n(?=rule \w+:)", out) if block.startswith("rule evaluate:")]
     assert evaluations and not any(re.search(r"^\s*threads: 2$", block, re.M) for block in evaluations)
+
+
+def test_an_empty_mapping_in_a_config_file_is_a_choice_not_a_merge_error(tmp_path):
+    """`heldout: {}` in a --configfile (no held-out sets) plans; only an empty --config override,
+    which Snakemake would merge as nothing, is refused."""
+    from workflow_helpers import tiny_config, write_config
+
+    cfg = tiny_config(tmp_path)
+    from tiny import tiny_mirror
+
+    save_tiny_checkpoint(tmp_path / "tiny-src")  # planning checks the source exists
+    tiny_mirror(tmp_path / "mirror")
+    cfg["methods"].pop("best")  # the only method that reads a held-out set
+    cfg["heldout"] = {}
+    (work := tmp_path / "work").mkdir()
+    write_config(work, cfg)
+    snakemake(work, "--dry-run")
+    refused = snakemake(work, "--dry-run", "--config", "methods={}", check=False)
+    assert refused.returncode != 0 and "an override merges" in refused.stdout + refused.stderr

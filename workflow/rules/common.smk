@@ -33,7 +33,9 @@ MIRROR_ENV = "STRUCTPRUNE_DATA_MIRROR"
 
 
 try:  # --config's numbers inside lists and mappings arrive as strings: read them as a file would
-    update_config(config, typed_overrides(workflow.config_settings.overwrite_config or {}))
+    # (config_settings.config holds the --config values alone; overwrite_config also holds the
+    # --configfile contents, where an empty mapping such as `heldout: {}` is a real choice)
+    update_config(config, typed_overrides(dict(workflow.config_settings.config or {})))
     validate_config(config, SCHEMA)
 except (ConfigError, ConfigFileError) as error:
     raise WorkflowError(str(error)) from None
