@@ -95,31 +95,44 @@ def _loss_from(model: nn.Module, start: int, hidden: list[torch.Tensor], batches
     return nll / tokens
 
 
-@torch.no_grad()
-def sleb_order(model: nn.Module, batches: list[LayerBatch], labels: list[torch.Tensor], candidates: list[int],
-               sizes: list[int], target: float) -> tuple[list[int], list[float]]:
-    """SLEB's greedy removal until the removed parameters are nearest `target`: the blocks in
-    the order removed, and the calibration loss after each removal. The hidden states entering
-    every layer of the current model are kept, so trying a block reruns only the layers after
-    it."""
-    layers = decoder_layers(model)
-    entering = _entering_states(layers, batches, set())
+def _greedy(candidates: list, sizes, target: float, loss_without, advance, name: str) -> tuple[list, list[float]]:
+    """SLEB's loop (BlockPruner's too): try every remaining candidate (`loss_without(unit,
+    removed)`), remove the cheapest for good (ties: the earlier candidate), until the removed
+    parameters are nearest `target`; `advance(unit, removed)` updates what the trials reuse."""
     removed, losses, size = [], [], 0
     remaining = list(candidates)
     while remaining:
-        trials = {}
-        for index in tqdm(remaining, desc=f"SLEB step {len(removed) + 1}", leave=False):
-            trials[index] = _loss_from(model, index, entering[index], batches, labels, set(removed) | {index})
-        best = min(remaining, key=lambda i: (trials[i], i))  # ties: the earlier block
+        trials = {unit: loss_without(unit, removed)
+                  for unit in tqdm(remaining, desc=f"{name} step {len(removed) + 1}", leave=False)}
+        best = min(remaining, key=lambda unit: (trials[unit], remaining.index(unit)))
         if abs(size + sizes[best] - target) >= abs(size - target):
             break
         removed.append(best)
         losses.append(trials[best])
         size += sizes[best]
         remaining.remove(best)
-        log.info("SLEB: removed block %d (calibration loss %.4f)", best, trials[best])
-        entering = _entering_states(layers, batches, set(removed), entering, best)
+        log.info("%s: removed %s (calibration loss %.4f)", name, best, trials[best])
+        advance(best, removed)
     return removed, losses
+
+
+@torch.no_grad()
+def sleb_order(model: nn.Module, batches: list[LayerBatch], labels: list[torch.Tensor], candidates: list[int],
+               sizes: list[int], target: float) -> tuple[list[int], list[float]]:
+    """SLEB's greedy removal of blocks until the removed parameters are nearest `target`: the
+    blocks in the order removed, and the calibration loss after each removal. The hidden states
+    entering every layer of the current model are kept, so trying a block reruns only the
+    layers after it."""
+    layers = decoder_layers(model)
+    state = {"entering": _entering_states(layers, batches, set())}
+
+    def loss_without(index, removed):
+        return _loss_from(model, index, state["entering"][index], batches, labels, set(removed) | {index})
+
+    def advance(index, removed):
+        state["entering"] = _entering_states(layers, batches, set(removed), state["entering"], index)
+
+    return _greedy(candidates, sizes, target, loss_without, advance, "SLEB")
 
 
 def _entering_states(layers, batches: list[LayerBatch], skipped: set[int], previous=None, changed: int = 0):
@@ -174,26 +187,17 @@ def blockpruner_order(model: nn.Module, batches: list[LayerBatch], labels: list[
     `target`: SLEB's loop over attention and MLP sublayers (candidates in the reference's order,
     every attention then every MLP; ties go to the earlier)."""
     layers = decoder_layers(model)
-    removed, losses, size = [], [], 0
-    remaining = list(candidates)
-    entering = _entering_states(layers, batches, set())
-    while remaining:
-        trials = {}
+    state = {"entering": _entering_states(layers, batches, set())}
+
+    def loss_without(unit, removed):
+        with without_sublayers(layers, [*removed, unit]):
+            return _loss_from(model, unit[1], state["entering"][unit[1]], batches, labels, set())
+
+    def advance(unit, removed):
         with without_sublayers(layers, removed):
-            for unit in tqdm(remaining, desc=f"BlockPruner step {len(removed) + 1}", leave=False):
-                with without_sublayers(layers, [unit]):
-                    trials[unit] = _loss_from(model, unit[1], entering[unit[1]], batches, labels, set())
-        best = min(remaining, key=lambda u: (trials[u], remaining.index(u)))
-        if abs(size + sizes[best] - target) >= abs(size - target):
-            break
-        removed.append(best)
-        losses.append(trials[best])
-        size += sizes[best]
-        remaining.remove(best)
-        log.info("BlockPruner: removed %s of layer %d (calibration loss %.4f)", *best, trials[best])
-        with without_sublayers(layers, removed):
-            entering = _entering_states(layers, batches, set(), entering, best[1])
-    return removed, losses
+            state["entering"] = _entering_states(layers, batches, set(), state["entering"], unit[1])
+
+    return _greedy(candidates, sizes, target, loss_without, advance, "BlockPruner")
 
 
 # ----------------------------------------------------------------------- the cut
