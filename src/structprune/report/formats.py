@@ -47,6 +47,16 @@ def to_markdown_by_sparsity(table: pd.DataFrame, header: str, lower: set[str], h
                     best = values.idxmin() if column in lower else values.idxmax()
                     row, col = list(group.index).index(best), filled.index(column)
                     cells[row][col] = f"**{cells[row][col]}**"
+        if "Average" in filled and "Avg se" in filled:  # the average with its standard error in one cell
+            avg, se = filled.index("Average"), filled.index("Avg se")
+            for row in cells:
+                if row[avg].strip("*") and row[se]:
+                    bold = row[avg].startswith("**")
+                    row[avg] = f"{row[avg].strip('*')} ± {row[se]}"
+                    row[avg] = f"**{row[avg]}**" if bold else row[avg]
+            filled = [c if c != "Average" else "Average ± se" for c in filled]
+            del filled[se]
+            cells = [row[:se] + row[se + 1:] for row in cells]
         parts += [f"## {sparsity} % sparsity", "", "| " + " | ".join(filled) + " |", "|" + "---|" * len(filled)]
         parts += ["| " + " | ".join(row) + " |" for row in cells] + [""]
     return "\n".join(parts) + (f"\n## How these numbers were made\n\n{note.strip()}\n" if note.strip() else "")

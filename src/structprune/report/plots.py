@@ -18,8 +18,7 @@ PALETTE = [f"tab20:{i}" for i in (*range(0, 20, 2), *range(1, 20, 2))]
 
 def series_styles(table: pd.DataFrame) -> dict[str, tuple]:
     """One (colour, marker) per method row label, in table order, shared by every plot so a
-    method looks the same in each; ours (method keys start with "ours" are labelled so by the
-    config) are not singled out: the legend names them."""
+    method looks the same in each (ours are drawn thicker by each plot, not recoloured)."""
     import matplotlib
 
     cmap = matplotlib.colormaps["tab20"]
@@ -28,10 +27,11 @@ def series_styles(table: pd.DataFrame) -> dict[str, tuple]:
             for i, label in enumerate(labels)}
 
 
-def plot_perplexity(table: pd.DataFrame, path: str | os.PathLike, title: str) -> None:
+def plot_perplexity(table: pd.DataFrame, path: str | os.PathLike, title: str, ours: frozenset = frozenset()) -> None:
     """Perplexity against the share of decoder-block parameters each checkpoint actually removed
     (not its target: LLM-Pruner's per-module rounding removes less than asked), one line per
-    method/stage; dense drawn as a horizontal line."""
+    method/stage; dense drawn as a horizontal line. Rows of methods in `ours` (their Method
+    labels) drawn thicker; rows never within 10x of dense faded, so the leaders stay readable."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -46,10 +46,14 @@ def plot_perplexity(table: pd.DataFrame, path: str | os.PathLike, title: str) ->
             ax.axhline(dense[column].iloc[0], color="black", linestyle="--", label="dense")
         others = table[table["Stage"] != "dense"]
         x = "Block params removed (%)" if "Block params removed (%)" in table else "Sparsity (%)"
+        limit = 10 * dense[column].iloc[0] if not dense.empty else float("inf")
         for label, group in others.groupby(others.apply(_row_label, axis=1), sort=False):
             group = group.sort_values("Sparsity (%)")
             colour, marker = styles[label]
-            ax.plot(group[x], group[column], marker=marker, color=colour, label=label)
+            mine = group["Method"].iloc[0] in ours
+            faded = bool((group[column] > limit).all())
+            ax.plot(group[x], group[column], marker=marker, color=colour, label=label, alpha=0.35 if faded else 1.0,
+                    linewidth=2.6 if mine else 1.2, markersize=7 if mine else 5, zorder=3 if mine else 2)
         ax.set_yscale("log")
         ax.set_xlabel("decoder-block parameters removed (%)" if x != "Sparsity (%)" else "sparsity (% of decoder-block parameters)")
         ax.set_ylabel(f"{column} perplexity (log scale)")
@@ -68,7 +72,7 @@ def _row_label(row) -> str:
     return label + ("" if row["Stage"] in ("pruned", "dense") else f" {row['Stage']}")
 
 
-def plot_accuracy(table: pd.DataFrame, path: str | os.PathLike, title: str) -> None:
+def plot_accuracy(table: pd.DataFrame, path: str | os.PathLike, title: str, ours: frozenset = frozenset()) -> None:
     """Average zero-shot accuracy with its standard error (error bars) per row, one panel per
     sparsity that has zero-shot results; the dense model's average as a reference line."""
     import matplotlib
@@ -87,6 +91,8 @@ def plot_accuracy(table: pd.DataFrame, path: str | os.PathLike, title: str) -> N
         labels = [_row_label(r) for _, r in rows.iterrows()]
         ax.barh(labels, rows["Average"], xerr=errors, color=[styles[label][0] for label in labels], alpha=0.85,
                 error_kw={"capsize": 2, "elinewidth": 1})
+        for tick, method in zip(ax.get_yticklabels(), rows["Method"]):
+            tick.set_fontweight("bold" if method in ours else "normal")
         dense = scored[scored["Stage"] == "dense"]
         if not dense.empty:
             ax.axvline(dense["Average"].iloc[0], color="black", linestyle="--", label="dense")
@@ -102,7 +108,8 @@ def plot_accuracy(table: pd.DataFrame, path: str | os.PathLike, title: str) -> N
     plt.close(fig)
 
 
-def plot_tradeoff(table: pd.DataFrame, path: str | os.PathLike, title: str, speed: str | None = None) -> None:
+def plot_tradeoff(table: pd.DataFrame, path: str | os.PathLike, title: str, ours: frozenset = frozenset(),
+                  speed: str | None = None) -> None:
     """Perplexity against measured speed-up (the trade-off a user picks from): one marker per
     checkpoint, colour by method, dense at 1x, the speed-up's interval as a horizontal error
     bar (a fault, `!`, drawn hollow); log perplexity. The speed-up is llama.cpp's batch-1
@@ -126,10 +133,11 @@ def plot_tradeoff(table: pd.DataFrame, path: str | os.PathLike, title: str, spee
             colour, marker = styles.get(label, ("black", "o"))
             ax.errorbar(x["median"], group[column], xerr=[x["median"] - x["low"], x["high"] - x["median"]],
                         fmt="none", ecolor=colour, elinewidth=0.8, capsize=2, alpha=0.6)
-            ax.scatter(x["median"][~faults], group[column][~faults], marker=marker, s=36, color=colour,
+            size = 70 if group["Method"].iloc[0] in ours else 36
+            ax.scatter(x["median"][~faults], group[column][~faults], marker=marker, s=size, color=colour,
                        label=label if (~faults).any() else None)
             if faults.any():
-                ax.scatter(x["median"][faults], group[column][faults], marker=marker, s=36, facecolors="none",
+                ax.scatter(x["median"][faults], group[column][faults], marker=marker, s=size, facecolors="none",
                            edgecolors=colour, label=None if (~faults).any() else label)
             for i, r in group.iterrows():
                 ax.annotate(f"{int(r['Sparsity (%)'])}%", (x.loc[i, "median"], r[column]), fontsize=6, xytext=(3, 2),

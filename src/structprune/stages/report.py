@@ -69,9 +69,13 @@ def run(args) -> None:
         write_table(exports, args.gguf_csv, args.gguf_md, f"# {args.title}: GGUF exports for llama.cpp\n\n{GGUF_NOTE}")
     if args.headline:
         write_headline(table, args)
+    from structprune.io.integrity import read_stage_json
+
+    keys = [read_stage_json(path)["method"] for path in args.evals]
+    ours = frozenset(label for label, key in zip(table["Method"], keys) if str(key).startswith("ours"))
     for path, plot in ((args.plot, plot_perplexity), (args.plot_accuracy, plot_accuracy), (args.plot_tradeoff, plot_tradeoff)):
         if path:
-            plot(table, path, args.title)
+            plot(table, path, args.title, ours)
     if args.run_record:
         from structprune.io.artifacts import git_commit, package_versions, write_json
 
