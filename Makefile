@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.structprune-installed
 # Rules call `python -m structprune`: put the virtualenv first on PATH.
 SNAKEMAKE := PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake
 
-.PHONY: run test lint setup dry-run report clean-results bench llama-cpp check-config gemma run-gemma
+.PHONY: run test lint setup dry-run report clean-results bench llama-cpp check-config gemma run-gemma prune
 
 # llama.cpp (the GGUF export's check and timing): llama-cpp-python built from source with
 # explicit x86-64 flags. GGML_NATIVE=ON (-march=native) builds crashed at the first generation
@@ -50,6 +50,23 @@ gemma: $(GEMMA_STAMP)
 
 run-gemma: $(GEMMA_STAMP)
 	$(MAKE) run CONFIG=config/gemma3-270m.yaml
+
+# Prune your own model in one command: `make prune SOURCE=/path/to/hf-folder` (or gguf:FILE, a Hub
+# id; METHOD= a method of config.yaml, SPARSITY= percent, NAME=, TOKENIZER_PRE= llama.cpp's
+# pre-tokenizer for the GGUF export of a non-GGUF source). The values reach the command through the
+# environment, never spliced into the shell line; own-config checks them and writes the config.
+SOURCE ?=
+METHOD ?= flap
+SPARSITY ?= 20
+NAME ?= mine
+TOKENIZER_PRE ?=
+export SOURCE METHOD SPARSITY NAME TOKENIZER_PRE
+
+prune: $(STAMP)
+	@test -n "$$SOURCE" || { echo 'usage: make prune SOURCE=<HF folder | gguf:FILE | Hub id> [METHOD=flap] [SPARSITY=20] [NAME=mine] [TOKENIZER_PRE=llama-bpe]'; exit 2; }
+	$(BIN)/python -m structprune own-config --source "$$SOURCE" --method "$$METHOD" --sparsity "$$SPARSITY" \
+		--name "$$NAME" $${TOKENIZER_PRE:+--tokenizer-pre "$$TOKENIZER_PRE"} --out "results/own/$$NAME.yaml"
+	$(MAKE) run CONFIG="results/own/$$NAME.yaml"
 
 # Your own config: `make run CONFIG=my.yaml` (it replaces config.yaml). check-config reads the
 # file first and names the file and line of any problem (a YAML slip, a key written twice, an

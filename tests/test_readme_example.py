@@ -15,17 +15,18 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 def test_the_readme_scorer_runs_on_calibrate_statistics(monkeypatch):
     code = re.search(r"```python\n(# src/structprune/pruning/scores/mine.py.*?)```", README.read_text(), re.S).group(1)
-    monkeypatch.setitem(registry.SCORES, "mine", ("mine", "moments"))  # its catalog entry
-    monkeypatch.delitem(registry.REGISTRY, "mine", raising=False)
-    exec(compile(code, "README.md", "exec"), {})
-    model = tiny_llama(160)
-    stats, _ = collect_statistics(model, torch.randint(3, 160, (2, 16)), batch_size=2, progress=False)
-    scores = registry.score_model(model, "mine", stats)
+    monkeypatch.setitem(registry.SCORES, "mine", ("mine", "moments"))  # its catalog entry, for this test only
+    try:
+        exec(compile(code, "README.md", "exec"), {})
+        model = tiny_llama(160)
+        stats, _ = collect_statistics(model, torch.randint(3, 160, (2, 16)), batch_size=2, progress=False)
+        scores = registry.score_model(model, "mine", stats)
+    finally:
+        registry.REGISTRY.pop("mine", None)  # the registry stays the catalog's (test_catalog)
     geometry = model.model.layers[0]
     assert scores["layers.0.heads"].shape == (geometry.self_attn.q_proj.out_features // model.config.head_dim,)
     assert scores["layers.0.neurons"].shape == (geometry.mlp.gate_proj.out_features,)
     assert bool((scores["layers.1.neurons"] >= 0).all())
-    monkeypatch.delitem(registry.REGISTRY, "mine")
 
 
 def test_the_readme_prune_your_own_model_config_is_valid(tmp_path):

@@ -14,8 +14,11 @@ Standard library only, so that the workflow can read a source's family while it 
 from __future__ import annotations
 
 import importlib.util
+import re
 from dataclasses import dataclass
 from pathlib import Path
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$")  # huggingface_hub's repo-id shape
 
 
 class ModelSourceError(ValueError):
@@ -68,6 +71,9 @@ def resolve_model_source(source: str) -> ResolvedSource:
         return ResolvedSource(str(path))
     if source.startswith((".", "/", "~")) or source.count("/") > 1:
         raise ModelSourceError(f"model source {source!r}: local path does not exist")
+    if not HUB_ID.match(source):
+        raise ModelSourceError(f"model source {source!r} is neither a local folder, a GGUF file (gguf:FILE, "
+                               "gguf-package:NAME) nor a Hugging Face Hub id (owner/name: letters, digits, '-', '_', '.')")
     return ResolvedSource(source)  # a Hub id
 
 
