@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import yaml
-from tiny import tiny_mirror
+from tiny import save_tiny_checkpoint, tiny_mirror
 from workflow_helpers import snakemake, tiny_config
 
 LABEL = """Ours's $(touch PWNED_label) `touch PWNED_tick` "dq" $HOME"""
@@ -33,7 +33,7 @@ def planned_commands(workdir: Path, configfile: Path) -> list[str]:
 
 
 def test_hostile_strings_reach_every_stage_as_literal_arguments_and_run_nothing(tmp_path):
-    source = tmp_path / "my model $(touch PWNED_source) 'q\""
+    source = save_tiny_checkpoint(tmp_path / "my model $(touch PWNED_source) 'q\"")  # planning checks it exists
     mirror = tiny_mirror(tmp_path / "mirror `touch PWNED_mirror` $HOME")
     workdir = tmp_path / "work dir"
     workdir.mkdir()
@@ -78,4 +78,4 @@ def test_hostile_strings_reach_every_stage_as_literal_arguments_and_run_nothing(
     report = next(call for call in calls if "report" in call)
     files = report[report.index("--config-files") + 1:]
     assert files[0] == str(configfile) and (len(files) == 1 or files[1].startswith("--"))
-    assert LABEL in report[report.index("--note") + 1]
+    assert LABEL in json.loads(report[report.index("--note-json") + 1])

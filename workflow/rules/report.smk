@@ -50,7 +50,7 @@ rule report:
     params:
         code=code_version("report"),
         benchmarks=lambda wc: sh(*model_benchmarks(wc)),
-        note=report_note,
+        note=lambda wc: json.dumps(report_note(wc)),  # one line: the note's bullets are lines
         labels=lambda wc: label_args(wc.model),
         selection=selection_args,
         run_config=lambda wc: json.dumps(config, sort_keys=True, default=str),
@@ -70,7 +70,7 @@ rule report:
         "python -m structprune report --evals {input.evals} --speeds {input.speeds} --csv {output.csv} --md {output.md}"
         " --tex {output.tex} --html {output.html} --plot {output.plot} --plot-accuracy {output.accuracy}"
         " --plot-tradeoff {output.tradeoff} --headline {output.headline} --model-name {wildcards.model} --readme README.md"
-        " --title 'structprune: {wildcards.model}' --note {params.note:q} {params.labels}"
+        " --title 'structprune: {wildcards.model}' --note-json {params.note:q} {params.labels}"
         " --benchmarks {params.benchmarks} {params.selection} --selection-csv {output.selection_csv}"
         " --selection-md {output.selection_md} --run-record {output.run} --run-config {params.run_config:q}"
         " --config-files {params.config_files} {params.gguf} > {log} 2>&1"

@@ -29,7 +29,8 @@ def arguments(parser) -> None:
     parser.add_argument("--html", default=None, help="also write the table as a self-contained HTML page")
     parser.add_argument("--plot", default=None)
     parser.add_argument("--title", default="structprune comparison")
-    parser.add_argument("--note", default="")
+    parser.add_argument("--note", default="", help="the protocol note under the title (Markdown)")
+    parser.add_argument("--note-json", default=None, help="the same as a JSON string (the workflow's: one shell line)")
     parser.add_argument("--benchmarks", nargs="*", default=[], help="Snakemake benchmark TSVs to summarise")
     parser.add_argument("--selection", type=key_value, action="append", default=[], metavar="METHOD:SPARSITY=CHECKPOINT",
                    help="a select checkpoint whose candidates go into the selection table")
@@ -55,6 +56,8 @@ def run(args) -> None:
     from structprune.report.plots import plot_accuracy, plot_perplexity, plot_tradeoff
     from structprune.report.tables import comparison_table, gguf_table, selection_table
 
+    if args.note_json is not None:
+        args.note = json.loads(args.note_json)
     table = comparison_table(args.evals, dict(args.label), args.speeds, dict(args.calibration))
     header = table_header(args.title, args.note, table, args.evals, args.benchmarks)
     from structprune.report.tables import PPL_COLUMNS, TASK_COLUMNS
