@@ -136,3 +136,22 @@ def test_a_choice_that_cannot_run_at_another_sparsity_is_made_again_there_and_sa
     assert again["parameters"]["rechoose"] == ["budget"]
     assert [c["overrides"]["budget"] for c in again["candidates"]] == ["mlp_only", "matched"]
     assert [c["chosen"] for c in again["candidates"]] == [False, True] and again["candidates"][0]["skipped"]
+
+
+def test_a_choice_recorded_before_a_recipe_field_existed_is_still_this_jobs(tmp_path):
+    """A select checkpoint written before `unit` existed (its base recipe lacks the field) answers
+    the same question as today's recipe with unit at its default, not another one."""
+    import json
+
+    from structprune.io.artifacts import write_stage_json
+    from structprune.pruning.selection import chosen_grid
+
+    base = Recipe("l1", flow="sequential")
+    recorded = {k: v for k, v in json.loads(json.dumps(base.to_json())).items() if k != "unit"}
+    grid = {"damp": [0.01, 1.0]}
+    write_stage_json(tmp_path / "manifest.json", {
+        "stage": "select", "parameters": {"base_recipe": recorded, "grid": grid, "sparsity": 0.2},
+        "candidates": [{"overrides": {"damp": 1.0}, "chosen": True}]}, "select")
+    assert chosen_grid(str(tmp_path), base, grid) == ({"damp": [1.0]}, 0.2)
+    with pytest.raises(ValueError, match="chosen for another recipe"):
+        chosen_grid(str(tmp_path), Recipe("l1", flow="sequential", unit="blocks"), grid)

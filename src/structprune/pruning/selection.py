@@ -122,7 +122,11 @@ def chosen_grid(checkpoint: str, base, grid: dict, rechoose: list[str] = ()) -> 
     if manifest.get("stage") != "select" or "base_recipe" not in params:
         raise ValueError(f"--chosen-in {checkpoint}: not a select checkpoint (its manifest has no base recipe)")
     as_json = lambda value: json.loads(json.dumps(value))  # noqa: E731  (tuples read back as lists)
-    if params["base_recipe"] != as_json(base.to_json()) or params["grid"] != as_json(grid):
+    current = as_json(base.to_json())
+    defaults = as_json(type(base)(score=base.score).to_json())
+    # a recipe field added after that checkpoint was written, at its default, asks the same question
+    current = {k: v for k, v in current.items() if k in params["base_recipe"] or v != defaults.get(k)}
+    if params["base_recipe"] != current or params["grid"] != as_json(grid):
         raise ValueError(f"--chosen-in {checkpoint}: chosen for another recipe or grid (base {params['base_recipe']}, "
                          f"grid {params['grid']}); this job has base {base.to_json()}, grid {grid}: rerun that select job")
     chosen = [c for c in manifest["candidates"] if c["chosen"]]
