@@ -41,7 +41,7 @@ def to_markdown_by_sparsity(table: pd.DataFrame, header: str, lower: set[str], h
         group = pd.concat([dense, rows])[filled]
         cells = _formatted_cells(group)
         for column in filled:
-            if column in lower or column in higher:
+            if (column in lower or column in higher) and len(rows) > 1:  # one row is no one's best
                 values = pd.to_numeric(rows[column], errors="coerce")
                 if values.notna().any():
                     best = values.idxmin() if column in lower else values.idxmax()
