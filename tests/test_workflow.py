@@ -34,7 +34,7 @@ def test_whole_dag_produces_the_comparison_table(finished_run):
     table = pd.read_csv(workdir / "results/tables/tiny.csv")
     assert list(table["Method"]) == ["dense", "random", "l1", "l2", "Ours (SG)", "Ours (SG) w/ remedy", "wanda-sp", "flap", "llmp", "best"]
     assert list(table["Stage"]) == ["dense"] + ["pruned"] * 4 + ["recovered"] + ["pruned"] * 4
-    assert list(table["Calibration"]) == ["none"] * 4 + ["rand"] * 2 + ["wikitext2"] * 2 + ["grad", "wikitext2"]
+    assert list(table["Calibration"]) == ["none"] * 4 + ["rand", "rand + selfgen (recovery)"] + ["wikitext2"] * 2 + ["grad", "wikitext2"]
     assert set(table["Sparsity (%)"]) == {0, 20}
     assert table["WikiText2"].notna().all() and table["PIQA"].notna().all()
     removed = table.loc[1:, "Block params removed (%)"]
