@@ -152,14 +152,21 @@ def mlp_only_budget(geometry: LayerGeometry, ratio: float, mode: str) -> LayerBu
 BUDGET_RULES = {"matched": matched_budget, "per_module": per_module_budget, "mlp_only": mlp_only_budget}
 
 
-def uniform_budgets(
-    geometries: list[LayerGeometry], ratio: float, layer_range: tuple[int, int], mode: str, budget: str = "matched"
-) -> list[LayerBudget]:
+def _budgets_at(geometries: list[LayerGeometry], ratios: list[float], layer_range: tuple[int, int], mode: str,
+                budget: str) -> list[LayerBudget]:
+    """Each pruned layer's budget at its own ratio (`ratios`, one per layer of the range) by the
+    budget rule; the layers outside the range lose nothing."""
     if budget not in BUDGETS:
         raise ValueError(f"budget must be one of {BUDGETS}, got {budget!r}")
     make = BUDGET_RULES[budget]
     start, end = layer_range
-    return [make(g, ratio, mode) if start <= i < end else LayerBudget(0, 0) for i, g in enumerate(geometries)]
+    return [make(g, ratios[i - start], mode) if start <= i < end else LayerBudget(0, 0) for i, g in enumerate(geometries)]
+
+
+def uniform_budgets(
+    geometries: list[LayerGeometry], ratio: float, layer_range: tuple[int, int], mode: str, budget: str = "matched"
+) -> list[LayerBudget]:
+    return _budgets_at(geometries, [ratio] * (layer_range[1] - layer_range[0]), layer_range, mode, budget)
 
 
 def increasing_ratios(n_layers: int, ratio: float) -> list[float]:
@@ -176,15 +183,11 @@ def increasing_budgets(
     geometries: list[LayerGeometry], ratio: float, layer_range: tuple[int, int], mode: str, budget: str = "matched"
 ) -> list[LayerBudget]:
     """Each pruned layer's budget at its SlimGPT ratio (`increasing_ratios`), by the budget rule."""
-    if budget not in BUDGETS:
-        raise ValueError(f"budget must be one of {BUDGETS}, got {budget!r}")
-    start, end = layer_range
-    ratios = increasing_ratios(end - start, ratio)
+    ratios = increasing_ratios(layer_range[1] - layer_range[0], ratio)
     if ratios and ratios[-1] >= 1:
         raise ValueError(f"the increasing schedule would remove {100 * ratios[-1]:.0f} % of the last pruned layer at "
                          f"this sparsity: use allocation uniform or a lower sparsity")
-    make = BUDGET_RULES[budget]
-    return [make(g, ratios[i - start], mode) if start <= i < end else LayerBudget(0, 0) for i, g in enumerate(geometries)]
+    return _budgets_at(geometries, ratios, layer_range, mode, budget)
 
 
 def global_budgets(

@@ -31,7 +31,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from structprune.calibration.streams import LayerBatch, apply_layer, capture_layer_inputs, head_logits
-from structprune.model.geometry import decoder_layers
+from structprune.model.geometry import decoder_layers, model_geometries
+from structprune.pruning.slicing import prune_model
+from structprune.pruning.units import LayerPlan, PrunePlan
 
 log = logging.getLogger(__name__)
 
@@ -262,3 +264,23 @@ def prune_sublayers(model: nn.Module, candidates: list[int], target_params: floa
     removed, losses = blockpruner_order(model, batches, labels, units, sizes, target_params)
     return removed, {"criterion": "blockpruner", "removed_sublayers": [list(u) for u in removed],
                      "calibration_loss_after_each": [round(v, 6) for v in losses]}
+
+
+def prune_depth(model: nn.Module, unit: str, criterion: str, candidates: list[int], target_params: float,
+                samples: torch.Tensor, batch_size: int) -> tuple[nn.Module, PrunePlan, dict]:
+    """A depth recipe carried out: whole blocks deleted (`unit` "blocks"), or whole attention / MLP
+    sublayers sliced to zero heads or neurons ("sublayers": the variable-width class skips them);
+    the model, the kept layers' plan and the criterion's report."""
+    if unit == "sublayers":
+        removed, report = prune_sublayers(model, candidates, target_params, samples, batch_size)
+        plan = PrunePlan([LayerPlan([] if ("attn", i) in removed else list(range(g.num_heads)),
+                                    [] if ("attn", i) in removed else list(range(g.num_kv_heads)),
+                                    [] if ("mlp", i) in removed else list(range(g.intermediate_size)))
+                          for i, g in enumerate(model_geometries(model))])
+        log.info("removed sublayers %s (%s)", removed, criterion)
+        return prune_model(model, plan), plan, report
+    model, report = prune_blocks(model, criterion, candidates, target_params, samples, batch_size)
+    plan = PrunePlan([LayerPlan(list(range(g.num_heads)), list(range(g.num_kv_heads)), list(range(g.intermediate_size)))
+                      for g in model_geometries(model)])
+    log.info("removed blocks %s (%s)", report["removed_blocks"], criterion)
+    return model, plan, report

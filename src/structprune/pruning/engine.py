@@ -136,28 +136,15 @@ def prune_with_recipe(
 
 
 def _prune_depth(model: nn.Module, recipe: Recipe, sparsity: float, samples: torch.Tensor, batch_size: int) -> EngineResult:
-    """Whole blocks (pruning/depth.py): as many of the range's blocks as bring the removed
-    parameters nearest `sparsity` of the block (or all) parameters; the kept layers' plans are
-    their full widths."""
-    from structprune.pruning.depth import prune_blocks, prune_sublayers
+    """Whole blocks or sublayers (pruning/depth.py) of the recipe's range, as many as bring the
+    removed parameters nearest `sparsity` of the block (or all) parameters."""
+    from structprune.pruning.depth import prune_depth
 
-    counts = count_parameters(model)
     layer_range = resolve_layer_range(recipe.layers, len(decoder_layers(model)))
-    target = sparsity * counts["decoder_blocks" if recipe.sparsity_of == "blocks" else "total"]
-    candidates = list(range(*layer_range))
-    if recipe.unit == "sublayers":  # zero heads or zero neurons: the variable-width class skips them
-        removed, report = prune_sublayers(model, candidates, target, samples, batch_size)
-        plans = [LayerPlan([] if ("attn", i) in removed else list(range(g.num_heads)),
-                           [] if ("attn", i) in removed else list(range(g.num_kv_heads)),
-                           [] if ("mlp", i) in removed else list(range(g.intermediate_size)))
-                 for i, g in enumerate(model_geometries(model))]
-        log.info("removed sublayers %s (%s)", removed, recipe.score)
-        return EngineResult(prune_model(model, PrunePlan(plans)), PrunePlan(plans), [], layer_range, sparsity, [report])
-    model, report = prune_blocks(model, recipe.score, candidates, target, samples, batch_size)
-    plans = [LayerPlan(list(range(g.num_heads)), list(range(g.num_kv_heads)), list(range(g.intermediate_size)))
-             for g in model_geometries(model)]
-    log.info("removed blocks %s (%s)", report["removed_blocks"], recipe.score)
-    return EngineResult(model, PrunePlan(plans), [], layer_range, sparsity, [report])
+    target = sparsity * count_parameters(model)["decoder_blocks" if recipe.sparsity_of == "blocks" else "total"]
+    model, plan, report = prune_depth(model, recipe.unit, recipe.score, list(range(*layer_range)), target,
+                                      samples, batch_size)
+    return EngineResult(model, plan, [], layer_range, sparsity, [report])
 
 
 # --------------------------------------------------------------------------- the layer loop

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from structprune.io.artifacts import atomic_file
-from structprune.report.tables import SIZE_TOLERANCE
+from structprune.report.tables import same_size
 
 START, END = "<!-- headline:{model} -->", "<!-- /headline -->"
 
@@ -46,9 +46,8 @@ def headline(table: pd.DataFrame, keys: list[str], model: str, items: str | None
         ours = _best(rows[rows["_key"].str.startswith("ours")])
         if ours is None:
             continue
-        size = ours["Block params removed (%)"]
-        peers = rows[~rows["_key"].str.startswith("ours") & (rows["Stage"] != "dense")
-                     & ((rows["Block params removed (%)"] - size).abs() <= SIZE_TOLERANCE)]
+        peers = rows[[not key.startswith("ours") and stage != "dense" and same_size(table, ours.name, j)
+                      for j, key, stage in zip(rows.index, rows["_key"], rows["Stage"])]]
         peer = _best(peers)
         lines.append(f"| {sparsity} % | {ours['Method']} | **{_ppl(ours['WikiText2'])}** | {_ppl(ours.get('PTB'))} | "
                      + (f"{peer['Method']} | {_ppl(peer['WikiText2'])} | {_ppl(peer.get('PTB'))} |" if peer is not None

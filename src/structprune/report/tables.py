@@ -122,7 +122,7 @@ def is_peer(result: dict) -> bool:
 SIZE_TOLERANCE = 0.5  # percentage points of block parameters: rows further apart in size are not compared
 
 
-def _same_size(table: pd.DataFrame, i: int, j: int) -> bool:
+def same_size(table: pd.DataFrame, i: int, j: int) -> bool:
     """Rows i and j were pruned to the same nominal sparsity and removed the same share of
     block parameters within SIZE_TOLERANCE (a recipe that rounds per module misses its target)."""
     removed = table["Block params removed (%)"]
@@ -166,7 +166,7 @@ def add_uncertainty(table: pd.DataFrame, results: list[dict]) -> pd.DataFrame:
         peer_cells = []
         for i, r in enumerate(results):
             peers = [j for j, q in enumerate(results)
-                     if j != i and is_peer(q) and _same_size(table, i, j) and windows[j] is not None
+                     if j != i and is_peer(q) and same_size(table, i, j) and windows[j] is not None
                      and windows[i] is not None and windows[j].shape == windows[i].shape]
             if r["stage"] == "dense" or not peers:
                 peer_cells.append("")
@@ -184,7 +184,7 @@ def add_uncertainty(table: pd.DataFrame, results: list[dict]) -> pd.DataFrame:
             else:
                 d = paired_accuracy_difference(*pair)
                 versus_dense.append(_mark(100.0 * d.difference, d))
-            peers = {j: pair for j, q in enumerate(results) if j != i and is_peer(q) and _same_size(table, i, j)
+            peers = {j: pair for j, q in enumerate(results) if j != i and is_peer(q) and same_size(table, i, j)
                      and (pair := _paired_items(items[i], items[j])) is not None}
             if r["stage"] == "dense" or not peers:
                 versus_peer.append("")

@@ -22,6 +22,7 @@ def arguments(parser) -> None:
 
 
 def run(args) -> None:
+    import copy
     from pathlib import Path
 
     import yaml
@@ -32,9 +33,9 @@ def run(args) -> None:
     from structprune.spec.ownmodel import own_model_config
 
     base = read_config_file(args.base)
-    validate_config(copy_of(base))  # a broken base is named as such (validation fills defaults in place)
+    validate_config(copy.deepcopy(base))  # validation fills defaults in place; the file keeps what was chosen
     config = own_model_config(base, args.source, args.method, args.sparsity, args.name, args.tokenizer_pre)
-    validate_config(copy_of(config))
+    validate_config(copy.deepcopy(config))
     with atomic_file(args.out) as tmp:
         Path(tmp).write_text(f"# made by `python -m structprune own-config` from {args.base}\n"
                              + yaml.safe_dump(config, sort_keys=False))
@@ -44,8 +45,3 @@ def run(args) -> None:
     log.info("wrote %s: %s with %s at %d %%; run it with `make run CONFIG=%s`", args.out, args.name, args.method,
              args.sparsity, args.out)
 
-
-def copy_of(config: dict) -> dict:
-    import copy
-
-    return copy.deepcopy(config)  # validation fills defaults in place; the file keeps what was chosen

@@ -70,11 +70,11 @@ def run(args) -> None:
     if args.gguf_md:
         exports = gguf_table(args.exports, args.gguf_evals, args.evals, dict(args.label))
         write_table(exports, args.gguf_csv, args.gguf_md, f"# {args.title}: GGUF exports for llama.cpp\n\n{GGUF_NOTE}")
-    if args.headline:
-        write_headline(table, args)
     from structprune.io.integrity import read_stage_json
 
-    keys = [read_stage_json(path)["method"] for path in args.evals]
+    keys = [read_stage_json(path)["method"] for path in args.evals]  # each row's method key: ours start with "ours"
+    if args.headline:
+        write_headline(table, keys, args)
     ours = frozenset(label for label, key in zip(table["Method"], keys) if str(key).startswith("ours"))
     for path, plot in ((args.plot, plot_perplexity), (args.plot_accuracy, plot_accuracy), (args.plot_tradeoff, plot_tradeoff)):
         if path:
@@ -89,18 +89,16 @@ def run(args) -> None:
     log.info("table with %d rows -> %s, %s", len(table), args.csv, args.md)
 
 
-def write_headline(table, args) -> None:
+def write_headline(table, keys: list[str], args) -> None:
     from pathlib import Path
 
     from structprune.io.artifacts import atomic_file
-    from structprune.io.integrity import read_stage_json
     from structprune.report.headline import headline, refresh_readme
     from structprune.report.protocol import perplexity_windows_text, task_items_text
 
     evaluation = json.loads(args.run_config).get("evaluation") or {}
     items = task_items_text(evaluation) if evaluation.get("limit") else None
     windows = perplexity_windows_text(evaluation["perplexity"]) if evaluation.get("perplexity") else None
-    keys = [read_stage_json(path)["method"] for path in args.evals]
     text = headline(table, keys, args.model_name, items, windows)
     with atomic_file(args.headline) as tmp:
         Path(tmp).write_text(text)

@@ -45,6 +45,15 @@ def rope_export_problem(config: dict) -> str | None:
     return None
 
 
+def layer0_widths_problem(architecture: str, family: str, also: str = "") -> str:
+    """Why a pruned checkpoint of `family` does not export to llama.cpp's `architecture`: its
+    tensor loader builds every layer at layer 0's widths (`also`: a further reason)."""
+    return (f"llama.cpp's {architecture} architecture loads every layer with layer 0's head count and MLP width "
+            f"(its tensor loader){also}, so a checkpoint with per-layer widths (every pruned one under the protocol, "
+            f"which keeps the first and last blocks dense) cannot be expressed there; uniform-width {family} exports "
+            "are not written yet (issue #28)")
+
+
 def output_bias_problem(config: dict) -> str | None:
     """o_proj or down_proj with a bias of their own: the refits fit those maps' weights to the dense
     output without a bias term, so such a checkpoint is refused until they do."""

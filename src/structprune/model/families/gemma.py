@@ -11,7 +11,7 @@ does not: the post-norm divides each update by its own RMS, so no linear fit rep
 stream. GGUF: llama.cpp's gemma architectures cannot hold per-layer widths, so exports are
 skipped (`export_problem`)."""
 
-from structprune.model.families.base import Family
+from structprune.model.families.base import Family, layer0_widths_problem
 
 NO_BLOCK_TARGET = ("its post-attention and post-MLP norms divide o_proj's and down_proj's outputs by their own RMS "
                    "before the residual add, so a refit toward the dense residual stream (recover.target: block) is "
@@ -20,10 +20,7 @@ NO_BLOCK_TARGET = ("its post-attention and post-MLP norms divide o_proj's and do
 
 
 def export_problem(config: dict) -> str | None:
-    return ("llama.cpp's gemma / gemma2 / gemma3 architectures load every layer with layer 0's head count and MLP "
-            "width (their tensor loader), so a checkpoint with per-layer widths (every pruned one under the "
-            "protocol, which keeps the first and last blocks dense) cannot be expressed there; uniform-width "
-            "exports of these architectures are not written yet (issue #28)")
+    return layer0_widths_problem("gemma / gemma2 / gemma3", "Gemma")
 
 
 GEMMA = Family("Gemma", ("gemma", "structprune_gemma"), export_problem=export_problem)

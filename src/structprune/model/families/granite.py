@@ -6,13 +6,11 @@ multiplier scales each sublayer's update, which the refits and the dense stream 
 model/blocks.py (a refit toward the residual stream divides the stream's gap by it: still
 linear, so exact). Per-layer widths `structprune_granite`."""
 
-from structprune.model.families.base import Family, output_bias_problem
+from structprune.model.families.base import Family, layer0_widths_problem, output_bias_problem
 
 
 def export_problem(config: dict) -> str | None:
-    return ("llama.cpp's granite architecture loads every layer with layer 0's head count and MLP width (its tensor "
-            "loader), so a checkpoint with per-layer widths (every pruned one under the protocol) cannot be "
-            "expressed there; uniform-width Granite exports are not written yet (issue #28)")
+    return layer0_widths_problem("granite", "Granite")
 
 
 FAMILY = Family("Granite", ("granite", "structprune_granite"), config_problem=output_bias_problem,

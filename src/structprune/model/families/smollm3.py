@@ -3,13 +3,12 @@ applies no rotation, every 4th by default). The attention statistics skip the ro
 the module does (`use_rope`); checkpoints keep the list, so they compute as the source does.
 Per-layer widths `structprune_smollm3`."""
 
-from structprune.model.families.base import Family, output_bias_problem
+from structprune.model.families.base import Family, layer0_widths_problem, output_bias_problem
 
 
 def export_problem(config: dict) -> str | None:
-    return ("llama.cpp's smollm3 architecture loads every layer with layer 0's head count and MLP width (its tensor "
-            "loader) and places a NoPE layer at every 4th layer whatever the checkpoint says, so a pruned checkpoint "
-            "cannot be expressed there; SmolLM3 exports are not written (issue #28)")
+    return layer0_widths_problem("smollm3", "SmolLM3",
+                                 " and places a NoPE layer at every 4th layer whatever the checkpoint says")
 
 
 FAMILY = Family("SmolLM3", ("smollm3", "structprune_smollm3"), config_problem=output_bias_problem,
