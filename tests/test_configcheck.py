@@ -104,7 +104,7 @@ CASES = {
     "held-out text not apart from the fit set": (setter(H, "wikitext2-heldout", "fit", value=["wikitext2-16"]), "select.heldout: held-out set 'wikitext2-heldout' is not kept apart from ['wikitext2']"),
     "held-out samples with a fit set's seed": (setter(H, "selfgen-heldout", "seed", value=0), "heldout.selfgen-heldout.seed: 0 is a self-generated fit set's seed"),
     # evaluation
-    "windows longer than max_tokens": (setter(E, "perplexity", "seq_len", value=16384), "evaluation.perplexity.seq_len: 16384-token windows do not fit in max_tokens 4096"),
+    "windows longer than max_tokens": (setter(E, "perplexity", "seq_len", value=16384), "evaluation.perplexity.seq_len: 16384-token windows do not fit in max_tokens 8192"),
     "task sparsities the run lacks": (setter(E, "task_sparsities", value=[10]), "evaluation.task_sparsities: [10] are not in sparsities [20, 35, 50]"),
     "speed sparsities the run lacks": (setter(E, "speed", value={"sparsities": [60]}), "evaluation.speed.sparsities: [60] are not in sparsities [20, 35, 50]"),
     "select at a sparsity the run lacks": (setter(M, "ours-best-c", "select", "at", value=10), "methods.ours-best-c: select.at: 10 is not one of sparsities [20, 35, 50]"),

@@ -144,8 +144,8 @@ def test_window_and_item_choices_reach_only_the_evaluation_commands_and_the_note
     from workflow_helpers import tiny_config
 
     commands = []
-    for name, perplexity, evaluation in (("first", {}, {}),
-                                         ("spread", {"windows": "spread"}, {"items": "random", "items_seed": 7})):
+    for name, perplexity, evaluation in (("first", {"windows": "first"}, {"items": "first"}),
+                                         ("spread", {}, {"items_seed": 7})):  # the defaults
         cfg = tiny_config(tmp_path)
         save_tiny_checkpoint(tmp_path / "tiny-src")  # planning checks the source exists
         cfg["data"]["mirror"] = str(tiny_mirror(tmp_path / "mirror"))

@@ -318,11 +318,12 @@ def test_the_protocol_note_says_which_windows_and_items_are_scored():
         validate_config(cfg)
         return table_note(cfg, "tiny", [("none", "l1", 20, "pruned")], None, {"wikitext2": "test", "ptb": "validation"})
 
-    first = note({}, {})  # the defaults: the committed tables' protocol
-    assert "16-token windows, first 64 tokens." in first and "first 2 items per task;" in first
-    spread = note({"windows": "spread"}, {"items": "random", "items_seed": 7})
-    assert "16-token windows, 4 windows of 16 tokens evenly spaced over the whole split." in spread
-    assert "2 items per task sampled at random (seed 7);" in spread
+    first = note({"windows": "first"}, {"items": "first"})  # the protocol of the tables before issue #29
+    assert "16-token windows, first 64 tokens; not an estimate of the whole split." in first and "first 2 items per task (a sample this small makes the accuracies indicative only" in first
+    spread = note({}, {"items_seed": 7})  # the defaults
+    assert ("16-token windows, 4 windows of 16 tokens evenly spaced over the whole split; an estimate of the whole "
+            "split's perplexity, its interval over windows.") in spread
+    assert "2 items per task sampled at random (seed 7) (a sample this small" in spread
     whole = note({"max_tokens": None, "windows": "spread"}, {"limit": None, "items": "random"})
     assert "16-token windows, whole split." in whole and "lm-eval builtin prompts, all items;" in whole
 

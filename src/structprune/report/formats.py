@@ -47,19 +47,28 @@ def to_markdown_by_sparsity(table: pd.DataFrame, header: str, lower: set[str], h
                     best = values.idxmin() if column in lower else values.idxmax()
                     row, col = list(group.index).index(best), filled.index(column)
                     cells[row][col] = f"**{cells[row][col]}**"
-        if "Average" in filled and "Avg se" in filled:  # the average with its standard error in one cell
-            avg, se = filled.index("Average"), filled.index("Avg se")
-            for row in cells:
-                if row[avg].strip("*") and row[se]:
-                    bold = row[avg].startswith("**")
-                    row[avg] = f"{row[avg].strip('*')} ± {row[se]}"
-                    row[avg] = f"**{row[avg]}**" if bold else row[avg]
-            filled = [c if c != "Average" else "Average ± se" for c in filled]
-            del filled[se]
-            cells = [row[:se] + row[se + 1:] for row in cells]
+        filled, cells = _with_standard_errors(filled, cells)
         parts += [f"## {sparsity} % sparsity", "", "| " + " | ".join(filled) + " |", "|" + "---|" * len(filled)]
         parts += ["| " + " | ".join(row) + " |" for row in cells] + [""]
     return "\n".join(parts) + (f"\n## How these numbers were made\n\n{note.strip()}\n" if note.strip() else "")
+
+
+def _with_standard_errors(columns: list[str], cells: list[list[str]]) -> tuple[list[str], list[list[str]]]:
+    """Each accuracy and its standard error in one cell ("61.33 ± 8.9", the bold kept): the
+    `X se` columns (`Avg se` for the Average) join the column they qualify."""
+    se_of = {c: f"{c} se" if c != "Average" else "Avg se" for c in columns}
+    joined = {c: se for c, se in se_of.items() if se in columns}
+    for column, se in joined.items():
+        value, error = columns.index(column), columns.index(se)
+        for row in cells:
+            if row[value].strip("*") and row[error]:
+                bold = row[value].startswith("**")
+                row[value] = f"{row[value].strip('*')} ± {row[error]}"
+                row[value] = f"**{row[value]}**" if bold else row[value]
+    drop = {columns.index(se) for se in joined.values()}
+    names = [f"{c} ± se" if c in joined else c for c in columns]
+    return ([c for i, c in enumerate(names) if i not in drop],
+            [[v for i, v in enumerate(row) if i not in drop] for row in cells])
 
 
 def _formatted_cells(table: pd.DataFrame) -> list[list[str]]:

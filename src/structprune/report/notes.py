@@ -79,8 +79,9 @@ def uses_paper_recovery(eval_paths: list[str]) -> bool:
 
 
 SIGNIFICANCE_NOTE = (
-    "Uncertainty: `Avg se` is the standard error of the average accuracy (per-task sample standard errors, "
-    "tasks independent); `... 95% CI` are perplexity intervals from 10,000 bootstrap resamples of the evaluation "
+    "Uncertainty: `± se` after a task's accuracy is the standard error of its mean over the scored items (sample "
+    "standard deviation over the square root of their number); after the Average (`Avg se` in the CSV), the standard "
+    "error of the average (per-task standard errors, tasks independent); `... 95% CI` are perplexity intervals from 10,000 bootstrap resamples of the evaluation "
     "windows. `vs dense` and `vs best peer` are paired differences on the same items (accuracy, points) or windows "
     "(perplexity, %) against the best peer, named in the cell: the strongest non-`ours` row (highest average, "
     f"lowest perplexity) of the same sparsity whose removed share of block parameters is within {SIZE_TOLERANCE} points of the "

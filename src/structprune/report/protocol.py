@@ -114,9 +114,14 @@ def table_note(config: dict, model: str, rows, mirror: str | None, splits: dict)
     )
     facts = [
         f"Model source `{config['models'][model]['source']}`; data from the {source}.",
-        "Perplexity (LLM-Pruner protocol): " + ", ".join(f"{d} {splits[d]}" for d in ppl["datasets"])
-        + f" split, rows joined with blank lines, non-overlapping {ppl['seq_len']}-token windows, {tokens}.",
-        f"Zero-shot: lm-eval builtin prompts, {limit}; accuracy is acc_norm where lm-eval reports it "
+        "Perplexity: " + ", ".join(f"{d} {splits[d]}" for d in ppl["datasets"])
+        + f" split, rows joined with blank lines (LLM-Pruner's text preparation), non-overlapping {ppl['seq_len']}-token "
+        f"windows, {tokens}" + ("" if not ppl["max_tokens"] else
+                                "; an estimate of the whole split's perplexity, its interval over windows"
+                                if ppl["windows"] != "first" else "; not an estimate of the whole split") + ".",
+        f"Zero-shot: lm-eval builtin prompts, {limit}"
+        + ("" if not ev["limit"] else " (a sample this small makes the accuracies indicative only: each with its standard error)")
+        + "; accuracy is acc_norm where lm-eval reports it "
         "(PIQA, HellaSwag, ARC-e, ARC-c, OBQA), else acc (BoolQ, WinoGrande), in %.",
         f"Sparsity: % of {'decoder-block' if config['prune']['sparsity_of'] == 'blocks' else 'all'} parameters removed; "
         f"pruned blocks: {protocol_layers(config['prune']['layers'])} for every method unless its recipe says otherwise.",

@@ -156,6 +156,9 @@ def add_uncertainty(table: pd.DataFrame, results: list[dict]) -> pd.DataFrame:
         table["Avg se"] = [
             100.0 * average_stderr([mean_stderr(scores) for _, scores in it.values()]) if it else np.nan for it in items
         ]
+        for task, column in TASK_COLUMNS.items():  # each task's accuracy with its own standard error
+            if any(it and task in it for it in items):
+                table[f"{column} se"] = [100.0 * mean_stderr(it[task][1]) if it and task in it else np.nan for it in items]
     for dataset, column in PPL_COLUMNS.items():
         windows = [_window_nll(r, dataset) for r in results]
         if all(w is None for w in windows):
