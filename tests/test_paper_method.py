@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 
 from structprune.calibration.statistics import attention_probabilities, collect_statistics, pairwise_js_divergence
@@ -135,3 +136,26 @@ def test_distribution_options_given_on_the_command_line_as_words(model, input_id
     stats, _ = collect_statistics(model, input_ids, progress=False)
     layer = {k.removeprefix("layers.0."): v for k, v in stats.items() if k.startswith("layers.0.")}
     assert scorer(LayerWeights.from_layer(0, model.model.layers[0], 4), layer).heads.shape == (6,)
+
+
+def test_tau_at_rate_keeps_the_share_of_candidates_algorithm2_makes():
+    """Known answer: a layer whose heads are all close (every divergence 0.01, far below the
+    paper's tau 0.16) has 8 of 9 heads candidates at tau 0.16; tau set by a 1/3 rate makes 3,
+    and a rate below one head's share makes none."""
+    import torch
+
+    from structprune.pruning.scores.distribution import make_distribution
+    from structprune.pruning.scores.distribution_paper import redundancy_candidates, tau_at_rate
+
+    generator = torch.Generator().manual_seed(0)
+    divergence = 0.01 + 0.001 * torch.rand(9, 9, generator=generator, dtype=torch.float64)
+    divergence = (divergence + divergence.T) / 2
+    divergence.fill_diagonal_(0.0)
+    assert len(redundancy_candidates(divergence, 0.16)) == 8
+    assert len(redundancy_candidates(divergence, tau_at_rate(divergence, 1 / 3))) == 3
+    assert redundancy_candidates(divergence, tau_at_rate(divergence, 0.05)) == []
+    for bad in (0.0, 1.0, "x"):
+        with pytest.raises(ValueError, match="candidate_rate"):
+            make_distribution(candidate_rate=bad)
+    with pytest.raises(ValueError, match="needs redundancy 'js'"):
+        make_distribution(redundancy="none", candidate_rate=0.1)

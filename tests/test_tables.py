@@ -391,3 +391,29 @@ def test_the_markdown_is_one_table_per_sparsity_with_the_best_values_in_bold(tmp
     assert "| **40.00** |" in twenty.split("| b |")[1].splitlines()[0]  # b: the lowest perplexity
     assert "**55.00**" in twenty.split("| a |")[1].splitlines()[0]  # a: the highest average
     assert "Stage" not in twenty and md.rstrip().endswith("the note")
+
+
+def test_the_note_counts_algorithm2_candidates_over_the_pruned_range(tmp_path):
+    """Known answer: in each layer one pair of heads is closer than tau, so Algorithm 2 makes
+    one candidate per layer; the protocol range of 12 layers is [4, 10): 6 of 18 heads."""
+    import torch
+
+    from structprune.io.checkpoint import save_tensors
+    from structprune.report.algorithm2 import algorithm2_fact, candidate_count
+
+    divergence = torch.full((3, 3), 0.5)
+    divergence.fill_diagonal_(0.0)
+    divergence[1, 2] = divergence[2, 1] = 0.1
+    divergences = [divergence.clone() for _ in range(12)]
+    assert candidate_count(divergences, (4, 10), 0.16) == (6, 18)
+    assert candidate_count(divergences, (4, 10), 0.05) == (0, 18)
+    assert candidate_count(divergences, (0, 12), 0.6) == (24, 36)  # every pair close: (0, 1) makes 0, then (1, 2) makes 1
+    save_tensors({f"layers.{i}.attn_js.divergence": d for i, d in enumerate(divergences)}, tmp_path / "stats.safetensors", {})
+    config = {"prune": {"layers": "protocol"}, "methods": {
+        "ours-c": {"score": "distribution", "calib": "c16", "label": "Ours (C)", "options": {}},
+        "ext": {"score": "distribution", "calib": "c16", "options": {"redundancy": "none"}},
+        "flap": {"score": "flap", "calib": "c16"}}}
+    fact = algorithm2_fact(config, {"c16": str(tmp_path / "stats.safetensors")})
+    assert "Ours (C): 6 of 18 pruned-range heads at tau 0.16 on c16 (33 %)" in fact and "88 of LLaMA-7B's 1024" in fact
+    assert "ext" not in fact and "flap" not in fact
+    assert algorithm2_fact({"methods": {"flap": config["methods"]["flap"]}}, {}) is None

@@ -13,6 +13,7 @@ rule report:
         speeds=model_speeds,
         exports=model_exports,
         gguf_evals=model_gguf_evals,
+        js_stats=algorithm2_statistics,
     output:
         headline="results/tables/{model}.headline.md",
         gguf_csv="results/tables/{model}.gguf.csv",
@@ -55,6 +56,8 @@ rule report:
         selection=selection_args,
         run_config=lambda wc: json.dumps(config, sort_keys=True, default=str),
         config_files=sh(*(workflow.overwrite_configfiles or ["config.yaml"])),
+        algorithm2=lambda wc, input: sh(*[w for calib, path in zip(algorithm2_calibs(wc), input.js_stats)
+                                          for w in ("--algorithm2-stats", f"{calib}={path}")]),
         gguf=lambda wc, input, output: sh("--exports", *input.exports, "--gguf-evals", *input.gguf_evals,
                                           "--gguf-csv", output.gguf_csv, "--gguf-md", output.gguf_md),
     conda:
@@ -73,4 +76,4 @@ rule report:
         " --title 'structprune: {wildcards.model}' --note-json {params.note:q} {params.labels}"
         " --benchmarks {params.benchmarks} {params.selection} --selection-csv {output.selection_csv}"
         " --selection-md {output.selection_md} --run-record {output.run} --run-config {params.run_config:q}"
-        " --config-files {params.config_files} {params.gguf} > {log} 2>&1"
+        " --config-files {params.config_files} {params.gguf} {params.algorithm2} > {log} 2>&1"

@@ -147,6 +147,16 @@ def report_note(wildcards):
     return note
 
 
+def algorithm2_calibs(wildcards):
+    """Calibration sets of the rows whose dense scores use the paper's Algorithm 2 (the note
+    counts its candidates: structprune.report.algorithm2)."""
+    return [calib for calib in js_methods(config) if calib != "none"]
+
+
+def algorithm2_statistics(wildcards):
+    return [statistics_file(wildcards.model, calib, "distribution") for calib in algorithm2_calibs(wildcards)]
+
+
 def all_targets():
     """Each model's tables, perplexity plot and run record (not committed: a fresh clone reruns)."""
     out, models = rules.report.output, config["models"]

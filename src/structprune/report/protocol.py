@@ -95,6 +95,20 @@ def _refits(config: dict, name: str, stage: str) -> bool:
     return any(r.refits for r in recipes)
 
 
+def js_methods(config: dict) -> dict[str, list[tuple[str, float, object]]]:
+    """calibration set -> (row label, tau, layers, candidate_rate) of every method whose dense scores use
+    Algorithm 2 (score distribution with redundancy js, the paper's default)."""
+    found: dict[str, list] = {}
+    for name, method in config.get("methods", {}).items():
+        options = method.get("options") or {}
+        if method.get("score") != "distribution" or options.get("redundancy", "js") != "js" or method.get("select"):
+            continue
+        layers = method.get("layers") or config.get("prune", {}).get("layers", "protocol")
+        found.setdefault(method["calib"], []).append(
+            (row_label(config, name, "pruned"), float(options.get("tau", 0.16)), layers, options.get("candidate_rate")))
+    return found
+
+
 def table_note(config: dict, model: str, rows, mirror: str | None, splits: dict) -> str:
     """The note of model `model`'s table. `rows`: the table's (calib, method, sparsity, stage)
     rows, each method stage summarised once in their order; `mirror`: the data mirror as

@@ -45,6 +45,8 @@ def arguments(parser) -> None:
     parser.add_argument("--model-name", default="model", help="the model's name in the headline and README markers")
     parser.add_argument("--readme", default=None, help="refresh the headline between this README's markers "
                         "<!-- headline:MODEL --> and <!-- /headline --> (nothing happens without them)")
+    parser.add_argument("--algorithm2-stats", type=key_value, action="append", default=[], metavar="CALIB=STATS",
+                        help="dense statistics of a calibration set whose rows use Algorithm 2: the note counts its candidates")
     parser.add_argument("--run-record", default=None, help="also write what the run used (config, commit, versions) here")
     parser.add_argument("--run-config", default="{}", help="the run's configuration as JSON (for --run-record)")
     parser.add_argument("--config-files", nargs="*", default=[], help="the config files the run read (for --run-record)")
@@ -58,6 +60,12 @@ def run(args) -> None:
 
     if args.note_json is not None:
         args.note = json.loads(args.note_json)
+    if args.algorithm2_stats:
+        from structprune.report.algorithm2 import algorithm2_fact
+
+        if fact := algorithm2_fact(json.loads(args.run_config), dict(args.algorithm2_stats)):
+            head, sep, recipes = args.note.partition("\n\nRecipes")
+            args.note = f"{head}\n- {fact}{sep}{recipes}"
     table = comparison_table(args.evals, dict(args.label), args.speeds, dict(args.calibration))
     header = table_header(args.title, args.note, table, args.evals, args.benchmarks)
     from structprune.report.tables import PPL_COLUMNS, TASK_COLUMNS

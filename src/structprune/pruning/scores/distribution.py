@@ -21,7 +21,12 @@ from __future__ import annotations
 
 import torch
 
-from structprune.pruning.scores.distribution_paper import candidates_first, gated_product_scores, redundancy_candidates
+from structprune.pruning.scores.distribution_paper import (
+    candidates_first,
+    gated_product_scores,
+    redundancy_candidates,
+    tau_at_rate,
+)
 from structprune.pruning.scores.registry import LayerWeights, Scorer, UnitScores, register
 
 
@@ -101,13 +106,15 @@ REDUNDANCY = ("js", "cosine", "none")
 @register("distribution", citation="arXiv 2407.19126 Sec. 3.2, Eq. 1-4, Appendix B, Algorithm 2")
 def make_distribution(
     mlp: str = "product", redundancy: str = "js", tau: float = 0.16, w1: str = "up",
-    group_threshold: float | None = None,
+    group_threshold: float | None = None, candidate_rate: float | None = None,
 ) -> Scorer:
     """mlp: product (paper, Appendix B) | output (ours: ||W_down[:, j]||^2 E[h_j^2]) | closed_form
     (one path, W1 = `w1`). redundancy: js (paper: Algorithm 2's candidates at `tau` go first) |
     cosine (ours: grouping by output similarity >= `group_threshold`) | none. A head's own
     score is its expected output power E||W_O^h z_h||^2 (ours; the paper ranks heads by
-    redundancy only)."""
+    redundancy only). candidate_rate (ours, with js): each layer's tau set so that this share of
+    its heads become candidates (`tau_at_rate`; the paper's LLaMA-7B rate is 88 / 1024), instead
+    of the fixed `tau`."""
     redundancy = "none" if redundancy is None else redundancy  # the CLI reads the word "none" as None
     if mlp not in MLP_SCORES:
         raise ValueError(f"distribution: mlp must be one of {MLP_SCORES}, got {mlp!r}")
@@ -115,6 +122,10 @@ def make_distribution(
         raise ValueError(f"distribution: redundancy must be one of {REDUNDANCY}, got {redundancy!r}")
     if w1 not in ("up", "gate"):
         raise ValueError(f"distribution: w1 must be 'up' or 'gate', got {w1!r}")
+    if candidate_rate is not None and not (isinstance(candidate_rate, (int, float)) and 0.0 < candidate_rate < 1.0):
+        raise ValueError(f"distribution: candidate_rate must be a share of heads in (0, 1), got {candidate_rate!r}")
+    if candidate_rate is not None and redundancy != "js":
+        raise ValueError("distribution: candidate_rate sets Algorithm 2's tau: it needs redundancy 'js'")
     if redundancy == "cosine" and group_threshold is None:
         raise ValueError("distribution: redundancy 'cosine' needs group_threshold (e.g. 0.2)")
 
@@ -130,7 +141,9 @@ def make_distribution(
         if redundancy == "js":
             if "attn_js.divergence" not in stats:
                 raise ValueError("distribution: redundancy 'js' needs attention maps (rerun the calibrate stage)")
-            heads = candidates_first(heads, redundancy_candidates(stats["attn_js.divergence"], tau))
+            divergence = stats["attn_js.divergence"]
+            layer_tau = tau if candidate_rate is None else tau_at_rate(divergence, candidate_rate)
+            heads = candidates_first(heads, redundancy_candidates(divergence, layer_tau))
         elif redundancy == "cosine":
             heads = grouped_head_scores(heads, head_similarity(gram), group_threshold)
         return UnitScores(heads, neurons)
