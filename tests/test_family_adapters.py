@@ -162,7 +162,7 @@ def with_dead_units(model):
 
 @pytest.mark.parametrize("model_type", sorted(FAMILIES))
 @pytest.mark.parametrize("reconstruct,target", [("none", "block"), ("bias", "block"), ("refit", "block"),
-                                                ("refit", "module"), ("paper", "block")])
+                                                ("refit", "module"), ("paper", "block"), ("obs", "block")])
 def test_dead_units_pruned_with_every_reconstruction_return_the_dense_logits(model_type, reconstruct, target, ids):
     model = with_dead_units(family_model(model_type))
     if model_type in SANDWICH and (reconstruct, target) == ("refit", "block"):
@@ -175,6 +175,24 @@ def test_dead_units_pruned_with_every_reconstruction_return_the_dense_logits(mod
     scores = score_model(model, "l2") if flow == "dense" else None
     result = prune_with_recipe(copy.deepcopy(model), recipe, 0.3, scores=scores, samples=ids, batch_size=3, progress=False)
     assert all(len(lp.keep_heads) < 6 for lp in result.plan.layers)  # units were removed
+    torch.testing.assert_close(result.model(ids).logits, dense, atol=2e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize("model_type", sorted(FAMILIES))
+@pytest.mark.parametrize("heads", ["within_kv_groups", "kv_groups"])
+def test_slimgpt_removes_dead_units_first_and_returns_the_dense_logits(model_type, heads, ids):
+    """SlimGPT's greedy OBS loop (score obs, reconstruct obs): a dead head's or neuron's OBS
+    error is 0, so the loop takes dead units first and the compensation leaves the rest alone."""
+    model = with_dead_units(family_model(model_type))
+    with torch.no_grad():  # whole dead kv group for the kv_groups unit: group {3, 4, 5}
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight[:, 3 * HEAD_DIM:] = 0
+    dense = model(ids).logits
+    recipe = Recipe("obs", flow="sequential", reconstruct="obs", heads=heads, layers=[0, 2])
+    result = prune_with_recipe(copy.deepcopy(model), recipe, 0.3, samples=ids, batch_size=3, progress=False)
+    for lp in result.plan.layers:
+        assert len(lp.keep_heads) < 6 and {1, 2, 4, 5} | set(range(3, 6) if heads == "kv_groups" else ()) >= set(range(6)) - set(lp.keep_heads)
+        assert all(n % 2 == 0 for n in set(range(24)) - set(lp.keep_neurons))  # only dead (even) neurons went
     torch.testing.assert_close(result.model(ids).logits, dense, atol=2e-4, rtol=1e-3)
 
 

@@ -182,6 +182,10 @@ def _stream_prune(model, recipe, budgets, layer_range, ratio, scores, samples, b
                     propagate(layer, ctx.pruned)
             elif recipe.reconstruct == "paper":
                 lp, report = _pre_pruning_refit_layer(ctx, index, layer, geometry, budget)
+            elif recipe.reconstruct == "obs":
+                from structprune.pruning.obsflow import obs_layer
+
+                lp, report = obs_layer(ctx, index, layer, geometry, budget, _stream_statistics, _layer_scores)
             elif recipe.reconstruct == "refit":
                 lp, report = _refit_layer(ctx, index, layer, geometry, budget)
             else:

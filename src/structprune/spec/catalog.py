@@ -25,6 +25,7 @@ SCORES = {
     "wanda_sp": ("wanda", "moments"),
     "flap": ("flap", "moments"),
     "taylor": ("taylor", "gradients"),
+    "obs": ("slimgpt", "samples"),  # SlimGPT: read on the pruned stream inside reconstruct obs
 }
 SCORE_MODULES = tuple(dict.fromkeys(module for module, _ in SCORES.values()))
 # Depth criteria (recipe unit: blocks): whole decoder blocks ranked on calibration samples run
@@ -46,7 +47,7 @@ ALLOCATIONS = ("uniform", "global", "increasing")
 BUDGETS = ("matched", "per_module", "mlp_only")
 SPARSITY_OF = ("blocks", "total")
 FLOWS = ("dense", "sequential")
-RECONSTRUCTIONS = ("none", "bias", "refit", "paper")
+RECONSTRUCTIONS = ("none", "bias", "refit", "paper", "obs")
 TARGETS = ("block", "module")
 # The recipe fields that take one of a list of words, and that list (config, CLI and select grids).
 CHOICES = {"unit": UNITS, "heads": HEAD_MODES, "allocation": ALLOCATIONS, "budget": BUDGETS, "sparsity_of": SPARSITY_OF,

@@ -166,6 +166,15 @@ def recipe_problems(recipe: Recipe) -> list[str]:
     if recipe.allocation == "global" and recipe.budget == "per_module":
         problems.append("budget 'per_module' applies to the uniform allocation only; the global threshold sets every layer's "
                         "budget over kv groups and neurons (budget: matched) or neurons alone (budget: mlp_only)")
+    if recipe.reconstruct == "obs" and recipe.flow != "sequential":
+        problems.append("reconstruct 'obs' (SlimGPT) compensates from the Hessians of the pruned stream, layer by layer: "
+                        "set flow: sequential")
+    if recipe.score == "obs" and recipe.reconstruct != "obs":
+        problems.append("score 'obs' (SlimGPT's OBS error) reads the input Hessians reconstruct 'obs' collects on the pruned "
+                        "stream: set reconstruct: obs (and flow: sequential)")
+    if recipe.score == "obs" and recipe.allocation == "global":
+        problems.append("score 'obs' ranks units inside each layer as it prunes it; a global threshold needs every layer's "
+                        "scores first: use allocation uniform or increasing")
     if statistics == "gradients" and (recipe.flow == "sequential" or recipe.reconstruct == "paper"):
         problems.append(
             f"score {recipe.score!r} reads backprop saliencies of the dense model, taken once: it cannot be "
