@@ -117,7 +117,7 @@ CASES = {
 
 
 def test_the_committed_configs_are_valid():
-    for name in ("config.yaml", "config/paper.yaml", "config/sweep.yaml", "config/ablations.yaml", "config/full.yaml"):
+    for name in ("config.yaml", "config/paper.yaml", "config/sweep.yaml", "config/ablations.yaml", "config/full.yaml", "config/design.yaml", "config/gemma3-270m.yaml"):
         validate_config(yaml.safe_load((REPO / name).read_text()))
 
 
