@@ -13,7 +13,7 @@ gives, per layer, whether the plans differ and the relative difference of the we
 the first layer where they diverge; with --ppl, the perplexity of both pruned models.
 
     python scripts/recovery_stability.py --model resources/models/smollm2-135m \
-        --data resources/data/smollm2-135m/calib/wikitext2.safetensors --sparsity 0.35 \
+        --data resources/data/smollm2-135m/calib/wikitext2.safetensors --sparsity 35 \
         --ppl wikitext2=resources/data/smollm2-135m/eval/wikitext2.safetensors --out stability.json
     python scripts/recovery_stability.py summarize stability.json ...   # a markdown table
 
@@ -39,6 +39,7 @@ from structprune.model.loading import load_checkpoint  # noqa: E402
 from structprune.pruning import engine, reconstruction  # noqa: E402
 from structprune.pruning.scores import distribution  # noqa: E402
 from structprune.spec.recipe import Recipe  # noqa: E402
+from structprune.stages.argtypes import sparsity as sparsity_percent  # noqa: E402
 
 ORIGINALS = (engine.capture_layer_inputs, reconstruction._ridge_solution, distribution.redundancy_candidates,
              engine._pre_pruning_refit_layer)
@@ -222,7 +223,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True)
     parser.add_argument("--data", required=True)
-    parser.add_argument("--sparsity", type=float, default=0.35)
+    parser.add_argument("--sparsity", type=sparsity_percent, default="35", help="percent of decoder-block parameters removed")
     parser.add_argument("--damp", type=float, default=0.01)
     parser.add_argument("--eps", type=float, default=1e-7)
     parser.add_argument("--seeds", type=int, nargs="*", default=[0], help="one perturbed run per seed")

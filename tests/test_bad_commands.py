@@ -12,12 +12,12 @@ import torch
 from structprune.cli import main
 
 M = ["--model", "/nonexistent/model"]
-PRUNE = ["prune", *M, "--method", "l2", "--sparsity", "0.2", "--out", "/nonexistent/out"]
+PRUNE = ["prune", *M, "--method", "l2", "--sparsity", "20", "--out", "/nonexistent/out"]
 DATA = ["data-calib", "--dataset", "random", "--tokenizer", "/nonexistent/model", "--n-samples", "4", "--seq-len", "16",
         "--out", "/nonexistent/out.safetensors"]
 EVAL = ["evaluate", *M, "--model-name", "m", "--out", "/nonexistent/eval.json"]
 SPEED = ["speed", *M, "--dense", "/nonexistent/dense", "--out", "/nonexistent/speed.json"]
-SELECT = ["select", *M, "--method", "distribution", "--sparsity", "0.2", "--heldout", "/nonexistent/h.safetensors",
+SELECT = ["select", *M, "--method", "distribution", "--sparsity", "20", "--heldout", "/nonexistent/h.safetensors",
           "--out", "/nonexistent/out"]
 
 
@@ -30,10 +30,10 @@ def replaced(argv: list[str], option: str, value: str) -> list[str]:
 CASES = [
     ("threads-zero", ["--threads", "0", *PRUNE], "argument --threads: 0 must be at least 1"),
     ("threads-word", ["--threads", "two", *PRUNE], "argument --threads: 'two' is not an integer"),
-    ("sparsity-percent", replaced(PRUNE, "--sparsity", "20"), "argument --sparsity: 20 must be between 0 and 1 (a fraction: 0.2 for 20 %)"),
+    ("sparsity-fraction", replaced(PRUNE, "--sparsity", "0.2"), "argument --sparsity: 0.2 must be a percentage from 1 to under 100 (a percentage: 20 for a fraction 0.2)"),
     ("sparsity-nan", replaced(PRUNE, "--sparsity", "nan"), "argument --sparsity: 'nan' is not a finite number"),
-    ("sparsity-zero", replaced(PRUNE, "--sparsity", "0"), "argument --sparsity: 0 must be between 0 and 1"),
-    ("sparsity-one", replaced(PRUNE, "--sparsity", "1"), "argument --sparsity: 1 must be between 0 and 1"),
+    ("sparsity-zero", replaced(PRUNE, "--sparsity", "0"), "argument --sparsity: 0 must be a percentage from 1 to under 100"),
+    ("sparsity-hundred", replaced(PRUNE, "--sparsity", "100"), "argument --sparsity: 100 must be a percentage from 1 to under 100"),
     ("damp-nan", [*PRUNE, "--reconstruct", "refit", "--damp", "nan"], "argument --damp: 'nan' is not a finite number"),
     ("damp-inf", [*PRUNE, "--damp", "inf"], "argument --damp: 'inf' is not a finite number"),
     ("damp-negative", [*PRUNE, "--damp", "-1"], "argument --damp: -1.0 must be 0 or more"),

@@ -20,7 +20,7 @@ def test_stages_run_from_the_command_line(tmp_path):
     assert main(["score", "--model", str(model), "--method", "random", "--option", "seed=3", "--out", str(scores)]) == 0
     pruned = tmp_path / "pruned"
     assert main(["prune", "--model", str(model), "--method", "random", "--option", "seed=3", "--scores", str(scores),
-                 "--sparsity", "0.3", "--out", str(pruned)]) == 0
+                 "--sparsity", "30", "--out", str(pruned)]) == 0
     manifest = __import__("json").loads((pruned / "manifest.json").read_text())
     assert abs(manifest["achieved_block_sparsity"] - 0.3) < 0.03
     assert manifest["inputs"]["scores"]["sha256"]
@@ -30,7 +30,7 @@ def test_peer_prune_options_fail_fast_with_a_message(tmp_path, caplog):
     model = save_tiny_checkpoint(tmp_path / "model")
     scores = tmp_path / "scores.safetensors"
     assert main(["score", "--model", str(model), "--method", "l2", "--out", str(scores)]) == 0
-    common = ["prune", "--model", str(model), "--scores", str(scores), "--sparsity", "0.2"]
+    common = ["prune", "--model", str(model), "--scores", str(scores), "--sparsity", "20"]
     common += ["--method", "l2"]
     assert main([*common, "--reconstruct", "bias", "--out", str(tmp_path / "a")]) == 2
     assert "bias compensation in the dense flow needs the dense calibration statistics (--stats)" in caplog.text
@@ -38,7 +38,7 @@ def test_peer_prune_options_fail_fast_with_a_message(tmp_path, caplog):
     assert "set heads: kv_groups" in caplog.text
     assert main([*common, "--layers", "0:9", "--out", str(tmp_path / "c")]) == 2
     assert "outside the model's 2 layers" in caplog.text
-    assert main(["prune", "--model", str(model), "--method", "l2", "--flow", "sequential", "--sparsity", "0.2",
+    assert main(["prune", "--model", str(model), "--method", "l2", "--flow", "sequential", "--sparsity", "20",
                  "--out", str(tmp_path / "d")]) == 2
     assert "pass them (--data)" in caplog.text
     assert not any((tmp_path / name).exists() for name in "abcd")
@@ -85,7 +85,7 @@ def test_prune_reads_a_dense_stream_cache_of_its_own_model_and_samples_only(tmp_
     dense = tmp_path / "dense"
     assert main(["dense-stream", "--model", str(model), "--data", str(calib), "--batch-size", "2", "--out", str(dense)]) == 0
     recipe = ["prune", "--model", str(model), "--method", "distribution", "--flow", "sequential", "--reconstruct", "paper",
-              "--layers", "all", "--sparsity", "0.3", "--batch-size", "2"]
+              "--layers", "all", "--sparsity", "30", "--batch-size", "2"]
     assert main([*recipe, "--data", str(calib), "--out", str(tmp_path / "live")]) == 0
     assert main([*recipe, "--data", str(calib), "--dense-stream", str(dense), "--out", str(tmp_path / "cached")]) == 0
     live, cached = (load_file(str(tmp_path / name / "model.safetensors")) for name in ("live", "cached"))

@@ -134,12 +134,12 @@ def test_the_prune_command_removes_blocks_and_writes_a_loadable_checkpoint(tmp_p
     save_tensors({"input_ids": torch.randint(3, 150, (4, 16))}, tmp_path / "calib.safetensors", {})
     out = tmp_path / "out"
     assert main(["prune", "--model", str(source), "--unit", "blocks", "--method", "sleb", "--flow", "sequential",
-                 "--layers", "0:2", "--data", str(tmp_path / "calib.safetensors"), "--sparsity", "0.5",
+                 "--layers", "0:2", "--data", str(tmp_path / "calib.safetensors"), "--sparsity", "50",
                  "--out", str(out)]) == 0
     loaded, _ = load_checkpoint(out)
     assert len(loaded.model.layers) == 1 and loaded.config.num_hidden_layers == 1
     assert main(["prune", "--model", str(source), "--unit", "blocks", "--method", "sleb", "--layers", "0:2",
-                 "--data", str(tmp_path / "calib.safetensors"), "--sparsity", "0.5", "--out", str(tmp_path / "x")]) == 2
+                 "--data", str(tmp_path / "calib.safetensors"), "--sparsity", "50", "--out", str(tmp_path / "x")]) == 2
     assert not (tmp_path / "x").exists()  # flow dense with sleb: refused before any work
 
 

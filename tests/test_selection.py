@@ -62,7 +62,7 @@ def test_select_from_the_command_line_records_every_candidate(tmp_path):
     for name in ("calib", "heldout"):
         save_tensors({"input_ids": torch.randint(3, 150, (4, 16), generator=generator)}, tmp_path / f"{name}.safetensors", {})
     out = tmp_path / "chosen"
-    common = ["--model", str(model), "--method", "l1", "--sparsity", "0.3", "--flow", "sequential",
+    common = ["--model", str(model), "--method", "l1", "--sparsity", "30", "--flow", "sequential",
               "--data", str(tmp_path / "calib.safetensors"), "--out", str(out)]
     assert main(["select", *common, "--heldout", str(tmp_path / "missing"), ]) == 2
     assert main(["select", *common, "--heldout", str(tmp_path / "heldout.safetensors"),
@@ -74,7 +74,7 @@ def test_select_from_the_command_line_records_every_candidate(tmp_path):
     assert {k: manifest["recipe"][k] for k in chosen} == chosen
     assert manifest["inputs"]["heldout"]["sha256"]
     # select.at: another sparsity runs only the candidate chosen here, and says where it was chosen
-    at40 = ["--model", str(model), "--method", "l1", "--sparsity", "0.4", "--flow", "sequential",
+    at40 = ["--model", str(model), "--method", "l1", "--sparsity", "40", "--flow", "sequential",
             "--data", str(tmp_path / "calib.safetensors"), "--heldout", str(tmp_path / "heldout.safetensors"),
             "--grid", "reconstruct=none,refit", "--grid", "damp=0.01,1", "--chosen-in", str(out)]
     assert main(["select", *at40, "--out", str(tmp_path / "at40")]) == 0
@@ -126,11 +126,11 @@ def test_a_choice_that_cannot_run_at_another_sparsity_is_made_again_there_and_sa
               "--data", str(tmp_path / "calib.safetensors"), "--heldout", str(tmp_path / "heldout.safetensors"),
               "--grid"]
     grid = [*common, "budget=mlp_only,matched"]
-    assert main(["select", *grid, "--sparsity", "0.3", "--out", str(tmp_path / "both30")]) == 0
+    assert main(["select", *grid, "--sparsity", "30", "--out", str(tmp_path / "both30")]) == 0
     first = json.loads((tmp_path / "both30" / "manifest.json").read_text())
     if [c for c in first["candidates"] if c["chosen"]][0]["overrides"] != {"budget": "mlp_only"}:
         pytest.skip("the held-out text preferred matched at 30 %: nothing to fall back from")
-    assert main(["select", *grid, "--sparsity", "0.8", "--chosen-in", str(tmp_path / "both30"),
+    assert main(["select", *grid, "--sparsity", "80", "--chosen-in", str(tmp_path / "both30"),
                  "--out", str(tmp_path / "at80")]) == 0
     again = json.loads((tmp_path / "at80" / "manifest.json").read_text())
     assert again["parameters"]["rechoose"] == ["budget"]

@@ -94,10 +94,10 @@ def test_select_at_one_sparsity_reuses_the_choice_and_speed_runs_where_asked(fin
         write_config(workdir, config)
     selects = [line for line in out.splitlines() if "python -m structprune" in line and " select --model " in line]
     assert len(selects) == 2, selects  # 20 % reruns: its settings now name `at`
-    at40 = [line for line in selects if "--sparsity 0.4" in line]
+    at40 = [line for line in selects if "--sparsity 40" in line]
     assert len(at40) == 1 and "--chosen-in results/tiny/wikitext2/best/s20/pruned" in at40[0]
     assert "--rechoose" not in at40[0]
-    assert any("--sparsity 0.4" in line and "--rechoose damp" in line for line in rechosen.splitlines())
+    assert any("--sparsity 40" in line and "--rechoose damp" in line for line in rechosen.splitlines())
     assert not any(rule == "speed" and "sparsity=40" in wc for rule, wc in jobs)
     assert any(rule == "evaluate" and "sparsity=40" in wc for rule, wc in jobs)
 

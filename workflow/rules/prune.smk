@@ -63,7 +63,7 @@ rule prune:
     params:
         compute=compute_args,
         code=code_version("prune"),
-        sparsity=sparsity_fraction,
+        sparsity=sparsity_percent,
         settings=prune_settings,
         args=prune_args,
     wildcard_constraints:
@@ -93,7 +93,7 @@ rule select:
     params:
         compute=compute_args,
         code=code_version("select"),
-        sparsity=sparsity_fraction,
+        sparsity=sparsity_percent,
         settings=select_settings,
         args=select_args,
     wildcard_constraints:

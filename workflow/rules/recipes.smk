@@ -2,8 +2,9 @@
 # stage recipe reads (scores, statistics, samples, the dense stream) and its settings as words.
 
 
-def sparsity_fraction(wildcards):
-    return int(wildcards.sparsity) / 100.0
+def sparsity_percent(wildcards):
+    """The command line's --sparsity: the percentage, as in the config and the paths."""
+    return int(wildcards.sparsity)
 
 
 def method_option_words(options):

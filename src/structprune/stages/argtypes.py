@@ -43,12 +43,13 @@ probability = _bounded(float, lambda v: 0 < v <= 1, "{value:g} must be in (0, 1]
 
 
 def sparsity(text: str) -> float:
-    """A fraction of parameters removed: 0 < s < 1 (0.2, not 20)."""
+    """A percentage of parameters removed, 1 <= s < 100 (20, as in the config), returned as the
+    fraction the library works with (0.2)."""
     value = _number(text, float)
-    if not 0 < value < 1:
-        hint = f" (a fraction: {value / 100:g} for {value:g} %)" if 1 <= value < 100 else ""
-        raise argparse.ArgumentTypeError(f"{value:g} must be between 0 and 1{hint}")
-    return value
+    if not 1 <= value < 100:
+        hint = f" (a percentage: {100 * value:g} for a fraction {value:g})" if 0 < value < 1 else ""
+        raise argparse.ArgumentTypeError(f"{value:g} must be a percentage from 1 to under 100{hint}")
+    return value / 100.0
 
 
 def key_value(text: str) -> tuple[str, str]:

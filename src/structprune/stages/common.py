@@ -195,7 +195,7 @@ def check_gguf(path: str) -> None:
 def recipe_arguments(p: argparse.ArgumentParser) -> None:
     """The model, sparsity and the five recipe choices (shared by prune and select)."""
     p.add_argument("--model", required=True)
-    p.add_argument("--sparsity", type=sparsity, required=True, help="fraction of parameters removed (see --sparsity-of)")
+    p.add_argument("--sparsity", type=sparsity, required=True, help="percent of parameters removed, as in the config (20; see --sparsity-of)")
     p.add_argument("--method", required=True, help="scoring method (a registered score)")
     p.add_argument("--option", type=key_value, action="append", default=[], metavar="NAME=VALUE")
     p.add_argument("--unit", default="width", choices=UNITS,
@@ -211,7 +211,7 @@ def recipe_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layers", type=layers_arg, default="all",
                    help="pruned blocks: protocol ([4, L-2), the paper's), all, or START:END")
     p.add_argument("--sparsity-of", default="blocks", choices=SPARSITY_OF,
-                   help="the sparsity is a fraction of decoder-block parameters or of all parameters")
+                   help="the sparsity is a share of decoder-block parameters or of all parameters")
     p.add_argument("--flow", default="dense", choices=FLOWS,
                    help="dense: scores from --scores; sequential: each layer scored on the pruned model's activations")
     p.add_argument("--reconstruct", default="none", choices=RECONSTRUCTIONS,
