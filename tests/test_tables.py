@@ -417,3 +417,13 @@ def test_the_note_counts_algorithm2_candidates_over_the_pruned_range(tmp_path):
     assert "Ours (C): 6 of 18 pruned-range heads at tau 0.16 on c16 (33 %)" in fact and "88 of LLaMA-7B's 1024" in fact
     assert "ext" not in fact and "flap" not in fact
     assert algorithm2_fact({"methods": {"flap": config["methods"]["flap"]}}, {}) is None
+
+
+def test_each_accuracy_is_joined_with_its_standard_error_and_keeps_its_bold():
+    from structprune.report.formats import _with_standard_errors
+
+    columns = ["Method", "BoolQ", "Average", "WikiText2", "BoolQ se", "Avg se"]
+    cells = [["dense", "60.00", "50.00", "55.00", "8.94", "3.20"], ["x", "**70.00**", "", "60.00", "8.51", ""]]
+    names, joined = _with_standard_errors(columns, cells)
+    assert names == ["Method", "BoolQ ± se", "Average ± se", "WikiText2"]
+    assert joined == [["dense", "60.00 ± 8.94", "50.00 ± 3.20", "55.00"], ["x", "**70.00 ± 8.51**", "", "60.00"]]

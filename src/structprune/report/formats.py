@@ -107,10 +107,9 @@ def to_html(table: pd.DataFrame, header: str) -> str:
     """A self-contained HTML page (no scripts, no external files) for Snakemake's report."""
     import html
 
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>" for row in _formatted_cells(table)
-    )
+    columns, cells = _with_standard_errors([str(c) for c in table.columns], _formatted_cells(table))
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>" for row in cells)
     title, _, note = header.partition("\n")
     paragraphs = "".join(_html_block(p.strip(), html.escape) for p in note.split("\n\n") if p.strip())
     style = ("body{font:14px sans-serif;max-width:none;margin:1em}p{max-width:70em}"
