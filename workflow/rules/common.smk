@@ -25,7 +25,7 @@ from structprune.spec.modelcheck import export_skips, model_family_problems, mod
 from structprune.spec.configfile import ConfigFileError, typed_overrides
 from structprune.spec.recipe import StatisticsNeeds, recipe_problems, statistics_needs
 from structprune.spec.resources import memory_mb as job_memory_mb, runtime_minutes as job_runtime_minutes
-from structprune.report.protocol import js_methods, table_note
+from structprune.report.protocol import js_methods, table_note, with_facts
 from structprune.model.sources import source_note
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"

@@ -141,10 +141,7 @@ def report_note(wildcards):
         facts.append(dense_note)
     if wildcards.model in EXPORT_SKIPS:
         facts.append(f"No GGUF export: {EXPORT_SKIPS[wildcards.model]}.")
-    if facts:  # after the protocol's bullets, before the recipes
-        head, sep, recipes = note.partition("\n\nRecipes")
-        note = head + "".join(f"\n- {fact}" for fact in facts) + sep + recipes
-    return note
+    return with_facts(note, facts)  # after the protocol's bullets, before the recipes
 
 
 def algorithm2_calibs(wildcards):

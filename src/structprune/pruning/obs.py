@@ -36,18 +36,25 @@ def hessian(gram: torch.Tensor, count: int, percdamp: float = PERCDAMP) -> torch
     return h
 
 
-def compensated(weight: torch.Tensor, h: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+def inverse_hessian(h: torch.Tensor) -> torch.Tensor:
+    """H^-1 from its Cholesky factor (H is symmetric positive definite once damped)."""
+    return torch.cholesky_inverse(torch.linalg.cholesky(h))
+
+
+def compensated(weight: torch.Tensor, h: torch.Tensor, keep: torch.Tensor, factor: torch.Tensor | None = None) -> torch.Tensor:
     """The kept columns `keep` of `weight` (out x in) after removing all others with the OBS
-    update: W H[:, K] H[K, K]^-1, the least-squares fit of W x by the kept inputs (out x |K|)."""
+    update: W H[:, K] H[K, K]^-1, the least-squares fit of W x by the kept inputs (out x |K|).
+    `factor`: the Cholesky factor of H[K, K], when the caller has it already."""
     w = weight.to(torch.float64)
-    factor = torch.linalg.cholesky(h[keep][:, keep])
+    factor = torch.linalg.cholesky(h[keep][:, keep]) if factor is None else factor
     return torch.cholesky_solve((w @ h[:, keep]).T, factor).T
 
 
 def _state(weight: torch.Tensor, h: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The compensated weight on `keep` and the inverse of H restricted to `keep`."""
-    hinv = torch.cholesky_inverse(torch.linalg.cholesky(h[keep][:, keep]))
-    return compensated(weight, h, keep), hinv
+    """The compensated weight on `keep` and the inverse of H restricted to `keep`, from one
+    Cholesky factorisation of H[K, K]."""
+    factor = torch.linalg.cholesky(h[keep][:, keep])
+    return compensated(weight, h, keep, factor), torch.cholesky_inverse(factor)
 
 
 def column_errors(w: torch.Tensor, hinv: torch.Tensor, width: int = 1) -> torch.Tensor:
@@ -98,7 +105,8 @@ def greedy_columns(weight: torch.Tensor, h: torch.Tensor, remove: int) -> list[i
     state, for each size of `dynamic_group_sizes(remove)`. Returns the removed columns."""
     removed: list[int] = []
     for size in dynamic_group_sizes(remove):
-        alive = [c for c in range(weight.shape[1]) if c not in set(removed)]
+        gone = set(removed)
+        alive = [c for c in range(weight.shape[1]) if c not in gone]
         w, hinv = _state(weight, h, torch.tensor(alive, dtype=torch.long))
         errors = column_errors(w, hinv)
         order = sorted(range(len(alive)), key=lambda i: (float(errors[i]), alive[i]))

@@ -109,6 +109,13 @@ def js_methods(config: dict) -> dict[str, list[tuple[str, float, object]]]:
     return found
 
 
+def with_facts(note: str, facts: list[str]) -> str:
+    """`note` with more bullets after the protocol's, before the recipes (facts known only to
+    the workflow, such as the model source, or to the report, such as Algorithm 2's count)."""
+    head, sep, recipes = note.partition("\n\nRecipes")
+    return head + "".join(f"\n- {fact}" for fact in facts) + sep + recipes
+
+
 def table_note(config: dict, model: str, rows, mirror: str | None, splits: dict) -> str:
     """The note of model `model`'s table. `rows`: the table's (calib, method, sparsity, stage)
     rows, each method stage summarised once in their order; `mirror`: the data mirror as

@@ -62,10 +62,10 @@ def run(args) -> None:
         args.note = json.loads(args.note_json)
     if args.algorithm2_stats:
         from structprune.report.algorithm2 import algorithm2_fact
+        from structprune.report.protocol import with_facts
 
         if fact := algorithm2_fact(json.loads(args.run_config), dict(args.algorithm2_stats)):
-            head, sep, recipes = args.note.partition("\n\nRecipes")
-            args.note = f"{head}\n- {fact}{sep}{recipes}"
+            args.note = with_facts(args.note, [fact])
     table = comparison_table(args.evals, dict(args.label), args.speeds, dict(args.calibration))
     header = table_header(args.title, args.note, table, args.evals, args.benchmarks)
     from structprune.report.tables import PPL_COLUMNS, TASK_COLUMNS

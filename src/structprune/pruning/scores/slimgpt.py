@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from structprune.pruning.obs import PERCDAMP, column_errors, hessian
+from structprune.pruning.obs import PERCDAMP, column_errors, hessian, inverse_hessian
 from structprune.pruning.scores.registry import LayerWeights, Scorer, UnitScores, per_head, register
 
 
@@ -23,9 +23,8 @@ def obs_scores(weights: LayerWeights, stats: dict[str, torch.Tensor], percdamp: 
     head_dim = weights.geometry.head_dim
     h_attn = hessian(stats["o_proj_in.second_moment"], 2, percdamp)  # (2 / 2) E[x x^T]: the scale does not rank
     h_mlp = hessian(stats["down_proj_in.second_moment"], 2, percdamp)
-    heads = per_head(column_errors(weights.o.to(torch.float64), torch.cholesky_inverse(torch.linalg.cholesky(h_attn)),
-                                   head_dim), head_dim)
-    neurons = column_errors(weights.down.to(torch.float64), torch.cholesky_inverse(torch.linalg.cholesky(h_mlp)))
+    heads = per_head(column_errors(weights.o.to(torch.float64), inverse_hessian(h_attn), head_dim), head_dim)
+    neurons = column_errors(weights.down.to(torch.float64), inverse_hessian(h_mlp))
     return UnitScores(heads, neurons)
 
 
