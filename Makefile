@@ -1,4 +1,5 @@
-# structprune: `make run` runs the default benchmark, `make test` the test suite.
+# structprune: `make run` runs the default (config.yaml, about an hour), `make benchmark` the whole
+# benchmark (config/benchmark.yaml), `make test` the test suite.
 # Both create the virtualenv on first use; torch is pinned to the CPU build 2.13.0.
 PYTHON ?= python3
 VENV   ?= .venv
@@ -8,7 +9,7 @@ STAMP  := $(VENV)/.structprune-installed
 # Rules call `python -m structprune`: put the virtualenv first on PATH.
 SNAKEMAKE := PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake
 
-.PHONY: run test lint setup dry-run report clean-results bench llama-cpp check-config gemma run-gemma prune
+.PHONY: run test lint setup dry-run report clean-results bench llama-cpp check-config gemma run-gemma prune benchmark
 
 # llama.cpp (the GGUF export's check and timing): llama-cpp-python built from source with
 # explicit x86-64 flags. GGML_NATIVE=ON (-march=native) builds crashed at the first generation
@@ -52,7 +53,7 @@ run-gemma: $(GEMMA_STAMP)
 	$(MAKE) run CONFIG=config/gemma3-270m.yaml
 
 # Prune your own model in one command: `make prune SOURCE=/path/to/hf-folder` (or gguf:FILE, a Hub
-# id; METHOD= a method of config.yaml, SPARSITY= percent, NAME=, TOKENIZER_PRE= llama.cpp's
+# id; METHOD= a method of config/benchmark.yaml, SPARSITY= percent, NAME=, TOKENIZER_PRE= llama.cpp's
 # pre-tokenizer for the GGUF export of a non-GGUF source). The values reach the command through the
 # environment, never spliced into the shell line; own-config checks them and writes the config.
 SOURCE ?=
@@ -80,6 +81,10 @@ check-config: $(STAMP)
 # profiles/default is Snakemake's default workflow profile: plain `snakemake` reads it too.
 run: check-config $(LLAMA_STAMP)
 	$(SNAKEMAKE) --cores $(CORES) $(CONFIG_ARGS)
+
+# The whole benchmark: every row of the committed table results/tables/smollm2-135m.md.
+benchmark:
+	$(MAKE) run CONFIG=config/benchmark.yaml
 
 # One self-contained HTML page: comparison tables, perplexity plots, per-job runtimes.
 report: check-config $(LLAMA_STAMP)

@@ -107,7 +107,7 @@ def readme_job_counts() -> dict[str, int]:
 
 def test_the_readme_states_the_job_counts_snakemake_plans(tmp_path):
     stated = readme_job_counts()
-    assert set(stated) == {"config.yaml", "config/ablations.yaml", "config/design.yaml", "config/paper.yaml", "config/sweep.yaml"}
+    assert set(stated) == {"config.yaml", "config/benchmark.yaml", "config/ablations.yaml", "config/design.yaml", "config/paper.yaml", "config/sweep.yaml"}
     for config, count in stated.items():
         (workdir := tmp_path / config.replace("/", "-")).mkdir()
         planned = sum(job_counts(dry_run(config, workdir)).values())
@@ -210,3 +210,30 @@ def test_an_empty_mapping_in_a_config_file_is_a_choice_not_a_merge_error(tmp_pat
     snakemake(work, "--dry-run")
     refused = snakemake(work, "--dry-run", "--config", "methods={}", check=False)
     assert refused.returncode != 0 and "an override merges" in refused.stdout + refused.stderr
+
+
+def test_a_named_config_keeps_its_own_tables_and_shares_every_other_job(tmp_path):
+    """config.yaml (name: quick) and config/benchmark.yaml share the model key, so their common
+    jobs are one cache; the name moves only the report's files (results/tables/<model>.<name>.*)."""
+    import yaml
+    from tiny import tiny_mirror
+    from workflow_helpers import tiny_config
+
+    commands = []
+    for name in (None, "quick"):
+        cfg = tiny_config(tmp_path)
+        save_tiny_checkpoint(tmp_path / "tiny-src")  # planning checks the source exists
+        cfg["data"]["mirror"] = str(tiny_mirror(tmp_path / "mirror"))
+        if name:
+            cfg["name"] = name
+        (workdir := tmp_path / (name or "unnamed")).mkdir()
+        (workdir / "config.yaml").write_text(yaml.safe_dump(cfg))
+        out = snakemake(workdir, "--dry-run", "--printshellcmds", "--forceall").stdout
+        commands.append({line for line in out.splitlines() if line.startswith("Shell command: ")})
+    unnamed, quick = commands
+    differ = unnamed ^ quick
+    assert differ and all(" report " in line for line in differ), differ  # every other job is the same job
+    report = next(line for line in quick if " report " in line)
+    assert "--csv results/tables/tiny.quick.csv" in report and "results/plots/tiny.quick.ppl.png" in report
+    assert "--run-record results/runs/tiny.quick.json" in report and "--model-name tiny.quick" in report
+    assert "logs/report/tiny.quick.log" in report

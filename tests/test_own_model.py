@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def base():
-    return read_config_file(REPO / "config.yaml")
+    return read_config_file(REPO / "config/benchmark.yaml")
 
 
 def test_the_config_holds_one_model_one_method_and_the_sets_it_reads(base, tmp_path):

@@ -26,7 +26,7 @@ from structprune.pruning import engine
 from structprune.spec.recipe import Recipe
 
 EPS = 1e-7  # float32 rounding: 2^-24 = 6e-8 per operation
-CONFIG = Path(__file__).parents[1] / "config.yaml"
+CONFIG = Path(__file__).parents[1] / "config" / "benchmark.yaml"
 # The weights may move twice as far as the dense activations they are fitted to: a damped
 # refit's gain on a residual is at most 1 / (2 sqrt(damp)) per direction of the correlation
 # matrix (0.5 at damp 1), and a layer chains two levels. The old damping (0.01) moved them

@@ -43,6 +43,9 @@ _limits = model_family_problems(config) + model_limit_problems(config)
 if _limits:
     raise WorkflowError("invalid configuration for this model (fix config.yaml or your --configfile):\n"
                         + "\n".join(_limits))
+# The report's file stem: the model, then the config's name when it has one, so configs that share a
+# model's cached stages (config.yaml, config/benchmark.yaml, ...) keep their own tables and plots.
+REPORT = "{model}" + (f".{config['name']}" if config.get("name") else "")
 # Exports that would compute something else (a family llama.cpp cannot express yet) are
 # skipped, not failed: the tables still build and say why.
 EXPORT_SKIPS = export_skips(config)

@@ -15,41 +15,42 @@ rule report:
         gguf_evals=model_gguf_evals,
         js_stats=algorithm2_statistics,
     output:
-        headline="results/tables/{model}.headline.md",
-        gguf_csv="results/tables/{model}.gguf.csv",
-        gguf_md="results/tables/{model}.gguf.md",
-        selection_csv="results/tables/{model}.selection.csv",
-        selection_md="results/tables/{model}.selection.md",
-        csv="results/tables/{model}.csv",
-        md="results/tables/{model}.md",
-        tex="results/tables/{model}.tex",
+        headline=f"results/tables/{REPORT}.headline.md",
+        gguf_csv=f"results/tables/{REPORT}.gguf.csv",
+        gguf_md=f"results/tables/{REPORT}.gguf.md",
+        selection_csv=f"results/tables/{REPORT}.selection.csv",
+        selection_md=f"results/tables/{REPORT}.selection.md",
+        csv=f"results/tables/{REPORT}.csv",
+        md=f"results/tables/{REPORT}.md",
+        tex=f"results/tables/{REPORT}.tex",
         html=report(
-            "results/tables/{model}.html",
+            f"results/tables/{REPORT}.html",
             caption="../report/table.rst",
             category="Comparison tables",
             labels={"model": "{model}", "figure": "table"},
         ),
-        run="results/runs/{model}.json",
+        run=f"results/runs/{REPORT}.json",
         accuracy=report(
-            "results/plots/{model}.accuracy.png",
+            f"results/plots/{REPORT}.accuracy.png",
             caption="../report/accuracy_plot.rst",
             category="Zero-shot accuracy",
             labels={"model": "{model}", "figure": "accuracy"},
         ),
         tradeoff=report(
-            "results/plots/{model}.tradeoff.png",
+            f"results/plots/{REPORT}.tradeoff.png",
             caption="../report/tradeoff_plot.rst",
             category="Perplexity vs speed",
             labels={"model": "{model}", "figure": "tradeoff"},
         ),
         plot=report(
-            "results/plots/{model}.ppl.png",
+            f"results/plots/{REPORT}.ppl.png",
             caption="../report/ppl_plot.rst",
             category="Perplexity vs sparsity",
             labels={"model": "{model}", "figure": "perplexity"},
         ),
     params:
         code=code_version("report"),
+        stem=lambda wc: REPORT.format(model=wc.model),  # the README's headline markers name the table
         benchmarks=lambda wc: sh(*model_benchmarks(wc)),
         note=lambda wc: json.dumps(report_note(wc)),  # one line: the note's bullets are lines
         labels=lambda wc: label_args(wc.model),
@@ -63,16 +64,16 @@ rule report:
     conda:
         "../../envs/structprune.yaml"
     log:
-        "logs/report/{model}.log",
+        f"logs/report/{REPORT}.log",
     benchmark:
-        "benchmarks/report/{model}.tsv"
+        f"benchmarks/report/{REPORT}.tsv"
     resources:
         mem_mb=2000,
         runtime=10,
     shell:
         "python -m structprune report --evals {input.evals} --speeds {input.speeds} --csv {output.csv} --md {output.md}"
         " --tex {output.tex} --html {output.html} --plot {output.plot} --plot-accuracy {output.accuracy}"
-        " --plot-tradeoff {output.tradeoff} --headline {output.headline} --model-name {wildcards.model} --readme README.md"
+        " --plot-tradeoff {output.tradeoff} --headline {output.headline} --model-name {params.stem} --readme README.md"
         " --title 'structprune: {wildcards.model}' --note-json {params.note:q} {params.labels}"
         " --benchmarks {params.benchmarks} {params.selection} --selection-csv {output.selection_csv}"
         " --selection-md {output.selection_md} --run-record {output.run} --run-config {params.run_config:q}"

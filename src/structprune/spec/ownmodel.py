@@ -53,7 +53,7 @@ def own_model_config(base: dict, source: str, method: str, sparsity: int, name: 
     for name_ in heldout:
         calib |= set(base.get("heldout", {})[name_]["fit"])
     config = {key: copy.deepcopy(value) for key, value in base.items()
-              if key not in ("models", "methods", "calibration", "heldout", "sparsities", "export")}
+              if key not in ("models", "methods", "calibration", "heldout", "sparsities", "export", "name")}
     model = {"source": source}
     export = bool(resolved.gguf_file or tokenizer_pre)
     if tokenizer_pre and not resolved.gguf_file:

@@ -17,7 +17,8 @@ def arguments(parser) -> None:
     parser.add_argument("--tokenizer-pre", default=None,
                         help="llama.cpp's pre-tokenizer for the GGUF export of a non-GGUF source (llama-bpe for "
                              "Llama-3, qwen2 for Qwen); without it such a source is not exported")
-    parser.add_argument("--base", default="config.yaml", help="the config whose method and protocol are used")
+    parser.add_argument("--base", default="config/benchmark.yaml",
+                        help="the config whose method and protocol are used (default: the benchmark's, every method)")
     parser.add_argument("--out", required=True)
 
 
