@@ -135,7 +135,10 @@ def report_note(wildcards):
     as configured rather than resolved: params that hold no checkout path."""
     configured = os.environ.get(MIRROR_ENV) or config["data"]["mirror"]
     splits = {d: eval_split(d) for d in config["evaluation"]["perplexity"]["datasets"]}
-    note = table_note(config, wildcards.model, method_rows(wildcards.model), configured if MIRROR else None, splits)
+    files = workflow.overwrite_configfiles  # as given on the command line: no checkout path for the repository's
+    command = "snakemake" + "".join(f" --configfile {path}" for path in files or [])
+    note = table_note(config, wildcards.model, method_rows(wildcards.model), configured if MIRROR else None, splits,
+                      command)
     facts = []
     if dense_note := source_note(config["models"][wildcards.model]["source"]):
         facts.append(dense_note)

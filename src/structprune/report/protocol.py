@@ -116,11 +116,11 @@ def with_facts(note: str, facts: list[str]) -> str:
     return head + "".join(f"\n- {fact}" for fact in facts) + sep + recipes
 
 
-def table_note(config: dict, model: str, rows, mirror: str | None, splits: dict) -> str:
+def table_note(config: dict, model: str, rows, mirror: str | None, splits: dict, command: str = "snakemake") -> str:
     """The note of model `model`'s table. `rows`: the table's (calib, method, sparsity, stage)
     rows, each method stage summarised once in their order; `mirror`: the data mirror as
     configured (no checkout path, so the note is the same in every clone), None for the Hub;
-    `splits`: the split each perplexity dataset is measured on."""
+    `splits`: the split each perplexity dataset is measured on; `command`: the run that makes it."""
     ev, ppl = config["evaluation"], config["evaluation"]["perplexity"]
     source = f"mirror `{mirror}`" if mirror else "Hugging Face Hub"
     tokens, limit = perplexity_windows_text(ppl), task_items_text(ev)
@@ -149,7 +149,7 @@ def table_note(config: dict, model: str, rows, mirror: str | None, splits: dict)
         *([REFIT_BEYOND_RANGE.strip()] if any(_refits(config, name, stage) for name, stage in stages) else []),
         f"Calibration sets: {calib}.",
         *([f"Held-out sets (for select only): {heldout}."] if config["heldout"] else []),
-        "Regenerate with `make run` (= `snakemake` in the repository root, profiles/default).",
+        f"Regenerate with `{command}` in the repository root (profiles/default: 2 cores).",
     ]
     recipes = [f"{recipe_summary(config, name, stage)}." for name, stage in stages]
     return ("\n".join(f"- {fact}" for fact in facts)
