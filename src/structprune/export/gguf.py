@@ -72,6 +72,9 @@ def export_problems(model, widths: list[LayerWidths]) -> list[str]:
         problems.append(problem)
     elif problem := rope_factors(model)[1]:
         problems.append(problem)
+    if getattr(model.config, "residual_channels", None):
+        problems.append("its layers read and write their own residual channels (DISP-LLM), which llama.cpp has no "
+                        "index select / index add for")
     if widths[0].heads == 0:
         problems.append("layer 0 has no attention heads; llama.cpp's deci derives the head size from layer 0")
     for index, (layer, width) in enumerate(zip(decoder_layers(model), widths, strict=True)):

@@ -13,11 +13,15 @@ the model is built from the source's widths, then each layer's projections are r
 ones of that layer's width (``layer_widths``: heads, kv heads, MLP neurons per layer). Every
 family here reshapes attention with ``-1`` heads, so the forward is the family's own: the
 same norms, biases, q/k norms, sliding windows and rotary scaling as the source model.
+A DISP-LLM checkpoint also lists each layer's residual channels (``residual_channels``): its
+attention and MLP read only those of the normed stream and add their output back at those of
+the residual stream, which keeps its full width.
 This file must import nothing from structprune: it travels inside checkpoints.
 """
 
 import types
 
+import torch
 from huggingface_hub.dataclasses import strict
 from torch import nn
 from transformers import (
@@ -56,18 +60,57 @@ def skip_attention(attn: nn.Module) -> None:
     attn.forward = types.MethodType(_attention_output_only, attn)
 
 
+def _channel_index(module: nn.Module, key: str, device) -> torch.Tensor:
+    """The module's residual channel list `key` as an index tensor on `device`, built once per
+    device (plain lists in the config: nothing to load, nothing left at a default)."""
+    cache = module.__dict__.setdefault("_channel_index_cache", {})
+    if (key, device) not in cache:
+        cache[(key, device)] = torch.tensor(getattr(module, key), dtype=torch.long, device=device)
+    return cache[(key, device)]
+
+
+def _read_selected_channels(module, args, kwargs):
+    """DISP-LLM's input selection: the sublayer reads only its channels of the normed residual
+    stream (the norm itself stays full width, as the reference's pruned model computes it)."""
+    if args:
+        hidden = args[0]
+        return (hidden.index_select(-1, _channel_index(module, "input_channels", hidden.device)), *args[1:]), kwargs
+    key = "hidden_states" if "hidden_states" in kwargs else "x"
+    kwargs[key] = kwargs[key].index_select(-1, _channel_index(module, "input_channels", kwargs[key].device))
+    return args, kwargs
+
+
+def _write_selected_channels(module, args, kwargs, output):
+    """DISP-LLM's index add: the sublayer's output lands on its channels of the residual stream,
+    zeros elsewhere (so post-norms and multipliers see what the zeroed full model gives them)."""
+    first = output[0] if isinstance(output, tuple) else output
+    index = _channel_index(module, "output_channels", first.device)
+    full = first.new_zeros(*first.shape[:-1], module.residual_width).index_add_(-1, index, first)
+    return (full, *output[1:]) if isinstance(output, tuple) else full
+
+
+def select_residual_channels(module: nn.Module, read: list, write: list, width: int) -> None:
+    """Make `module` (an attention or an MLP) read and write only these residual channels."""
+    module.input_channels, module.output_channels, module.residual_width = list(read), list(write), width
+    module.register_forward_pre_hook(_read_selected_channels, with_kwargs=True)
+    module.register_forward_hook(_write_selected_channels, with_kwargs=True)
+
+
 def resize_layers(model: nn.Module, config) -> None:
-    """Give every decoder layer the projections of its own width (weights are loaded next)."""
+    """Give every decoder layer the projections of its own width (weights are loaded next), and
+    with `residual_channels` its own residual channels in and out (DISP-LLM)."""
     if not config.layer_widths:
         return
     head_dim = config.head_dim
-    for layer, (heads, kv_heads, neurons) in zip(model.model.layers, config.layer_widths, strict=True):
+    channels = config.residual_channels or [None] * len(config.layer_widths)
+    for layer, (heads, kv_heads, neurons), selected in zip(model.model.layers, config.layer_widths, channels, strict=True):
         attn, mlp = layer.self_attn, layer.mlp
         hidden = attn.q_proj.in_features
+        attn_in, attn_out, mlp_in, mlp_out = (len(c) for c in selected) if selected else (hidden,) * 4
         shapes = {
-            (attn, "q_proj"): (hidden, heads * head_dim), (attn, "k_proj"): (hidden, kv_heads * head_dim),
-            (attn, "v_proj"): (hidden, kv_heads * head_dim), (attn, "o_proj"): (heads * head_dim, hidden),
-            (mlp, "gate_proj"): (hidden, neurons), (mlp, "up_proj"): (hidden, neurons), (mlp, "down_proj"): (neurons, hidden),
+            (attn, "q_proj"): (attn_in, heads * head_dim), (attn, "k_proj"): (attn_in, kv_heads * head_dim),
+            (attn, "v_proj"): (attn_in, kv_heads * head_dim), (attn, "o_proj"): (heads * head_dim, attn_out),
+            (mlp, "gate_proj"): (mlp_in, neurons), (mlp, "up_proj"): (mlp_in, neurons), (mlp, "down_proj"): (neurons, mlp_out),
         }
         for (parent, name), (n_in, n_out) in shapes.items():
             old = getattr(parent, name)
@@ -76,6 +119,9 @@ def resize_layers(model: nn.Module, config) -> None:
         attn.num_key_value_groups = heads // kv_heads if kv_heads else 0
         if heads == 0:
             skip_attention(attn)
+        if selected:
+            select_residual_channels(attn, selected[0], selected[1], hidden)
+            select_residual_channels(mlp, selected[2], selected[3], hidden)
 
 
 def _variable_width(family_config, family_model, model_type: str):
@@ -85,6 +131,9 @@ def _variable_width(family_config, family_model, model_type: str):
     class Config(family_config):
         layer_widths: list | None = None  # [heads, kv heads, MLP neurons] of every decoder layer
         output_bias: bool = False  # o_proj and down_proj carry a bias (FLAP's bias compensation)
+        # DISP-LLM: per layer, the residual channels [attention reads, attention writes, MLP reads,
+        # MLP writes] (None: every layer reads and writes the whole residual stream)
+        residual_channels: list | None = None
 
         def validate_architecture(self):
             """Widths are per layer and head_dim is explicit, so hidden_size % heads need not be 0."""

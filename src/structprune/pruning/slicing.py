@@ -183,16 +183,20 @@ def _accepts(config, widths: dict) -> bool:
     return True
 
 
-def to_variable_width(model: nn.Module, widths: list[tuple[int, int, int]]) -> nn.Module:
-    """The same weights in the family's variable-width class, whose config lists every layer's widths."""
+def to_variable_width(model: nn.Module, widths: list[tuple[int, int, int]], residual_channels: list | None = None) -> nn.Module:
+    """The same weights in the family's variable-width class, whose config lists every layer's
+    widths (and, for DISP-LLM, every layer's residual channels in and out)."""
     from structprune.model.varwidth import MODULE_NAME, VARIABLE_WIDTH
 
     config_class, model_class = VARIABLE_WIDTH[model.config.model_type]
     settings = model.config.to_dict()
-    for key in ("model_type", "architectures", "auto_map", "transformers_version", "layer_widths", "output_bias"):
-        settings.pop(key, None)
+    for key in ("model_type", "architectures", "auto_map", "transformers_version", "layer_widths", "output_bias",
+                "residual_channels"):
+        settings.pop(key, None)  # (residual_channels: read from the model's config below)
     settings["layer_widths"] = [list(w) for w in widths]
     settings["output_bias"] = has_output_bias(model)
+    settings["residual_channels"] = (residual_channels if residual_channels is not None  # kept when pruned again
+                                     else getattr(model.config, "residual_channels", None))
     settings["auto_map"] = {
         "AutoConfig": f"{MODULE_NAME}.{config_class.__name__}",
         "AutoModelForCausalLM": f"{MODULE_NAME}.{model_class.__name__}",
