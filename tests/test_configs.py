@@ -237,4 +237,4 @@ def test_a_named_config_keeps_its_own_tables_and_shares_every_other_job(tmp_path
     assert "--csv results/tables/tiny.quick.csv" in report and "results/plots/tiny.quick.ppl.png" in report
     assert "--run-record results/runs/tiny.quick.json" in report and "--model-name tiny.quick" in report
     assert "logs/report/tiny.quick.log" in report
-    assert "Regenerate with `snakemake --configfile " in report  # the note names the config that made the table
+    assert "Regenerate with `snakemake --configfile config.yaml`" in report  # the config that made it, no checkout path

@@ -135,8 +135,11 @@ def report_note(wildcards):
     as configured rather than resolved: params that hold no checkout path."""
     configured = os.environ.get(MIRROR_ENV) or config["data"]["mirror"]
     splits = {d: eval_split(d) for d in config["evaluation"]["perplexity"]["datasets"]}
-    files = workflow.overwrite_configfiles  # as given on the command line: no checkout path for the repository's
-    command = "snakemake" + "".join(f" --configfile {path}" for path in files or [])
+    # Snakemake makes the config files absolute: those inside the working directory are named
+    # relative to it, so the note holds no checkout path and is the same in every clone
+    files = [os.path.relpath(path) if not os.path.relpath(path).startswith("..") else path
+             for path in workflow.overwrite_configfiles or []]
+    command = "snakemake" + "".join(f" --configfile {path}" for path in files)
     note = table_note(config, wildcards.model, method_rows(wildcards.model), configured if MIRROR else None, splits,
                       command)
     facts = []
