@@ -122,6 +122,7 @@ def plot_tradeoff(table: pd.DataFrame, path: str | os.PathLike, title: str, ours
 
     fig, ax = plt.subplots(figsize=(9, 5))
     column = next((c for c in PPL_COLUMNS.values() if c in table.columns), None)
+    rows = table.iloc[:0]
     if speed in table and column is not None:
         ratios = pd.DataFrame([parse_ratio_cell(c) for c in table[speed]], index=table.index,
                               columns=["median", "low", "high"])
@@ -143,11 +144,17 @@ def plot_tradeoff(table: pd.DataFrame, path: str | os.PathLike, title: str, ours
                 ax.annotate(f"{int(r['Sparsity (%)'])}%", (x.loc[i, "median"], r[column]), fontsize=6, xytext=(3, 2),
                             textcoords="offset points")
         ax.set_yscale("log")
+    if rows.empty:  # say so rather than draw empty axes (speed off, or no checkpoint measured)
+        ax.text(0.5, 0.5, "no speed measured in this run\n(evaluation.speed.enabled, evaluation.speed.sparsities)",
+                ha="center", va="center", transform=ax.transAxes, fontsize=11, color="0.3")
+        ax.set_xticks([])
+        ax.set_yticks([])
     which = "llama.cpp" if speed.startswith("llama.cpp") else "transformers"
     ax.set_xlabel(f"decode speed-up over dense ({which}, batch 1)\nbars: 95 % interval; hollow: above what the weights allow")
     ax.set_ylabel(f"{column} perplexity (log scale)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False)
+    if not rows.empty:
+        ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False)
     ax.set_title(title)
     fig.tight_layout()
     with atomic_file(path) as tmp:
