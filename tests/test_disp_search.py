@@ -134,3 +134,27 @@ def test_the_search_moves_toward_the_budget_and_the_final_selection_keeps_the_ta
     assert selections[0] == ChannelSelection.full(HIDDEN, INTERMEDIATE)
     assert 0.6 <= share < 0.6 + 0.05  # at least the target, within a few channels of it
     assert math.isclose(share, float(kept_share([g.double() for g in gates_of(selections[1])], layer_sizes(model), [1])))
+
+
+def test_the_stage_searches_prunes_and_cleans_up_from_the_command_line(tmp_path):
+    import json
+
+    from tiny import save_tiny_checkpoint, tiny_mirror
+
+    from structprune.cli import main
+    from structprune.model.loading import load_checkpoint
+
+    model, out = tmp_path / "model", tmp_path / "disp"
+    assert main(["model", "--source", str(save_tiny_checkpoint(tmp_path / "src")), "--out", str(model)]) == 0
+    calib = tmp_path / "calib.safetensors"
+    assert main(["data-calib", "--dataset", "wikitext2", "--split", "validation", "--tokenizer", str(model),
+                 "--mirror", str(tiny_mirror(tmp_path / "mirror")), "--n-samples", "4", "--seq-len", "16",
+                 "--out", str(calib)]) == 0
+    assert main(["disp-search", "--model", str(model), "--data", str(calib), "--sparsity", "30", "--layers", "all",
+                 "--steps", "4", "--save-every", "2", "--out", str(out)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stage"] == "disp-search" and len(manifest["history"]) == 4
+    assert 0.7 <= manifest["kept_matrix_share"] < 0.75  # at least the target share of the matrices
+    assert manifest["index_entries"] > 0 and not (tmp_path / "disp.search.pt").exists()  # the state is gone
+    pruned, _ = load_checkpoint(out)
+    assert pruned.config.residual_channels and len(pruned.config.residual_channels) == pruned.config.num_hidden_layers
