@@ -137,8 +137,8 @@ def report_note(wildcards):
     splits = {d: eval_split(d) for d in config["evaluation"]["perplexity"]["datasets"]}
     # Snakemake makes the config files absolute: those inside the working directory are named
     # relative to it, so the note holds no checkout path and is the same in every clone
-    files = [os.path.relpath(path) if not os.path.relpath(path).startswith("..") else path
-             for path in workflow.overwrite_configfiles or []]
+    relative = [(path, os.path.relpath(path)) for path in workflow.overwrite_configfiles or []]
+    files = [path if rel.startswith("..") else rel for path, rel in relative]
     command = "snakemake" + "".join(f" --configfile {path}" for path in files)
     note = table_note(config, wildcards.model, method_rows(wildcards.model), configured if MIRROR else None, splits,
                       command)

@@ -69,24 +69,37 @@ def _channel_index(module: nn.Module, key: str, device) -> torch.Tensor:
     return cache[(key, device)]
 
 
+def map_sublayer_input(args, kwargs, change):
+    """A forward pre-hook's (args, kwargs) with the sublayer's hidden states replaced by
+    change(hidden states): positional, or the keyword the family passes (attention: hidden_states,
+    MLP: x)."""
+    if args:
+        return (change(args[0]), *args[1:]), kwargs
+    key = "hidden_states" if "hidden_states" in kwargs else "x"
+    kwargs[key] = change(kwargs[key])
+    return args, kwargs
+
+
+def map_sublayer_output(output, change):
+    """A sublayer's output with its hidden states replaced by change(hidden states) (attention
+    returns a tuple, the MLP a tensor)."""
+    return (change(output[0]), *output[1:]) if isinstance(output, tuple) else change(output)
+
+
 def _read_selected_channels(module, args, kwargs):
     """DISP-LLM's input selection: the sublayer reads only its channels of the normed residual
     stream (the norm itself stays full width, as the reference's pruned model computes it)."""
-    if args:
-        hidden = args[0]
-        return (hidden.index_select(-1, _channel_index(module, "input_channels", hidden.device)), *args[1:]), kwargs
-    key = "hidden_states" if "hidden_states" in kwargs else "x"
-    kwargs[key] = kwargs[key].index_select(-1, _channel_index(module, "input_channels", kwargs[key].device))
-    return args, kwargs
+    return map_sublayer_input(args, kwargs, lambda hidden: hidden.index_select(
+        -1, _channel_index(module, "input_channels", hidden.device)))
 
 
 def _write_selected_channels(module, args, kwargs, output):
     """DISP-LLM's index add: the sublayer's output lands on its channels of the residual stream,
     zeros elsewhere (so post-norms and multipliers see what the zeroed full model gives them)."""
-    first = output[0] if isinstance(output, tuple) else output
-    index = _channel_index(module, "output_channels", first.device)
-    full = first.new_zeros(*first.shape[:-1], module.residual_width).index_add_(-1, index, first)
-    return (full, *output[1:]) if isinstance(output, tuple) else full
+    def scatter(hidden):
+        index = _channel_index(module, "output_channels", hidden.device)
+        return hidden.new_zeros(*hidden.shape[:-1], module.residual_width).index_add_(-1, index, hidden)
+    return map_sublayer_output(output, scatter)
 
 
 def select_residual_channels(module: nn.Module, read: list, write: list, width: int) -> None:

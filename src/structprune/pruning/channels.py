@@ -55,25 +55,10 @@ def selection_problems(selections: list[ChannelSelection], hidden: int, intermed
     return problems
 
 
-def _take(linear: nn.Linear, rows=None, columns=None) -> nn.Linear:
-    """A new Linear holding the given rows (outputs) and columns (inputs) of `linear`."""
-    weight, bias = linear.weight.detach(), None if linear.bias is None else linear.bias.detach()
-    if rows is not None:
-        index = torch.tensor(rows, dtype=torch.long, device=weight.device)
-        weight, bias = weight.index_select(0, index), None if bias is None else bias.index_select(0, index)
-    if columns is not None:
-        weight = weight.index_select(1, torch.tensor(columns, dtype=torch.long, device=weight.device))
-    taken = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, dtype=weight.dtype, device=weight.device)
-    taken.weight.data.copy_(weight)
-    if bias is not None:
-        taken.bias.data.copy_(bias)
-    return taken
-
-
 def select_channels(model: nn.Module, selections: list[ChannelSelection]) -> nn.Module:
     """The model with each decoder layer reduced to its selection (weights sliced, never refit:
     DISP-LLM keeps the weights frozen), in the family's variable-width class."""
-    from structprune.pruning.slicing import to_variable_width
+    from structprune.pruning.slicing import slice_linear, to_variable_width
 
     config = model.config
     layers = decoder_layers(model)
@@ -86,12 +71,15 @@ def select_channels(model: nn.Module, selections: list[ChannelSelection]) -> nn.
     widths = []
     for layer, s in zip(layers, selections, strict=True):
         attn, mlp = layer.self_attn, layer.mlp
+        attn_in, attn_out, mlp_in, neurons, mlp_out = (
+            torch.tensor(kept, dtype=torch.long, device=attn.q_proj.weight.device)
+            for kept in (s.attn_in, s.attn_out, s.mlp_in, s.neurons, s.mlp_out))
         for name in ("q_proj", "k_proj", "v_proj"):
-            setattr(attn, name, _take(getattr(attn, name), columns=s.attn_in))
-        attn.o_proj = _take(attn.o_proj, rows=s.attn_out)
+            setattr(attn, name, slice_linear(getattr(attn, name), cols=attn_in))
+        attn.o_proj = slice_linear(attn.o_proj, rows=attn_out)
         for name in ("gate_proj", "up_proj"):
-            setattr(mlp, name, _take(getattr(mlp, name), rows=s.neurons, columns=s.mlp_in))
-        mlp.down_proj = _take(mlp.down_proj, rows=s.mlp_out, columns=s.neurons)
+            setattr(mlp, name, slice_linear(getattr(mlp, name), rows=neurons, cols=mlp_in))
+        mlp.down_proj = slice_linear(mlp.down_proj, rows=mlp_out, cols=neurons)
         head_dim = attn.head_dim
         widths.append((attn.q_proj.out_features // head_dim, attn.k_proj.out_features // head_dim, len(s.neurons)))
     return to_variable_width(model, widths, [s.residual_lists() for s in selections])

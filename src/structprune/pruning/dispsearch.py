@@ -35,6 +35,7 @@ from torch import nn
 
 from structprune.io.artifacts import atomic_file
 from structprune.model.geometry import decoder_layers
+from structprune.model.varwidth import map_sublayer_input, map_sublayer_output
 from structprune.pruning.channels import ChannelSelection
 from structprune.pruning.hypernet import SelectionHypernetwork, straight_through
 
@@ -95,21 +96,11 @@ def budget_penalty(share: torch.Tensor, keep: float, lam: float) -> torch.Tensor
 
 
 def _scale_input(scale):
-    def hook(module, args, kwargs):
-        if args:
-            return (args[0] * scale(), *args[1:]), kwargs
-        key = "hidden_states" if "hidden_states" in kwargs else "x"
-        kwargs[key] = kwargs[key] * scale()
-        return args, kwargs
-    return hook
+    return lambda module, args, kwargs: map_sublayer_input(args, kwargs, lambda hidden: hidden * scale())
 
 
 def _scale_output(scale):
-    def hook(module, args, kwargs, output):
-        if isinstance(output, tuple):
-            return (output[0] * scale(), *output[1:])
-        return output * scale()
-    return hook
+    return lambda module, args, kwargs, output: map_sublayer_output(output, lambda hidden: hidden * scale())
 
 
 @contextmanager
@@ -165,7 +156,7 @@ def search(model: nn.Module, windows: torch.Tensor, gated_layers: list[int], set
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     sizes = layer_sizes(model)
-    widths = [w for i in gated_layers for w in (sizes[i][0], sizes[i][0], sizes[i][0], sizes[i][1], sizes[i][0])]
+    widths = [w for i in gated_layers for w in full_counts(sizes[i])]
     hn = SelectionHypernetwork(widths, seed=settings.seed)
     optimizer = torch.optim.AdamW(hn.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     noise = torch.Generator().manual_seed(settings.seed + 1)

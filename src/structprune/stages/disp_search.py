@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from structprune.stages.argtypes import nonnegative_float, positive_float, positive_int, sparsity
-from structprune.stages.common import layers_arg
+from structprune.stages.common import layers_arg, load_model
 
 log = logging.getLogger("structprune")
 
@@ -43,7 +43,7 @@ def run(args) -> None:
 
     state = Path(args.state or f"{str(args.out).rstrip('/')}.search.pt")  # outside the output: a failed job keeps it
     samples = load_tensors(args.data)["input_ids"]
-    model, tokenizer = load_model_for_search(args)
+    model, tokenizer = load_model(args, args.model, "whole")  # the search runs where its activations are
     start, end = resolve_layer_range(args.layers, len(decoder_layers(model)))
     gated = list(range(start, end))
     settings = SearchSettings(keep=1 - args.sparsity, steps=args.steps, batch_size=args.batch_size, lam=args.lam,
@@ -73,9 +73,3 @@ def run(args) -> None:
     save_checkpoint(pruned.cpu(), tokenizer, args.out, manifest)
     state.unlink(missing_ok=True)
 
-
-def load_model_for_search(args):
-    """The dense model on the host (the search runs where its activations are)."""
-    from structprune.stages.common import load_model
-
-    return load_model(args, args.model, "whole")
