@@ -114,7 +114,7 @@ def test_the_engine_removes_blocks_at_the_recipes_sparsity_within_its_range(ids)
 
 
 def test_recipes_that_mix_depth_and_width_are_refused_with_the_fix():
-    assert any("takes a depth criterion (block_influence, sleb)" in p for p in recipe_problems(Recipe("l2", unit="blocks")))
+    assert any("takes a whole-model criterion (block_influence, sleb)" in p for p in recipe_problems(Recipe("l2", unit="blocks")))
     assert any("it removes blocks: set unit: blocks" in p for p in recipe_problems(Recipe("sleb")))
     assert any("set flow: sequential" in p for p in recipe_problems(Recipe("sleb", unit="blocks")))
     assert any("set flow: dense" in p for p in recipe_problems(Recipe("block_influence", unit="blocks", flow="sequential")))
@@ -178,5 +178,5 @@ def test_blockpruner_removes_the_dead_sublayers_and_every_family_loads_them_back
 def test_blockpruner_and_sleb_need_their_own_unit():
     assert any("set unit: sublayers" in p for p in recipe_problems(Recipe("blockpruner", unit="blocks", flow="sequential")))
     assert any("set unit: blocks" in p for p in recipe_problems(Recipe("sleb", unit="sublayers", flow="sequential")))
-    assert any("takes a depth criterion" in p for p in recipe_problems(Recipe("l2", unit="sublayers")))
+    assert any("takes a whole-model criterion" in p for p in recipe_problems(Recipe("l2", unit="sublayers")))
     assert recipe_problems(Recipe("blockpruner", unit="sublayers", flow="sequential")) == []

@@ -82,7 +82,7 @@ def test_selected_channels_compute_the_dense_model_with_unselected_weights_zeroe
     assert plain.generate(ids[:1, :4], max_new_tokens=5, do_sample=False).shape == (1, 9)  # kv cache through the hooks
 
 
-def test_keeping_every_channel_changes_nothing_and_the_count_includes_the_indices(ids):
+def test_keeping_every_channel_changes_nothing_and_stores_no_indices(ids):
     model = family_model("llama")
     selections = [ChannelSelection.full(HIDDEN, INTERMEDIATE)] * SMALL["num_hidden_layers"]
     pruned = select_channels(copy.deepcopy(model), selections)
@@ -90,7 +90,8 @@ def test_keeping_every_channel_changes_nothing_and_the_count_includes_the_indice
     torch.testing.assert_close(pruned(ids).logits, model(ids).logits, atol=1e-5, rtol=1e-4)
     dense_blocks = sum(p.numel() for layer in decoder_layers(model) for name, p in layer.named_parameters()
                        if "_proj" in name)
-    assert stored_block_entries(pruned) == dense_blocks + 4 * HIDDEN * SMALL["num_hidden_layers"]
+    assert stored_block_entries(pruned) == dense_blocks  # whole layers list no channels
+    assert pruned.config.residual_channels == [None] * SMALL["num_hidden_layers"]
 
 
 def test_a_smaller_selection_stores_exactly_its_slices():

@@ -10,6 +10,7 @@ import math
 import pytest
 import torch
 
+from structprune.model.geometry import count_parameters, decoder_layers
 from structprune.pruning.channels import ChannelSelection, select_channels, stored_block_entries
 from structprune.pruning.dispsearch import (
     SearchSettings,
@@ -92,10 +93,13 @@ def test_the_kept_share_counts_the_matrices_the_checkpoint_holds():
     selection = random_selection(generator)
     share = kept_share(gates_of(selection), sizes, [1])  # layer 0 whole, layer 1 selected
     pruned = select_channels(copy.deepcopy(model), [ChannelSelection.full(HIDDEN, INTERMEDIATE), selection])
-    indices = 4 * HIDDEN + sum(len(c) for c in selection.residual_lists())
+    indices = sum(len(c) for c in selection.residual_lists())  # the whole layer 0 lists none
     matrices = stored_block_entries(pruned) - indices  # no biases in the Llama block
     dense = stored_block_entries(select_channels(copy.deepcopy(model), [ChannelSelection.full(HIDDEN, INTERMEDIATE)] * 2))
-    assert math.isclose(float(share), matrices / (dense - 8 * HIDDEN), rel_tol=1e-6)  # float32 gates
+    assert math.isclose(float(share), matrices / dense, rel_tol=1e-6)  # float32 gates
+    # the parameter count every report reads holds the indices too (and the norms, unpruned)
+    norms = sum(p.numel() for layer in decoder_layers(pruned) for name, p in layer.named_parameters() if "norm" in name)
+    assert count_parameters(pruned)["decoder_blocks"] == stored_block_entries(pruned) + norms
 
 
 def tiny_search(tmp_path=None, steps=12, on_step=None, **change):

@@ -51,6 +51,15 @@ def test_compute_time_summary_sums_benchmarks_per_stage(tmp_path):
     paths = [str(p) for p in sorted((tmp_path / "benchmarks").rglob("*.tsv"))] + [str(tmp_path / "missing.tsv")]
     summary = compute_time_summary(paths)
     assert "prune 5 s" in summary and "evaluate 10 s" in summary and "total 15 s" in summary
+    assert "Searches" not in summary
+
+
+def test_a_search_job_is_listed_with_its_own_time_and_peak_memory(tmp_path):
+    folder = tmp_path / "benchmarks" / "disp_search" / "m" / "wikitext2" / "disp-llm"
+    folder.mkdir(parents=True)
+    (folder / "s50.tsv").write_text("s\th:m:s\tmax_rss\n1500.0\t0:25:00\t3174.4\n")
+    summary = compute_time_summary([str(folder / "s50.tsv")])
+    assert "disp_search 1500 s" in summary and "disp-llm at 50 %: 25.0 min, peak memory 3.1 GB" in summary
 
 
 def test_latex_and_html_tables_escape_and_match_the_markdown_numbers():

@@ -21,7 +21,10 @@ from structprune.spec.codeversion import stage_code_version
 from structprune.spec.configcheck import (
     GRADIENT_SCORES, STAGES, ConfigError, row_label, select_candidates, stage_calib, stage_recipe, validate_config,
 )
-from structprune.spec.modelcheck import export_skips, model_family_problems, model_limit_problems, text_size_problems
+from structprune.spec.catalog import SCORE_STATISTICS, SEARCH_SCORES
+from structprune.spec.modelcheck import (
+    export_skips, method_export_skips, model_family_problems, model_limit_problems, text_size_problems,
+)
 from structprune.spec.configfile import ConfigFileError, typed_overrides
 from structprune.spec.recipe import StatisticsNeeds, recipe_problems, statistics_needs
 from structprune.spec.resources import memory_mb as job_memory_mb, runtime_minutes as job_runtime_minutes
@@ -49,12 +52,18 @@ REPORT = "{model}" + (f".{config['name']}" if config.get("name") else "")
 # Exports that would compute something else (a family llama.cpp cannot express yet) are
 # skipped, not failed: the tables still build and say why.
 EXPORT_SKIPS = export_skips(config)
+METHOD_EXPORT_SKIPS = method_export_skips(config)  # {method: why}: rows llama.cpp cannot express
 for _model, _why in EXPORT_SKIPS.items():
     logger.warning(f"structprune: GGUF export skipped for {_why}")
 
 
 def export_enabled(model):
     return config["export"]["enabled"] and model not in EXPORT_SKIPS
+
+
+def method_exported(model, method):
+    """Whether a method's checkpoints of `model` get a GGUF export, its llama.cpp perplexity and timing."""
+    return export_enabled(model) and method not in METHOD_EXPORT_SKIPS
 
 
 def data_mirror():
@@ -258,7 +267,7 @@ def gguf_ppl_args(wildcards, input):
 
 def speed_gguf_inputs(wildcards):
     """The checkpoint's and the dense model's exports, timed in llama.cpp by the speed job."""
-    if not export_enabled(wildcards.model):
+    if not method_exported(wildcards.model, wildcards.method):
         return {}
     base = f"results/{wildcards.model}/{wildcards.calib}/{wildcards.method}/s{wildcards.sparsity}"
     return {"gguf": f"{base}/gguf/{wildcards.stage}.gguf", "dense_gguf": f"results/{wildcards.model}/dense/gguf/model.gguf"}

@@ -1,4 +1,5 @@
-# Stages `score` (sparsity-independent) and `prune` (one checkpoint per method, sparsity and stage).
+# Stages `score` (sparsity-independent) and `prune` (one checkpoint per method, sparsity and stage),
+# `select` (a held-out grid) and `disp_search` (DISP-LLM's learned channels).
 
 
 rule score:
@@ -116,3 +117,38 @@ rule select:
 
 
 ruleorder: select > prune
+
+
+rule disp_search:
+    """DISP-LLM (score disp): the hypernetwork learns every pruned layer's residual channels and
+    neurons on the method's calibration set with the model frozen, then the checkpoint keeps
+    them (stages/disp_search.py). A killed job resumes from the search state it saves beside
+    its output every search.save_every steps."""
+    input:
+        model="resources/models/{model}",
+        samples="resources/data/{model}/calib/{calib}.safetensors",
+    output:
+        ckpt=directory("results/{model}/{calib}/{method}/s{sparsity}/pruned"),
+    params:
+        compute=compute_args,
+        code=code_version("disp-search"),
+        sparsity=sparsity_percent,
+        args=disp_args,
+    wildcard_constraints:
+        method=search_method_pattern(),
+    conda:
+        "../../envs/structprune.yaml"
+    log:
+        "logs/disp_search/{model}/{calib}/{method}/s{sparsity}.log",
+    benchmark:
+        "benchmarks/disp_search/{model}/{calib}/{method}/s{sparsity}.tsv"
+    threads: config["compute"]["threads"]
+    priority: 20  # the longest job of a run that has it: started first
+    resources:
+        **stage_resources("disp_search"),
+    shell:
+        "python -m structprune --threads {threads} {params.compute} disp-search --model {input.model}"
+        " --data {input.samples} {params.args} --sparsity {params.sparsity} --out {output.ckpt} > {log} 2>&1"
+
+
+ruleorder: disp_search > prune

@@ -176,3 +176,21 @@ def select_settings(wildcards):
     return (str(sorted(select_base_settings(m).items()))
             + f" grid={sorted(m['select']['grid'].items())} heldout={m['select']['heldout']} samples={select_samples(m)}"
             + f" at={m['select'].get('at')} rechoose={m['select'].get('rechoose', [])}")
+
+
+# ------------------------------------------------------------------------ disp search
+
+def search_method_pattern():
+    """Wildcard constraint of the disp_search rule: the searched methods (DISP-LLM), or nothing."""
+    names = [name for name, m in config["methods"].items() if m["score"] in SEARCH_SCORES]
+    return "|".join(re.escape(n) for n in names) if names else "(?!)"
+
+
+def disp_args(wildcards):
+    """The search's settings and the pruned range as command-line words (params: a changed
+    setting reruns the search)."""
+    m = method_cfg(wildcards)
+    recipe, search = stage_recipe(config, m, "pruned"), m["search"]
+    layers = recipe.layers if isinstance(recipe.layers, str) else "{}:{}".format(*recipe.layers)
+    return sh("--layers", layers, "--steps", search["steps"], "--batch-size", search["batch_size"], "--lam", search["lam"],
+              "--lr", search["lr"], "--seed", search["seed"], "--save-every", search["save_every"])

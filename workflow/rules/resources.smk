@@ -4,7 +4,7 @@
 # Requests per stage come from structprune.spec.resources: host memory from the stage benchmark
 # (results/bench/llama7b-width*.json) where it runs the stage, else from the embedded model's
 # Snakemake benchmarks; a profile's set-resources or a model's mem_mb/runtime override them.
-GPU_STAGES = {"data_calib", "calibrate", "dense_stream", "gradients", "prune", "select", "evaluate", "speed"}
+GPU_STAGES = {"data_calib", "calibrate", "dense_stream", "gradients", "prune", "select", "disp_search", "evaluate", "speed"}
 
 
 def model_compute(model):
@@ -48,6 +48,8 @@ def job_tokens(stage, wildcards):
     elif method and stage == "select":
         name = select_samples(method)
     c = config["calibration"].get(name or "")
+    if method and stage == "disp_search" and c:  # one batch's activations are kept for the backward pass
+        return int(method["search"]["batch_size"]) * int(c["seq_len"])
     return int(c["n_samples"]) * int(c["seq_len"]) if c else 0
 
 

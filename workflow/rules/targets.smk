@@ -65,7 +65,7 @@ def model_exports(wildcards_or_model):
     if not export_enabled(model):
         return []
     return [fill(rules.export_dense.output.info, model=model)] + [
-        fill(rules.export.output.info, **job) for job in checkpoint_jobs(model)]
+        fill(rules.export.output.info, **job) for job in checkpoint_jobs(model) if job["method"] not in METHOD_EXPORT_SKIPS]
 
 
 def model_gguf_evals(wildcards_or_model):
@@ -74,7 +74,8 @@ def model_gguf_evals(wildcards_or_model):
     if not export_enabled(model):
         return []
     return [fill(rules.evaluate_gguf_dense.output.result, model=model)] + [
-        fill(rules.evaluate_gguf.output.result, **job) for job in checkpoint_jobs(model) if job["sparsity"] in measured]
+        fill(rules.evaluate_gguf.output.result, **job) for job in checkpoint_jobs(model)
+        if job["sparsity"] in measured and job["method"] not in METHOD_EXPORT_SKIPS]
 
 
 def model_benchmarks(wildcards):
@@ -97,7 +98,10 @@ def model_benchmarks(wildcards):
             files.append(bench("score", **job))
         if m["score"] in GRADIENT_SCORES:
             files.append(bench("gradients", **job))
-        if m.get("select"):
+        exported = export and job["method"] not in METHOD_EXPORT_SKIPS
+        if m["score"] in SEARCH_SCORES:
+            files.append(bench("disp_search", **job))
+        elif m.get("select"):
             files.append(bench("select", **job))
             files.append(bench("data_heldout", heldout=m["select"]["heldout"]))
             calibs += [select_samples(m), *config["heldout"][m["select"]["heldout"]]["fit"]]
@@ -106,15 +110,15 @@ def model_benchmarks(wildcards):
         files.append(bench("evaluate", **job))
         if job["sparsity"] in measured:
             files.append(bench("speed", **job))
-            if export:
+            if exported:
                 files.append(bench("evaluate_gguf", **job))
-        if export:
+        if exported:
             files.append(bench("export", **job))
         calibs += [job["calib"], stage_calib(m, stage)]
     for calib in [c for c in dict.fromkeys(calibs) if c != "none"]:  # ordered: params must be stable
         files.append(bench("data_calib", calib=calib))
-        if any(config["methods"][n]["calib"] == calib and config["methods"][n]["score"] not in GRADIENT_SCORES
-               for n in config["methods"]):
+        # the calibrate stage runs for the scores that read activation moments (not gradients, samples or a search)
+        if any(m["calib"] == calib and SCORE_STATISTICS[m["score"]] == "moments" for m in config["methods"].values()):
             files.append(bench("calibrate", calib=calib))
     files += [bench("dense_stream", calib=calib) for calib in dict.fromkeys(dense_sets)]
     return sorted(set(files), key=files.index)
@@ -147,6 +151,9 @@ def report_note(wildcards):
         facts.append(dense_note)
     if wildcards.model in EXPORT_SKIPS:
         facts.append(f"No GGUF export: {EXPORT_SKIPS[wildcards.model]}.")
+    elif export_enabled(wildcards.model):
+        facts += [f"No GGUF export of {method_label(name, 'pruned')}: {why}; its speed is measured in transformers only."
+                  for name, why in METHOD_EXPORT_SKIPS.items()]
     return with_facts(note, facts)  # after the protocol's bullets, before the recipes
 
 

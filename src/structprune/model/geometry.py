@@ -61,11 +61,19 @@ def model_geometries(model: nn.Module) -> list[LayerGeometry]:
     return [layer_geometry(layer, head_dim) for layer in decoder_layers(model)]
 
 
+def channel_index_entries(config) -> int:
+    """The residual channel indices a DISP-LLM checkpoint's config lists (layers that read and write
+    the whole stream list none): stored numbers, so counted with the parameters."""
+    return sum(len(c) for layer in (getattr(config, "residual_channels", None) or []) if layer for c in layer)
+
+
 def count_parameters(model: nn.Module) -> dict[str, int]:
-    """Total (tied weights counted once) and decoder-block parameter counts."""
+    """Total (tied weights counted once) and decoder-block parameter counts, a DISP-LLM
+    checkpoint's channel indices included (what the checkpoint holds for its blocks)."""
+    indices = channel_index_entries(model.config)
     total = sum(p.numel() for p in model.parameters())  # parameters() deduplicates tied weights
     blocks = sum(p.numel() for p in decoder_layers(model).parameters())
-    return {"total": total, "decoder_blocks": blocks}
+    return {"total": total + indices, "decoder_blocks": blocks + indices}
 
 
 def pruned_size(before: dict[str, int], after: dict[str, int]) -> dict:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from structprune.model.geometry import decoder_layers
+from structprune.model.geometry import channel_index_entries, decoder_layers
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,9 @@ def select_channels(model: nn.Module, selections: list[ChannelSelection]) -> nn.
         mlp.down_proj = slice_linear(mlp.down_proj, rows=mlp_out, cols=neurons)
         head_dim = attn.head_dim
         widths.append((attn.q_proj.out_features // head_dim, attn.k_proj.out_features // head_dim, len(s.neurons)))
-    return to_variable_width(model, widths, [s.residual_lists() for s in selections])
+    full = ChannelSelection.full(config.hidden_size, config.intermediate_size).residual_lists()
+    # a layer that reads and writes the whole stream lists no indices (resize_layers: None)
+    return to_variable_width(model, widths, [None if s.residual_lists() == full else s.residual_lists() for s in selections])
 
 
 def stored_block_entries(model: nn.Module) -> int:
@@ -91,5 +93,4 @@ def stored_block_entries(model: nn.Module) -> int:
     projections = sum(p.numel() for layer in decoder_layers(model)
                       for module in (layer.self_attn, layer.mlp) for name, p in module.named_parameters()
                       if name.split(".")[0].endswith("_proj"))
-    indices = sum(len(c) for layer in (getattr(model.config, "residual_channels", None) or []) for c in layer)
-    return projections + indices
+    return projections + channel_index_entries(model.config)

@@ -91,21 +91,31 @@ SIGNIFICANCE_NOTE = (
 )
 
 
+SEARCH_STAGES = ("disp_search",)  # jobs that train something for one row (DISP-LLM's hypernetwork)
+
+
 def compute_time_summary(benchmark_paths: list[str | os.PathLike]) -> str:
     """Wall time per stage, summed over the Snakemake benchmark files that exist."""
     totals: dict[str, float] = {}
+    searches = []  # a search is a row's own training cost: each job's time and peak memory
     for path in benchmark_paths:
         path = Path(path)
         if not path.is_file():
             continue
         parts = path.parts
         stage = parts[parts.index("benchmarks") + 1] if "benchmarks" in parts[:-1] else path.parent.name
-        seconds = float(pd.read_csv(path, sep="\t")["s"].iloc[-1])
-        totals[stage] = totals.get(stage, 0.0) + seconds
+        record = pd.read_csv(path, sep="\t").iloc[-1]
+        totals[stage] = totals.get(stage, 0.0) + float(record["s"])
+        if stage in SEARCH_STAGES:
+            searches.append(f"{parts[-2]} at {path.stem.removeprefix('s')} %: {float(record['s']) / 60:.1f} min, "
+                            f"peak memory {float(record['max_rss']) / 1024:.1f} GB")
     if not totals:
         return ""
     parts = ", ".join(f"{stage} {seconds:.0f} s" for stage, seconds in totals.items())
-    return f"Compute time of the jobs behind this table (Snakemake benchmarks): {parts}; total {sum(totals.values()):.0f} s."
+    summary = f"Compute time of the jobs behind this table (Snakemake benchmarks): {parts}; total {sum(totals.values()):.0f} s."
+    if searches:
+        summary += " Searches (a row's training cost, each job's wall time and peak memory): " + "; ".join(searches) + "."
+    return summary
 
 
 

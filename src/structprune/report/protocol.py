@@ -24,11 +24,19 @@ def recipe_summary(config: dict, name: str, stage: str) -> str:
     method also says what its grid chooses, when, and on which data."""
     m = config["methods"][name]
     r = stage_recipe(config, m, stage)
-    if r.unit == "blocks":  # heads, allocation and reconstruction do not apply to whole blocks
+    if r.unit in ("blocks", "sublayers"):  # heads, allocation and reconstruction do not apply to whole blocks
         layers = r.layers if isinstance(r.layers, str) else "[{}, {})".format(*r.layers)
         how = "greedy on the model as it is cut" if r.flow == "sequential" else "once on the dense model"
-        return (f"{row_label(config, name, stage)}: {r.score} ({how}); whole blocks, as many as bring the removed "
+        what = "whole blocks" if r.unit == "blocks" else "whole attention or MLP sublayers"
+        return (f"{row_label(config, name, stage)}: {r.score} ({how}); {what}, as many as bring the removed "
                 f"parameters nearest the target; {layers}; {r.flow}; none; {stage_calib(m, stage)}")
+    if r.unit == "channels":  # DISP-LLM: a learned selection, no heads, allocation or reconstruction
+        layers = r.layers if isinstance(r.layers, str) else "[{}, {})".format(*r.layers)
+        search = m["search"]
+        return (f"{row_label(config, name, stage)}: {r.score} (each layer's residual channels in and out and its MLP "
+                f"neurons, learned by a hypernetwork in {search['steps']} steps of {search['batch_size']} windows, "
+                f"lambda {search['lam']}, lr {search['lr']}, seed {search['seed']}; heads kept); "
+                f"the kept share of the matrices meets the target; {layers}; weights frozen; none; {stage_calib(m, stage)}")
     allocation = "global" if (r.allocation, r.budget) == ("global", "matched") else f"{r.allocation}/{r.budget}"
     if r.round_to > 1:
         allocation += f", kept neurons a multiple of {r.round_to}"

@@ -36,12 +36,18 @@ DEPTH_SCORES = {"block_influence": "ShortGPT (Men et al. 2024): 1 - cos(block in
 # The unit each depth criterion removes, and the flow it implies (once on the dense model, or greedy).
 DEPTH_UNIT = {"block_influence": ("blocks", "dense"), "sleb": ("blocks", "sequential"),
               "blockpruner": ("sublayers", "sequential")}
-ALL_SCORES = (*SCORES, *DEPTH_SCORES)
+# Searched selections (recipe unit: channels): each layer's own residual channels, learned by a
+# hypernetwork on calibration text with the model frozen (pruning/dispsearch.py; the disp_search rule).
+SEARCH_SCORES = {"disp": "DISP-LLM (Gao et al. 2024): per-layer residual channels and neurons learned by a hypernetwork"}
+# The unit each whole-model criterion (depth or search) removes, and the flow it implies.
+CRITERION_UNIT = {**DEPTH_UNIT, "disp": ("channels", "dense")}
+ALL_SCORES = (*SCORES, *DEPTH_SCORES, *SEARCH_SCORES)
 SCORE_STATISTICS = {**{name: statistics for name, (_, statistics) in SCORES.items()},
-                    **{name: "samples" for name in DEPTH_SCORES}}
+                    **{name: "samples" for name in (*DEPTH_SCORES, *SEARCH_SCORES)}}
 
 # The recipe's word-valued choices (docs/method.md §3).
-UNITS = ("width", "blocks", "sublayers")  # heads and neurons in every block; whole blocks; whole attention / MLP
+UNITS = ("width", "blocks", "sublayers", "channels")  # heads and neurons in every block; whole blocks; whole
+# attention / MLP; each layer's own residual channels and neurons (DISP-LLM)
 HEAD_MODES = ("within_kv_groups", "kv_groups")
 ALLOCATIONS = ("uniform", "global", "increasing")
 BUDGETS = ("matched", "per_module", "mlp_only")

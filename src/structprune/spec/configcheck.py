@@ -142,6 +142,7 @@ def method_problems(cfg, name, method):
         problems.append(f"calib: score {score!r} is data-free; set calib: none")
     if score not in DATA_FREE_SCORES and calib == "none":
         problems.append(f"calib: score {score!r} needs calibration data")
+    problems += search_problems(method)
     if method.get("select"):
         problems += select_problems(cfg, method)
     for stage in ("pruned", "recovered") if method["recover"] else ("pruned",):
@@ -155,6 +156,20 @@ def method_problems(cfg, name, method):
             what = "samples to run through the layers" if recipe.needs_samples else "activation statistics (bias compensation)"
             key = "remedy.calib" if stage == "recovered" else "calib"
             problems.append(f"{where}{key}: this recipe needs {what}; name a calibration set")
+    return problems
+
+
+def search_problems(method) -> list[str]:
+    """What a searched method (DISP-LLM) cannot combine with, and a search section without one."""
+    if method["score"] not in catalog.SEARCH_SCORES:
+        return ["search: only a searched method (score disp, DISP-LLM) has a search section; remove it"] if "search" in method else []
+    problems = [] if "search" in method else ["search: DISP-LLM needs a search section with its steps (e.g. search: {steps: 300})"]
+    if method["options"]:
+        problems.append("options: DISP-LLM's settings go in its search section (steps, batch_size, lam, lr, seed)")
+    if method.get("select"):
+        problems.append("select: DISP-LLM learns its selection on calibration text; a select grid would prune again: remove it")
+    if method["recover"]:
+        problems.append("recover: DISP-LLM keeps the model's weights frozen and has no recovered stage: set recover: false")
     return problems
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from structprune.spec.catalog import SEARCH_SCORES
 from structprune.spec.recipe import round_to_problem
 
 
@@ -137,3 +138,13 @@ def export_skips(cfg, root=Path(".")) -> dict[str, str]:
         if problem:
             skips[model] = problem
     return skips
+
+
+def method_export_skips(cfg) -> dict[str, str]:
+    """{method: why its GGUF export would compute something else}: a DISP-LLM checkpoint's layers
+    read and write their own residual channels (an index add back into the stream), which a
+    llama.cpp graph cannot express. Its rows are timed in transformers alone."""
+    if not cfg["export"]["enabled"]:
+        return {}
+    return {name: "its layers read and write their own residual channels (index add), which llama.cpp cannot express"
+            for name, m in cfg["methods"].items() if m["score"] in SEARCH_SCORES}

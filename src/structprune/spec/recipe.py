@@ -22,7 +22,7 @@ import itertools
 import math
 from dataclasses import asdict, dataclass, field, replace
 
-from structprune.spec.catalog import CHOICES, DEPTH_SCORES, DEPTH_UNIT, SCORE_STATISTICS
+from structprune.spec.catalog import CHOICES, CRITERION_UNIT, SCORE_STATISTICS
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ class Recipe:
     damp: float = 0.01
     target: str = "block"
     round_to: int = 1  # kept MLP neurons of a pruned layer: a multiple of this (ours; 1: exact budgets)
-    unit: str = "width"  # "blocks" / "sublayers": whole blocks, attention or MLP by a depth criterion (pruning/depth.py)
+    unit: str = "width"  # "blocks" / "sublayers": by a depth criterion (pruning/depth.py); "channels": DISP-LLM (dispsearch.py)
 
     @property
     def reads_score_file(self) -> bool:
@@ -147,12 +147,13 @@ def recipe_problems(recipe: Recipe) -> list[str]:
     if problems:
         return problems
     statistics = SCORE_STATISTICS[recipe.score]
-    if recipe.score in DEPTH_SCORES or recipe.unit != "width":
-        unit, implied = DEPTH_UNIT.get(recipe.score, ("width", recipe.flow))
+    if recipe.score in CRITERION_UNIT or recipe.unit != "width":
+        unit, implied = CRITERION_UNIT.get(recipe.score, ("width", recipe.flow))
         if recipe.unit != unit:
+            takes = ", ".join(k for k, (u, _) in CRITERION_UNIT.items() if u == recipe.unit)
             problems.append(f"score {recipe.score!r} with unit {recipe.unit!r}: "
-                            + (f"it removes {unit}: set unit: {unit}" if recipe.score in DEPTH_SCORES else
-                               f"unit {recipe.unit} takes a depth criterion ({', '.join(k for k, (u, _) in DEPTH_UNIT.items() if u == recipe.unit)})"))
+                            + (f"it removes {unit}: set unit: {unit}" if recipe.score in CRITERION_UNIT else
+                               f"unit {recipe.unit} takes a whole-model criterion ({takes})"))
             return problems
         if recipe.flow != implied:
             how = "greedily on the model as it is cut" if implied == "sequential" else "once on the dense model"

@@ -60,6 +60,10 @@ STAGE_COST = {
     "dense_stream": StageCost(1.1, 0.0, 5, kb_per_token=180, source="bench: dense_stream"),
     "prune": StageCost(1.1, 0.4, 30, kb_per_token=320, source="bench: prune_dense, sequential, refit, recovery, recovery_live"),
     "select": StageCost(3.1, 0.4, 240, kb_per_token=180, source="bench: refit, with two pruned copies"),
+    # DISP-LLM's search: the frozen model plus one batch's activations kept for the backward pass
+    # (about 34 values per token and layer at each of 32 layers, float32, at 7B width); the minutes
+    # are for the reference's 10000 steps (2.4 h on 2 A100s for 7B, the paper).
+    "disp_search": StageCost(1.2, 0, 45, kb_per_token=18000, source="estimate: backprop activations of one batch"),
     "evaluate": StageCost(1.25, 0, 60, source="bench: perplexity"),
     "export": StageCost(3.0, 0, 5),
     "speed": StageCost(4.0, 0, 60),  # the dense and the pruned model in torch, and both GGUF files in llama.cpp

@@ -16,6 +16,7 @@ from structprune.spec.catalog import (
     FLOWS,
     HEAD_MODES,
     RECONSTRUCTIONS,
+    SEARCH_SCORES,
     SPARSITY_OF,
     TARGETS,
     UNITS,
@@ -154,6 +155,8 @@ def parse_options(score: str, pairs: list[tuple[str, str]]) -> dict:
     signature (`seed=abc` for an integer seed is an error, not a default)."""
     from structprune.spec.scoreoptions import option_value_problem, score_option_specs
 
+    if score in SEARCH_SCORES:
+        raise ValueError(f"--method {score!r} is DISP-LLM's search, not a score: run `python -m structprune disp-search`")
     specs = {} if score in DEPTH_SCORES else score_option_specs().get(score)  # depth criteria take no options
     if specs is None:
         raise ValueError(f"--method {score!r}: unknown score; known: {sorted(score_option_specs())}")
