@@ -436,3 +436,19 @@ def test_each_accuracy_is_joined_with_its_standard_error_and_keeps_its_bold():
     names, joined = _with_standard_errors(columns, cells)
     assert names == ["Method", "BoolQ ± se", "Average ± se", "WikiText2"]
     assert joined == [["dense", "60.00 ± 8.94", "50.00 ± 3.20", "55.00"], ["x", "**70.00 ± 8.51**", "", "60.00"]]
+
+
+def test_the_tradeoff_plot_names_the_rows_it_has_no_llama_cpp_speed_for(tmp_path):
+    import pandas as pd
+
+    from structprune.report.plots import plot_tradeoff, timed_elsewhere
+
+    table = pd.DataFrame({"Method": ["dense", "FLAP", "DISP-LLM"], "Stage": ["dense", "pruned", "pruned"],
+                          "Calibration": ["none", "wikitext2", "wikitext2-disp"],
+                          "Sparsity (%)": [0, 20, 20], "WikiText2": [55.0, 87.1, 52.8],
+                          "Decode x b1": ["1.00", "1.13 (0.86-1.14) ~", "1.08 (1.04-1.11)"],
+                          "llama.cpp decode x": ["1.00", "1.15 (1.14-1.16)", ""]})
+    assert timed_elsewhere(table, table.index[:2]) == ["DISP-LLM"]
+    assert timed_elsewhere(table, table.index) == []
+    plot_tradeoff(table, tmp_path / "t.png", "t")  # draws the measured rows and names the other
+    assert (tmp_path / "t.png").stat().st_size > 0

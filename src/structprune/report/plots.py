@@ -108,6 +108,16 @@ def plot_accuracy(table: pd.DataFrame, path: str | os.PathLike, title: str, ours
     plt.close(fig)
 
 
+def timed_elsewhere(table: pd.DataFrame, plotted) -> list[str]:
+    """Methods with a transformers speed but no point on the llama.cpp plot (no GGUF export, as
+    DISP-LLM's), so the plot can name what it leaves out."""
+    if "Decode x b1" not in table:
+        return []
+    timed = table["Decode x b1"].notna() & table["Decode x b1"].astype(str).str.strip().ne("")
+    absent = table[timed & ~table.index.isin(plotted) & table["Stage"].ne("dense")]
+    return list(dict.fromkeys(absent["Method"]))
+
+
 def plot_tradeoff(table: pd.DataFrame, path: str | os.PathLike, title: str, ours: frozenset = frozenset(),
                   speed: str | None = None) -> None:
     """Perplexity against measured speed-up (the trade-off a user picks from): one marker per
@@ -150,7 +160,10 @@ def plot_tradeoff(table: pd.DataFrame, path: str | os.PathLike, title: str, ours
         ax.set_xticks([])
         ax.set_yticks([])
     which = "llama.cpp" if speed.startswith("llama.cpp") else "transformers"
-    ax.set_xlabel(f"decode speed-up over dense ({which}, batch 1)\nbars: 95 % interval; hollow: above what the weights allow")
+    xlabel = f"decode speed-up over dense ({which}, batch 1)\nbars: 95 % interval; hollow: above what the weights allow"
+    if which == "llama.cpp" and (names := timed_elsewhere(table, rows.index)):
+        xlabel += "\nnot shown (no llama.cpp export; transformers speed in the table): " + "; ".join(names)
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(f"{column} perplexity (log scale)")
     ax.grid(True, which="both", alpha=0.3)
     if not rows.empty:
