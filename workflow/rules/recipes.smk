@@ -89,13 +89,17 @@ def prune_inputs(wildcards):
     return inputs
 
 
+def layers_word(layers):
+    """A pruned-block range as the command line's --layers word: protocol, all or START:END."""
+    return layers if isinstance(layers, str) else "{}:{}".format(*layers)
+
+
 def recipe_words(recipe, settings):
     """A recipe as command-line words of `prune` and `select`: the fields in `settings` (the
     damping and refit target only where they change what runs: Recipe.settings)."""
-    layers = recipe.layers if isinstance(recipe.layers, str) else "{}:{}".format(*recipe.layers)
     words = ["--unit", recipe.unit] if "unit" in settings else []  # width (the default) stays unsaid
     words += ["--method", recipe.score, *method_option_words(recipe.options),
-             "--heads", recipe.heads, "--allocation", recipe.allocation, "--budget", recipe.budget, "--layers", layers,
+             "--heads", recipe.heads, "--allocation", recipe.allocation, "--budget", recipe.budget, "--layers", layers_word(recipe.layers),
              "--sparsity-of", recipe.sparsity_of, "--flow", recipe.flow, "--reconstruct", recipe.reconstruct]
     words += ["--damp", recipe.damp] if "damp" in settings else []
     words += ["--target", recipe.target] if "target" in settings else []
@@ -190,7 +194,6 @@ def disp_args(wildcards):
     """The search's settings and the pruned range as command-line words (params: a changed
     setting reruns the search)."""
     m = method_cfg(wildcards)
-    recipe, search = stage_recipe(config, m, "pruned"), m["search"]
-    layers = recipe.layers if isinstance(recipe.layers, str) else "{}:{}".format(*recipe.layers)
-    return sh("--layers", layers, "--steps", search["steps"], "--batch-size", search["batch_size"], "--lam", search["lam"],
+    search = m["search"]
+    return sh("--layers", layers_word(stage_recipe(config, m, "pruned").layers), "--steps", search["steps"], "--batch-size", search["batch_size"], "--lam", search["lam"],
               "--lr", search["lr"], "--seed", search["seed"], "--save-every", search["save_every"])

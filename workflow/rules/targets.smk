@@ -65,7 +65,7 @@ def model_exports(wildcards_or_model):
     if not export_enabled(model):
         return []
     return [fill(rules.export_dense.output.info, model=model)] + [
-        fill(rules.export.output.info, **job) for job in checkpoint_jobs(model) if job["method"] not in METHOD_EXPORT_SKIPS]
+        fill(rules.export.output.info, **job) for job in checkpoint_jobs(model) if method_exported(model, job["method"])]
 
 
 def model_gguf_evals(wildcards_or_model):
@@ -75,7 +75,7 @@ def model_gguf_evals(wildcards_or_model):
         return []
     return [fill(rules.evaluate_gguf_dense.output.result, model=model)] + [
         fill(rules.evaluate_gguf.output.result, **job) for job in checkpoint_jobs(model)
-        if job["sparsity"] in measured and job["method"] not in METHOD_EXPORT_SKIPS]
+        if job["sparsity"] in measured and method_exported(model, job["method"])]
 
 
 def model_benchmarks(wildcards):
@@ -98,7 +98,7 @@ def model_benchmarks(wildcards):
             files.append(bench("score", **job))
         if m["score"] in GRADIENT_SCORES:
             files.append(bench("gradients", **job))
-        exported = export and job["method"] not in METHOD_EXPORT_SKIPS
+        exported = method_exported(model, job["method"])
         if m["score"] in SEARCH_SCORES:
             files.append(bench("disp_search", **job))
         elif m.get("select"):

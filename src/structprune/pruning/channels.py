@@ -84,7 +84,7 @@ def select_channels(model: nn.Module, selections: list[ChannelSelection]) -> nn.
         widths.append((attn.q_proj.out_features // head_dim, attn.k_proj.out_features // head_dim, len(s.neurons)))
     full = ChannelSelection.full(config.hidden_size, config.intermediate_size).residual_lists()
     # a layer that reads and writes the whole stream lists no indices (resize_layers: None)
-    return to_variable_width(model, widths, [None if s.residual_lists() == full else s.residual_lists() for s in selections])
+    return to_variable_width(model, widths, [None if lists == full else lists for lists in (s.residual_lists() for s in selections)])
 
 
 def stored_block_entries(model: nn.Module) -> int:

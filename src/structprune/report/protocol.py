@@ -24,14 +24,13 @@ def recipe_summary(config: dict, name: str, stage: str) -> str:
     method also says what its grid chooses, when, and on which data."""
     m = config["methods"][name]
     r = stage_recipe(config, m, stage)
+    layers = r.layers if isinstance(r.layers, str) else "[{}, {})".format(*r.layers)
     if r.unit in ("blocks", "sublayers"):  # heads, allocation and reconstruction do not apply to whole blocks
-        layers = r.layers if isinstance(r.layers, str) else "[{}, {})".format(*r.layers)
         how = "greedy on the model as it is cut" if r.flow == "sequential" else "once on the dense model"
         what = "whole blocks" if r.unit == "blocks" else "whole attention or MLP sublayers"
         return (f"{row_label(config, name, stage)}: {r.score} ({how}); {what}, as many as bring the removed "
                 f"parameters nearest the target; {layers}; {r.flow}; none; {stage_calib(m, stage)}")
     if r.unit == "channels":  # DISP-LLM: a learned selection, no heads, allocation or reconstruction
-        layers = r.layers if isinstance(r.layers, str) else "[{}, {})".format(*r.layers)
         search = m["search"]
         return (f"{row_label(config, name, stage)}: {r.score} (each layer's residual channels in and out and its MLP "
                 f"neurons, learned by a hypernetwork in {search['steps']} steps of {search['batch_size']} windows, "
@@ -40,7 +39,6 @@ def recipe_summary(config: dict, name: str, stage: str) -> str:
     allocation = "global" if (r.allocation, r.budget) == ("global", "matched") else f"{r.allocation}/{r.budget}"
     if r.round_to > 1:
         allocation += f", kept neurons a multiple of {r.round_to}"
-    layers = r.layers if isinstance(r.layers, str) else "[{}, {})".format(*r.layers)
     options = ",".join(f"{k}={v}" for k, v in sorted(r.options.items()))
     damp = f" damp {r.damp}" if r.refits else ""
     target = f" target {r.target}" if r.reconstruct == "refit" else ""
