@@ -1,5 +1,6 @@
 # Stages `score` (sparsity-independent) and `prune` (one checkpoint per method, sparsity and stage),
-# `select` (a held-out grid) and `disp_search` (DISP-LLM's learned channels).
+# `select` (a held-out grid), `depth_order` (SLEB's and BlockPruner's greedy order, searched once
+# for every sparsity) and `disp_search` (DISP-LLM's learned channels).
 
 
 rule score:
@@ -52,6 +53,34 @@ rule dense_stream:
     shell:
         "python -m structprune --threads {threads} {params.compute} dense-stream --model {input.model}"
         " --data {input.samples} --batch-size {params.batch_size} --out {output.dense} > {log} 2>&1"
+
+
+rule depth_order:
+    """A greedy depth criterion (SLEB, BlockPruner): every candidate removed in the order the
+    calibration loss picks, searched once; each sparsity's prune job takes the prefix that
+    brings its removed parameters nearest its target (the same removal as a search to it)."""
+    input:
+        model="resources/models/{model}",
+        samples="resources/data/{model}/calib/{calib}.safetensors",
+    output:
+        order="results/{model}/{calib}/{method}/order.json",
+    params:
+        compute=compute_args,
+        code=code_version("depth-order"),
+        args=depth_order_args,
+    conda:
+        "../../envs/structprune.yaml"
+    log:
+        "logs/depth_order/{model}/{calib}/{method}.log",
+    benchmark:
+        "benchmarks/depth_order/{model}/{calib}/{method}.tsv"
+    threads: config["compute"]["threads"]
+    priority: 20  # the longest jobs of a depth run: started first
+    resources:
+        **stage_resources("depth_order"),
+    shell:
+        "python -m structprune --threads {threads} {params.compute} depth-order --model {input.model}"
+        " --data {input.samples} {params.args} --out {output.order} > {log} 2>&1"
 
 
 rule prune:

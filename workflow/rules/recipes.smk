@@ -86,6 +86,8 @@ def prune_inputs(wildcards):
         inputs["samples"] = f"resources/data/{model}/calib/{stage_calib(m, wildcards.stage)}.safetensors"
     if (dense := dense_stream_set(m, wildcards.stage)) is not None:
         inputs["dense"] = dense_stream_dir(model, dense)
+    if recipe.reads_depth_order:
+        inputs["order"] = f"results/{model}/{wildcards.calib}/{wildcards.method}/order.json"
     return inputs
 
 
@@ -110,7 +112,15 @@ def prune_args(wildcards, input):
     """The prune command's recipe and input arguments (every choice visible to rerun checks)."""
     recipe = wildcard_recipe(wildcards)
     return sh(*recipe_words(recipe, recipe.settings()),
-              *input_words(input, {"scores": "--scores", "stats": "--stats", "samples": "--data", "dense": "--dense-stream"}))
+              *input_words(input, {"scores": "--scores", "stats": "--stats", "samples": "--data", "dense": "--dense-stream",
+                                   "order": "--order"}))
+
+
+def depth_order_args(wildcards):
+    """The depth-order command's criterion, candidate range and batch size."""
+    m = method_cfg(wildcards)
+    return sh("--method", m["score"], "--layers", layers_word(stage_recipe(config, m, "pruned").layers),
+              "--batch-size", config["recover"]["batch_size"])
 
 
 def prune_settings(wildcards):

@@ -4,7 +4,7 @@
 # Requests per stage come from structprune.spec.resources: host memory from the stage benchmark
 # (results/bench/llama7b-width*.json) where it runs the stage, else from the embedded model's
 # Snakemake benchmarks; a profile's set-resources or a model's mem_mb/runtime override them.
-GPU_STAGES = {"data_calib", "calibrate", "dense_stream", "gradients", "prune", "select", "disp_search", "evaluate", "speed"}
+GPU_STAGES = {"data_calib", "calibrate", "dense_stream", "gradients", "prune", "select", "depth_order", "disp_search", "evaluate", "speed"}
 
 
 def model_compute(model):

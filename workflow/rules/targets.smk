@@ -99,6 +99,8 @@ def model_benchmarks(wildcards):
         if m["score"] in GRADIENT_SCORES:
             files.append(bench("gradients", **job))
         exported = method_exported(model, job["method"])
+        if recipe.reads_depth_order:
+            files.append(bench("depth_order", model=model, calib=job["calib"], method=job["method"]))
         if m["score"] in SEARCH_SCORES:
             files.append(bench("disp_search", **job))
         elif m.get("select"):

@@ -38,6 +38,7 @@ from structprune.pruning.units import LayerPlan, PrunePlan
 log = logging.getLogger(__name__)
 
 DEPTH_CRITERIA = ("block_influence", "sleb", "blockpruner")  # spec/catalog.py DEPTH_SCORES names them
+GREEDY_CRITERIA = ("sleb", "blockpruner")  # searched orders (spec/catalog.py GREEDY_DEPTH_SCORES), cached by depth_order
 
 
 def block_parameters(layer: nn.Module) -> int:
@@ -97,17 +98,19 @@ def _loss_from(model: nn.Module, start: int, hidden: list[torch.Tensor], batches
     return nll / tokens
 
 
-def _greedy(candidates: list, sizes, target: float, loss_without, advance, name: str) -> tuple[list, list[float]]:
+def _greedy(candidates: list, sizes, target: float | None, loss_without, advance, name: str) -> tuple[list, list[float]]:
     """SLEB's loop (BlockPruner's too): try every remaining candidate (`loss_without(unit,
     removed)`), remove the cheapest for good (ties: the earlier candidate), until the removed
-    parameters are nearest `target`; `advance(unit, removed)` updates what the trials reuse."""
+    parameters are nearest `target` (None: every candidate, the full order); `advance(unit,
+    removed)` updates what the trials reuse. No step depends on the target, so the removal to
+    any target is the full order's prefix that `enough_blocks` takes."""
     removed, losses, size = [], [], 0
     remaining = list(candidates)
     while remaining:
         trials = {unit: loss_without(unit, removed)
-                  for unit in tqdm(remaining, desc=f"{name} step {len(removed) + 1}", leave=False)}
+                  for unit in tqdm(remaining, desc=f"{name} step {len(removed) + 1}/{len(candidates)}", leave=False)}
         best = min(remaining, key=lambda unit: (trials[unit], remaining.index(unit)))
-        if abs(size + sizes[best] - target) >= abs(size - target):
+        if target is not None and abs(size + sizes[best] - target) >= abs(size - target):
             break
         removed.append(best)
         losses.append(trials[best])
@@ -120,7 +123,7 @@ def _greedy(candidates: list, sizes, target: float, loss_without, advance, name:
 
 @torch.no_grad()
 def sleb_order(model: nn.Module, batches: list[LayerBatch], labels: list[torch.Tensor], candidates: list[int],
-               sizes: list[int], target: float) -> tuple[list[int], list[float]]:
+               sizes: list[int], target: float | None) -> tuple[list[int], list[float]]:
     """SLEB's greedy removal of blocks until the removed parameters are nearest `target`: the
     blocks in the order removed, and the calibration loss after each removal. The hidden states
     entering every layer of the current model are kept, so trying a block reruns only the
@@ -184,7 +187,7 @@ def without_sublayers(layers, units):
 
 @torch.no_grad()
 def blockpruner_order(model: nn.Module, batches: list[LayerBatch], labels: list[torch.Tensor],
-                      candidates: list[tuple[str, int]], sizes: dict, target: float) -> tuple[list, list[float]]:
+                      candidates: list[tuple[str, int]], sizes: dict, target: float | None) -> tuple[list, list[float]]:
     """BlockPruner's greedy removal of sublayers until the removed parameters are nearest
     `target`: SLEB's loop over attention and MLP sublayers (candidates in the reference's order,
     every attention then every MLP; ties go to the earlier)."""
@@ -225,61 +228,108 @@ def remove_blocks(model: nn.Module, removed: list[int]) -> nn.Module:
     return model
 
 
+def _labels(samples: torch.Tensor, batch_size: int, device) -> list[torch.Tensor]:
+    return [samples[start:start + batch_size].to(device) for start in range(0, samples.shape[0], batch_size)]
+
+
+def _sublayer_units(candidates: list[int]) -> list[tuple[str, int]]:
+    return [("attn", i) for i in candidates] + [("mlp", i) for i in candidates]  # the reference's order
+
+
+def greedy_order(model: nn.Module, criterion: str, candidates: list[int], samples: torch.Tensor,
+                 batch_size: int) -> dict:
+    """The full greedy order of a searched criterion (SLEB: blocks; BlockPruner: sublayers):
+    every candidate removed one by one, with the calibration loss after each removal. Computed
+    once (the depth_order stage), it serves every sparsity: each prunes its prefix (`order=`)."""
+    if criterion not in GREEDY_CRITERIA:
+        raise ValueError(f"{criterion!r} has no greedy order; greedy criteria: {list(GREEDY_CRITERIA)}")
+    layers = decoder_layers(model)
+    batches = capture_layer_inputs(model, samples, batch_size)
+    labels = _labels(samples, batch_size, batches[0].hidden.device)
+    if criterion == "sleb":
+        removed, losses = sleb_order(model, batches, labels, candidates, [block_parameters(x) for x in layers], None)
+    else:
+        units = _sublayer_units(candidates)
+        sizes = {unit: sum(p.numel() for p in sublayer(layers, unit).parameters()) for unit in units}
+        removed, losses = blockpruner_order(model, batches, labels, units, sizes, None)
+    return {"criterion": criterion, "candidates": list(candidates), "n_layers": len(layers),
+            "order": [list(u) if isinstance(u, tuple) else u for u in removed], "losses": [round(v, 6) for v in losses]}
+
+
+def _prefix(order: dict, criterion: str, candidates: list[int], n_layers: int, sizes, target: float) -> tuple[list, list]:
+    """The units a search to `target` removes, read off a full greedy order (and their losses)."""
+    if (order.get("criterion"), order.get("candidates"), order.get("n_layers")) != (criterion, list(candidates), n_layers):
+        raise ValueError(f"the depth order is {order.get('criterion')!r} over layers {order.get('candidates')} of a "
+                         f"{order.get('n_layers')}-layer model, not this job's {criterion!r} over {list(candidates)} of "
+                         f"{n_layers}: pass the order the depth-order stage made for this model, method and layer range")
+    units = [tuple(u) if isinstance(u, list) else u for u in order["order"]]
+    removed = enough_blocks(sizes, units, target)
+    return removed, order["losses"][:len(removed)]
+
+
 def prune_blocks(model: nn.Module, criterion: str, candidates: list[int], target_params: float,
-                 samples: torch.Tensor, batch_size: int) -> tuple[nn.Module, dict]:
+                 samples: torch.Tensor, batch_size: int, order: dict | None = None) -> tuple[nn.Module, dict]:
     """Remove the blocks `criterion` picks among `candidates` until the removed parameters are
-    nearest `target_params`; the model (in place) and a report (blocks, criterion values)."""
+    nearest `target_params`; the model (in place) and a report (blocks, criterion values).
+    `order`: SLEB's full greedy order (greedy_order), read instead of searching."""
     if criterion not in DEPTH_CRITERIA:
         raise ValueError(f"unknown depth criterion {criterion!r}; known: {list(DEPTH_CRITERIA)}")
-    layers = decoder_layers(model)
-    sizes = [block_parameters(layer) for layer in layers]
-    batches = capture_layer_inputs(model, samples, batch_size)
     if criterion == "blockpruner":
         raise ValueError("blockpruner removes sublayers: use prune_sublayers")
-    if criterion == "block_influence":
-        scores = block_influence(model, batches)
-        order = sorted(candidates, key=lambda i: (float(scores[i]), i))
-        removed = enough_blocks(sizes, order, target_params)
-        report = {"criterion": criterion, "block_influence": [round(float(s), 6) for s in scores]}
+    layers = decoder_layers(model)
+    sizes = [block_parameters(layer) for layer in layers]
+    if criterion == "sleb" and order is not None:
+        removed, losses = _prefix(order, criterion, candidates, len(layers), sizes, target_params)
+        report = {"criterion": criterion, "calibration_loss_after_each": losses, "order_read": True}
     else:
-        labels = [samples[start:start + batch_size] for start in range(0, samples.shape[0], batch_size)]
-        labels = [ids.to(batches[0].hidden.device) for ids in labels]
-        removed, losses = sleb_order(model, batches, labels, candidates, sizes, target_params)
-        report = {"criterion": criterion, "calibration_loss_after_each": [round(v, 6) for v in losses]}
+        batches = capture_layer_inputs(model, samples, batch_size)
+        if criterion == "block_influence":
+            scores = block_influence(model, batches)
+            ranked = sorted(candidates, key=lambda i: (float(scores[i]), i))
+            removed = enough_blocks(sizes, ranked, target_params)
+            report = {"criterion": criterion, "block_influence": [round(float(s), 6) for s in scores]}
+        else:
+            labels = _labels(samples, batch_size, batches[0].hidden.device)
+            removed, losses = sleb_order(model, batches, labels, candidates, sizes, target_params)
+            report = {"criterion": criterion, "calibration_loss_after_each": [round(v, 6) for v in losses]}
     report["removed_blocks"] = removed  # in the order the criterion chose them
     return remove_blocks(model, sorted(removed)), report
 
 
 def prune_sublayers(model: nn.Module, candidates: list[int], target_params: float, samples: torch.Tensor,
-                    batch_size: int) -> tuple[list[tuple[str, int]], dict]:
+                    batch_size: int, order: dict | None = None) -> tuple[list[tuple[str, int]], dict]:
     """The attention and MLP sublayers of layers `candidates` BlockPruner removes until the
     removed parameters are nearest `target_params` (the model is not changed here: the
-    engine slices them to zero heads or neurons) and a report."""
+    engine slices them to zero heads or neurons) and a report. `order`: its full greedy order."""
     layers = decoder_layers(model)
-    units = [("attn", i) for i in candidates] + [("mlp", i) for i in candidates]
+    units = _sublayer_units(candidates)
     sizes = {unit: sum(p.numel() for p in sublayer(layers, unit).parameters()) for unit in units}
-    batches = capture_layer_inputs(model, samples, batch_size)
-    labels = [samples[start:start + batch_size].to(batches[0].hidden.device)
-              for start in range(0, samples.shape[0], batch_size)]
-    removed, losses = blockpruner_order(model, batches, labels, units, sizes, target_params)
+    if order is not None:
+        removed, losses = _prefix(order, "blockpruner", candidates, len(layers), sizes, target_params)
+    else:
+        batches = capture_layer_inputs(model, samples, batch_size)
+        labels = _labels(samples, batch_size, batches[0].hidden.device)
+        removed, losses = blockpruner_order(model, batches, labels, units, sizes, target_params)
+        losses = [round(v, 6) for v in losses]
     return removed, {"criterion": "blockpruner", "removed_sublayers": [list(u) for u in removed],
-                     "calibration_loss_after_each": [round(v, 6) for v in losses]}
+                     "calibration_loss_after_each": losses, **({"order_read": True} if order is not None else {})}
 
 
 def prune_depth(model: nn.Module, unit: str, criterion: str, candidates: list[int], target_params: float,
-                samples: torch.Tensor, batch_size: int) -> tuple[nn.Module, PrunePlan, dict]:
+                samples: torch.Tensor, batch_size: int, order: dict | None = None) -> tuple[nn.Module, PrunePlan, dict]:
     """A depth recipe carried out: whole blocks deleted (`unit` "blocks"), or whole attention / MLP
     sublayers sliced to zero heads or neurons ("sublayers": the variable-width class skips them);
-    the model, the kept layers' plan and the criterion's report."""
+    the model, the kept layers' plan and the criterion's report. `order`: a greedy criterion's
+    full order (greedy_order), whose prefix is the same removal as a search to the target."""
     if unit == "sublayers":
-        removed, report = prune_sublayers(model, candidates, target_params, samples, batch_size)
+        removed, report = prune_sublayers(model, candidates, target_params, samples, batch_size, order)
         plan = PrunePlan([LayerPlan([] if ("attn", i) in removed else list(range(g.num_heads)),
                                     [] if ("attn", i) in removed else list(range(g.num_kv_heads)),
                                     [] if ("mlp", i) in removed else list(range(g.intermediate_size)))
                           for i, g in enumerate(model_geometries(model))])
         log.info("removed sublayers %s (%s)", removed, criterion)
         return prune_model(model, plan), plan, report
-    model, report = prune_blocks(model, criterion, candidates, target_params, samples, batch_size)
+    model, report = prune_blocks(model, criterion, candidates, target_params, samples, batch_size, order)
     plan = PrunePlan([LayerPlan(list(range(g.num_heads)), list(range(g.num_kv_heads)), list(range(g.intermediate_size)))
                       for g in model_geometries(model)])
     log.info("removed blocks %s (%s)", report["removed_blocks"], criterion)

@@ -117,14 +117,16 @@ def allocate(recipe: Recipe, model: nn.Module, sparsity: float, scores) -> tuple
 def prune_with_recipe(
     model: nn.Module, recipe: Recipe, sparsity: float, *, scores: dict | None = None, stats: dict | None = None,
     samples: torch.Tensor | None = None, batch_size: int = 8, progress: bool = True,
-    dense_stream: str | None = None,
+    dense_stream: str | None = None, depth_order: dict | None = None,
 ) -> EngineResult:
     """Prune `model` (in place where possible) as `recipe` says; see the module docstring.
     `dense_stream`: a `densestream.record_dense_stream` folder of the same model and samples,
-    read instead of running the dense layers (refits only; the same numbers, bitwise)."""
+    read instead of running the dense layers (refits only; the same numbers, bitwise).
+    `depth_order`: a greedy depth criterion's full order (depth.greedy_order), read instead of
+    searching (the same removal)."""
     check_recipe(recipe, scores, stats, samples, model.config.to_dict())
     if recipe.unit != "width":
-        return _prune_depth(model, recipe, sparsity, samples, batch_size)
+        return _prune_depth(model, recipe, sparsity, samples, batch_size, depth_order)
     if scores is not None:
         check_scores(scores, model_geometries(model))
     budgets, layer_range, ratio = allocate(recipe, model, sparsity, scores)
@@ -135,7 +137,8 @@ def prune_with_recipe(
     return _stream_prune(model, recipe, budgets, layer_range, ratio, scores, samples, batch_size, progress, dense_stream)
 
 
-def _prune_depth(model: nn.Module, recipe: Recipe, sparsity: float, samples: torch.Tensor, batch_size: int) -> EngineResult:
+def _prune_depth(model: nn.Module, recipe: Recipe, sparsity: float, samples: torch.Tensor, batch_size: int,
+                 order: dict | None = None) -> EngineResult:
     """Whole blocks or sublayers (pruning/depth.py) of the recipe's range, as many as bring the
     removed parameters nearest `sparsity` of the block (or all) parameters."""
     from structprune.pruning.depth import prune_depth
@@ -143,7 +146,7 @@ def _prune_depth(model: nn.Module, recipe: Recipe, sparsity: float, samples: tor
     layer_range = resolve_layer_range(recipe.layers, len(decoder_layers(model)))
     target = sparsity * count_parameters(model)["decoder_blocks" if recipe.sparsity_of == "blocks" else "total"]
     model, plan, report = prune_depth(model, recipe.unit, recipe.score, list(range(*layer_range)), target,
-                                      samples, batch_size)
+                                      samples, batch_size, order)
     return EngineResult(model, plan, [], layer_range, sparsity, [report])
 
 

@@ -36,6 +36,9 @@ DEPTH_SCORES = {"block_influence": "ShortGPT (Men et al. 2024): 1 - cos(block in
 # The unit each depth criterion removes, and the flow it implies (once on the dense model, or greedy).
 DEPTH_UNIT = {"block_influence": ("blocks", "dense"), "sleb": ("blocks", "sequential"),
               "blockpruner": ("sublayers", "sequential")}
+# The greedy depth criteria: their full removal order is searched once per model, calibration set
+# and layer range (the depth_order rule) and every sparsity prunes its prefix.
+GREEDY_DEPTH_SCORES = tuple(name for name, (_, flow) in DEPTH_UNIT.items() if flow == "sequential")
 # Searched selections (recipe unit: channels): each layer's own residual channels, learned by a
 # hypernetwork on calibration text with the model frozen (pruning/dispsearch.py; the disp_search rule).
 SEARCH_SCORES = {"disp": "DISP-LLM (Gao et al. 2024): per-layer residual channels and neurons learned by a hypernetwork"}

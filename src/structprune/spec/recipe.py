@@ -22,7 +22,7 @@ import itertools
 import math
 from dataclasses import asdict, dataclass, field, replace
 
-from structprune.spec.catalog import CHOICES, CRITERION_UNIT, SCORE_STATISTICS
+from structprune.spec.catalog import CHOICES, CRITERION_UNIT, GREEDY_DEPTH_SCORES, SCORE_STATISTICS
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,12 @@ class Recipe:
         """Scores computed once on the dense model: the dense flow's selection, or the global
         allocation's per-layer counts."""
         return self.unit == "width" and (self.flow == "dense" or self.allocation == "global")
+
+    @property
+    def reads_depth_order(self) -> bool:
+        """A greedy depth criterion (SLEB, BlockPruner): its full removal order, searched once
+        (the depth_order rule), serves every sparsity."""
+        return self.score in GREEDY_DEPTH_SCORES
 
     @property
     def refits(self) -> bool:

@@ -64,6 +64,9 @@ STAGE_COST = {
     # (about 34 values per token and layer at each of 32 layers, float32, at 7B width); the minutes
     # are for the reference's 10000 steps (2.4 h on 2 A100s for 7B, the paper).
     "disp_search": StageCost(1.2, 0, 45, kb_per_token=18000, source="estimate: backprop activations of one batch"),
+    # SLEB's / BlockPruner's full greedy order: the prune stage's layer-by-layer model plus the hidden
+    # states entering every layer for every batch (kept so a trial reruns only the layers after it)
+    "depth_order": StageCost(1.1, 0, 120, kb_per_token=600, source="estimate: hidden states entering each of 33 layers, float32, 7B width"),
     "evaluate": StageCost(1.25, 0, 60, source="bench: perplexity"),
     "export": StageCost(3.0, 0, 5),
     "speed": StageCost(4.0, 0, 60),  # the dense and the pruned model in torch, and both GGUF files in llama.cpp

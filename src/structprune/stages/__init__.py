@@ -7,5 +7,5 @@ Standard library only: the Snakefile reads this list (through `spec.codeversion`
 # The order `python -m structprune --help` lists them in: the pipeline's order.
 STAGES = (
     "check-config", "own-config", "model", "data-eval", "data-calib", "data-heldout", "data-task", "calibrate", "score",
-    "gradients", "dense-stream", "prune", "select", "disp-search", "evaluate", "speed", "export", "evaluate-gguf", "report",
+    "gradients", "dense-stream", "depth-order", "prune", "select", "disp-search", "evaluate", "speed", "export", "evaluate-gguf", "report",
 )
