@@ -8,10 +8,10 @@ import json
 
 import pytest
 import torch
-from test_depth import own_text, with_dead_blocks
-from test_family_adapters import family_model
 
 from structprune.pruning.depth import greedy_order, prune_blocks, prune_sublayers
+from test_depth import own_text, with_dead_blocks
+from test_family_adapters import family_model
 
 
 def block_size(model) -> int:
