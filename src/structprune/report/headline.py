@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from structprune.io.artifacts import atomic_file
+from structprune.report.frontier import frontier_summary
 from structprune.report.tables import same_size
 
 START, END = "<!-- headline:{model} -->", "<!-- /headline -->"
@@ -27,12 +28,13 @@ def _best(rows: pd.DataFrame) -> pd.Series | None:
 
 
 def headline(table: pd.DataFrame, keys: list[str], model: str, items: str | None = None,
-             windows: str | None = None) -> str:
+             windows: str | None = None, kinds: list[str | None] | None = None) -> str:
     """Markdown: one line per sparsity (our lowest-WikiText-2 row, the lowest peer within
     SIZE_TOLERANCE points of its size), then the zero-shot and llama.cpp figures of those rows
     where the table has them. `keys`: each row's method key (ours start with "ours"); `items`:
     which task items were scored, when not all (the accuracies are then indicative); `windows`:
-    which perplexity windows, in words."""
+    which perplexity windows, in words; `kinds`: each row's kind of pruning, for the speed
+    frontier (frontier.py) when llama.cpp timed more than one sparsity."""
     table = table.assign(_key=keys)
     dense = table[table["Stage"] == "dense"].iloc[0]
     scored = f", {windows}" if windows else ""
@@ -62,7 +64,9 @@ def headline(table: pd.DataFrame, keys: list[str], model: str, items: str | None
             parts = [f"{r['Method']} {r['llama.cpp decode x']}" for r in (ours, peer) if r is not None
                      and isinstance(r.get("llama.cpp decode x"), str) and r["llama.cpp decode x"]]
             extras.append(f"- llama.cpp decode speed-up over dense at {sparsity} %: " + ", ".join(parts) + ".")
-    return "\n".join(lines + ([""] + extras if extras else [])) + "\n"
+    text = "\n".join(lines + ([""] + extras if extras else [])) + "\n"
+    summary = frontier_summary(table, kinds) if kinds is not None else ""
+    return text + ("\n" + summary if summary else "")
 
 
 def refresh_readme(readme: str | Path, model: str, text: str) -> bool:

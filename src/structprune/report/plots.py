@@ -118,12 +118,17 @@ def timed_elsewhere(table: pd.DataFrame, plotted) -> list[str]:
     return list(dict.fromkeys(absent["Method"]))
 
 
+KIND_LINES = {"width": "-", "depth: blocks": "--", "depth: sublayers": ":", "channels": "-."}
+
+
 def plot_tradeoff(table: pd.DataFrame, path: str | os.PathLike, title: str, ours: frozenset = frozenset(),
-                  speed: str | None = None) -> None:
+                  speed: str | None = None, kinds: list[str | None] | None = None) -> None:
     """Perplexity against measured speed-up (the trade-off a user picks from): one marker per
     checkpoint, colour by method, dense at 1x, the speed-up's interval as a horizontal error
     bar (a fault, `!`, drawn hollow); log perplexity. The speed-up is llama.cpp's batch-1
-    decode where the table has it (what a user serving the file gets), else transformers'."""
+    decode where the table has it (what a user serving the file gets), else transformers'.
+    `kinds` (each row's kind of pruning, report/frontier.py): a method timed at several
+    sparsities is joined by a line whose style says its kind (the speed frontier)."""
     speed = speed or ("llama.cpp decode x" if "llama.cpp decode x" in table else "Decode x b1")
     import matplotlib
 
@@ -138,10 +143,17 @@ def plot_tradeoff(table: pd.DataFrame, path: str | os.PathLike, title: str, ours
                               columns=["median", "low", "high"])
         rows = table[ratios["median"].notna() & table[column].notna()]
         styles = series_styles(table)
+        kind_of = dict(zip(table.index, kinds)) if kinds is not None else {}
         for label, group in rows.groupby(rows.apply(_row_label, axis=1), sort=False):
             x = ratios.loc[group.index]
             faults = group[speed].astype(str).str.endswith("!")
             colour, marker = styles.get(label, ("black", "o"))
+            kind = kind_of.get(group.index[0])
+            if kind and len(group) > 1:
+                joined = group.sort_values("Sparsity (%)").index
+                ax.plot(x.loc[joined, "median"], group.loc[joined, column], linestyle=KIND_LINES.get(kind, "-"),
+                        color=colour, linewidth=1.6 if group["Method"].iloc[0] in ours else 1.0, alpha=0.8)
+            label = f"{label} [{kind}]" if kind else label
             ax.errorbar(x["median"], group[column], xerr=[x["median"] - x["low"], x["high"] - x["median"]],
                         fmt="none", ecolor=colour, elinewidth=0.8, capsize=2, alpha=0.6)
             size = 70 if group["Method"].iloc[0] in ours else 36
@@ -161,6 +173,8 @@ def plot_tradeoff(table: pd.DataFrame, path: str | os.PathLike, title: str, ours
         ax.set_yticks([])
     which = "llama.cpp" if speed.startswith("llama.cpp") else "transformers"
     xlabel = f"decode speed-up over dense ({which}, batch 1)\nbars: 95 % interval; hollow: above what the weights allow"
+    if kinds is not None and rows["Sparsity (%)"].nunique() > 1:
+        xlabel += "\nlines join a method's sparsities: solid width, dashed whole blocks, dotted sublayers"
     if which == "llama.cpp" and (names := timed_elsewhere(table, rows.index)):
         xlabel += "\nnot shown (no llama.cpp export; transformers speed in the table): " + "; ".join(names)
     ax.set_xlabel(xlabel)

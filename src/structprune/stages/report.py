@@ -80,13 +80,18 @@ def run(args) -> None:
         write_table(exports, args.gguf_csv, args.gguf_md, f"# {args.title}: GGUF exports for llama.cpp\n\n{GGUF_NOTE}")
     from structprune.io.integrity import read_stage_json
 
+    from structprune.report.frontier import row_kinds
+
     keys = [read_stage_json(path)["method"] for path in args.evals]  # each row's method key: ours start with "ours"
+    kinds = row_kinds(keys, json.loads(args.run_config))  # width, depth: blocks, ... (dense: None)
     if args.headline:
-        write_headline(table, keys, args)
+        write_headline(table, keys, kinds, args)
     ours = frozenset(label for label, key in zip(table["Method"], keys) if str(key).startswith("ours"))
-    for path, plot in ((args.plot, plot_perplexity), (args.plot_accuracy, plot_accuracy), (args.plot_tradeoff, plot_tradeoff)):
+    for path, plot in ((args.plot, plot_perplexity), (args.plot_accuracy, plot_accuracy)):
         if path:
             plot(table, path, args.title, ours)
+    if args.plot_tradeoff:
+        plot_tradeoff(table, args.plot_tradeoff, args.title, ours, kinds=kinds)
     if args.run_record:
         from structprune.io.artifacts import git_commit, package_versions, write_json
 
@@ -97,7 +102,7 @@ def run(args) -> None:
     log.info("table with %d rows -> %s, %s", len(table), args.csv, args.md)
 
 
-def write_headline(table, keys: list[str], args) -> None:
+def write_headline(table, keys: list[str], kinds: list[str | None], args) -> None:
     from pathlib import Path
 
     from structprune.io.artifacts import atomic_file
@@ -107,7 +112,7 @@ def write_headline(table, keys: list[str], args) -> None:
     evaluation = json.loads(args.run_config).get("evaluation") or {}
     items = task_items_text(evaluation) if evaluation.get("limit") else None
     windows = perplexity_windows_text(evaluation["perplexity"]) if evaluation.get("perplexity") else None
-    text = headline(table, keys, args.model_name, items, windows)
+    text = headline(table, keys, args.model_name, items, windows, kinds)
     with atomic_file(args.headline) as tmp:
         Path(tmp).write_text(text)
     if args.readme and refresh_readme(args.readme, args.model_name, text):

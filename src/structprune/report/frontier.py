@@ -1,0 +1,66 @@
+"""The speed frontier in words (issue #31): which kind of pruning (width, whole blocks, attention
+/ MLP sublayers) is fastest in llama.cpp at which perplexity, read off the table at every
+sparsity whose rows were timed. The headline carries it; the trade-off plot draws it."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from structprune.report.speedcols import parse_ratio_cell
+
+# a recipe unit as the reader's word for the kind of pruning
+KIND_WORDS = {"width": "width", "blocks": "depth: blocks", "sublayers": "depth: sublayers", "channels": "channels"}
+SPEED = "llama.cpp decode x"
+
+
+def row_kinds(keys: list[str], run_config: dict) -> list[str | None]:
+    """Each row's kind of pruning from its method's recipe unit (dense: None)."""
+    methods = run_config.get("methods") or {}
+    return [KIND_WORDS.get((methods.get(key) or {}).get("unit", "width")) if key in methods else None for key in keys]
+
+
+def _timed(table: pd.DataFrame) -> pd.DataFrame:
+    """Pruned rows with a llama.cpp decode ratio and a WikiText-2 perplexity, with the ratio parsed."""
+    if SPEED not in table or "WikiText2" not in table:
+        return table.iloc[:0]
+    ratios = pd.DataFrame([parse_ratio_cell(c) for c in table[SPEED]], index=table.index, columns=["x", "low", "high"])
+    rows = table.join(ratios)
+    return rows[rows["x"].notna() & rows["WikiText2"].notna() & rows["_kind"].notna()]
+
+
+def _speed(row) -> str:
+    return str(row[SPEED]).rstrip(" !~")
+
+
+def frontier_summary(table: pd.DataFrame, kinds: list[str | None]) -> str:
+    """Markdown, empty unless llama.cpp decode was timed at more than one sparsity (a frontier
+    is a curve): per sparsity and kind, the row of lowest WikiText-2 perplexity and the fastest
+    row; then, per sparsity, which kind the fastest row is and what its perplexity costs."""
+    rows = _timed(table.assign(_kind=kinds))
+    if rows["Sparsity (%)"].nunique() < 2:
+        return ""
+    lines = ["**Speed frontier** (llama.cpp batch-1 decode speed-up over dense with its 95 % interval, beside "
+             "WikiText-2 perplexity; per sparsity and kind of pruning, the lowest-perplexity row and the fastest):", "",
+             "| Sparsity | Kind | Lowest perplexity | WikiText-2 | Decode x | Fastest | WikiText-2 | Decode x |",
+             "|---|---|---|---|---|---|---|---|"]
+    sentences = []
+    for sparsity in sorted(rows["Sparsity (%)"].unique()):
+        at = rows[rows["Sparsity (%)"] == sparsity]
+        for kind, group in at.groupby("_kind", sort=False):
+            best, fastest = group.loc[group["WikiText2"].idxmin()], group.loc[group["x"].idxmax()]
+            lines.append(f"| {sparsity:g} % | {kind} | {best['Method']} | {best['WikiText2']:.1f} | {_speed(best)} | "
+                         f"{fastest['Method']} | {fastest['WikiText2']:.1f} | {_speed(fastest)} |")
+        fastest, best = at.loc[at["x"].idxmax()], at.loc[at["WikiText2"].idxmin()]
+        sentence = (f"- At {sparsity:g} %, the fastest row is {fastest['Method']} ({fastest['_kind']}, decode "
+                    f"{_speed(fastest)}, WikiText-2 {fastest['WikiText2']:.1f})")
+        if fastest.name == best.name:
+            sentences.append(sentence + "; it also has the lowest perplexity.")
+            continue
+        overlap = best["high"] >= fastest["low"]
+        cost = 100.0 * (fastest["WikiText2"] / best["WikiText2"] - 1.0)
+        sentences.append(sentence + f"; the lowest perplexity is {best['Method']} ({best['_kind']}, "
+                         f"{best['WikiText2']:.1f}, decode {_speed(best)}): "
+                         + (f"their speed intervals overlap, so the faster row's {cost:+.0f} % perplexity buys no "
+                            "measurable speed." if overlap else
+                            f"{fastest['x'] / best['x'] - 1.0:+.0%} decode speed for {cost:+.0f} % perplexity."))
+    return "\n".join(lines + [""] + sentences) + "\n"
