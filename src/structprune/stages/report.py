@@ -79,7 +79,6 @@ def run(args) -> None:
         exports = gguf_table(args.exports, args.gguf_evals, args.evals, dict(args.label))
         write_table(exports, args.gguf_csv, args.gguf_md, f"# {args.title}: GGUF exports for llama.cpp\n\n{GGUF_NOTE}")
     from structprune.io.integrity import read_stage_json
-
     from structprune.report.frontier import row_kinds
 
     keys = [read_stage_json(path)["method"] for path in args.evals]  # each row's method key: ours start with "ours"
