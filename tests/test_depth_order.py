@@ -116,3 +116,16 @@ def test_the_workflow_searches_each_greedy_order_once_for_every_sparsity(tmp_pat
     assert len(commands) == 6
     for command in commands:
         assert ("--order results/tiny/wikitext2/" in command) == ("--method block_influence" not in command), command
+
+
+def test_a_blockpruner_row_is_planned_without_a_gguf_export_and_says_why():
+    """llama.cpp's deci drops a layer's attention output when its MLP is empty (the export
+    refuses such a file): BlockPruner rows are timed in transformers alone, as the note says."""
+    from structprune.spec.modelcheck import method_export_skips
+
+    cfg = {"export": {"enabled": True}, "methods": {
+        "bp": {"score": "blockpruner", "unit": "sublayers"}, "sleb": {"score": "sleb", "unit": "blocks"},
+        "flap": {"score": "flap", "unit": "width"}}}
+    skips = method_export_skips(cfg)
+    assert set(skips) == {"bp"} and "deci graph drops a layer's attention output" in skips["bp"]
+    assert method_export_skips({**cfg, "export": {"enabled": False}}) == {}

@@ -143,8 +143,15 @@ def export_skips(cfg, root=Path(".")) -> dict[str, str]:
 def method_export_skips(cfg) -> dict[str, str]:
     """{method: why its GGUF export would compute something else}: a DISP-LLM checkpoint's layers
     read and write their own residual channels (an index add back into the stream), which a
-    llama.cpp graph cannot express. Its rows are timed in transformers alone."""
+    llama.cpp graph cannot express; a BlockPruner checkpoint's layers without an MLP, which deci
+    cannot run. Their rows are timed in transformers alone."""
     if not cfg["export"]["enabled"]:
         return {}
-    return {name: "its layers read and write their own residual channels (index add), which llama.cpp cannot express"
-            for name, m in cfg["methods"].items() if m["score"] in SEARCH_SCORES}
+    why = {name: "its layers read and write their own residual channels (index add), which llama.cpp cannot express"
+           for name, m in cfg["methods"].items() if m["score"] in SEARCH_SCORES}
+    # BlockPruner removes MLP sublayers as well as attention ones: llama.cpp's deci graph drops a
+    # layer's attention output when its feed-forward is empty (the export refuses such a file)
+    why |= {name: "a layer whose MLP it removed keeps its attention, and llama.cpp's deci graph drops a layer's "
+                  "attention output when its feed-forward is empty"
+            for name, m in cfg["methods"].items() if m.get("unit") == "sublayers"}
+    return why
