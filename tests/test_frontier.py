@@ -40,7 +40,7 @@ def test_the_summary_names_the_fastest_and_the_best_row_per_kind_and_what_the_sp
     assert "| 50 % | width | Ours | 180.0 | 1.60 (1.50-1.70) | Ours | 180.0 | 1.60 (1.50-1.70) |" in lines
     # 20 %: ShortGPT is faster and its interval lies above ours: +9 % speed for +60 % perplexity
     assert ("- At 20 %, the fastest row is ShortGPT (depth: blocks, decode 1.30 (1.28-1.37), WikiText-2 120.0); the "
-            "lowest perplexity is Ours (width, 75.0, decode 1.19 (1.17-1.24)): +9% decode speed for +60 % perplexity."
+            "lowest perplexity is Ours (width, 75.0, decode 1.19 (1.17-1.24)): +9 % decode speed for +60 % perplexity."
             ) in lines
     # 50 %: the intervals overlap, so the extra perplexity buys no measurable speed
     assert any(line.startswith("- At 50 %, the fastest row is ShortGPT") and "their speed intervals overlap" in line

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from structprune.report.plots import timed_elsewhere
 from structprune.report.speedcols import parse_ratio_cell
 
 # a recipe unit as the reader's word for the kind of pruning
@@ -62,5 +63,8 @@ def frontier_summary(table: pd.DataFrame, kinds: list[str | None]) -> str:
                          f"{best['WikiText2']:.1f}, decode {_speed(best)}): "
                          + (f"their speed intervals overlap, so the faster row's {cost:+.0f} % perplexity buys no "
                             "measurable speed." if overlap else
-                            f"{fastest['x'] / best['x'] - 1.0:+.0%} decode speed for {cost:+.0f} % perplexity."))
+                            f"{100.0 * (fastest['x'] / best['x'] - 1.0):+.0f} % decode speed for {cost:+.0f} % perplexity."))
+    if untimed := timed_elsewhere(table, rows.index):
+        sentences.append("- Not in llama.cpp (no GGUF export; their transformers speed is in the table): "
+                         + "; ".join(untimed) + ".")
     return "\n".join(lines + [""] + sentences) + "\n"
