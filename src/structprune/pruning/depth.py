@@ -34,11 +34,12 @@ from structprune.calibration.streams import LayerBatch, apply_layer, capture_lay
 from structprune.model.geometry import decoder_layers, model_geometries
 from structprune.pruning.slicing import prune_model
 from structprune.pruning.units import LayerPlan, PrunePlan
+from structprune.spec.catalog import DEPTH_SCORES, GREEDY_DEPTH_SCORES
 
 log = logging.getLogger(__name__)
 
-DEPTH_CRITERIA = ("block_influence", "sleb", "blockpruner")  # spec/catalog.py DEPTH_SCORES names them
-GREEDY_CRITERIA = ("sleb", "blockpruner")  # searched orders (spec/catalog.py GREEDY_DEPTH_SCORES), cached by depth_order
+DEPTH_CRITERIA = tuple(DEPTH_SCORES)
+GREEDY_CRITERIA = GREEDY_DEPTH_SCORES  # searched orders, cached by the depth_order rule
 
 
 def block_parameters(layer: nn.Module) -> int:
@@ -236,6 +237,10 @@ def _sublayer_units(candidates: list[int]) -> list[tuple[str, int]]:
     return [("attn", i) for i in candidates] + [("mlp", i) for i in candidates]  # the reference's order
 
 
+def _sublayer_sizes(layers, units: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+    return {unit: sum(p.numel() for p in sublayer(layers, unit).parameters()) for unit in units}
+
+
 def greedy_order(model: nn.Module, criterion: str, candidates: list[int], samples: torch.Tensor,
                  batch_size: int) -> dict:
     """The full greedy order of a searched criterion (SLEB: blocks; BlockPruner: sublayers):
@@ -250,8 +255,7 @@ def greedy_order(model: nn.Module, criterion: str, candidates: list[int], sample
         removed, losses = sleb_order(model, batches, labels, candidates, [block_parameters(x) for x in layers], None)
     else:
         units = _sublayer_units(candidates)
-        sizes = {unit: sum(p.numel() for p in sublayer(layers, unit).parameters()) for unit in units}
-        removed, losses = blockpruner_order(model, batches, labels, units, sizes, None)
+        removed, losses = blockpruner_order(model, batches, labels, units, _sublayer_sizes(layers, units), None)
     return {"criterion": criterion, "candidates": list(candidates), "n_layers": len(layers),
             "order": [list(u) if isinstance(u, tuple) else u for u in removed], "losses": [round(v, 6) for v in losses]}
 
@@ -303,7 +307,7 @@ def prune_sublayers(model: nn.Module, candidates: list[int], target_params: floa
     engine slices them to zero heads or neurons) and a report. `order`: its full greedy order."""
     layers = decoder_layers(model)
     units = _sublayer_units(candidates)
-    sizes = {unit: sum(p.numel() for p in sublayer(layers, unit).parameters()) for unit in units}
+    sizes = _sublayer_sizes(layers, units)
     if order is not None:
         removed, losses = _prefix(order, "blockpruner", candidates, len(layers), sizes, target_params)
     else:

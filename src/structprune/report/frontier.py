@@ -11,6 +11,8 @@ from structprune.report.speedcols import parse_ratio_cell
 
 # a recipe unit as the reader's word for the kind of pruning
 KIND_WORDS = {"width": "width", "blocks": "depth: blocks", "sublayers": "depth: sublayers", "channels": "channels"}
+# each kind's line on the trade-off plot (plots.plot_tradeoff)
+KIND_LINES = {KIND_WORDS["width"]: "-", KIND_WORDS["blocks"]: "--", KIND_WORDS["sublayers"]: ":", KIND_WORDS["channels"]: "-."}
 SPEED = "llama.cpp decode x"
 
 

@@ -118,9 +118,6 @@ def timed_elsewhere(table: pd.DataFrame, plotted) -> list[str]:
     return list(dict.fromkeys(absent["Method"]))
 
 
-KIND_LINES = {"width": "-", "depth: blocks": "--", "depth: sublayers": ":", "channels": "-."}
-
-
 def plot_tradeoff(table: pd.DataFrame, path: str | os.PathLike, title: str, ours: frozenset = frozenset(),
                   speed: str | None = None, kinds: list[str | None] | None = None) -> None:
     """Perplexity against measured speed-up (the trade-off a user picks from): one marker per
@@ -131,6 +128,8 @@ def plot_tradeoff(table: pd.DataFrame, path: str | os.PathLike, title: str, ours
     sparsities is joined by a line whose style says its kind (the speed frontier)."""
     speed = speed or ("llama.cpp decode x" if "llama.cpp decode x" in table else "Decode x b1")
     import matplotlib
+
+    from structprune.report.frontier import KIND_LINES  # frontier.py reads timed_elsewhere from here
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
