@@ -36,13 +36,13 @@ import torch  # noqa: E402
 from structprune.calibration import statistics  # noqa: E402
 from structprune.io.checkpoint import load_tensors  # noqa: E402
 from structprune.model.loading import load_checkpoint  # noqa: E402
-from structprune.pruning import engine, reconstruction  # noqa: E402
+from structprune.pruning import engine, layerstep, reconstruction, refitflow  # noqa: E402
 from structprune.pruning.scores import distribution  # noqa: E402
 from structprune.spec.recipe import Recipe  # noqa: E402
 from structprune.stages.argtypes import sparsity as sparsity_percent  # noqa: E402
 
 ORIGINALS = (engine.capture_layer_inputs, reconstruction._ridge_solution, distribution.redundancy_candidates,
-             engine._pre_pruning_refit_layer)
+             refitflow.pre_pruning_refit_layer)
 
 
 def relative_gap(scores: torch.Tensor, remove: int) -> float | None:
@@ -106,18 +106,18 @@ class Recorder:
         def recorded_layer(ctx, index, layer, geometry, budget):
             recorder.layer = index
             scores_seen = []
-            layer_scores = engine._layer_scores
+            layer_scores = layerstep.layer_scores
 
             def scoring(ctx_, index_, layer_, moments, heads_only=False):
                 out = layer_scores(ctx_, index_, layer_, moments, heads_only)
                 scores_seen.append((heads_only, out))
                 return out
 
-            engine._layer_scores = scoring
+            layerstep.layer_scores = scoring
             try:
                 lp, report = paper_layer(ctx, index, layer, geometry, budget)
             finally:
-                engine._layer_scores = layer_scores
+                layerstep.layer_scores = layer_scores
             entry = self.entry()
             heads = next(s.heads for h, s in scores_seen if h)
             neurons = next(s.neurons for h, s in scores_seen if not h)
@@ -137,7 +137,7 @@ class Recorder:
         engine.capture_layer_inputs = perturbed_capture
         reconstruction._ridge_solution = recorded_solve
         distribution.redundancy_candidates = recorded_candidates
-        engine._pre_pruning_refit_layer = recorded_layer
+        refitflow.pre_pruning_refit_layer = recorded_layer
 
 
 def run(args, eps: float, seed: int = 0) -> tuple[Recorder, dict]:

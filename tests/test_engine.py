@@ -485,8 +485,8 @@ def test_first_level_refit_fits_the_dense_maps_output_less_its_bias(model):
     bias, which stays) from X^X^^T and Y X^^T = W (X X^^T): the same weights as a direct least
     squares fit of W X on X^, whatever the bias; the reported energy is ||W X||^2."""
     from structprune.calibration.densestream import output_energy
-    from structprune.pruning.engine import _refit_first_level
     from structprune.pruning.reconstruction import LinearRefit, ridge_toward
+    from structprune.pruning.refitflow import refit_first_level
 
     names = ["mlp.gate_proj", "mlp.up_proj"]
     g = torch.Generator().manual_seed(0)
@@ -508,7 +508,7 @@ def test_first_level_refit_fits_the_dense_maps_output_less_its_bias(model):
             taps = [{("post_attention_layernorm", "out"): xd,
                      **{(n, "energy"): output_energy(layer.get_submodule(n), layer.get_submodule(n)(xd)) for n in names}}
                     for xd in dense_inputs]
-        report, _ = _refit_first_level(layer, names, inputs, 0.1, taps)
+        report, _ = refit_first_level(layer, names, inputs, 0.1, taps)
         results.append(([layer.get_submodule(n).weight.data.clone() for n in names], report))
         for name, b in zip(names, biases):
             if b is not None:

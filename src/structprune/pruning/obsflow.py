@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from structprune.calibration.streams import paired_pass, propagate
+from structprune.pruning import layerstep
 from structprune.pruning.obs import PERCDAMP, compensated, greedy_columns, hessian, obs_heads
 from structprune.pruning.reconstruction import add_gram
 from structprune.pruning.scores import LayerWeights
@@ -20,11 +21,10 @@ from structprune.pruning.slicing import prune_attention, prune_mlp, unit_channel
 from structprune.pruning.units import LayerPlan, select_units
 
 
-def obs_layer(ctx, index: int, layer, geometry, budget, stream_statistics, layer_scores) -> tuple[LayerPlan, dict]:
-    """Select (SlimGPT's loop, or the recipe's score), compensate, slice, advance the stream.
-    `stream_statistics` and `layer_scores` are the engine's (its sequential-flow scoring)."""
+def obs_layer(ctx, index: int, layer, geometry, budget) -> tuple[LayerPlan, dict]:
+    """Select (SlimGPT's loop, or the recipe's score), compensate, slice, advance the stream."""
     recipe = ctx.recipe
-    stats, _ = stream_statistics(ctx)
+    stats, _ = layerstep.stream_statistics(ctx)
     grams: dict[str, torch.Tensor | None] = {"z": None, "h": None}
     count = [0]
 
@@ -47,7 +47,7 @@ def obs_layer(ctx, index: int, layer, geometry, budget, stream_statistics, layer
         removed = set(greedy_columns(down_proj.weight.detach(), h_mlp, min(budget.neurons, geometry.intermediate_size - 1)))
         lp = LayerPlan(keep_heads, keep_kv, [n for n in range(geometry.intermediate_size) if n not in removed])
     else:
-        scores = layer_scores(ctx, index, layer, stats.moments() if recipe.flow == "sequential" else None)
+        scores = layerstep.layer_scores(ctx, index, layer, stats.moments() if recipe.flow == "sequential" else None)
         lp = select_units(scores.heads, scores.neurons, geometry, budget, recipe.heads)
     channels = unit_channels(lp.keep_heads, ctx.head_dim)
     neurons = torch.tensor(lp.keep_neurons, dtype=torch.long)
