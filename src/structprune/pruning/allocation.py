@@ -27,7 +27,11 @@ Strategies (`ALLOCATIONS`):
   of every unit in the pruned layers (`global_budgets`). With ``budget="mlp_only"`` (ours)
   the threshold runs over MLP neurons alone and attention stays whole.
 
-After either, `round_kept_neurons` (ours, ``round_to``; Torch-Pruning's option of that name
+- ``searched`` (ours): per-layer ratios searched on calibration text (`layersearch.py`): each
+  pruned layer probed alone at seven ratios around the uniform one, the least summed loss rise
+  that removes the target; each layer's ratio then goes through the budget rule.
+
+After any, `round_kept_neurons` (ours, ``round_to``; Torch-Pruning's option of that name
 does the same for channel counts) can make every pruned layer keep a multiple of N MLP
 neurons: llama.cpp's tiled f16/f32 matrix kernels need the inner dimension (down_proj's
 input, the MLP width) to be a multiple of 8 and fall back to a slower path otherwise
@@ -152,7 +156,7 @@ def mlp_only_budget(geometry: LayerGeometry, ratio: float, mode: str) -> LayerBu
 BUDGET_RULES = {"matched": matched_budget, "per_module": per_module_budget, "mlp_only": mlp_only_budget}
 
 
-def _budgets_at(geometries: list[LayerGeometry], ratios: list[float], layer_range: tuple[int, int], mode: str,
+def budgets_at(geometries: list[LayerGeometry], ratios: list[float], layer_range: tuple[int, int], mode: str,
                 budget: str) -> list[LayerBudget]:
     """Each pruned layer's budget at its own ratio (`ratios`, one per layer of the range) by the
     budget rule; the layers outside the range lose nothing."""
@@ -166,7 +170,7 @@ def _budgets_at(geometries: list[LayerGeometry], ratios: list[float], layer_rang
 def uniform_budgets(
     geometries: list[LayerGeometry], ratio: float, layer_range: tuple[int, int], mode: str, budget: str = "matched"
 ) -> list[LayerBudget]:
-    return _budgets_at(geometries, [ratio] * (layer_range[1] - layer_range[0]), layer_range, mode, budget)
+    return budgets_at(geometries, [ratio] * (layer_range[1] - layer_range[0]), layer_range, mode, budget)
 
 
 def increasing_ratios(n_layers: int, ratio: float) -> list[float]:
@@ -187,7 +191,7 @@ def increasing_budgets(
     if ratios and ratios[-1] >= 1:
         raise ValueError(f"the increasing schedule would remove {100 * ratios[-1]:.0f} % of the last pruned layer at "
                          f"this sparsity: use allocation uniform or a lower sparsity")
-    return _budgets_at(geometries, ratios, layer_range, mode, budget)
+    return budgets_at(geometries, ratios, layer_range, mode, budget)
 
 
 def global_budgets(

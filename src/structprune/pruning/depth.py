@@ -81,7 +81,7 @@ def block_influence(model: nn.Module, batches: list[LayerBatch]) -> torch.Tensor
 
 
 @torch.no_grad()
-def _loss_from(model: nn.Module, start: int, hidden: list[torch.Tensor], batches: list[LayerBatch],
+def loss_from(model: nn.Module, start: int, hidden: list[torch.Tensor], batches: list[LayerBatch],
                labels: list[torch.Tensor], skipped: set[int]) -> float:
     """Mean next-token loss of the model run from layer `start` (the hidden states entering it)
     to the head, skipping the layers in `skipped`."""
@@ -130,18 +130,18 @@ def sleb_order(model: nn.Module, batches: list[LayerBatch], labels: list[torch.T
     entering every layer of the current model are kept, so trying a block reruns only the
     layers after it."""
     layers = decoder_layers(model)
-    state = {"entering": _entering_states(layers, batches, set())}
+    state = {"entering": entering_states(layers, batches, set())}
 
     def loss_without(index, removed):
-        return _loss_from(model, index, state["entering"][index], batches, labels, set(removed) | {index})
+        return loss_from(model, index, state["entering"][index], batches, labels, set(removed) | {index})
 
     def advance(index, removed):
-        state["entering"] = _entering_states(layers, batches, set(removed), state["entering"], index)
+        state["entering"] = entering_states(layers, batches, set(removed), state["entering"], index)
 
     return _greedy(candidates, sizes, target, loss_without, advance, "SLEB")
 
 
-def _entering_states(layers, batches: list[LayerBatch], skipped: set[int], previous=None, changed: int = 0):
+def entering_states(layers, batches: list[LayerBatch], skipped: set[int], previous=None, changed: int = 0):
     """Per layer, the hidden states entering it (one tensor per batch) in the model without the
     `skipped` layers; with `previous`, only the layers after `changed` are recomputed."""
     entering = list(previous) if previous is not None else [None] * (len(layers) + 1)
@@ -193,15 +193,15 @@ def blockpruner_order(model: nn.Module, batches: list[LayerBatch], labels: list[
     `target`: SLEB's loop over attention and MLP sublayers (candidates in the reference's order,
     every attention then every MLP; ties go to the earlier)."""
     layers = decoder_layers(model)
-    state = {"entering": _entering_states(layers, batches, set())}
+    state = {"entering": entering_states(layers, batches, set())}
 
     def loss_without(unit, removed):
         with without_sublayers(layers, [*removed, unit]):
-            return _loss_from(model, unit[1], state["entering"][unit[1]], batches, labels, set())
+            return loss_from(model, unit[1], state["entering"][unit[1]], batches, labels, set())
 
     def advance(unit, removed):
         with without_sublayers(layers, removed):
-            state["entering"] = _entering_states(layers, batches, set(), state["entering"], unit[1])
+            state["entering"] = entering_states(layers, batches, set(), state["entering"], unit[1])
 
     return _greedy(candidates, sizes, target, loss_without, advance, "BlockPruner")
 
@@ -229,7 +229,7 @@ def remove_blocks(model: nn.Module, removed: list[int]) -> nn.Module:
     return model
 
 
-def _labels(samples: torch.Tensor, batch_size: int, device) -> list[torch.Tensor]:
+def calibration_labels(samples: torch.Tensor, batch_size: int, device) -> list[torch.Tensor]:
     return [samples[start:start + batch_size].to(device) for start in range(0, samples.shape[0], batch_size)]
 
 
@@ -250,7 +250,7 @@ def greedy_order(model: nn.Module, criterion: str, candidates: list[int], sample
         raise ValueError(f"{criterion!r} has no greedy order; greedy criteria: {list(GREEDY_CRITERIA)}")
     layers = decoder_layers(model)
     batches = capture_layer_inputs(model, samples, batch_size)
-    labels = _labels(samples, batch_size, batches[0].hidden.device)
+    labels = calibration_labels(samples, batch_size, batches[0].hidden.device)
     if criterion == "sleb":
         removed, losses = sleb_order(model, batches, labels, candidates, [block_parameters(x) for x in layers], None)
     else:
@@ -293,7 +293,7 @@ def prune_blocks(model: nn.Module, criterion: str, candidates: list[int], target
             removed = enough_blocks(sizes, ranked, target_params)
             report = {"criterion": criterion, "block_influence": [round(float(s), 6) for s in scores]}
         else:
-            labels = _labels(samples, batch_size, batches[0].hidden.device)
+            labels = calibration_labels(samples, batch_size, batches[0].hidden.device)
             removed, losses = sleb_order(model, batches, labels, candidates, sizes, target_params)
             report = {"criterion": criterion, "calibration_loss_after_each": [round(v, 6) for v in losses]}
     report["removed_blocks"] = removed  # in the order the criterion chose them
@@ -312,7 +312,7 @@ def prune_sublayers(model: nn.Module, candidates: list[int], target_params: floa
         removed, losses = _prefix(order, "blockpruner", candidates, len(layers), sizes, target_params)
     else:
         batches = capture_layer_inputs(model, samples, batch_size)
-        labels = _labels(samples, batch_size, batches[0].hidden.device)
+        labels = calibration_labels(samples, batch_size, batches[0].hidden.device)
         removed, losses = blockpruner_order(model, batches, labels, units, sizes, target_params)
         losses = [round(v, 6) for v in losses]
     return removed, {"criterion": "blockpruner", "removed_sublayers": [list(u) for u in removed],

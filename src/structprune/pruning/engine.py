@@ -4,7 +4,7 @@ A `Recipe` (recipe.py) picks a score, a unit, an allocation, a flow and a recons
 `prune_with_recipe` carries it out:
 
 1. allocation: how many units each layer loses (`allocation.py`; the global allocation reads
-   the dense model's scores);
+   the dense model's scores, the searched one probes the model on calibration text: `layersearch.py`);
 2. with the dense flow and no refit, every layer's units are selected from the dense scores
    and sliced at once (no forward pass; bias compensation uses the dense statistics);
 3. otherwise calibration samples enter layer 0 and, layer by layer (sparsegpt's pattern),
@@ -18,7 +18,7 @@ A `Recipe` (recipe.py) picks a score, a unit, an allocation, a flow and a recons
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -36,6 +36,7 @@ from structprune.model.geometry import (
 )
 from structprune.pruning import refitflow
 from structprune.pruning.allocation import (
+    budgets_at,
     global_budgets,
     increasing_budgets,
     layer_ratio,
@@ -60,6 +61,7 @@ class EngineResult:
     layer_range: tuple[int, int]
     ratio: float  # fraction of each pruned layer's block parameters the allocation targets
     reports: list[dict] = field(default_factory=list)  # per layer: reconstruction errors
+    allocation_search: dict | None = None  # allocation searched: the probes' costs and the chosen ratios
 
 
 def check_recipe(recipe: Recipe, scores, stats, samples, model_config: dict | None = None) -> None:
@@ -79,19 +81,28 @@ def check_recipe(recipe: Recipe, scores, stats, samples, model_config: dict | No
         raise ValueError("cannot run this method: " + "; ".join(problems))
 
 
-def allocate(recipe: Recipe, model: nn.Module, sparsity: float, scores) -> tuple[list[LayerBudget], tuple[int, int], float]:
+def allocate(recipe: Recipe, model: nn.Module, sparsity: float, scores, samples: torch.Tensor | None = None,
+             batch_size: int = 8) -> tuple[list[LayerBudget], tuple[int, int], float, dict | None]:
+    """Every layer's budget, the pruned range, the uniform ratio, and the search's report
+    (`allocation: searched` only: layersearch.py probes the model on `samples`)."""
     geometries = model_geometries(model)
     layer_range = resolve_layer_range(recipe.layers, len(geometries))
     total = count_parameters(model)["total"]
     ratio = layer_ratio(geometries, sparsity, layer_range, recipe.sparsity_of, total)
+    search = None
     if recipe.allocation == "global":
         check_scores(scores, geometries)
         budgets = global_budgets(scores, geometries, ratio, layer_range, recipe.heads, recipe.budget)
     elif recipe.allocation == "increasing":
         budgets = increasing_budgets(geometries, ratio, layer_range, recipe.heads, recipe.budget)
+    elif recipe.allocation == "searched":
+        from structprune.pruning.layersearch import searched_ratios
+
+        ratios, search = searched_ratios(model, recipe, geometries, ratio, layer_range, samples, batch_size, scores)
+        budgets = budgets_at(geometries, ratios, layer_range, recipe.heads, recipe.budget)
     else:
         budgets = uniform_budgets(geometries, ratio, layer_range, recipe.heads, recipe.budget)
-    return round_kept_neurons(budgets, geometries, recipe.round_to), layer_range, ratio
+    return round_kept_neurons(budgets, geometries, recipe.round_to), layer_range, ratio, search
 
 
 def prune_with_recipe(
@@ -109,12 +120,13 @@ def prune_with_recipe(
         return _prune_depth(model, recipe, sparsity, samples, batch_size, depth_order)
     if scores is not None:
         check_scores(scores, model_geometries(model))
-    budgets, layer_range, ratio = allocate(recipe, model, sparsity, scores)
+    budgets, layer_range, ratio, search = allocate(recipe, model, sparsity, scores, samples, batch_size)
     if not recipe.needs_samples:
         plan = plan_from_budgets(scores, model_geometries(model), budgets, recipe.heads)
         means = stats if recipe.reconstruct == "bias" else None
         return EngineResult(prune_model(model, plan, means), plan, budgets, layer_range, ratio)
-    return _stream_prune(model, recipe, budgets, layer_range, ratio, scores, samples, batch_size, progress, dense_stream)
+    result = _stream_prune(model, recipe, budgets, layer_range, ratio, scores, samples, batch_size, progress, dense_stream)
+    return replace(result, allocation_search=search)
 
 
 def _prune_depth(model: nn.Module, recipe: Recipe, sparsity: float, samples: torch.Tensor, batch_size: int,

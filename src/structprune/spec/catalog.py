@@ -52,7 +52,7 @@ SCORE_STATISTICS = {**{name: statistics for name, (_, statistics) in SCORES.item
 UNITS = ("width", "blocks", "sublayers", "channels")  # heads and neurons in every block; whole blocks; whole
 # attention / MLP; each layer's own residual channels and neurons (DISP-LLM)
 HEAD_MODES = ("within_kv_groups", "kv_groups")
-ALLOCATIONS = ("uniform", "global", "increasing")
+ALLOCATIONS = ("uniform", "global", "increasing", "searched")
 BUDGETS = ("matched", "per_module", "mlp_only")
 SPARSITY_OF = ("blocks", "total")
 FLOWS = ("dense", "sequential")

@@ -4,7 +4,8 @@ score x unit x allocation x flow x reconstruction (docs/method.md §3):
 
 - score: a registered scorer (`scores/`), with its options;
 - unit (`heads`): query heads within kv groups, or whole kv groups (`units.py`);
-- allocation: uniform per pruned layer, or FLAP's global threshold, over a block range,
+- allocation: uniform per pruned layer, FLAP's global threshold, SlimGPT's increasing ratios,
+  or ratios searched on calibration text (ours, `layersearch.py`), over a block range,
   with a budget rule (uniform: how a layer's target splits between heads and neurons;
   global: kv groups and neurons, or neurons alone) (`allocation.py`);
 - flow: ``dense`` (scores from the dense model's statistics, computed once) or
@@ -106,8 +107,9 @@ class Recipe:
 
     @property
     def needs_samples(self) -> bool:
-        """Calibration samples flow through the layers (sequential flow or a refit)."""
-        return self.unit != "width" or self.flow == "sequential" or self.refits
+        """Calibration samples flow through the layers (sequential flow, a refit, or the
+        searched allocation's probes)."""
+        return self.unit != "width" or self.flow == "sequential" or self.refits or self.allocation == "searched"
 
     @property
     def needs_dense_moments(self) -> bool:
@@ -179,6 +181,9 @@ def recipe_problems(recipe: Recipe) -> list[str]:
     if recipe.score == "obs" and recipe.reconstruct != "obs":
         problems.append("score 'obs' (SlimGPT's OBS error) reads the input Hessians reconstruct 'obs' collects on the pruned "
                         "stream: set reconstruct: obs (and flow: sequential)")
+    if recipe.score == "obs" and recipe.allocation == "searched":
+        problems.append("allocation 'searched' probes each layer with the recipe's score on the dense stream; score 'obs' "
+                        "ranks units inside its own OBS loop: use allocation uniform or increasing")
     if recipe.score == "obs" and recipe.allocation == "global":
         problems.append("score 'obs' ranks units inside each layer as it prunes it; a global threshold needs every layer's "
                         "scores first: use allocation uniform or increasing")
