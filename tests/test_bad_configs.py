@@ -271,3 +271,25 @@ def test_round_to_past_a_built_model_s_width_is_rejected_before_any_job(tmp_path
     ok = copy.deepcopy(base())
     validate_config(ok)
     assert model_limit_problems(ok, tmp_path) == []
+
+
+def test_a_schedule_that_cannot_reach_a_sparsity_on_a_built_model_is_rejected_before_any_job(tmp_path):
+    """SlimGPT's increasing ratio with MLP neurons alone: its last layer's ratio (70 % here, 75
+    neurons of 64) is past what the MLP holds, while the uniform ratio (50 %) is not."""
+    folder = tmp_path / "resources" / "models" / "tiny"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({
+        "hidden_size": 24, "num_attention_heads": 6, "num_key_value_heads": 2, "head_dim": 8,
+        "intermediate_size": 64, "num_hidden_layers": 12, "vocab_size": 160}))
+
+    def problems(allocation, budget):
+        cfg = edited([(("sparsities",), [25]),
+                      (("methods", "sched"), {"score": "wanda_sp", "calib": "wikitext2", "flow": "sequential",
+                                              "allocation": allocation, "budget": budget})])
+        validate_config(cfg)
+        return [p for p in model_limit_problems(cfg, tmp_path) if "methods.sched" in p]
+
+    assert problems("increasing", "mlp_only") == [
+        "  methods.sched: at sparsity 25 on model tiny, budget 'mlp_only' would remove every MLP neuron (the last "
+        "pruned layer's ratio 71%); use budget 'matched' (heads too), another allocation or a lower sparsity"]
+    assert problems("uniform", "mlp_only") == problems("searched", "mlp_only") == problems("increasing", "matched") == []

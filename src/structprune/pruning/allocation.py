@@ -40,41 +40,20 @@ input, the MLP width) to be a multiple of 8 and fall back to a slower path other
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from structprune.model.geometry import LayerGeometry
 from structprune.pruning.units import LayerBudget, effective_head_mode, head_unit_params, neuron_params
 from structprune.spec.catalog import BUDGETS, SPARSITY_OF
+from structprune.spec.layerratios import (  # noqa: F401  (re-exported: the allocation's vocabulary)
+    MAX_LAYER_RATIO,
+    default_layer_range,
+    increasing_ratios,
+    mlp_only_neurons,
+    resolve_layer_range,
+    round_half_up,
+)
 from structprune.spec.recipe import round_to_problem
-
-
-def round_half_up(x: float) -> int:
-    return int(math.floor(x + 0.5))
-
-
-def default_layer_range(n_layers: int) -> tuple[int, int]:
-    """[4, L-2): LLM-Pruner's and the paper's range (LLaMA-7B: blocks 4..29 of 32).
-
-    Models too shallow to spare six blocks and still prune half of them (L < 12) spare
-    the same proportion instead, round(L/8) first and round(L/16) last blocks.
-    """
-    if n_layers >= 12:
-        return 4, n_layers - 2
-    return round_half_up(n_layers / 8), n_layers - round_half_up(n_layers / 16)
-
-
-def resolve_layer_range(layers, n_layers: int) -> tuple[int, int]:
-    """`layers`: "protocol" (the default range), "all", or [start, end)."""
-    if layers in (None, "protocol"):
-        return default_layer_range(n_layers)
-    if layers == "all":
-        return 0, n_layers
-    start, end = (int(v) for v in layers)
-    if not 0 <= start < end <= n_layers:
-        raise ValueError(f"layer range [{start}, {end}) is outside the model's {n_layers} layers")
-    return start, end
 
 
 def layer_ratio(
@@ -95,7 +74,7 @@ def layer_ratio(
     else:
         target = sparsity * sum(g.block_params for g in geometries)
     ratio = target / pruned
-    if ratio >= 0.95:
+    if ratio >= MAX_LAYER_RATIO:
         raise ValueError(
             f"sparsity {sparsity} of {sparsity_of} parameters over layers [{start}, {end}) needs removing "
             f"{ratio:.0%} of each pruned layer; widen the layer range or lower the sparsity"
@@ -147,7 +126,7 @@ def mlp_only_exhausted(ratio: float) -> ValueError:
 
 def mlp_only_budget(geometry: LayerGeometry, ratio: float, mode: str) -> LayerBudget:
     """No head removed; neurons take the layer's whole target, rounded half up (ours)."""
-    neurons = round_half_up(ratio * geometry.block_params / neuron_params(geometry))
+    neurons = mlp_only_neurons(ratio, geometry.block_params, neuron_params(geometry))
     if neurons >= geometry.intermediate_size:
         raise mlp_only_exhausted(ratio)
     return LayerBudget(0, neurons)
@@ -171,16 +150,6 @@ def uniform_budgets(
     geometries: list[LayerGeometry], ratio: float, layer_range: tuple[int, int], mode: str, budget: str = "matched"
 ) -> list[LayerBudget]:
     return budgets_at(geometries, [ratio] * (layer_range[1] - layer_range[0]), layer_range, mode, budget)
-
-
-def increasing_ratios(n_layers: int, ratio: float) -> list[float]:
-    """SlimGPT's log-increasing per-layer ratios over `n_layers` pruned layers, averaging `ratio`
-    (module docstring); one layer takes the ratio itself."""
-    if n_layers <= 1:
-        return [ratio] * n_layers
-    shape = [0.25 + 0.75 * math.log(1 + k) / math.log(n_layers) for k in range(n_layers)]
-    top = ratio * n_layers / sum(shape)
-    return [top * s for s in shape]
 
 
 def increasing_budgets(

@@ -65,6 +65,38 @@ def model_limit_problems(cfg, root=Path(".")):
             if isinstance(layers, list) and depth and layers[1] > depth:
                 problems.append(f"  {key}: [{layers[0]}, {layers[1]}) goes past model {model}'s {depth} layers; "
                                 f"end at most {depth}")
+        problems += _schedule_problems(cfg, mc, model)
+    return problems
+
+
+def _schedule_problems(cfg, mc: dict, model: str) -> list[str]:
+    """Width methods whose allocation cannot reach a configured sparsity on this model (equal
+    layer widths, sparsity of block parameters: what the config says of the model). A select
+    grid's candidates are not checked: the select job lists one that cannot run and skips it."""
+    from structprune.spec.layerratios import resolve_layer_range, schedule_problem
+
+    hidden, heads, width, depth = (mc.get(k) for k in ("hidden_size", "num_attention_heads", "intermediate_size",
+                                                        "num_hidden_layers"))
+    if not all(isinstance(v, int) and v > 0 for v in (hidden, heads, width, depth)):
+        return []  # per-layer widths or an unknown layout: the prune job checks each layer
+    kv_heads, head_dim = mc.get("num_key_value_heads") or heads, mc.get("head_dim") or hidden // heads
+    block = 2 * hidden * head_dim * (heads + kv_heads) + 3 * hidden * width
+    problems = []
+    for name, method in cfg["methods"].items():
+        if method.get("select"):
+            continue
+        for recipe in _recipes(cfg, method):
+            if recipe.unit != "width" or recipe.sparsity_of != "blocks":
+                continue
+            try:
+                start, end = resolve_layer_range(recipe.layers, depth)
+            except ValueError:
+                continue  # named above (a range past the model's layers)
+            for sparsity in cfg["sparsities"]:
+                ratio = sparsity / 100 * depth / (end - start)
+                if problem := schedule_problem(recipe.allocation, recipe.budget, ratio, end - start, block, 3 * hidden, width):
+                    problems.append(f"  methods.{name}: at sparsity {sparsity} on model {model}, {problem}")
+                    break
     return problems
 
 
