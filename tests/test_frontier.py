@@ -31,6 +31,12 @@ def test_each_row_has_the_kind_of_its_recipe_unit():
         None, "width", "depth: blocks", "depth: sublayers", "width"]
 
 
+def test_a_width_recipe_with_a_depth_share_is_width_plus_depth_where_it_was_chosen():
+    config = {"methods": {"mix": {"unit": "width", "depth_share": 0.25}, "best": {"unit": "width", "select": {}}}}
+    chosen = {("best", 20): {"unit": "width", "depth_share": 0.5}, ("best", 50): {"unit": "width"}}
+    assert row_kinds(["mix", "best", "best"], config, [20, 20, 50], chosen) == ["width + depth", "width + depth", "width"]
+
+
 def test_the_summary_names_the_fastest_and_the_best_row_per_kind_and_what_the_speed_costs():
     table, kinds = frontier_table()
     text = frontier_summary(table, kinds)

@@ -105,7 +105,7 @@ def test_a_searched_prune_removes_the_target_and_records_the_search():
     uniform_removed = 1 - count_parameters(uniform.model)["decoder_blocks"] / before
     neuron_share = 3 * model.config.hidden_size / before  # one neuron's share: the rounding of each layer's budget
     assert abs(removed - uniform_removed) <= 4 * neuron_share
-    search = result.allocation_search
+    search = result.notes["allocation_search"]
     assert search["strategy"] == "searched" and len(search["ratios"]) == 4 and sum(search["offsets"]) == 0
     assert result.model(ids).logits.isfinite().all()
 

@@ -105,6 +105,7 @@ def recipe_words(recipe, settings):
              "--sparsity-of", recipe.sparsity_of, "--flow", recipe.flow, "--reconstruct", recipe.reconstruct]
     words += ["--damp", recipe.damp] if "damp" in settings else []
     words += ["--target", recipe.target] if "target" in settings else []
+    words += ["--depth-share", recipe.depth_share] if settings.get("depth_share") else []
     return words + ["--round-to", recipe.round_to, "--batch-size", config["recover"]["batch_size"]]
 
 

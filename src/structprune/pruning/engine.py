@@ -61,7 +61,7 @@ class EngineResult:
     layer_range: tuple[int, int]
     ratio: float  # fraction of each pruned layer's block parameters the allocation targets
     reports: list[dict] = field(default_factory=list)  # per layer: reconstruction errors
-    allocation_search: dict | None = None  # allocation searched: the probes' costs and the chosen ratios
+    notes: dict = field(default_factory=dict)  # for the manifest: allocation_search (the probes, the ratios), depth (dropped blocks)
 
 
 def check_recipe(recipe: Recipe, scores, stats, samples, model_config: dict | None = None) -> None:
@@ -82,15 +82,21 @@ def check_recipe(recipe: Recipe, scores, stats, samples, model_config: dict | No
 
 
 def allocate(recipe: Recipe, model: nn.Module, sparsity: float, scores, samples: torch.Tensor | None = None,
-             batch_size: int = 8) -> tuple[list[LayerBudget], tuple[int, int], float, dict | None]:
+             batch_size: int = 8, dropped: tuple[int, ...] = ()) -> tuple[list[LayerBudget], tuple[int, int], float, dict | None]:
     """Every layer's budget, the pruned range, the uniform ratio, and the search's report
-    (`allocation: searched` only: layersearch.py probes the model on `samples`)."""
+    (`allocation: searched` only: layersearch.py probes the model on `samples`). `dropped`:
+    blocks a depth share removes first (mixed.py): they lose nothing here, the rest more."""
     geometries = model_geometries(model)
     layer_range = resolve_layer_range(recipe.layers, len(geometries))
     total = count_parameters(model)["total"]
     ratio = layer_ratio(geometries, sparsity, layer_range, recipe.sparsity_of, total)
     search = None
-    if recipe.allocation == "global":
+    if dropped:
+        from structprune.pruning.mixed import width_ratios
+
+        ratios = width_ratios(geometries, ratio, layer_range, list(dropped), recipe.allocation)
+        budgets = budgets_at(geometries, ratios, layer_range, recipe.heads, recipe.budget)
+    elif recipe.allocation == "global":
         check_scores(scores, geometries)
         budgets = global_budgets(scores, geometries, ratio, layer_range, recipe.heads, recipe.budget)
     elif recipe.allocation == "increasing":
@@ -120,13 +126,19 @@ def prune_with_recipe(
         return _prune_depth(model, recipe, sparsity, samples, batch_size, depth_order)
     if scores is not None:
         check_scores(scores, model_geometries(model))
-    budgets, layer_range, ratio, search = allocate(recipe, model, sparsity, scores, samples, batch_size)
+    dropped, depth = [], None
+    if recipe.depth_share:
+        from structprune.pruning.mixed import blocks_to_drop
+
+        dropped, depth = blocks_to_drop(model, recipe, sparsity, samples, batch_size)
+    budgets, layer_range, ratio, search = allocate(recipe, model, sparsity, scores, samples, batch_size, tuple(dropped))
     if not recipe.needs_samples:
         plan = plan_from_budgets(scores, model_geometries(model), budgets, recipe.heads)
         means = stats if recipe.reconstruct == "bias" else None
         return EngineResult(prune_model(model, plan, means), plan, budgets, layer_range, ratio)
-    result = _stream_prune(model, recipe, budgets, layer_range, ratio, scores, samples, batch_size, progress, dense_stream)
-    return replace(result, allocation_search=search)
+    result = _stream_prune(model, recipe, budgets, layer_range, ratio, scores, samples, batch_size, progress,
+                           dense_stream, set(dropped))
+    return replace(result, notes={k: v for k, v in {"allocation_search": search, "depth": depth}.items() if v})
 
 
 def _prune_depth(model: nn.Module, recipe: Recipe, sparsity: float, samples: torch.Tensor, batch_size: int,
@@ -144,7 +156,8 @@ def _prune_depth(model: nn.Module, recipe: Recipe, sparsity: float, samples: tor
 
 # --------------------------------------------------------------------------- the layer loop
 
-def _stream_prune(model, recipe, budgets, layer_range, ratio, scores, samples, batch_size, progress, dense_stream) -> EngineResult:
+def _stream_prune(model, recipe, budgets, layer_range, ratio, scores, samples, batch_size, progress, dense_stream,
+                  dropped: set[int] = frozenset()) -> EngineResult:
     pruned = capture_layer_inputs(model, samples, batch_size)
     dense = None
     if recipe.refits:
@@ -158,7 +171,11 @@ def _stream_prune(model, recipe, budgets, layer_range, ratio, scores, samples, b
         geometry = layer_geometry(layer, ctx.head_dim)
         budget = budgets[index]
         with layer_on_device(layer, device):
-            if not diverged and budget == LayerBudget(0, 0):
+            if index in dropped:  # a whole block a depth share removes: the dense stream passes it, the pruned skips it
+                if ctx.dense is not None:
+                    ctx.dense.taps(index, layer, set())
+                lp, report, diverged = None, {"layer": index, "dropped": "whole block (depth_share)"}, True
+            elif not diverged and budget == LayerBudget(0, 0):
                 lp = select_units(torch.zeros(geometry.num_heads), torch.zeros(geometry.intermediate_size), geometry, budget, recipe.heads)
                 report = {"layer": index, "kept": "dense (nothing pruned yet)"}
                 if ctx.dense is not None:
@@ -179,5 +196,11 @@ def _stream_prune(model, recipe, budgets, layer_range, ratio, scores, samples, b
         plans.append(lp)
         reports.append(report)
         log.info("layer %d: %s", index, {k: v for k, v in report.items() if k != "layer"})
+    if dropped:
+        from structprune.pruning.depth import remove_blocks
+
+        remove_blocks(model, sorted(dropped))
+        plans = [lp for lp in plans if lp is not None]
+        budgets = [b for i, b in enumerate(budgets) if i not in dropped]
     plan = PrunePlan(plans)
     return EngineResult(with_plan_widths(model, plan), plan, budgets, layer_range, ratio, reports)

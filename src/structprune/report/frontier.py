@@ -1,5 +1,5 @@
 """The speed frontier in words (issue #31): which kind of pruning (width, whole blocks, attention
-/ MLP sublayers) is fastest in llama.cpp at which perplexity, read off the table at every
+/ MLP sublayers, width after whole blocks) is fastest in llama.cpp at which perplexity, read off the table at every
 sparsity whose rows were timed. The headline carries it; the trade-off plot draws it."""
 
 from __future__ import annotations
@@ -10,16 +10,29 @@ from structprune.report.plots import timed_elsewhere
 from structprune.report.speedcols import parse_ratio_cell
 
 # a recipe unit as the reader's word for the kind of pruning
-KIND_WORDS = {"width": "width", "blocks": "depth: blocks", "sublayers": "depth: sublayers", "channels": "channels"}
+KIND_WORDS = {"width": "width", "blocks": "depth: blocks", "sublayers": "depth: sublayers", "channels": "channels",
+              "mixed": "width + depth"}
 # each kind's line on the trade-off plot (plots.plot_tradeoff)
-KIND_LINES = {KIND_WORDS["width"]: "-", KIND_WORDS["blocks"]: "--", KIND_WORDS["sublayers"]: ":", KIND_WORDS["channels"]: "-."}
+KIND_LINES = {KIND_WORDS["width"]: "-", KIND_WORDS["blocks"]: "--", KIND_WORDS["sublayers"]: ":", KIND_WORDS["channels"]: "-.",
+              KIND_WORDS["mixed"]: (0, (6, 2, 1, 2, 1, 2))}
 SPEED = "llama.cpp decode x"
 
 
-def row_kinds(keys: list[str], run_config: dict) -> list[str | None]:
-    """Each row's kind of pruning from its method's recipe unit (dense: None)."""
-    methods = run_config.get("methods") or {}
-    return [KIND_WORDS.get((methods.get(key) or {}).get("unit", "width")) if key in methods else None for key in keys]
+def row_kinds(keys: list[str], run_config: dict, sparsities: list[int] | None = None,
+              chosen: dict[tuple[str, int], dict] | None = None) -> list[str | None]:
+    """Each row's kind of pruning from its recipe (dense: None): the unit, and "width + depth" for
+    a width recipe with a depth share; a select row's recipe is the candidate `chosen` for its
+    method and sparsity (its select manifest's recipe), else the method's config."""
+    methods, chosen = run_config.get("methods") or {}, chosen or {}
+    kinds = []
+    for key, sparsity in zip(keys, sparsities or [None] * len(keys), strict=True):
+        recipe = chosen.get((key, sparsity)) or methods.get(key)
+        if key not in methods or recipe is None:
+            kinds.append(None)
+            continue
+        unit = recipe.get("unit", "width")
+        kinds.append(KIND_WORDS["mixed"] if unit == "width" and recipe.get("depth_share") else KIND_WORDS.get(unit))
+    return kinds
 
 
 def _timed(table: pd.DataFrame) -> pd.DataFrame:

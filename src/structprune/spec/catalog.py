@@ -62,7 +62,7 @@ TARGETS = ("block", "module")
 CHOICES = {"unit": UNITS, "heads": HEAD_MODES, "allocation": ALLOCATIONS, "budget": BUDGETS, "sparsity_of": SPARSITY_OF,
            "flow": FLOWS, "reconstruct": RECONSTRUCTIONS, "target": TARGETS}
 # What a select grid may vary: the word choices a candidate can change, the damping, and options.NAME.
-SELECT_CHOICES = ("heads", "allocation", "budget", "flow", "reconstruct", "damp", "target")
+SELECT_CHOICES = ("heads", "allocation", "budget", "flow", "reconstruct", "damp", "target", "depth_share")
 FULL_SITE_NAMES = ("attn_in", "o_proj_in", "mlp_in")  # sites whose full second moment can be kept
 
 # Text: perplexity datasets (with their column names in the table) and calibration sources.

@@ -23,6 +23,7 @@ from structprune.spec.recipe import (
     Recipe,
     candidate_recipes,
     damp_problem,
+    depth_share_problem,
     layers_problem,
     recipe_problems,
 )
@@ -82,7 +83,7 @@ def stage_recipe(cfg, method, stage):
         "layers": m.get("layers") or prune["layers"], "sparsity_of": prune["sparsity_of"],
         "flow": m["flow"], "reconstruct": m["reconstruct"], "damp": cfg["recover"]["damp"],
         "target": cfg["recover"]["target"], "round_to": m.get("round_to") or prune["round_to"],
-        "unit": m["unit"],
+        "unit": m["unit"], "depth_share": m.get("depth_share", 0.0),
     }
     if stage == "recovered":
         remedy = {**{k: cfg["recover"][k] for k in ("flow", "reconstruct", "damp", "target")}, **m["remedy"]}
@@ -202,6 +203,8 @@ def grid_problems(score: str, grid: dict) -> list[str]:
             problems.append(f"grid.{key}: not a recipe choice; use one of {list(SELECT_CHOICES)} or options.<name>")
         elif key == "damp":
             problems += [f"grid.damp: {p.removeprefix('damp: ')}" for v in values if (p := damp_problem(v))]
+        elif key == "depth_share":
+            problems += [f"grid.{p}" for v in values if (p := depth_share_problem(v))]
         else:
             problems += [f"grid.{key}: {v!r} is not one of {list(CHOICES[key])}" for v in values if v not in CHOICES[key]]
         if len(set(map(repr, values))) < len(values):

@@ -86,8 +86,8 @@ def _schedule_problems(cfg, mc: dict, model: str) -> list[str]:
         if method.get("select"):
             continue
         for recipe in _recipes(cfg, method):
-            if recipe.unit != "width" or recipe.sparsity_of != "blocks":
-                continue
+            if recipe.unit != "width" or recipe.sparsity_of != "blocks" or recipe.depth_share:
+                continue  # a depth share lowers the width ratio: the prune job checks what is left
             try:
                 start, end = resolve_layer_range(recipe.layers, depth)
             except ValueError:

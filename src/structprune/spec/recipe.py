@@ -65,6 +65,13 @@ def round_to_problem(round_to: int, width: int, whose: str) -> str | None:
     return None
 
 
+def depth_share_problem(share) -> str | None:
+    """Why a share of the removal taken as whole blocks is not one: a number in [0, 1)."""
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share < 1:
+        return f"depth_share: {share!r} must be a number >= 0 and < 1 (0: width only)"
+    return None
+
+
 def damp_problem(damp) -> str | None:
     """Why a ridge strength is not one: a finite number >= 0 (NaN or infinity would write a NaN model)."""
     if isinstance(damp, bool) or not isinstance(damp, (int, float)) or not math.isfinite(damp) or damp < 0:
@@ -87,6 +94,7 @@ class Recipe:
     target: str = "block"
     round_to: int = 1  # kept MLP neurons of a pruned layer: a multiple of this (ours; 1: exact budgets)
     unit: str = "width"  # "blocks" / "sublayers": by a depth criterion (pruning/depth.py); "channels": DISP-LLM (dispsearch.py)
+    depth_share: float = 0.0  # width: this share of the removal as whole blocks first (ours, pruning/mixed.py)
 
     @property
     def reads_score_file(self) -> bool:
@@ -109,7 +117,8 @@ class Recipe:
     def needs_samples(self) -> bool:
         """Calibration samples flow through the layers (sequential flow, a refit, or the
         searched allocation's probes)."""
-        return self.unit != "width" or self.flow == "sequential" or self.refits or self.allocation == "searched"
+        return (self.unit != "width" or self.flow == "sequential" or self.refits or self.allocation == "searched"
+                or bool(self.depth_share))
 
     @property
     def needs_dense_moments(self) -> bool:
@@ -117,8 +126,12 @@ class Recipe:
         return self.reconstruct == "bias" and not self.needs_samples
 
     def to_json(self) -> dict:
+        """The recipe as JSON; a width-only recipe does not name depth_share (its manifests and
+        commands stay those of the recipes made before it existed)."""
         out = asdict(self)
         out["layers"] = list(self.layers) if isinstance(self.layers, (list, tuple)) else self.layers
+        if not self.depth_share:
+            out.pop("depth_share")
         return out
 
     def settings(self) -> dict:
@@ -152,8 +165,15 @@ def recipe_problems(recipe: Recipe) -> list[str]:
         problems.append(problem)
     if isinstance(recipe.round_to, bool) or not isinstance(recipe.round_to, int) or recipe.round_to < 1:
         problems.append(f"round_to: {recipe.round_to!r} must be an integer >= 1 (1: no rounding)")
+    if problem := depth_share_problem(recipe.depth_share):
+        problems.append(problem)
     if problems:
         return problems
+    if recipe.depth_share and (recipe.unit != "width" or recipe.score in CRITERION_UNIT):
+        problems.append("depth_share takes whole blocks before a width method's cut: it applies to unit width only")
+    if recipe.depth_share and recipe.allocation not in ("uniform", "increasing"):
+        problems.append(f"depth_share with allocation {recipe.allocation!r}: the blocks are dropped first and the width "
+                        "ratio spread over the layers left; use allocation uniform or increasing")
     statistics = SCORE_STATISTICS[recipe.score]
     if recipe.score in CRITERION_UNIT or recipe.unit != "width":
         unit, implied = CRITERION_UNIT.get(recipe.score, ("width", recipe.flow))

@@ -40,6 +40,7 @@ seed = _bounded(int, lambda v: 0 <= v <= SEED_MAX, "seed {value} must be in 0..%
 nonnegative_float = _bounded(float, lambda v: v >= 0, "{value} must be 0 or more")
 positive_float = _bounded(float, lambda v: v > 0, "{value} must be more than 0")
 probability = _bounded(float, lambda v: 0 < v <= 1, "{value:g} must be in (0, 1]")  # top-p
+share = _bounded(float, lambda v: 0 <= v < 1, "{value:g} must be in [0, 1)")  # depth_share
 
 
 def sparsity(text: str) -> float:

@@ -29,6 +29,7 @@ from structprune.stages.argtypes import (
     positive_int,
     probability,
     seed,
+    share,
     sparsity,
 )
 
@@ -177,7 +178,7 @@ def recipe_from_args(args):
         score=args.method, options=parse_options(args.method, args.option), heads=args.heads,
         allocation=args.allocation, budget=args.budget, layers=args.layers, sparsity_of=args.sparsity_of,
         flow=args.flow, reconstruct=args.reconstruct, damp=args.damp, target=args.target, round_to=args.round_to,
-        unit=args.unit,
+        unit=args.unit, depth_share=args.depth_share,
     )
 
 
@@ -223,6 +224,9 @@ def recipe_arguments(p: argparse.ArgumentParser) -> None:
                    help="per-channel ridge toward the dense weights (refits); 1.0 keeps them from amplifying rounding")
     p.add_argument("--target", default="block", choices=TARGETS,
                    help="refit target of --reconstruct refit: the dense residual stream (block) or module output")
+    p.add_argument("--depth-share", type=share, default=0.0,
+                   help="width methods (ours): this share of the removal as whole blocks first (Block Influence), "
+                        "the rest by width over the blocks left; 0: width only")
     p.add_argument("--round-to", type=positive_int, default=1,
                    help="every pruned layer keeps a multiple of this many MLP neurons (ours; 8 suits llama.cpp's kernels)")
 

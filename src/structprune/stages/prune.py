@@ -75,7 +75,7 @@ def run(args) -> None:
             "layer_range": list(result.layer_range), "layer_ratio": result.ratio,
             "budgets": [[b.heads, b.neurons] for b in result.budgets],
             "plan": result.plan.to_json(), "layers": result.reports,
-            **({"allocation_search": result.allocation_search} if result.allocation_search else {}),
+            **result.notes,
         },
     )
     save_checkpoint(model.cpu(), tokenizer, args.out, manifest)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 from structprune.stages.argtypes import (
     key_value,
@@ -81,8 +82,13 @@ def run(args) -> None:
     from structprune.io.integrity import read_stage_json
     from structprune.report.frontier import row_kinds
 
-    keys = [read_stage_json(path)["method"] for path in args.evals]  # each row's method key: ours start with "ours"
-    kinds = row_kinds(keys, json.loads(args.run_config))  # width, depth: blocks, ... (dense: None)
+    evals = [read_stage_json(path) for path in args.evals]
+    keys = [record["method"] for record in evals]  # each row's method key: ours start with "ours"
+    chosen_recipes = {}  # a select row's kind is its chosen candidate's (a depth share makes it width + depth)
+    for key, folder in args.selection:
+        method, _, sparsity = key.rpartition(":")
+        chosen_recipes[(method, int(sparsity))] = read_stage_json(Path(folder) / "manifest.json").get("recipe")
+    kinds = row_kinds(keys, json.loads(args.run_config), [int(r["sparsity"]) for r in evals], chosen_recipes)
     if args.headline:
         write_headline(table, keys, kinds, args)
     ours = frozenset(label for label, key in zip(table["Method"], keys) if str(key).startswith("ours"))

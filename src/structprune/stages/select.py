@@ -95,7 +95,7 @@ def run(args) -> None:
             **pruned_size(before, count_parameters(result.model)), "recipe": chosen.to_json(),
             "candidates": [c.to_json(i == chosen_index) for i, c in enumerate(candidates)],
             "heldout_samples": list(heldout.shape), "plan": result.plan.to_json(), "layers": result.reports,
-            **({"allocation_search": result.allocation_search} if result.allocation_search else {}),
+            **result.notes,
         },
     )
     save_checkpoint(result.model.cpu(), tokenizer, args.out, manifest)
