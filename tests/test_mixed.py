@@ -103,3 +103,18 @@ def test_prune_and_select_take_a_depth_share_from_the_command_line(tmp_path):
     candidates = json.loads((tmp_path / "sel" / "manifest.json").read_text())["candidates"]
     assert [c["overrides"] for c in candidates] == [{"depth_share": 0}, {"depth_share": 0.9}]
     assert all(c["heldout_loss"] is not None for c in candidates)
+
+
+def test_a_cached_dense_stream_passes_the_dropped_blocks_as_the_live_one_does(tmp_path):
+    from structprune.calibration.densestream import record_dense_stream
+
+    model = family_model("llama", layers=6)
+    ids = own_text(model, n=6, length=16)
+    recipe = Recipe(**OURS, layers=[1, 5], depth_share=0.5)
+    record_dense_stream(copy.deepcopy(model), ids, 2, tmp_path / "dense", {"stage": "test"}, progress=False)
+    live = prune_with_recipe(copy.deepcopy(model), recipe, 0.4, samples=ids, batch_size=2, progress=False)
+    cached = prune_with_recipe(copy.deepcopy(model), recipe, 0.4, samples=ids, batch_size=2, progress=False,
+                               dense_stream=str(tmp_path / "dense"))
+    assert live.notes["depth"]["dropped_blocks"] and live.plan == cached.plan
+    for key, value in live.model.state_dict().items():
+        assert torch.equal(value, cached.model.state_dict()[key]), key
