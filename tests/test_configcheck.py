@@ -118,7 +118,7 @@ CASES = {
 
 def test_the_committed_configs_are_valid():
     for name in ("config.yaml", "config/benchmark.yaml", "config/paper.yaml", "config/sweep.yaml", "config/ablations.yaml", "config/full.yaml", "config/design.yaml", "config/gemma3-270m.yaml",
-                 "config/frontier.yaml"):
+                 "config/frontier.yaml", "config/schedules.yaml"):
         validate_config(yaml.safe_load((REPO / name).read_text()))
 
 

@@ -56,6 +56,7 @@ def pruned_models(vocab: int) -> dict:
     return {
         "dense": dense,
         "depth": remove_blocks(tiny_llama(vocab, layers=3, seed=4), [1]),  # ShortGPT / SLEB: a block deleted
+        "mixed": prune_model(remove_blocks(tiny_llama(vocab, layers=4, seed=6), [2]), per_layer),  # depth_share: both
         "no_attention": prune_model(tiny_llama(vocab, layers=3, seed=5), PrunePlan([  # BlockPruner: an attention removed
             LayerPlan(list(range(6)), [0, 1], full), LayerPlan([], [], full), LayerPlan(list(range(6)), [0, 1], full)])),
         "llama3_uniform": prune_model(copy.deepcopy(llama3), uniform),
@@ -144,7 +145,7 @@ def test_llama3_rope_scaling_is_written_as_the_frequency_divisors_of_the_models_
 
 
 @pytest.mark.parametrize("name", ["dense", "uniform", "per_layer", "per_layer_biased", "untied", "mistral_per_layer",
-                                  "llama3_uniform", "llama3_per_layer", "depth", "no_attention"])
+                                  "llama3_uniform", "llama3_per_layer", "depth", "mixed", "no_attention"])
 def test_llama_cpp_logits_match_transformers(bpe_tokenizer, tmp_path, name):
     """f32 export and f32 key/value cache, next-token logits at every position of three token
     lists: llama.cpp against transformers, to 1e-4 absolute (logits are O(1) here; ggml sums in
