@@ -112,10 +112,12 @@ def test_per_layer_widths_keep_the_family_and_load_with_plain_transformers(model
     expected = masked_copy(model, plan, HEAD_DIM)(ids).logits
     pruned = prune_model(model, plan)
     assert isinstance(pruned, type(family_model(model_type)))  # a subclass of the family's own class
-    torch.testing.assert_close(pruned(ids).logits, expected, atol=1e-5, rtol=1e-4)
+    # float32 sums over other widths, in another order (transformers 5.25: 2.4e-5 on one SmolLM3 logit of 5,760);
+    # one neuron swapped per layer moves them by about 6
+    torch.testing.assert_close(pruned(ids).logits, expected, atol=5e-5, rtol=1e-4)
     save_checkpoint(pruned, tokenizer, tmp_path / "ckpt", {"stage": "test"})
     plain = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "ckpt", trust_remote_code=True)
-    torch.testing.assert_close(plain(ids).logits, expected, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(plain(ids).logits, expected, atol=5e-5, rtol=1e-4)
     generated = plain.generate(ids[:1, :4], max_new_tokens=6, do_sample=False)  # the kv cache of unequal layers
     assert generated.shape == (1, 10)
 
@@ -190,8 +192,8 @@ def test_slimgpt_removes_dead_units_first_and_returns_the_dense_logits(model_typ
     dense = model(ids).logits
     recipe = Recipe("obs", flow="sequential", reconstruct="obs", heads=heads, layers=[0, 2])
     result = prune_with_recipe(copy.deepcopy(model), recipe, 0.3, samples=ids, batch_size=3, progress=False)
-    for lp in result.plan.layers:
-        assert len(lp.keep_heads) < 6 and {1, 2, 4, 5} | set(range(3, 6) if heads == "kv_groups" else ()) >= set(range(6)) - set(lp.keep_heads)
+    for lp in result.plan.layers:  # dead heads: 1, 2 (with_dead_units) and 3, 4, 5 (o_proj zeroed above); ties among them are free
+        assert len(lp.keep_heads) < 6 and {1, 2, 3, 4, 5} >= set(range(6)) - set(lp.keep_heads)
         assert all(n % 2 == 0 for n in set(range(24)) - set(lp.keep_neurons))  # only dead (even) neurons went
     torch.testing.assert_close(result.model(ids).logits, dense, atol=2e-4, rtol=1e-3)
 
