@@ -4,6 +4,7 @@ against measured speed-up."""
 from __future__ import annotations
 
 import os
+import textwrap
 
 import pandas as pd
 
@@ -11,6 +12,7 @@ from structprune.io.artifacts import atomic_file
 from structprune.report.speedcols import parse_ratio_cell
 from structprune.report.tables import PPL_COLUMNS
 
+LABEL_WIDTH = 40  # characters per line of a row name on the accuracy plot
 MARKERS = "osD^vP*Xh<>p"  # one per line, so lines of one colour stay apart
 # tab20's dark shades first, then its light ones: 20 colours before any repeats
 PALETTE = [f"tab20:{i}" for i in (*range(0, 20, 2), *range(1, 20, 2))]
@@ -84,13 +86,19 @@ def plot_accuracy(table: pd.DataFrame, path: str | os.PathLike, title: str, ours
     scored = table[table["Average"].notna()] if "Average" in table else table.iloc[:0]
     pruned = scored[scored["Stage"] != "dense"]
     sparsities = sorted(pruned["Sparsity (%)"].unique())
-    fig, axes = plt.subplots(1, max(1, len(sparsities)), figsize=(6 * max(1, len(sparsities)), 0.3 * max(len(g) for _, g in pruned.groupby("Sparsity (%)")) + 1.5) if len(pruned) else (6, 2), squeeze=False)
+    # long row names wrap (a single line squeezed the bars to a sliver) and the figure grows with their lines
+    wrapped = {label: textwrap.fill(label, LABEL_WIDTH) for label in (_row_label(r) for _, r in pruned.iterrows())}
+    lines = max((sum(wrapped[_row_label(r)].count("\n") + 1 for _, r in g.iterrows())
+                 for _, g in pruned.groupby("Sparsity (%)")), default=1)
+    fig, axes = plt.subplots(1, max(1, len(sparsities)), figsize=(7 * max(1, len(sparsities)), 0.28 * lines + 1.8)
+                             if len(pruned) else (6, 2), squeeze=False)
     for ax, sparsity in zip(axes[0], sparsities):
         rows = pruned[pruned["Sparsity (%)"] == sparsity].sort_values("Average")
         errors = rows["Avg se"] if "Avg se" in rows else None
         labels = [_row_label(r) for _, r in rows.iterrows()]
-        ax.barh(labels, rows["Average"], xerr=errors, color=[styles[label][0] for label in labels], alpha=0.85,
+        ax.barh(range(len(labels)), rows["Average"], xerr=errors, color=[styles[label][0] for label in labels], alpha=0.85,
                 error_kw={"capsize": 2, "elinewidth": 1})
+        ax.set_yticks(range(len(labels)), [wrapped[label] for label in labels])
         for tick, method in zip(ax.get_yticklabels(), rows["Method"]):
             tick.set_fontweight("bold" if method in ours else "normal")
         dense = scored[scored["Stage"] == "dense"]
