@@ -39,6 +39,7 @@ from structprune.pruning.layerstep import LayerContext, layer_scores, stream_sta
 from structprune.pruning.scores import score_method
 from structprune.pruning.slicing import slice_layer
 from structprune.pruning.units import LayerBudget, select_units
+from structprune.spec.layerratios import MAX_LAYER_RATIO
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def _probe_budget(recipe, geometry: LayerGeometry, ratio: float) -> LayerBudget 
     """The budget rule's budget at `ratio`, or None where that ratio cannot run."""
     if ratio <= 0:
         return LayerBudget(0, 0) if ratio > -1e-12 else None
-    if ratio >= 0.95:
+    if ratio >= MAX_LAYER_RATIO:
         return None
     try:
         return BUDGET_RULES[recipe.budget](geometry, ratio, recipe.heads)
@@ -103,7 +104,7 @@ def layer_costs(model: nn.Module, recipe, ratios: list[list[float]], layer_range
     batches = capture_layer_inputs(model, samples[:SEARCH_WINDOWS], batch_size)
     labels = calibration_labels(samples[:SEARCH_WINDOWS], batch_size, batches[0].hidden.device)
     entering = entering_states(layers, batches, set())
-    dense_loss = loss_from(model, 0, entering[0], batches, labels, set())
+    dense_loss = loss_from(model, len(layers), entering[len(layers)], batches, labels, set())  # the head alone
     head_dim = model_head_dim(model.config)
     scorer = score_method(recipe.score).make(**recipe.options)
     start, end = layer_range
