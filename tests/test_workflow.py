@@ -46,6 +46,7 @@ def test_whole_dag_produces_the_comparison_table(finished_run):
     assert manifest["inputs"]["data"]["path"].endswith("calib/selfgen.safetensors")
     assert manifest["inputs"]["dense_stream"]["path"] == "results/tiny/calib/selfgen/dense"  # recorded once, read
     assert "dense_stream " in (workdir / "results/tables/tiny.md").read_text()  # its time counts in the header
+    assert "No checkpoint was exported in this run" in (workdir / "results/tables/tiny.gguf.md").read_text()  # export off
     for rule in ("model", "data", "calibrate", "dense_stream", "gradients", "score", "prune", "select", "evaluate", "report"):
         assert list((workdir / "logs" / rule).rglob("*.log")), rule
         assert list((workdir / "benchmarks" / rule).rglob("*.tsv")), rule

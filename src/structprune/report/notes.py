@@ -56,6 +56,9 @@ GGUF_NOTE = (
     "(transformers, float32) and the export's (llama.cpp), and their difference."
 )
 
+NO_GGUF_NOTE = ("No checkpoint was exported in this run (`export.enabled` is false in its config), so this table "
+                "is empty.")
+
 
 RECOVERY_NOTE = (
     "Rounding: the paper's pre-pruning recovery (`reconstruct: paper`, the w/ remedy rows) fits rounding into its "

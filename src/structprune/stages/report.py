@@ -55,7 +55,7 @@ def arguments(parser) -> None:
 
 def run(args) -> None:
     from structprune.report.formats import write_table
-    from structprune.report.notes import GGUF_NOTE, SELECTION_NOTE, table_header
+    from structprune.report.notes import GGUF_NOTE, NO_GGUF_NOTE, SELECTION_NOTE, table_header
     from structprune.report.plots import plot_accuracy, plot_perplexity, plot_tradeoff
     from structprune.report.tables import comparison_table, gguf_table, selection_table
 
@@ -78,7 +78,8 @@ def run(args) -> None:
         write_table(chosen, args.selection_csv, args.selection_md, f"# {args.title}: held-out selection\n\n{SELECTION_NOTE}")
     if args.gguf_md:
         exports = gguf_table(args.exports, args.gguf_evals, args.evals, dict(args.label))
-        write_table(exports, args.gguf_csv, args.gguf_md, f"# {args.title}: GGUF exports for llama.cpp\n\n{GGUF_NOTE}")
+        note = GGUF_NOTE if args.exports else NO_GGUF_NOTE  # a run without exports: say so, not "every checkpoint"
+        write_table(exports, args.gguf_csv, args.gguf_md, f"# {args.title}: GGUF exports for llama.cpp\n\n{note}")
     from structprune.io.integrity import read_stage_json
     from structprune.report.frontier import row_kinds
 
