@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from structprune.report.frontier import frontier_summary, row_kinds
+from structprune.report.frontier import frontier_summary, line_caption, row_kinds, series_kind
 from structprune.report.plots import plot_tradeoff
 
 RUN_CONFIG = {"methods": {"ours": {"unit": "width"}, "short": {"unit": "blocks"}, "bp": {"unit": "sublayers"},
@@ -59,3 +59,16 @@ def test_no_frontier_without_speed_at_two_sparsities(tmp_path):
     assert frontier_summary(one, [k for k, s in zip(kinds, table["Sparsity (%)"]) if s != 50]) == ""
     plot_tradeoff(table, tmp_path / "f.png", "t", frozenset({"Ours"}), kinds=kinds)  # lines per kind draw
     assert (tmp_path / "f.png").stat().st_size > 0
+
+
+def test_a_series_mixing_width_and_width_plus_depth_is_drawn_as_width_plus_depth():
+    assert series_kind(["width", "width"]) == "width"
+    assert series_kind(["width", "width + depth", "width"]) == "width + depth"
+    assert series_kind([None, None]) is None
+
+
+def test_the_plot_caption_names_only_the_line_styles_drawn():
+    assert line_caption(["width", "depth: blocks", "width"]) == (
+        "lines join a method's sparsities: solid width, dashed whole blocks")
+    assert line_caption(["width + depth"]).endswith("dash-dot-dot width + depth")
+    assert line_caption([]) == ""

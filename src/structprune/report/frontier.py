@@ -15,6 +15,10 @@ KIND_WORDS = {"width": "width", "blocks": "depth: blocks", "sublayers": "depth: 
 # each kind's line on the trade-off plot (plots.plot_tradeoff)
 KIND_LINES = {KIND_WORDS["width"]: "-", KIND_WORDS["blocks"]: "--", KIND_WORDS["sublayers"]: ":", KIND_WORDS["channels"]: "-.",
               KIND_WORDS["mixed"]: (0, (6, 2, 1, 2, 1, 2))}
+# ... and how the plot's caption names that line
+KIND_LINE_NAMES = {KIND_WORDS["width"]: "solid width", KIND_WORDS["blocks"]: "dashed whole blocks",
+                   KIND_WORDS["sublayers"]: "dotted sublayers", KIND_WORDS["channels"]: "dash-dot channels",
+                   KIND_WORDS["mixed"]: "dash-dot-dot width + depth"}
 SPEED = "llama.cpp decode x"
 
 
@@ -33,6 +37,21 @@ def row_kinds(keys: list[str], run_config: dict, sparsities: list[int] | None = 
         unit = recipe.get("unit", "width")
         kinds.append(KIND_WORDS["mixed"] if unit == "width" and recipe.get("depth_share") else KIND_WORDS.get(unit))
     return kinds
+
+
+def series_kind(kinds: list[str | None]) -> str | None:
+    """The kind of one method's rows across sparsities: its one kind, or "width + depth" when a
+    select row took whole blocks at some sparsities only (its line then mixes the two)."""
+    distinct = list(dict.fromkeys(k for k in kinds if k))
+    if len(distinct) < 2:
+        return distinct[0] if distinct else None
+    return KIND_WORDS["mixed"] if KIND_WORDS["mixed"] in distinct else " / ".join(distinct)
+
+
+def line_caption(kinds: list[str | None]) -> str:
+    """The trade-off plot's caption line for the line styles it drew (the kinds of joined series)."""
+    names = [KIND_LINE_NAMES[k] for k in dict.fromkeys(kinds) if k in KIND_LINE_NAMES]
+    return "lines join a method's sparsities: " + ", ".join(names) if names else ""
 
 
 def _timed(table: pd.DataFrame) -> pd.DataFrame:

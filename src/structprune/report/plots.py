@@ -137,14 +137,14 @@ def plot_tradeoff(table: pd.DataFrame, path: str | os.PathLike, title: str, ours
     speed = speed or ("llama.cpp decode x" if "llama.cpp decode x" in table else "Decode x b1")
     import matplotlib
 
-    from structprune.report.frontier import KIND_LINES  # frontier.py reads timed_elsewhere from here
+    from structprune.report.frontier import KIND_LINES, line_caption, series_kind  # frontier.py imports this module
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(9, 5))
     column = next((c for c in PPL_COLUMNS.values() if c in table.columns), None)
-    rows = table.iloc[:0]
+    rows, joined_kinds = table.iloc[:0], []
     if speed in table and column is not None:
         ratios = pd.DataFrame([parse_ratio_cell(c) for c in table[speed]], index=table.index,
                               columns=["median", "low", "high"])
@@ -155,8 +155,9 @@ def plot_tradeoff(table: pd.DataFrame, path: str | os.PathLike, title: str, ours
             x = ratios.loc[group.index]
             faults = group[speed].astype(str).str.endswith("!")
             colour, marker = styles.get(label, ("black", "o"))
-            kind = kind_of.get(group.index[0])
+            kind = series_kind([kind_of.get(i) for i in group.index])
             if kind and len(group) > 1:
+                joined_kinds.append(kind)
                 joined = group.sort_values("Sparsity (%)").index
                 ax.plot(x.loc[joined, "median"], group.loc[joined, column], linestyle=KIND_LINES.get(kind, "-"),
                         color=colour, linewidth=1.6 if group["Method"].iloc[0] in ours else 1.0, alpha=0.8)
@@ -180,8 +181,8 @@ def plot_tradeoff(table: pd.DataFrame, path: str | os.PathLike, title: str, ours
         ax.set_yticks([])
     which = "llama.cpp" if speed.startswith("llama.cpp") else "transformers"
     xlabel = f"decode speed-up over dense ({which}, batch 1)\nbars: 95 % interval; hollow: above what the weights allow"
-    if kinds is not None and rows["Sparsity (%)"].nunique() > 1:
-        xlabel += "\nlines join a method's sparsities: solid width, dashed whole blocks, dotted sublayers"
+    if kinds is not None and rows["Sparsity (%)"].nunique() > 1 and (caption := line_caption(joined_kinds)):
+        xlabel += "\n" + caption
     if which == "llama.cpp" and (names := timed_elsewhere(table, rows.index)):
         xlabel += "\nnot shown (no llama.cpp export; transformers speed in the table): " + "; ".join(names)
     ax.set_xlabel(xlabel)
