@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from structprune.io.integrity import read_stage_json
+from structprune.report.software import checkpoint_manifests, software_note
 from structprune.report.speedcols import LEVEL
 from structprune.report.tables import SIZE_TOLERANCE
 
@@ -143,4 +144,7 @@ def table_header(title: str, note: str, table: pd.DataFrame, eval_paths: list[st
         header += "\n\n" + LLAMACPP_NOTE
     if benchmark_paths:
         header += "\n\n" + compute_time_summary(benchmark_paths)
+    checkpoints = [read_stage_json(path).get("checkpoint", "") for path in eval_paths]
+    if software := software_note(checkpoint_manifests([c for c in checkpoints if c])):
+        header += "\n\n" + software
     return header
