@@ -1,4 +1,4 @@
-# structprune: `make run` runs the default (config.yaml, about an hour), `make benchmark` the whole
+# structprune: `make run` runs the default (config.yaml, about 25 minutes on 2 cores), `make benchmark` the whole
 # benchmark (config/benchmark.yaml), `make test` the test suite.
 # Both create the virtualenv on first use; torch is pinned to the CPU build 2.13.0.
 PYTHON ?= python3

@@ -109,7 +109,7 @@ def test_the_readme_states_the_job_counts_snakemake_plans(tmp_path):
     stated = readme_job_counts()
     assert set(stated) == {"config.yaml", "config/benchmark.yaml", "config/ablations.yaml", "config/disp-llm.yaml",
                            "config/frontier.yaml", "config/design.yaml", "config/paper.yaml", "config/sweep.yaml",
-                           "config/schedules.yaml"}
+                           "config/schedules.yaml", "config/full.yaml"}
     for config, count in stated.items():
         (workdir := tmp_path / config.replace("/", "-")).mkdir()
         planned = sum(job_counts(dry_run(config, workdir)).values())
