@@ -191,7 +191,8 @@ def plot_tradeoff(table: pd.DataFrame, path: str | os.PathLike, title: str, ours
     if not rows.empty:
         ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False)
     ax.set_title(title)
-    fig.tight_layout()
+    if rows.empty:
+        fig.tight_layout()  # else the axes keep their size and the tight box takes in the legend beside them
     with atomic_file(path) as tmp:
         fig.savefig(tmp, dpi=120, format="png", bbox_inches="tight")
     plt.close(fig)
