@@ -64,7 +64,8 @@ def _timed(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _speed(row) -> str:
-    return str(row[SPEED]).rstrip(" !~")
+    """The decode cell as the table shows it, its `!` kept: a fastest row must not lose its flag."""
+    return str(row[SPEED]).rstrip(" ~")
 
 
 def frontier_summary(table: pd.DataFrame, kinds: list[str | None]) -> str:
@@ -98,6 +99,9 @@ def frontier_summary(table: pd.DataFrame, kinds: list[str | None]) -> str:
                          + (f"their speed intervals overlap, so the faster row's {cost:+.0f} % perplexity buys no "
                             "measurable speed." if overlap else
                             f"{100.0 * (fastest['x'] / best['x'] - 1.0):+.0f} % decode speed for {cost:+.0f} % perplexity."))
+    if any(text.rstrip().endswith("!") for text in rows[SPEED].astype(str)):
+        sentences.append("- `!`: the measured speed-up lies above the bound the row's weights allow (the table's notes, "
+                         "\"Bounds\"), so that row's lead is a measurement to repeat, not an established gain.")
     if untimed := timed_elsewhere(table, rows.index):
         sentences.append("- Not in llama.cpp (no GGUF export; their transformers speed is in the table): "
                          + "; ".join(untimed) + ".")
