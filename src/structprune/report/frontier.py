@@ -7,7 +7,7 @@ from __future__ import annotations
 import pandas as pd
 
 from structprune.report.plots import timed_elsewhere
-from structprune.report.speedcols import parse_ratio_cell
+from structprune.report.speedcols import is_fault_cell, parse_ratio_cell
 
 # a recipe unit as the reader's word for the kind of pruning
 KIND_WORDS = {"width": "width", "blocks": "depth: blocks", "sublayers": "depth: sublayers", "channels": "channels",
@@ -99,7 +99,7 @@ def frontier_summary(table: pd.DataFrame, kinds: list[str | None]) -> str:
                          + (f"their speed intervals overlap, so the faster row's {cost:+.0f} % perplexity buys no "
                             "measurable speed." if overlap else
                             f"{100.0 * (fastest['x'] / best['x'] - 1.0):+.0f} % decode speed for {cost:+.0f} % perplexity."))
-    if any(text.rstrip().endswith("!") for text in rows[SPEED].astype(str)):
+    if rows[SPEED].map(is_fault_cell).any():
         sentences.append("- `!`: the measured speed-up lies above the bound the row's weights allow (the table's notes, "
                          "\"Bounds\"), so that row's lead is a measurement to repeat, not an established gain.")
     if untimed := timed_elsewhere(table, rows.index):

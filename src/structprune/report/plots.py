@@ -9,7 +9,7 @@ import textwrap
 import pandas as pd
 
 from structprune.io.artifacts import atomic_file
-from structprune.report.speedcols import parse_ratio_cell
+from structprune.report.speedcols import is_fault_cell, parse_ratio_cell
 from structprune.report.tables import PPL_COLUMNS
 
 LABEL_WIDTH = 40  # characters per line of a row name on the accuracy plot
@@ -153,7 +153,7 @@ def plot_tradeoff(table: pd.DataFrame, path: str | os.PathLike, title: str, ours
         kind_of = dict(zip(table.index, kinds)) if kinds is not None else {}
         for label, group in rows.groupby(rows.apply(_row_label, axis=1), sort=False):
             x = ratios.loc[group.index]
-            faults = group[speed].astype(str).str.endswith("!")
+            faults = group[speed].map(is_fault_cell).astype(bool)
             colour, marker = styles.get(label, ("black", "o"))
             kind = series_kind([kind_of.get(i) for i in group.index])
             if kind and len(group) > 1:

@@ -16,6 +16,7 @@ LLAMACPP_COLUMNS = ("llama.cpp prefill x", "llama.cpp decode x", "Dense llama.cp
 BOUND_COLUMNS = ("Prefill bound x", "Decode bound x")
 RATIO_COLUMNS = ("Prefill x", "llama.cpp prefill x", "llama.cpp decode x")  # + "Decode x b<N>": text cells
 LEVEL = 0.95  # the intervals' coverage; fewer repeats than that allows: the cell says what it has
+FAULT_MARK = " !"  # after a ratio whose interval lies above what the weights allow
 
 
 def ratio_cell(entry: dict | None, ratio: float | None = None) -> str:
@@ -26,7 +27,12 @@ def ratio_cell(entry: dict | None, ratio: float | None = None) -> str:
     coverage = "" if entry["coverage"] >= LEVEL else f", {100 * entry['coverage']:.0f} %"
     cell = f"{entry['median']:.2f} ({entry['low']:.2f}-{entry['high']:.2f}{coverage})"
     cell += " ~" if entry["low"] <= 1.0 <= entry["high"] else ""
-    return cell + (" !" if entry.get("fault") else "")
+    return cell + (FAULT_MARK if entry.get("fault") else "")
+
+
+def is_fault_cell(cell) -> bool:
+    """Whether a ratio cell carries the fault mark (the plot draws it hollow, the headline names it)."""
+    return str(cell).rstrip().endswith(FAULT_MARK.strip())
 
 
 CELL = re.compile(r"^\s*([\d.]+)(?:\s*\(([\d.]+)-([\d.]+))?")
