@@ -12,13 +12,10 @@ from structprune.report.speedcols import is_fault_cell, parse_ratio_cell
 # a recipe unit as the reader's word for the kind of pruning
 KIND_WORDS = {"width": "width", "blocks": "depth: blocks", "sublayers": "depth: sublayers", "channels": "channels",
               "mixed": "width + depth"}
-# each kind's line on the trade-off plot (plots.plot_tradeoff)
-KIND_LINES = {KIND_WORDS["width"]: "-", KIND_WORDS["blocks"]: "--", KIND_WORDS["sublayers"]: ":", KIND_WORDS["channels"]: "-.",
-              KIND_WORDS["mixed"]: (0, (6, 2, 1, 2, 1, 2))}
-# ... and how the plot's caption names that line
-KIND_LINE_NAMES = {KIND_WORDS["width"]: "solid width", KIND_WORDS["blocks"]: "dashed whole blocks",
-                   KIND_WORDS["sublayers"]: "dotted sublayers", KIND_WORDS["channels"]: "dash-dot channels",
-                   KIND_WORDS["mixed"]: "dash-dot-dot width + depth"}
+# each kind's line on the trade-off plot (plots.plot_tradeoff) and how the plot's caption names it
+KIND_LINES = {KIND_WORDS["width"]: ("-", "solid width"), KIND_WORDS["blocks"]: ("--", "dashed whole blocks"),
+              KIND_WORDS["sublayers"]: (":", "dotted sublayers"), KIND_WORDS["channels"]: ("-.", "dash-dot channels"),
+              KIND_WORDS["mixed"]: ((0, (6, 2, 1, 2, 1, 2)), "dash-dot-dot width + depth")}
 SPEED = "llama.cpp decode x"
 
 
@@ -50,7 +47,7 @@ def series_kind(kinds: list[str | None]) -> str | None:
 
 def line_caption(kinds: list[str | None]) -> str:
     """The trade-off plot's caption line for the line styles it drew (the kinds of joined series)."""
-    names = [KIND_LINE_NAMES[k] for k in dict.fromkeys(kinds) if k in KIND_LINE_NAMES]
+    names = [KIND_LINES[k][1] for k in dict.fromkeys(kinds) if k in KIND_LINES]
     return "lines join a method's sparsities: " + ", ".join(names) if names else ""
 
 

@@ -159,7 +159,7 @@ def plot_tradeoff(table: pd.DataFrame, path: str | os.PathLike, title: str, ours
             if kind and len(group) > 1:
                 joined_kinds.append(kind)
                 joined = group.sort_values("Sparsity (%)").index
-                ax.plot(x.loc[joined, "median"], group.loc[joined, column], linestyle=KIND_LINES.get(kind, "-"),
+                ax.plot(x.loc[joined, "median"], group.loc[joined, column], linestyle=KIND_LINES.get(kind, ("-",))[0],
                         color=colour, linewidth=1.6 if group["Method"].iloc[0] in ours else 1.0, alpha=0.8)
             label = f"{label} [{kind}]" if kind else label
             ax.errorbar(x["median"], group[column], xerr=[x["median"] - x["low"], x["high"] - x["median"]],
