@@ -9,8 +9,8 @@ from pathlib import Path
 
 from structprune.io.integrity import read_stage_json
 
-# the packages whose versions can move a number (the manifests also hold python and structprune)
-NUMERIC_PACKAGES = ("torch", "transformers", "lm_eval", "datasets", "safetensors")
+# python and the packages whose versions can move a number (the manifests also hold structprune's)
+NUMERIC_PACKAGES = ("python", "torch", "transformers", "lm_eval", "datasets", "safetensors")
 
 
 def checkpoint_manifests(checkpoints: list[str]) -> list[dict]:
@@ -36,8 +36,7 @@ def software_note(manifests: list[dict]) -> str:
     if not manifests:
         return ""
     versions = [m.get("versions") or {} for m in manifests]
-    parts = [f"python {_counted([v['python'] for v in versions if 'python' in v])}"] if any(
-        "python" in v for v in versions) else []
+    parts = []
     for package in NUMERIC_PACKAGES:
         seen = [v[package] for v in versions if package in v]
         if seen:
