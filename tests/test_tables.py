@@ -302,14 +302,15 @@ def test_llama_cpp_columns_and_the_gguf_table(tmp_path):
 
 def test_the_recovery_rounding_note_goes_with_rows_of_the_paper_s_recovery_only(tmp_path):
     from structprune.io.artifacts import write_stage_json
+    from structprune.io.integrity import read_stage_json
     from structprune.report.notes import uses_paper_recovery
 
-    paths = []
+    evals = []
     for name, stage, reconstruct in (("a", "pruned", "none"), ("b", "recovered", "refit"), ("c", "recovered", "paper")):
         write_stage_json(tmp_path / name / "manifest.json", {"parameters": {"recipe": {"reconstruct": reconstruct}}}, "prune")
         write_stage_json(tmp_path / f"{name}.json", {"stage": stage, "checkpoint": str(tmp_path / name)}, "evaluate")
-        paths.append(str(tmp_path / f"{name}.json"))
-    assert not uses_paper_recovery(paths[:2]) and uses_paper_recovery(paths)
+        evals.append(read_stage_json(tmp_path / f"{name}.json"))
+    assert not uses_paper_recovery(evals[:2]) and uses_paper_recovery(evals)
 
 
 def test_the_protocol_note_says_which_windows_and_items_are_scored():

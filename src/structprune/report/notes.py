@@ -71,10 +71,9 @@ RECOVERY_NOTE = (
 )
 
 
-def uses_paper_recovery(eval_paths: list[str]) -> bool:
+def uses_paper_recovery(evals: list[dict]) -> bool:
     """Whether a row of the table comes from the paper's recovery (its checkpoint's recipe)."""
-    for path in eval_paths:
-        result = read_stage_json(path)
+    for result in evals:
         manifest = Path(result.get("checkpoint", "")) / "manifest.json"
         if result.get("stage") == "recovered" and manifest.is_file():
             if read_stage_json(manifest).get("parameters", {}).get("recipe", {}).get("reconstruct") == "paper":
@@ -138,13 +137,13 @@ def table_header(title: str, note: str, table: pd.DataFrame, eval_paths: list[st
         header += "\n\n" + SIGNIFICANCE_NOTE
     if "Prefill x" in table:
         header += "\n\n" + SPEED_NOTE
-    if uses_paper_recovery(eval_paths):
+    evals = [read_stage_json(path) for path in eval_paths]
+    if uses_paper_recovery(evals):
         header += "\n\n" + RECOVERY_NOTE
     if "llama.cpp decode x" in table:
         header += "\n\n" + LLAMACPP_NOTE
     if benchmark_paths:
         header += "\n\n" + compute_time_summary(benchmark_paths)
-    checkpoints = [read_stage_json(path).get("checkpoint", "") for path in eval_paths]
-    if software := software_note(checkpoint_manifests([c for c in checkpoints if c])):
+    if software := software_note(checkpoint_manifests([e["checkpoint"] for e in evals if e.get("checkpoint")])):
         header += "\n\n" + software
     return header
